@@ -1,0 +1,229 @@
+//! Which kernel releases the archive offers right now, and which one to use.
+//! Debian drops old ABIs from the archive over time, so a pinned release
+//! may vanish; selection then falls back to the oldest complete release of
+//! the same series and says so, instead of letting a test skip silently.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use debversion::Version;
+
+use crate::archive::{Archive, PackageInfo};
+use crate::plan::plan;
+use crate::release::Release;
+use crate::{Error, Result};
+
+/// The release the project pins for its tests and demo: Debian 12's
+/// 6.1.170-3 cloud kernel, the base of the fixes the factory is tested on.
+pub const PINNED_RELEASE: &str = "6.1.0-47-cloud-amd64";
+
+/// Image package names of `flavour` that are real releases (not meta
+/// packages such as `linux-image-cloud-amd64`), sorted by name.
+pub fn release_names(archive: &dyn Archive, flavour: &str) -> Result<Vec<Release>> {
+    let suffix = format!("-{flavour}");
+    Ok(archive
+        .package_names("linux-image-")?
+        .iter()
+        .filter_map(|n| n.strip_prefix("linux-image-"))
+        .filter(|n| n.ends_with(&suffix))
+        .filter_map(|n| n.parse::<Release>().ok())
+        .filter(|r| r.flavour() == flavour)
+        .collect())
+}
+
+/// An archive view answering `show` from one bulk query.
+struct Snapshot(Vec<PackageInfo>);
+
+impl Archive for Snapshot {
+    fn show(&self, packages: &[String]) -> Result<Vec<PackageInfo>> {
+        Ok(self
+            .0
+            .iter()
+            .filter(|i| packages.contains(&i.package))
+            .cloned()
+            .collect())
+    }
+    fn package_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut v: Vec<String> = self
+            .0
+            .iter()
+            .filter(|i| i.package.starts_with(prefix))
+            .map(|i| i.package.clone())
+            .collect();
+        v.dedup();
+        Ok(v)
+    }
+    fn download(&self, package: &str, _: &Version, _: &Path) -> Result<PathBuf> {
+        Err(Error::Command {
+            command: format!("download {package}"),
+            status: "not supported".into(),
+            stderr: "a snapshot of the archive cannot download".into(),
+        })
+    }
+}
+
+/// Releases of `flavour` in `series` whose whole package set (image,
+/// headers, kbuild, source, all of one version) the archive offers, oldest
+/// first.
+pub fn available_releases(
+    archive: &dyn Archive,
+    flavour: &str,
+    series: &str,
+) -> Result<Vec<(Release, Version)>> {
+    let releases: Vec<Release> = release_names(archive, flavour)?
+        .into_iter()
+        .filter(|r| r.series() == series)
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for r in &releases {
+        names.extend([
+            r.image_package(),
+            r.headers_package(),
+            r.headers_common_package(),
+            r.dbg_package(),
+        ]);
+    }
+    if let Some(r) = releases.first() {
+        names.push(r.kbuild_package());
+        names.push(r.source_package());
+    }
+    let snapshot = Snapshot(archive.show(&names)?);
+    let mut complete: Vec<(Release, Version)> = releases
+        .into_iter()
+        .filter_map(|r| plan(&snapshot, &r).ok().map(|p| (r, p.version)))
+        .collect();
+    complete.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(complete)
+}
+
+/// The chosen release and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The release to use.
+    pub release: Release,
+    /// Its Debian version.
+    pub version: Version,
+    /// Set when a pinned release was unavailable and this is the fallback.
+    pub fallback_from: Option<Release>,
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.fallback_from {
+            None => write!(f, "{} ({}, pinned)", self.release, self.version),
+            Some(p) => write!(
+                f,
+                "{} ({}): the pinned {p} is no longer offered by the package archive, falling back to the oldest complete release of series {}",
+                self.release,
+                self.version,
+                self.release.series()
+            ),
+        }
+    }
+}
+
+/// Picks the first of `pinned` that is available, else the oldest
+/// available release of the first pin's series and flavour.
+pub fn select_release(pinned: &[Release], available: &[(Release, Version)]) -> Result<Selection> {
+    for p in pinned {
+        if let Some((r, v)) = available.iter().find(|(r, _)| r == p) {
+            return Ok(Selection {
+                release: r.clone(),
+                version: v.clone(),
+                fallback_from: None,
+            });
+        }
+    }
+    let Some(first) = pinned.first() else {
+        return Err(Error::NoReleases {
+            flavour: "(none pinned)".into(),
+            series: "(none pinned)".into(),
+        });
+    };
+    available
+        .iter()
+        .find(|(r, _)| r.series() == first.series() && r.flavour() == first.flavour())
+        .map(|(r, v)| Selection {
+            release: r.clone(),
+            version: v.clone(),
+            fallback_from: Some(first.clone()),
+        })
+        .ok_or_else(|| Error::NoReleases {
+            flavour: first.flavour().to_string(),
+            series: first.series().to_string(),
+        })
+}
+
+/// The release tests and the demo use: `$NOREBOOT_KERNEL` if set (no
+/// fallback then: the user asked for exactly that one), else
+/// [`PINNED_RELEASE`] with the archive fallback.
+pub fn default_release(archive: &dyn Archive) -> Result<Selection> {
+    if let Some(v) = std::env::var_os("NOREBOOT_KERNEL").filter(|v| !v.is_empty()) {
+        let release: Release = v.to_string_lossy().parse()?;
+        let p = plan(archive, &release)?;
+        return Ok(Selection {
+            release,
+            version: p.version,
+            fallback_from: None,
+        });
+    }
+    let pinned: Release = PINNED_RELEASE.parse()?;
+    let available = available_releases(archive, pinned.flavour(), pinned.series())?;
+    select_release(&[pinned], &available)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::debian_archive;
+
+    #[test]
+    fn only_complete_releases_are_available() {
+        let a = debian_archive();
+        let got: Vec<String> = available_releases(&a, "cloud-amd64", "6.1")
+            .unwrap()
+            .iter()
+            .map(|(r, v)| format!("{r}={v}"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "6.1.0-47-cloud-amd64=6.1.170-3",
+                "6.1.0-57-cloud-amd64=6.1.192-3"
+            ]
+        );
+    }
+
+    #[test]
+    fn pinned_release_wins_when_offered() {
+        let a = debian_archive();
+        let avail = available_releases(&a, "cloud-amd64", "6.1").unwrap();
+        let s = select_release(&["6.1.0-47-cloud-amd64".parse().unwrap()], &avail).unwrap();
+        assert_eq!(s.release.as_str(), "6.1.0-47-cloud-amd64");
+        assert!(s.fallback_from.is_none());
+        assert!(s.to_string().contains("pinned"));
+    }
+
+    #[test]
+    fn vanished_pin_falls_back_loudly_to_the_oldest() {
+        let a = debian_archive();
+        let avail = available_releases(&a, "cloud-amd64", "6.1").unwrap();
+        let s = select_release(&["6.1.0-40-cloud-amd64".parse().unwrap()], &avail).unwrap();
+        assert_eq!(s.release.as_str(), "6.1.0-47-cloud-amd64");
+        let msg = s.to_string();
+        assert!(
+            msg.contains("6.1.0-40-cloud-amd64 is no longer offered"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn nothing_of_the_series_is_an_error() {
+        let a = debian_archive();
+        let avail = available_releases(&a, "cloud-amd64", "6.1").unwrap();
+        let err =
+            select_release(&["6.12.1+deb13-cloud-amd64".parse().unwrap()], &avail).unwrap_err();
+        assert!(err.to_string().contains("series 6.12"), "{err}");
+        assert!(select_release(&[], &avail).is_err());
+    }
+}

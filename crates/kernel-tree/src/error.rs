@@ -1,0 +1,181 @@
+//! Errors of kernel workspaces. Each variant names the operation and the
+//! release, package or path involved, so a message alone tells a user what
+//! to fix; no variant is a bare I/O error.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while finding, fetching or using a kernel
+/// workspace.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The release name is malformed.
+    #[error("invalid kernel release {release:?}: {reason}")]
+    BadRelease {
+        /// What was given.
+        release: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The archive has no image package for this release.
+    #[error("unknown kernel release {release}: the package archive has no {package}{}", fmt_available(.available))]
+    UnknownRelease {
+        /// The release asked for.
+        release: String,
+        /// The package looked for.
+        package: String,
+        /// Releases of the same flavour the archive does offer.
+        available: Vec<String>,
+    },
+    /// A package of the set is not available in the version of the image.
+    #[error("version mismatch for kernel {release}: {package} {wanted} is needed ({reason}), the archive has {}", if .available.is_empty() { "none".to_string() } else { .available.join(", ") })]
+    VersionMismatch {
+        /// The release.
+        release: String,
+        /// The package whose version does not fit.
+        package: String,
+        /// The version (or relation) it must have.
+        wanted: String,
+        /// Why that version is needed.
+        reason: String,
+        /// Versions the archive holds.
+        available: Vec<String>,
+    },
+    /// apt has no package lists at all.
+    #[error("apt knows no packages: run `apt-get update` first (as root)")]
+    AptListsEmpty,
+    /// The package archive could not be reached.
+    #[error("cannot reach the package archive ({command}): {detail}")]
+    ArchiveUnreachable {
+        /// The command that failed.
+        command: String,
+        /// apt's own words.
+        detail: String,
+    },
+    /// Not enough free space where the cache lives.
+    #[error("disk full: {path} has {} free, {} needed", mib(*.available), mib(*.needed))]
+    DiskFull {
+        /// Directory that ran out of space.
+        path: PathBuf,
+        /// Bytes needed (0 when only the OS's ENOSPC is known).
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// A file system operation failed.
+    #[error("failed to {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required host tool is missing.
+    #[error("{tool} not found: install the Debian package {package}")]
+    ToolMissing {
+        /// The program.
+        tool: String,
+        /// The Debian package that provides it.
+        package: String,
+    },
+    /// An external command failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// The tail of what it printed.
+        stderr: String,
+    },
+    /// The kernel image cannot be read.
+    #[error("cannot read kernel image {path}: {reason}")]
+    BadImage {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two things that must agree about a kernel do not.
+    #[error("kernel {release}: {what} disagree: {expected} vs {found}")]
+    Inconsistent {
+        /// The release.
+        release: String,
+        /// Which facts disagree.
+        what: String,
+        /// One side.
+        expected: String,
+        /// The other side.
+        found: String,
+    },
+    /// The host's compiler is not the one that built the kernel.
+    #[error("compiler mismatch: the kernel was built with {kernel:?} but the host's {program} is {host:?}; install the matching compiler")]
+    CompilerMismatch {
+        /// The compiler the kernel names (CONFIG_CC_VERSION_TEXT).
+        kernel: String,
+        /// The program that was found.
+        program: String,
+        /// Its version line.
+        host: String,
+    },
+    /// kbuild could not build an external module.
+    #[error("building the module in {dir} against {release} failed:\n{output}")]
+    Kbuild {
+        /// The module directory.
+        dir: PathBuf,
+        /// The release.
+        release: String,
+        /// Compiler and make output.
+        output: String,
+    },
+    /// The cache holds something this version cannot read.
+    #[error("corrupt kernel workspace {path}: {reason} (delete the directory to fetch it again)")]
+    CorruptWorkspace {
+        /// The manifest or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No release of the wanted kind is in the archive.
+    #[error("the package archive offers no complete {flavour} kernel of series {series} (image, headers, kbuild and source of one version)")]
+    NoReleases {
+        /// Flavour looked for.
+        flavour: String,
+        /// Series looked for.
+        series: String,
+    },
+    /// The cache directory cannot be determined.
+    #[error("no cache directory: set NOREBOOT_CACHE, XDG_CACHE_HOME or HOME")]
+    NoCacheDir,
+}
+
+fn fmt_available(v: &[String]) -> String {
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!(" (available: {})", v.join(", "))
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+impl Error {
+    /// An I/O error on `path`; running out of space becomes [`Error::DiskFull`]
+    /// so that the one cause a user can fix is named as such.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            let available = crate::cache::free_space(&path).unwrap_or(0);
+            return Error::DiskFull {
+                path,
+                needed: 0,
+                available,
+            };
+        }
+        Error::Io { op, path, source }
+    }
+}

@@ -1,0 +1,127 @@
+//! Building external modules against a workspace's headers with the
+//! kernel's own kbuild, after checking that the host compiler is exactly
+//! the one that built the kernel (a different compiler produces code and
+//! struct layouts the running kernel was not built with).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::workspace::Workspace;
+use crate::{Error, Result};
+
+impl Workspace {
+    /// The compiler program the kernel was built with and its version text,
+    /// from `CONFIG_CC_VERSION_TEXT` (e.g. `gcc-12`, `gcc-12 (Debian
+    /// 12.2.0-14+deb12u1) 12.2.0`).
+    pub fn kernel_compiler(&self) -> Result<(String, String)> {
+        let text = self
+            .config_value("CONFIG_CC_VERSION_TEXT")?
+            .ok_or_else(|| Error::CorruptWorkspace {
+                path: self.config(),
+                reason: "CONFIG_CC_VERSION_TEXT is missing".into(),
+            })?;
+        let program = text.split_whitespace().next().unwrap_or("gcc").to_string();
+        Ok((program, text))
+    }
+
+    /// Fails unless the host's compiler reports exactly the version text the
+    /// kernel was built with.
+    pub fn check_compiler(&self) -> Result<()> {
+        let (program, want) = self.kernel_compiler()?;
+        let out = Command::new(&program)
+            .arg("--version")
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::ToolMissing {
+                    tool: program.clone(),
+                    package: program.clone(),
+                },
+                _ => Error::io("run", PathBuf::from(&program), e),
+            })?;
+        let host = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if host != want {
+            return Err(Error::CompilerMismatch {
+                kernel: want,
+                program,
+                host,
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the external module whose sources (a `Kbuild` or `Makefile`
+    /// with `obj-m` and the C files) are in `src`, in the build directory
+    /// `out` (created; `src` stays clean). Returns the `.ko` files built.
+    pub fn build_module(&self, src: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+        self.check_compiler()?;
+        copy_tree(src, out)?;
+        let jobs = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut cmd = Command::new("make");
+        cmd.arg("-C")
+            .arg(self.headers_dir())
+            .arg(format!("M={}", out.display()))
+            .arg(format!("-j{jobs}"))
+            .arg("modules")
+            // Variables from a calling make or a cross setup would change
+            // what kbuild builds.
+            .env_remove("ARCH")
+            .env_remove("CROSS_COMPILE")
+            .env_remove("MAKEFLAGS");
+        let output = cmd.output().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::ToolMissing {
+                tool: "make".into(),
+                package: "make".into(),
+            },
+            _ => Error::io("run make in", out, e),
+        })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            return Err(Error::Kbuild {
+                dir: out.to_path_buf(),
+                release: self.release().to_string(),
+                output: text,
+            });
+        }
+        let mut kos: Vec<PathBuf> = std::fs::read_dir(out)
+            .map_err(|e| Error::io("list", out, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "ko"))
+            .collect();
+        kos.sort();
+        if kos.is_empty() {
+            return Err(Error::Kbuild {
+                dir: out.to_path_buf(),
+                release: self.release().to_string(),
+                output: format!("make succeeded but built no .ko\n{text}"),
+            });
+        }
+        Ok(kos)
+    }
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst).map_err(|e| Error::io("create", dst, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| Error::io("list", src, e))? {
+        let entry = entry.map_err(|e| Error::io("list", src, e))?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let ft = entry.file_type().map_err(|e| Error::io("stat", &from, e))?;
+        if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| Error::io("copy", &from, e))?;
+        }
+    }
+    Ok(())
+}

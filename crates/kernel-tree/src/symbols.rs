@@ -1,0 +1,219 @@
+//! The kernel's full symbol table. Debian's `/boot/System.map` is a stub;
+//! the real one, and the unstripped vmlinux whose symbol table also groups
+//! local symbols by source file, ship in `linux-image-<release>-dbg`. Only
+//! those two files are extracted (they lead the package's tar stream, so
+//! the rest of the ~280 MB package is never decompressed), and the
+//! vmlinux's build-id must equal the image's before the table is trusted.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::{Endianness, ReadCache};
+
+use crate::archive::Archive;
+use crate::cache::{ensure_space, Cache};
+use crate::plan::plan;
+use crate::workspace::Workspace;
+use crate::{Error, Result};
+
+/// Paths of the full symbol table of a workspace's kernel.
+#[derive(Debug, Clone)]
+pub struct SymbolTable {
+    /// The real System.map (address, type, name; address order).
+    pub system_map: PathBuf,
+    /// The unstripped vmlinux (symbols with STT_FILE grouping, DWARF).
+    pub vmlinux: PathBuf,
+}
+
+/// One line of a System.map or `/proc/kallsyms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapSymbol {
+    /// Link-time address.
+    pub address: u64,
+    /// nm-style type letter.
+    pub kind: char,
+    /// Symbol name.
+    pub name: String,
+}
+
+/// Parses System.map / kallsyms text (`ADDR TYPE NAME [\[module\]]`).
+pub fn parse_system_map(text: &str) -> std::result::Result<Vec<MapSymbol>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let mut it = l.split_whitespace();
+            let (Some(a), Some(k), Some(n)) = (it.next(), it.next(), it.next()) else {
+                return Err(format!(
+                    "line {}: expected `address type name`, got {l:?}",
+                    i + 1
+                ));
+            };
+            let address = u64::from_str_radix(a, 16)
+                .map_err(|_| format!("line {}: bad address {a:?}", i + 1))?;
+            let kind = k
+                .chars()
+                .next()
+                .filter(|_| k.len() == 1)
+                .ok_or_else(|| format!("line {}: bad type {k:?}", i + 1))?;
+            Ok(MapSymbol {
+                address,
+                kind,
+                name: n.to_string(),
+            })
+        })
+        .collect()
+}
+
+impl Workspace {
+    /// The full symbol table, extracted from the `-dbg` package on first
+    /// use and cached in the workspace.
+    pub fn symbols(&self, cache: &Cache, archive: &dyn Archive) -> Result<SymbolTable> {
+        let dir = self.symbols_dir();
+        let table = SymbolTable {
+            system_map: dir.join("System.map"),
+            vmlinux: dir.join("vmlinux"),
+        };
+        let done = dir.join("verified");
+        if done.exists() {
+            return Ok(table);
+        }
+        let _lock = cache.lock(&format!("{}-symbols", self.release()))?;
+        if done.exists() {
+            return Ok(table);
+        }
+        let plan = plan(archive, self.release())?;
+        let dbg = plan
+            .dbg
+            .filter(|d| d.version.to_string() == self.version())
+            .ok_or_else(|| Error::VersionMismatch {
+                release: self.release().to_string(),
+                package: self.release().dbg_package(),
+                wanted: format!("= {}", self.version()),
+                reason: "the symbol table must come from the same build".into(),
+                available: Vec::new(),
+            })?;
+        let partial = self.dir().join(".symbols.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
+        // The deb plus the two extracted files (the vmlinux is about twice
+        // the package's size).
+        ensure_space(&partial, dbg.size * 4)?;
+        tracing::info!(package = %dbg.package, size = dbg.size, "downloading debug symbols");
+        let deb = archive.download(&dbg.package, &dbg.version, &partial)?;
+        let release = self.release().as_str();
+        let members = [
+            format!("./usr/lib/debug/boot/System.map-{release}"),
+            format!("./usr/lib/debug/boot/vmlinux-{release}"),
+        ];
+        extract_members(&deb, &partial, &members)?;
+        std::fs::remove_file(&deb).map_err(|e| Error::io("remove", &deb, e))?;
+        let map = partial.join(&members[0][2..]);
+        let vmlinux = partial.join(&members[1][2..]);
+        let id = vmlinux_build_id(&vmlinux)?;
+        if id != self.identity().build_id {
+            return Err(Error::Inconsistent {
+                release: release.to_string(),
+                what: "build-ids of the image and the -dbg vmlinux".into(),
+                expected: self.identity().build_id.to_string(),
+                found: id.to_string(),
+            });
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        std::fs::rename(&map, &table.system_map).map_err(|e| Error::io("move", &map, e))?;
+        std::fs::rename(&vmlinux, &table.vmlinux).map_err(|e| Error::io("move", &vmlinux, e))?;
+        std::fs::write(&done, id.to_string()).map_err(|e| Error::io("write", &done, e))?;
+        let _ = std::fs::remove_dir_all(&partial);
+        Ok(table)
+    }
+}
+
+/// Extracts `members` from the data tarball of `deb` into `dest`, stopping
+/// as soon as all were seen (`tar --occurrence`).
+fn extract_members(deb: &Path, dest: &Path, members: &[String]) -> Result<()> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io("run dpkg-deb on", deb, e))?;
+    let stdout = dpkg.stdout.take().ok_or_else(|| Error::Command {
+        command: "dpkg-deb --fsys-tarfile".into(),
+        status: "no stdout".into(),
+        stderr: String::new(),
+    })?;
+    let tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(dest)
+        .arg("--occurrence")
+        .args(members)
+        .stdin(stdout)
+        .output()
+        .map_err(|e| Error::io("run tar into", dest, e))?;
+    // dpkg-deb dies of SIGPIPE once tar stops reading; that is expected.
+    let _ = dpkg.wait();
+    if !tar.status.success() {
+        let stderr = String::from_utf8_lossy(&tar.stderr).into_owned();
+        if stderr.contains("No space left") {
+            return Err(Error::DiskFull {
+                path: dest.to_path_buf(),
+                needed: 0,
+                available: crate::cache::free_space(dest).unwrap_or(0),
+            });
+        }
+        return Err(Error::Command {
+            command: format!("tar -x {} from {}", members.join(" "), deb.display()),
+            status: tar.status.to_string(),
+            stderr,
+        });
+    }
+    Ok(())
+}
+
+/// Build-id of an ELF vmlinux on disk, reading only its headers and notes.
+pub fn vmlinux_build_id(path: &Path) -> Result<kernel::BuildId> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let data = ReadCache::new(file);
+    let bad = |reason: String| Error::BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let elf =
+        ElfFile64::<Endianness, _>::parse(&data).map_err(|e| bad(format!("not ELF64: {e}")))?;
+    let endian = elf.endian();
+    let mut notes = Vec::new();
+    for ph in elf.elf_program_headers() {
+        if ph.p_type(endian) == object::elf::PT_NOTE {
+            let seg = ph
+                .data(endian, &data)
+                .map_err(|_| bad("PT_NOTE outside the file".into()))?;
+            notes.extend_from_slice(seg);
+            while notes.len() % 4 != 0 {
+                notes.push(0);
+            }
+        }
+    }
+    kernel::notes::build_id(&notes).map_err(|e| bad(format!("notes: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_system_map_and_kallsyms_lines() {
+        let s = parse_system_map("ffffffff81000000 T _text\nffffffff81234560 t cmdline_proc_show\nffffffffc0000000 t foo\t[virtio]\n").unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].name, "cmdline_proc_show");
+        assert_eq!(s[1].kind, 't');
+        assert_eq!(s[0].address, 0xffffffff81000000);
+        let err = parse_system_map("zz T x\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(parse_system_map("ffff\n").is_err());
+    }
+}

@@ -57,17 +57,26 @@ pub fn identity_from_bytes(path: &Path, data: &[u8]) -> Result<ImageIdentity> {
     let notes = elf_notes(path, &vmlinux)?;
     let build_id =
         kernel::notes::build_id(&notes).map_err(|e| bad(path, format!("vmlinux notes: {e}")))?;
-    let banner = find_banner(&vmlinux, &header.release).ok_or_else(|| {
+    let banners = find_banners(&vmlinux, &header.release);
+    let all: Vec<Banner> = banners.iter().filter_map(|b| parse_banner(b)).collect();
+    // Prefer the banner that agrees with the header's `uname -v`.
+    let chosen = all
+        .iter()
+        .position(|b| Some(&b.uname_version) == header.uname_version.as_ref())
+        .unwrap_or(0);
+    let mut parsed = all.into_iter().nth(chosen).ok_or_else(|| {
         bad(
             path,
             format!(
-                "no \"Linux version {} (\" banner in the vmlinux",
+                "no parsable \"Linux version {} (\" banner in the vmlinux (found {banners:?})",
                 header.release
             ),
         )
     })?;
-    let parsed = parse_banner(&banner)
-        .ok_or_else(|| bad(path, format!("unrecognised banner {banner:?}")))?;
+    if let Some(v) = header.uname_version {
+        parsed.debian_version = debian_version_of(&v);
+        parsed.uname_version = v;
+    }
     Ok(ImageIdentity {
         release: header.release,
         build_id,
@@ -81,6 +90,9 @@ pub fn identity_from_bytes(path: &Path, data: &[u8]) -> Result<ImageIdentity> {
 
 struct Header<'a> {
     release: String,
+    /// `uname -v` as the header states it (the vmlinux may also hold an
+    /// earlier banner whose build number is a placeholder).
+    uname_version: Option<String>,
     payload: &'a [u8],
 }
 
@@ -112,12 +124,20 @@ fn parse_header<'a>(path: &Path, d: &'a [u8]) -> Result<Header<'a>> {
     };
     let pm_start = (setup_sects + 1) * 512;
     let kv = le16(d, 0x20e).unwrap_or(0) as usize + 0x200;
-    let release = d
+    let full = d
         .get(kv..)
-        .and_then(|s| s.split(|&b| b == 0 || b == b' ').next())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad(path, "kernel_version string missing"))?;
+        .and_then(|s| s.split(|&b| b == 0).next())
+        .map(|s| String::from_utf8_lossy(&s[..s.len().min(256)]).into_owned())
+        .unwrap_or_default();
+    let release = full.split(' ').next().unwrap_or("").to_string();
+    if release.is_empty() {
+        return Err(bad(path, "kernel_version string missing"));
+    }
+    // "<release> (<builder>) <uname -v>"
+    let uname_version = full
+        .find(") ")
+        .map(|i| full[i + 2..].trim().to_string())
+        .filter(|v| !v.is_empty());
     let off = le32(d, 0x248).unwrap_or(0) as usize;
     let len = le32(d, 0x24c).unwrap_or(0) as usize;
     let start = pm_start
@@ -135,7 +155,11 @@ fn parse_header<'a>(path: &Path, d: &'a [u8]) -> Result<Header<'a>> {
                 ),
             )
         })?;
-    Ok(Header { release, payload })
+    Ok(Header {
+        release,
+        uname_version,
+        payload,
+    })
 }
 
 fn decompress(path: &Path, p: &[u8]) -> Result<(&'static str, Vec<u8>)> {
@@ -232,16 +256,33 @@ pub fn elf_notes(path: &Path, vmlinux: &[u8]) -> Result<Vec<u8>> {
     Ok(notes)
 }
 
-fn find_banner(vmlinux: &[u8], release: &str) -> Option<String> {
+fn find_banners(vmlinux: &[u8], release: &str) -> Vec<String> {
     let needle = format!("Linux version {release} (");
     let needle = needle.as_bytes();
-    let pos = vmlinux.windows(needle.len()).position(|w| w == needle)?;
-    let rest = &vmlinux[pos..];
-    let end = rest
-        .iter()
-        .position(|&b| b == 0 || b == b'\n')
-        .unwrap_or(rest.len().min(512));
-    Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = vmlinux[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+    {
+        let rest = &vmlinux[from + pos..];
+        let end = rest
+            .iter()
+            .take(512)
+            .position(|&b| b == 0 || b == b'\n')
+            .unwrap_or(rest.len().min(512));
+        out.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+        from += pos + needle.len();
+    }
+    out
+}
+
+fn debian_version_of(uname_version: &str) -> Option<String> {
+    uname_version
+        .split_whitespace()
+        .skip_while(|w| *w != "Debian")
+        .nth(1)
+        .map(str::to_string)
 }
 
 /// The parts of a Linux banner.
@@ -303,11 +344,7 @@ pub fn parse_banner(banner: &str) -> Option<Banner> {
         None => (tools.trim(), ""),
     };
     let uname_version = rest.trim().to_string();
-    let debian_version = uname_version
-        .split_whitespace()
-        .skip_while(|w| *w != "Debian")
-        .nth(1)
-        .map(str::to_string);
+    let debian_version = debian_version_of(&uname_version);
     Some(Banner {
         compiler: compiler.to_string(),
         linker: linker.to_string(),

@@ -1,0 +1,316 @@
+//! `noreboot-lab`: boot real distribution kernels in QEMU from the command
+//! line. Fetches kernel workspaces, runs commands in guests, and runs the
+//! live-patch demo. Errors are mapped to exit codes in `exit_code` only.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kernel_tree::{discover, AptArchive, Cache, Release, Workspace};
+use lab::{GuestConfig, LabError};
+
+#[derive(Parser)]
+#[command(
+    name = "noreboot-lab",
+    version,
+    about = "Boot real distribution kernels in QEMU for noreboot's tests and demos"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct KernelArg {
+    /// Kernel release, e.g. 6.1.0-47-cloud-amd64 [default: $NOREBOOT_KERNEL,
+    /// else the pinned release, else the oldest one the archive offers]
+    #[arg(long, short = 'k')]
+    kernel: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the kernel releases the package archive offers completely.
+    Releases {
+        /// Upstream series.
+        #[arg(long, default_value = "6.1")]
+        series: String,
+        /// Debian flavour.
+        #[arg(long, default_value = "cloud-amd64")]
+        flavour: String,
+    },
+    /// Download and unpack a kernel workspace; print its paths and identity.
+    Fetch {
+        #[command(flatten)]
+        kernel: KernelArg,
+        /// Also fetch the full symbol table (the -dbg package).
+        #[arg(long)]
+        symbols: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot a guest, run a command, print its output, exit with its status.
+    Run {
+        #[command(flatten)]
+        kernel: KernelArg,
+        /// User-mode networking (the host's loopback is 10.0.2.2).
+        #[arg(long)]
+        net: bool,
+        /// Load a module of the kernel at boot (repeatable).
+        #[arg(long = "module", value_name = "NAME")]
+        modules: Vec<String>,
+        /// Copy a host file in: HOST[:GUEST] (default guest path /root/NAME).
+        #[arg(long = "file", value_name = "HOST[:GUEST]")]
+        files: Vec<String>,
+        /// Copy a host executable and its libraries in: HOST[:GUEST].
+        #[arg(long = "bin", value_name = "HOST[:GUEST]")]
+        bins: Vec<String>,
+        /// Seconds the command may run.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the serial console to stderr afterwards.
+        #[arg(long)]
+        console: bool,
+        /// Print a JSON result instead of the command's output.
+        #[arg(long)]
+        json: bool,
+        /// The command (a shell command line).
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Build the project's live patch fixture, boot the kernel, and show
+    /// /proc/cmdline before, during and after the live patch.
+    Demo {
+        #[command(flatten)]
+        kernel: KernelArg,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn workspace(arg: &KernelArg) -> anyhow::Result<(Cache, Workspace)> {
+    let cache = Cache::from_env()?;
+    let archive = AptArchive::new();
+    let release: Release = match &arg.kernel {
+        Some(k) => k.parse()?,
+        None => {
+            let sel = discover::default_release(&archive)?;
+            eprintln!("kernel: {sel}");
+            sel.release
+        }
+    };
+    if Workspace::open(&cache, &release)?.is_none() {
+        eprintln!(
+            "fetching kernel workspace {release} into {} ...",
+            cache.kernels_dir().display()
+        );
+    }
+    let ws = Workspace::fetch(&cache, &archive, &release)?;
+    Ok((cache, ws))
+}
+
+fn split_host_guest(spec: &str, default_dir: &str) -> (PathBuf, String) {
+    match spec.split_once(':') {
+        Some((h, g)) => (PathBuf::from(h), g.to_string()),
+        None => {
+            let host = PathBuf::from(spec);
+            let name = host
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (host, format!("{default_dir}/{name}"))
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Releases { series, flavour } => {
+            let list = discover::available_releases(&AptArchive::new(), &flavour, &series)?;
+            if list.is_empty() {
+                anyhow::bail!(kernel_tree::Error::NoReleases { flavour, series });
+            }
+            for (r, v) in list {
+                let pin = if r.as_str() == discover::PINNED_RELEASE {
+                    "  (pinned)"
+                } else {
+                    ""
+                };
+                println!("{r}\t{v}{pin}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fetch {
+            kernel,
+            symbols,
+            json,
+        } => {
+            let (cache, ws) = workspace(&kernel)?;
+            let syms = if symbols {
+                Some(ws.symbols(&cache, &AptArchive::new())?)
+            } else {
+                None
+            };
+            let id = ws.identity();
+            if json {
+                let v = serde_json::json!({
+                    "release": ws.release().as_str(),
+                    "version": ws.version(),
+                    "identity": id,
+                    "paths": {
+                        "workspace": ws.dir(),
+                        "vmlinuz": ws.vmlinuz(),
+                        "config": ws.config(),
+                        "headers": ws.headers_dir(),
+                        "module_symvers": ws.module_symvers(),
+                        "source_tarball": ws.source_tarball(),
+                        "modules": ws.modules_dir(),
+                        "system_map": syms.as_ref().map(|s| &s.system_map),
+                        "vmlinux": syms.as_ref().map(|s| &s.vmlinux),
+                    },
+                    "packages": ws.manifest().packages,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("release         {}", ws.release());
+                println!("version         {}", ws.version());
+                println!("build-id        {}", id.build_id);
+                println!("uname -v        {}", id.uname_version);
+                println!("compiler        {}", id.compiler);
+                println!("vmlinuz         {}", ws.vmlinuz().display());
+                println!("config          {}", ws.config().display());
+                println!("headers         {}", ws.headers_dir().display());
+                println!("Module.symvers  {}", ws.module_symvers().display());
+                println!("source          {}", ws.source_tarball().display());
+                if let Some(s) = syms {
+                    println!("System.map      {}", s.system_map.display());
+                    println!("vmlinux         {}", s.vmlinux.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            kernel,
+            net,
+            modules,
+            files,
+            bins,
+            timeout,
+            console,
+            json,
+            command,
+        } => {
+            let (_cache, ws) = workspace(&kernel)?;
+            let mut cfg = GuestConfig::for_workspace(&ws);
+            cfg.network = net;
+            cfg.modules = modules;
+            cfg.command_timeout = Duration::from_secs(timeout);
+            for f in &files {
+                cfg.files.push(split_host_guest(f, "/root"));
+            }
+            for b in &bins {
+                cfg.binaries.push(split_host_guest(b, "/usr/local/bin"));
+            }
+            let r = lab::run(&cfg, &command.join(" "))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                std::io::stdout().write_all(r.stdout.as_bytes())?;
+                std::io::stderr().write_all(r.stderr.as_bytes())?;
+                if console {
+                    eprintln!("--- console ---\n{}", r.console);
+                }
+                eprintln!(
+                    "[guest: boot {:.2}s, command {:.2}s, total {:.2}s, exit {}]",
+                    r.boot.as_secs_f64(),
+                    r.exec.as_secs_f64(),
+                    r.total.as_secs_f64(),
+                    r.status
+                );
+            }
+            Ok(ExitCode::from(u8::try_from(r.status).unwrap_or(1)))
+        }
+        Cmd::Demo { kernel, json } => {
+            let (_cache, ws) = workspace(&kernel)?;
+            eprintln!(
+                "kernel {} ({}), build-id {}",
+                ws.release(),
+                ws.version(),
+                ws.identity().build_id
+            );
+            let build_dir = tempfile::tempdir().context("creating a build directory")?;
+            eprintln!("building the live patch fixture against the headers, booting the kernel in QEMU ...");
+            let r = lab::sample::run_cmdline_sample(&ws, build_dir.path())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "kernel              {} (booted in {:.1}s under QEMU)",
+                    r.release,
+                    r.boot.as_secs_f64()
+                );
+                println!("/proc/cmdline before:   {}", r.before);
+                println!("/proc/cmdline patched:  {}", r.patched);
+                println!("/proc/cmdline reverted: {}", r.after);
+                println!(
+                    "transition: patched in {:.2}s, unpatched in {:.2}s; taint {}; dmesg problems: {}",
+                    r.patch_transition.as_secs_f64(),
+                    r.unpatch_transition.as_secs_f64(),
+                    r.taint,
+                    if r.dmesg_problems.is_empty() { "none".to_string() } else { r.dmesg_problems.join(" | ") }
+                );
+                println!(
+                    "total {:.1}s (module build {:.1}s)",
+                    r.total.as_secs_f64(),
+                    r.build.as_secs_f64()
+                );
+            }
+            if !r.dmesg_problems.is_empty()
+                || r.patched != lab::sample::PATCHED_TEXT
+                || r.after != r.before
+            {
+                anyhow::bail!("the live patch did not behave as expected (see above)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The one place errors become exit codes: 2 usage (clap), 3 kernel
+/// workspace or archive, 4 guest failure, 1 anything else.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(e) = err.downcast_ref::<LabError>() {
+        return match e {
+            LabError::KernelTree(_) => 3,
+            _ => 4,
+        };
+    }
+    if err.downcast_ref::<kernel_tree::Error>().is_some() {
+        return 3;
+    }
+    1
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOREBOOT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("noreboot-lab: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

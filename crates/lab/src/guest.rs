@@ -96,7 +96,9 @@ impl GuestConfig {
         self
     }
 
-    /// Adds a host executable (and its libraries) at `guest`.
+    /// Adds a host executable (and its libraries) at `guest`. Call it by
+    /// its path in scripts: Debian's busybox shell prefers its own applet
+    /// over a `PATH` lookup when a bare name matches one.
     pub fn with_binary(mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
         self.binaries.push((host.into(), guest.into()));
         self

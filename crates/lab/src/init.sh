@@ -5,7 +5,9 @@
 # to quit. The console (ttyS0) only carries kernel messages and this
 # script's own notes, so command output never mixes with them.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /root /usr/bin /usr/sbin /sbin /var/log
-/bin/busybox --install -s
+# All applet links go to /bin, so that files given to the lab in /usr/bin,
+# /sbin or /usr/sbin are never replaced by an applet of the same name.
+/bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -16,6 +18,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64:/usr/lib64
 hostname lab
 cd /root
+echo "lab: init started"
 
 if [ -f /lab/modules ]; then
 	while read -r m; do
@@ -28,6 +31,7 @@ if [ -f /lab/net ]; then
 		|| echo "lab: network setup failed"
 fi
 if [ -f /lab/boot.sh ]; then
+	echo "lab: running boot script"
 	sh /lab/boot.sh
 fi
 

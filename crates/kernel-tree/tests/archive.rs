@@ -21,14 +21,19 @@ fn selection() -> &'static discover::Selection {
 
 fn ws() -> Workspace {
     let cache = Cache::from_env().unwrap();
-    Workspace::fetch(&cache, &AptArchive::new(), &selection().release).expect("fetching the workspace")
+    Workspace::fetch(&cache, &AptArchive::new(), &selection().release)
+        .expect("fetching the workspace")
 }
 
 #[test]
 fn discovery_lists_complete_releases_oldest_first() {
     let r: Release = discover::PINNED_RELEASE.parse().unwrap();
     let list = discover::available_releases(&AptArchive::new(), r.flavour(), r.series()).unwrap();
-    assert!(!list.is_empty(), "the archive must offer some {} kernel", r.series());
+    assert!(
+        !list.is_empty(),
+        "the archive must offer some {} kernel",
+        r.series()
+    );
     assert!(list.windows(2).all(|w| w[0].1 <= w[1].1), "{list:?}");
     assert!(list.iter().any(|(r, _)| r == &selection().release));
 }
@@ -40,16 +45,35 @@ fn workspace_has_consistent_packages_identity_and_paths() {
     assert_eq!(id.release, ws.release().as_str());
     assert_eq!(id.build_id.as_bytes().len(), 20, "GNU build-id is a SHA-1");
     assert_eq!(id.debian_version.as_deref(), Some(ws.version()));
-    assert!(id.uname_version.starts_with("#1 SMP"), "{}", id.uname_version);
+    assert!(
+        id.uname_version.starts_with("#1 SMP"),
+        "{}",
+        id.uname_version
+    );
     let cc = ws.config_value("CONFIG_CC_VERSION_TEXT").unwrap().unwrap();
     assert_eq!(cc, id.compiler);
-    ws.check_compiler().expect("the host compiler must be the kernel's");
-    for p in [ws.vmlinuz(), ws.config(), ws.headers_dir(), ws.module_symvers(), ws.source_tarball(), ws.modules_dir()] {
+    ws.check_compiler()
+        .expect("the host compiler must be the kernel's");
+    for p in [
+        ws.vmlinuz(),
+        ws.config(),
+        ws.headers_dir(),
+        ws.module_symvers(),
+        ws.source_tarball(),
+        ws.modules_dir(),
+    ] {
         assert!(p.exists(), "{} missing", p.display());
-        assert!(p.starts_with(ws.dir()), "{} outside the workspace", p.display());
+        assert!(
+            p.starts_with(ws.dir()),
+            "{} outside the workspace",
+            p.display()
+        );
     }
     let symvers = std::fs::read_to_string(ws.module_symvers()).unwrap();
-    assert!(symvers.contains("\tklp_enable_patch\tvmlinux\tEXPORT_SYMBOL_GPL"), "livepatch API not exported?");
+    assert!(
+        symvers.contains("\tklp_enable_patch\tvmlinux\tEXPORT_SYMBOL_GPL"),
+        "livepatch API not exported?"
+    );
     assert!(std::fs::metadata(ws.source_tarball()).unwrap().len() > 100 << 20);
     let m = ws.manifest();
     for p in &m.packages {
@@ -60,20 +84,34 @@ fn workspace_has_consistent_packages_identity_and_paths() {
     // Nothing was installed on the host.
     assert!(!Path::new(&format!("/usr/src/linux-headers-{}", ws.release())).exists());
     // A second fetch is the cached one.
-    let again = Workspace::fetch(&Cache::from_env().unwrap(), &AptArchive::new(), ws.release()).unwrap();
+    let again = Workspace::fetch(
+        &Cache::from_env().unwrap(),
+        &AptArchive::new(),
+        ws.release(),
+    )
+    .unwrap();
     assert_eq!(again.identity(), ws.identity());
 }
 
 #[test]
 fn symbol_table_comes_from_the_same_build() {
     let ws = ws();
-    let table = ws.symbols(&Cache::from_env().unwrap(), &AptArchive::new()).unwrap();
+    let table = ws
+        .symbols(&Cache::from_env().unwrap(), &AptArchive::new())
+        .unwrap();
     let map = std::fs::read_to_string(&table.system_map).unwrap();
     let syms = kernel_tree::symbols::parse_system_map(&map).unwrap();
     assert!(syms.len() > 50_000, "only {} symbols", syms.len());
-    assert!(syms.iter().any(|s| s.name == "cmdline_proc_show" && s.kind == 't'));
-    assert!(syms.iter().any(|s| s.name == "init_task" && s.kind.eq_ignore_ascii_case(&'d')));
-    assert_eq!(kernel_tree::symbols::vmlinux_build_id(&table.vmlinux).unwrap(), ws.identity().build_id);
+    assert!(syms
+        .iter()
+        .any(|s| s.name == "cmdline_proc_show" && s.kind == 't'));
+    assert!(syms
+        .iter()
+        .any(|s| s.name == "init_task" && s.kind.eq_ignore_ascii_case(&'d')));
+    assert_eq!(
+        kernel_tree::symbols::vmlinux_build_id(&table.vmlinux).unwrap(),
+        ws.identity().build_id
+    );
 }
 
 #[test]
@@ -83,8 +121,14 @@ fn unknown_release_names_what_is_offered() {
     let err = Workspace::fetch(&Cache::at(cache.path()), &AptArchive::new(), &release).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::UnknownRelease { .. }), "{msg}");
-    assert!(msg.contains("unknown kernel release 6.1.0-9-cloud-amd64"), "{msg}");
-    assert!(msg.contains(selection().release.as_str()), "available releases expected in: {msg}");
+    assert!(
+        msg.contains("unknown kernel release 6.1.0-9-cloud-amd64"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(selection().release.as_str()),
+        "available releases expected in: {msg}"
+    );
 }
 
 #[test]
@@ -98,7 +142,9 @@ fn no_network_is_reported_and_leaves_no_workspace() {
     let msg = err.to_string();
     assert!(matches!(err, Error::ArchiveUnreachable { .. }), "{msg}");
     assert!(msg.contains("cannot reach the package archive"), "{msg}");
-    assert!(Workspace::open(&cache, &selection().release).unwrap().is_none());
+    assert!(Workspace::open(&cache, &selection().release)
+        .unwrap()
+        .is_none());
 }
 
 /// A tmpfs of `size` mounted for the test's lifetime; the temporary
@@ -113,7 +159,10 @@ impl SmallFs {
             .arg(dir.path())
             .status()
             .unwrap();
-        assert!(st.success(), "mounting a tmpfs needs root (the tests run as root in CI)");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (the tests run as root in CI)"
+        );
         SmallFs(dir.path().to_path_buf(), dir)
     }
 }
@@ -127,7 +176,8 @@ impl Drop for SmallFs {
 #[test]
 fn disk_full_is_caught_before_downloading() {
     let fs = SmallFs::new("4m");
-    let err = Workspace::fetch(&Cache::at(&fs.0), &AptArchive::new(), &selection().release).unwrap_err();
+    let err =
+        Workspace::fetch(&Cache::at(&fs.0), &AptArchive::new(), &selection().release).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::DiskFull { .. }), "{msg}");
     assert!(msg.contains(&fs.0.display().to_string()), "{msg}");
@@ -139,7 +189,12 @@ fn disk_full_during_download_is_reported_as_such() {
     let release = &selection().release;
     let archive = AptArchive::new();
     let info = archive.show(&[release.kbuild_package()]).unwrap();
-    let kbuild = info.iter().max_by(|a, b| a.version.cmp(&b.version)).unwrap();
-    let err = archive.download(&kbuild.package, &kbuild.version, &fs.0).unwrap_err();
+    let kbuild = info
+        .iter()
+        .max_by(|a, b| a.version.cmp(&b.version))
+        .unwrap();
+    let err = archive
+        .download(&kbuild.package, &kbuild.version, &fs.0)
+        .unwrap_err();
     assert!(matches!(err, Error::DiskFull { .. }), "{err}");
 }

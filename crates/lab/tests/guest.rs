@@ -45,10 +45,15 @@ fn session_keeps_state_across_steps() {
     let r = g.exec("false").unwrap();
     assert_eq!(r.status, 1);
     // Binary-safe output and large output both survive the channel.
-    let big = g.exec_ok("head -c 300000 /dev/zero | tr '\\0' 'x'; printf '\\001\\377'").unwrap();
+    let big = g
+        .exec_ok("head -c 300000 /dev/zero | tr '\\0' 'x'; printf '\\001\\377'")
+        .unwrap();
     assert_eq!(big.len(), 300_000 + 1 + "\u{fffd}".len());
     let err = g.exec_ok("echo boom >&2; exit 3").unwrap_err();
-    assert!(matches!(err, LabError::CommandFailed { status: 3, .. }), "{err}");
+    assert!(
+        matches!(err, LabError::CommandFailed { status: 3, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("boom"), "{err}");
     let console = g.shutdown().unwrap();
     assert!(console.contains("reboot: Restarting system"), "{console}");
@@ -57,7 +62,9 @@ fn session_keeps_state_across_steps() {
 #[test]
 fn image_build_id_is_what_the_running_kernel_reports() {
     let mut g = Guest::boot(&GuestConfig::for_workspace(ws())).unwrap();
-    let hex = g.exec_ok("od -An -v -tx1 /sys/kernel/notes | tr -d ' \\n'").unwrap();
+    let hex = g
+        .exec_ok("od -An -v -tx1 /sys/kernel/notes | tr -d ' \\n'")
+        .unwrap();
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
@@ -76,12 +83,18 @@ fn guest_reaches_host_loopback_over_user_networking() {
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut line = String::new();
-        BufReader::new(s.try_clone().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         s.write_all(b"pong\n").unwrap();
         line
     });
     let cfg = GuestConfig::for_workspace(ws()).with_network();
-    let r = lab::run(&cfg, &format!("echo ping-from-guest | nc -w 5 10.0.2.2 {port}")).unwrap();
+    let r = lab::run(
+        &cfg,
+        &format!("echo ping-from-guest | nc -w 5 10.0.2.2 {port}"),
+    )
+    .unwrap();
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(r.stdout, "pong\n");
     assert_eq!(server.join().unwrap(), "ping-from-guest\n");
@@ -91,14 +104,27 @@ fn guest_reaches_host_loopback_over_user_networking() {
 fn host_binary_runs_with_its_shared_libraries() {
     let cfg = GuestConfig::for_workspace(ws()).with_binary("/usr/bin/xz", "/usr/bin/xz");
     // By path: Debian's busybox shell runs its own applet for a bare `xz`.
-    let r = lab::run(&cfg, "echo compressed-in-guest | /usr/bin/xz | /usr/bin/xz -d").unwrap();
-    assert_eq!((r.status, r.stdout.as_str()), (0, "compressed-in-guest\n"), "{}", r.stderr);
+    let r = lab::run(
+        &cfg,
+        "echo compressed-in-guest | /usr/bin/xz | /usr/bin/xz -d",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.stdout.as_str()),
+        (0, "compressed-in-guest\n"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn guest_panic_is_reported_with_the_console() {
     let started = Instant::now();
-    let err = lab::run(&GuestConfig::for_workspace(ws()), "echo c > /proc/sysrq-trigger").unwrap_err();
+    let err = lab::run(
+        &GuestConfig::for_workspace(ws()),
+        "echo c > /proc/sysrq-trigger",
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LabError::GuestPanic { .. }), "{msg}");
     assert!(msg.contains("Kernel panic - not syncing"), "{msg}");
@@ -110,10 +136,15 @@ fn guest_panic_is_reported_with_the_console() {
 fn hung_command_times_out_and_kills_the_guest() {
     let mut g = Guest::boot(&GuestConfig::for_workspace(ws())).unwrap();
     let started = Instant::now();
-    let err = g.exec_timeout("sleep 600", Duration::from_secs(3)).unwrap_err();
+    let err = g
+        .exec_timeout("sleep 600", Duration::from_secs(3))
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LabError::Timeout { .. }), "{msg}");
-    assert!(msg.contains("timed out after 3.0s while running \"sleep 600\""), "{msg}");
+    assert!(
+        msg.contains("timed out after 3.0s while running \"sleep 600\""),
+        "{msg}"
+    );
     assert!(msg.contains("lab: ready"), "console tail expected in {msg}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The guest is gone: the next command fails at once instead of hanging.
@@ -135,9 +166,15 @@ fn hung_boot_times_out_with_console() {
 
 #[test]
 fn missing_kernel_is_a_clear_error() {
-    let err = Guest::boot(&GuestConfig::new("/nonexistent/vmlinuz-x", "x")).err().unwrap();
+    let err = Guest::boot(&GuestConfig::new("/nonexistent/vmlinuz-x", "x"))
+        .err()
+        .unwrap();
     assert!(matches!(err, LabError::MissingKernel { .. }), "{err}");
-    assert!(err.to_string().contains("/nonexistent/vmlinuz-x does not exist"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/nonexistent/vmlinuz-x does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -145,7 +182,11 @@ fn unknown_module_is_a_clear_error() {
     let mut cfg = GuestConfig::for_workspace(ws());
     cfg.modules = vec!["no_such_module_xyz".into()];
     let err = Guest::boot(&cfg).err().unwrap();
-    assert!(err.to_string().contains("no_such_module_xyz: no such module"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no_such_module_xyz: no such module"),
+        "{err}"
+    );
 }
 
 /// Item 4 of the foundation issue: the kernel's livepatch sample idea,
@@ -163,9 +204,23 @@ fn livepatch_fixture_patches_and_unpatches_cmdline() {
     assert_eq!(r.enabled, "1");
     assert_eq!(r.transition, "0");
     assert_eq!(r.after, r.before, "enabled=0 must bring the original back");
-    assert!(r.dmesg.contains("livepatch: 'livepatch_cmdline': patching complete"), "{}", r.dmesg);
-    assert!(r.dmesg.contains("livepatch: 'livepatch_cmdline': unpatching complete"), "{}", r.dmesg);
-    assert!(r.dmesg_problems.is_empty(), "oops/WARN in dmesg: {:?}", r.dmesg_problems);
+    assert!(
+        r.dmesg
+            .contains("livepatch: 'livepatch_cmdline': patching complete"),
+        "{}",
+        r.dmesg
+    );
+    assert!(
+        r.dmesg
+            .contains("livepatch: 'livepatch_cmdline': unpatching complete"),
+        "{}",
+        r.dmesg
+    );
+    assert!(
+        r.dmesg_problems.is_empty(),
+        "oops/WARN in dmesg: {:?}",
+        r.dmesg_problems
+    );
     // TAINT_LIVEPATCH (bit 15) must be set: the kernel knows it was patched.
     let taint: u64 = r.taint.parse().unwrap();
     assert_ne!(taint & (1 << 15), 0, "taint {taint}");
@@ -175,10 +230,21 @@ fn livepatch_fixture_patches_and_unpatches_cmdline() {
 fn cli_runs_a_command_and_passes_its_exit_status() {
     let exe = env!("CARGO_BIN_EXE_noreboot-lab");
     let out = std::process::Command::new(exe)
-        .args(["run", "--kernel", ws().release().as_str(), "--", "cat /proc/cmdline; exit 5"])
+        .args([
+            "run",
+            "--kernel",
+            ws().release().as_str(),
+            "--",
+            "cat /proc/cmdline; exit 5",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("console=ttyS0 panic=-1"));
     let out = std::process::Command::new(exe)
         .args(["run", "--kernel", "6.1.0-9-cloud-amd64", "--", "true"])
@@ -186,7 +252,10 @@ fn cli_runs_a_command_and_passes_its_exit_status() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("unknown kernel release 6.1.0-9-cloud-amd64"), "{stderr}");
+    assert!(
+        stderr.contains("unknown kernel release 6.1.0-9-cloud-amd64"),
+        "{stderr}"
+    );
     assert!(Path::new(exe).exists());
 }
 
@@ -194,11 +263,21 @@ fn cli_runs_a_command_and_passes_its_exit_status() {
 /// kernel's: with KASLR off, /proc/kallsyms gives the same addresses.
 #[test]
 fn symbol_table_matches_kallsyms_of_the_booted_kernel() {
-    let table = ws().symbols(&Cache::from_env().unwrap(), &AptArchive::new()).unwrap();
-    let map = kernel_tree::symbols::parse_system_map(&std::fs::read_to_string(&table.system_map).unwrap()).unwrap();
+    let table = ws()
+        .symbols(&Cache::from_env().unwrap(), &AptArchive::new())
+        .unwrap();
+    let map = kernel_tree::symbols::parse_system_map(
+        &std::fs::read_to_string(&table.system_map).unwrap(),
+    )
+    .unwrap();
     let mut cfg = GuestConfig::for_workspace(ws());
     cfg.cmdline.push("nokaslr".into());
-    let names = ["cmdline_proc_show", "init_task", "klp_enable_patch", "jiffies_64"];
+    let names = [
+        "cmdline_proc_show",
+        "init_task",
+        "klp_enable_patch",
+        "jiffies_64",
+    ];
     let script = names
         .iter()
         .map(|n| format!("grep -E ' {n}$' /proc/kallsyms"))
@@ -207,9 +286,21 @@ fn symbol_table_matches_kallsyms_of_the_booted_kernel() {
     let r = lab::run(&cfg, &script).unwrap();
     let live = kernel_tree::symbols::parse_system_map(&r.stdout).unwrap();
     for n in names {
-        let in_guest: Vec<u64> = live.iter().filter(|s| s.name == n).map(|s| s.address).collect();
-        let in_map: Vec<u64> = map.iter().filter(|s| s.name == n).map(|s| s.address).collect();
-        assert!(!in_guest.is_empty(), "{n} not in /proc/kallsyms: {}", r.stdout);
+        let in_guest: Vec<u64> = live
+            .iter()
+            .filter(|s| s.name == n)
+            .map(|s| s.address)
+            .collect();
+        let in_map: Vec<u64> = map
+            .iter()
+            .filter(|s| s.name == n)
+            .map(|s| s.address)
+            .collect();
+        assert!(
+            !in_guest.is_empty(),
+            "{n} not in /proc/kallsyms: {}",
+            r.stdout
+        );
         assert_eq!(in_guest, in_map, "{n}");
     }
 }

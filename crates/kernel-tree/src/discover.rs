@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use debversion::Version;
 
 use crate::archive::{Archive, PackageInfo};
+use crate::cache::Cache;
 use crate::plan::plan;
 use crate::release::Release;
+use crate::workspace::Workspace;
 use crate::{Error, Result};
 
 /// The release the project pins for its tests and demo: Debian 12's
@@ -156,18 +158,34 @@ pub fn select_release(pinned: &[Release], available: &[(Release, Version)]) -> R
 
 /// The release tests and the demo use: `$NOREBOOT_KERNEL` if set (no
 /// fallback then: the user asked for exactly that one), else
-/// [`PINNED_RELEASE`] with the archive fallback.
-pub fn default_release(archive: &dyn Archive) -> Result<Selection> {
-    if let Some(v) = std::env::var_os("NOREBOOT_KERNEL").filter(|v| !v.is_empty()) {
-        let release: Release = v.to_string_lossy().parse()?;
-        let p = plan(archive, &release)?;
+/// [`PINNED_RELEASE`] with the archive fallback. A release already in the
+/// cache is used without asking the archive, so cached kernels work offline.
+pub fn default_release(cache: &Cache, archive: &dyn Archive) -> Result<Selection> {
+    let wanted = std::env::var_os("NOREBOOT_KERNEL").filter(|v| !v.is_empty());
+    let explicit = wanted.is_some();
+    let pinned: Release = match wanted {
+        Some(v) => v.to_string_lossy().parse()?,
+        None => PINNED_RELEASE.parse()?,
+    };
+    if let Some(ws) = Workspace::open(cache, &pinned)? {
+        let version = ws.version().parse().map_err(|_| Error::CorruptWorkspace {
+            path: ws.dir().to_path_buf(),
+            reason: format!("version {:?} in the manifest", ws.version()),
+        })?;
         return Ok(Selection {
-            release,
+            release: pinned,
+            version,
+            fallback_from: None,
+        });
+    }
+    if explicit {
+        let p = plan(archive, &pinned)?;
+        return Ok(Selection {
+            release: pinned,
             version: p.version,
             fallback_from: None,
         });
     }
-    let pinned: Release = PINNED_RELEASE.parse()?;
     let available = available_releases(archive, pinned.flavour(), pinned.series())?;
     select_release(&[pinned], &available)
 }

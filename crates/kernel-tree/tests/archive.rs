@@ -13,7 +13,8 @@ use kernel_tree::{discover, AptArchive, Archive, Cache, Error, Release, Workspac
 fn selection() -> &'static discover::Selection {
     static SEL: OnceLock<discover::Selection> = OnceLock::new();
     SEL.get_or_init(|| {
-        let s = discover::default_release(&AptArchive::new()).expect("choosing the test kernel");
+        let s = discover::default_release(&Cache::from_env().unwrap(), &AptArchive::new())
+            .expect("choosing the test kernel");
         eprintln!("test kernel: {s}");
         s
     })

@@ -17,9 +17,9 @@ fn ws() -> &'static Workspace {
     static WS: OnceLock<Workspace> = OnceLock::new();
     WS.get_or_init(|| {
         let archive = AptArchive::new();
-        let sel = discover::default_release(&archive).expect("choosing the test kernel");
-        eprintln!("test kernel: {sel}");
         let cache = Cache::from_env().expect("cache directory");
+        let sel = discover::default_release(&cache, &archive).expect("choosing the test kernel");
+        eprintln!("test kernel: {sel}");
         Workspace::fetch(&cache, &archive, &sel.release).expect("fetching the kernel workspace")
     })
 }
@@ -156,7 +156,7 @@ fn hung_command_times_out_and_kills_the_guest() {
 fn hung_boot_times_out_with_console() {
     let mut cfg = GuestConfig::for_workspace(ws());
     cfg.boot_script = Some("sleep 600".into());
-    cfg.boot_timeout = Duration::from_secs(15);
+    cfg.boot_timeout = Duration::from_secs(30);
     let err = Guest::boot(&cfg).err().expect("boot must time out");
     let msg = err.to_string();
     assert!(matches!(err, LabError::Timeout { .. }), "{msg}");

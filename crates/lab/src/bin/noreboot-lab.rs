@@ -99,7 +99,7 @@ fn workspace(arg: &KernelArg) -> anyhow::Result<(Cache, Workspace)> {
     let release: Release = match &arg.kernel {
         Some(k) => k.parse()?,
         None => {
-            let sel = discover::default_release(&archive)?;
+            let sel = discover::default_release(&cache, &archive)?;
             eprintln!("kernel: {sel}");
             sel.release
         }

@@ -53,6 +53,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Read release, GNU build-id and compiler from a kernel image (bzImage).
+    Identify {
+        /// The image, e.g. /boot/vmlinuz-6.1.0-47-cloud-amd64.
+        image: PathBuf,
+    },
     /// Boot a guest, run a command, print its output, exit with its status.
     Run {
         #[command(flatten)]
@@ -143,6 +148,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 println!("{r}\t{v}{pin}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Identify { image } => {
+            let id = kernel_tree::image::read_identity(&image)?;
+            println!("{}", serde_json::to_string_pretty(&id)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fetch {

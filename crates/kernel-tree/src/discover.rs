@@ -83,6 +83,7 @@ pub fn available_releases(
             r.headers_package(),
             r.headers_common_package(),
             r.dbg_package(),
+            format!("linux-kbuild-{}", r.abi()),
         ]);
     }
     if let Some(r) = releases.first() {

@@ -180,24 +180,36 @@ pub fn plan(archive: &dyn Archive, release: &Release) -> Result<PackagePlan> {
     let common = exact(Role::HeadersCommon, &names[2])?;
     let source = exact(Role::Source, &names[4])?;
 
-    // kbuild: whatever the headers package asks for; Debian often serves
-    // only a newer kbuild than the image, which its relation allows.
-    let kbuild_name = &names[3];
+    // kbuild: whatever the headers package asks for. Debian 12's own 6.1
+    // kernels share `linux-kbuild-6.1` and often only a newer one is served,
+    // which the relation allows; backported kernels name a per-ABI package
+    // (`linux-kbuild-6.12.117+deb12`).
     let relation = parse_depends(&headers.info.depends)
         .into_iter()
-        .find(|r| &r.package == kbuild_name)
+        .find(|r| r.package.starts_with("linux-kbuild-"))
         .unwrap_or(Relation {
-            package: kbuild_name.clone(),
+            package: names[3].clone(),
             constraint: Some(("=".into(), version.clone())),
         });
-    let kbuilds = of(kbuild_name);
-    let kbuild = kbuilds
+    let kbuild_name = relation.package.clone();
+    let extra;
+    let kbuilds: Vec<&PackageInfo> = if kbuild_name == names[3] {
+        of(&names[3])
+    } else {
+        extra = archive.show(std::slice::from_ref(&kbuild_name))?;
+        extra.iter().filter(|i| i.package == kbuild_name).collect()
+    };
+    let fitting: Vec<&&PackageInfo> = kbuilds
         .iter()
         .filter(|i| relation.satisfied_by(&i.version))
-        .max_by(|a, b| a.version.cmp(&b.version))
+        .collect();
+    let kbuild = fitting
+        .iter()
+        .find(|i| i.version == version)
+        .or_else(|| fitting.iter().max_by(|a, b| a.version.cmp(&b.version)))
         .map(|i| PlannedPackage {
             role: Role::Kbuild,
-            info: (*i).clone(),
+            info: (**i).clone(),
         })
         .ok_or_else(|| Error::VersionMismatch {
             release: release.to_string(),
@@ -206,7 +218,7 @@ pub fn plan(archive: &dyn Archive, release: &Release) -> Result<PackagePlan> {
                 .constraint
                 .as_ref()
                 .map(|(op, v)| format!("{op} {v}"))
-                .unwrap_or_default(),
+                .unwrap_or_else(|| "any version".into()),
             reason: format!("{} depends on it", names[1]),
             available: versions(&kbuilds),
         })?;
@@ -378,6 +390,25 @@ pub(crate) mod tests {
             .to_string();
         assert!(msg.contains("linux-kbuild-6.1 >= 6.1.170-3"), "{msg}");
         assert!(msg.contains("6.1.160-1"), "{msg}");
+    }
+
+    #[test]
+    fn backported_kernel_names_its_own_kbuild() {
+        let a = Canned::new(&[
+            ("linux-image-6.12.117+deb12-cloud-amd64", "6.12.117-1~deb12u1", ""),
+            ("linux-headers-6.12.117+deb12-cloud-amd64", "6.12.117-1~deb12u1", "linux-base (>= 4.12~), linux-headers-6.12.117+deb12-common (= 6.12.117-1~deb12u1), linux-kbuild-6.12.117+deb12, gcc-12"),
+            ("linux-headers-6.12.117+deb12-common", "6.12.117-1~deb12u1", ""),
+            ("linux-kbuild-6.12.117+deb12", "6.12.117-1~deb12u1", ""),
+            ("linux-source-6.12", "6.12.115-2~deb12u1", ""),
+            ("linux-source-6.12", "6.12.117-1~deb12u1", ""),
+        ]);
+        let p = plan(&a, &"6.12.117+deb12-cloud-amd64".parse().unwrap()).unwrap();
+        let k = p.get(Role::Kbuild).unwrap();
+        assert_eq!(k.package, "linux-kbuild-6.12.117+deb12");
+        assert_eq!(
+            p.get(Role::Source).unwrap().version.to_string(),
+            "6.12.117-1~deb12u1"
+        );
     }
 
     #[test]

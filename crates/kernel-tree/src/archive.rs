@@ -69,20 +69,9 @@ impl AptArchive {
 /// their own errors.
 fn run(mut cmd: Command, tool_package: &str) -> Result<std::process::Output> {
     let line = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::ToolMissing {
-                tool: cmd.get_program().to_string_lossy().into_owned(),
-                package: tool_package.to_string(),
-            }
-        } else {
-            Error::Command {
-                command: line.clone(),
-                status: "not started".into(),
-                stderr: e.to_string(),
-            }
-        }
-    })?;
+    let out = cmd
+        .output()
+        .map_err(|e| Error::spawn(&cmd, tool_package, e))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         return Err(classify_apt_failure(&line, out.status.to_string(), &stderr));
@@ -148,18 +137,7 @@ impl Archive for AptArchive {
         cmd.arg("show").arg("--all-versions").args(packages);
         // apt-cache exits 100 when any one name is unknown but still prints
         // the others, so its output is read whatever the status.
-        let line = format!("{cmd:?}");
-        let out = cmd.output().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing {
-                tool: "apt-cache".into(),
-                package: "apt".into(),
-            },
-            _ => Error::Command {
-                command: line,
-                status: "not started".into(),
-                stderr: e.to_string(),
-            },
-        })?;
+        let out = cmd.output().map_err(|e| Error::spawn(&cmd, "apt", e))?;
         parse_stanzas(&String::from_utf8_lossy(&out.stdout))
     }
 
@@ -205,13 +183,7 @@ impl Archive for AptArchive {
             "apt-get download {package}={version} in {}",
             staging.display()
         );
-        let out = cmd.output().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing {
-                tool: "apt-get".into(),
-                package: "apt".into(),
-            },
-            _ => Error::io("run apt-get in", &staging, e),
-        })?;
+        let out = cmd.output().map_err(|e| Error::spawn(&cmd, "apt", e))?;
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&staging);
             let stderr = String::from_utf8_lossy(&out.stderr);

@@ -164,6 +164,23 @@ fn mib(bytes: u64) -> String {
 }
 
 impl Error {
+    /// A command that could not be started: a missing program becomes
+    /// [`Error::ToolMissing`] naming the Debian `package` that provides it.
+    pub fn spawn(cmd: &std::process::Command, package: &str, source: std::io::Error) -> Error {
+        let tool = cmd.get_program().to_string_lossy().into_owned();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return Error::ToolMissing {
+                tool,
+                package: package.to_string(),
+            };
+        }
+        Error::Command {
+            command: tool,
+            status: "not started".into(),
+            stderr: source.to_string(),
+        }
+    }
+
     /// An I/O error on `path`; running out of space becomes [`Error::DiskFull`]
     /// so that the one cause a user can fix is named as such.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {

@@ -28,16 +28,9 @@ impl Workspace {
     /// kernel was built with.
     pub fn check_compiler(&self) -> Result<()> {
         let (program, want) = self.kernel_compiler()?;
-        let out = Command::new(&program)
-            .arg("--version")
-            .output()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::ToolMissing {
-                    tool: program.clone(),
-                    package: program.clone(),
-                },
-                _ => Error::io("run", PathBuf::from(&program), e),
-            })?;
+        let mut cmd = Command::new(&program);
+        cmd.arg("--version");
+        let out = cmd.output().map_err(|e| Error::spawn(&cmd, &program, e))?;
         let host = String::from_utf8_lossy(&out.stdout)
             .lines()
             .next()
@@ -74,13 +67,7 @@ impl Workspace {
             .env_remove("ARCH")
             .env_remove("CROSS_COMPILE")
             .env_remove("MAKEFLAGS");
-        let output = cmd.output().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing {
-                tool: "make".into(),
-                package: "make".into(),
-            },
-            _ => Error::io("run make in", out, e),
-        })?;
+        let output = cmd.output().map_err(|e| Error::spawn(&cmd, "make", e))?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),

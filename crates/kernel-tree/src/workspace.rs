@@ -298,18 +298,9 @@ fn remove_dir_if_exists(dir: &Path) -> Result<()> {
 /// Unpacks a .deb with the distribution's `dpkg-deb`, without running any
 /// maintainer script and without touching the host's package database.
 pub fn unpack_deb(deb: &Path, root: &Path) -> Result<()> {
-    let out = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(deb)
-        .arg(root)
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing {
-                tool: "dpkg-deb".into(),
-                package: "dpkg".into(),
-            },
-            _ => Error::io("run dpkg-deb on", deb, e),
-        })?;
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-x").arg(deb).arg(root);
+    let out = cmd.output().map_err(|e| Error::spawn(&cmd, "dpkg", e))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if stderr.contains("No space left on device") {

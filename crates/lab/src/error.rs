@@ -105,6 +105,17 @@ pub enum LabError {
     KernelTree(#[from] kernel_tree::Error),
 }
 
+impl LabError {
+    /// A failed file operation `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> LabError {
+        LabError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
 /// The last `CONSOLE_TAIL_LINES` lines of `console`.
 pub fn console_tail(console: &str) -> String {
     let lines: Vec<&str> = console.lines().collect();

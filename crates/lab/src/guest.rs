@@ -196,14 +196,6 @@ impl<'a> Wait<'a> {
     }
 }
 
-fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> LabError {
-    LabError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Which accelerator QEMU uses: TCG unless `NOREBOOT_LAB_ACCEL` says
 /// otherwise (guests hang under KVM on the development machines).
 pub fn accelerator() -> String {
@@ -225,26 +217,23 @@ impl Guest {
         let workdir = tempfile::Builder::new()
             .prefix("noreboot-lab-")
             .tempdir()
-            .map_err(|e| io_err("create temporary directory in", &std::env::temp_dir(), e))?;
+            .map_err(|e| LabError::io("create temporary directory in", std::env::temp_dir(), e))?;
         let initrd = workdir.path().join("initramfs.cpio");
         cfg.build_initramfs(&initrd)?;
         let con_path = workdir.path().join("console.sock");
         let chan_path = workdir.path().join("channel.sock");
         let con_listener =
-            UnixListener::bind(&con_path).map_err(|e| io_err("bind", &con_path, e))?;
+            UnixListener::bind(&con_path).map_err(|e| LabError::io("bind", &con_path, e))?;
         let chan_listener =
-            UnixListener::bind(&chan_path).map_err(|e| io_err("bind", &chan_path, e))?;
+            UnixListener::bind(&chan_path).map_err(|e| LabError::io("bind", &chan_path, e))?;
         let stderr_path = workdir.path().join("qemu.stderr");
-        let stderr_file =
-            std::fs::File::create(&stderr_path).map_err(|e| io_err("create", &stderr_path, e))?;
+        let stderr_file = std::fs::File::create(&stderr_path)
+            .map_err(|e| LabError::io("create", &stderr_path, e))?;
 
         let accel = accelerator();
         // The full kernel log goes to the console: it is what a failing
         // test shows. It costs no measurable boot time under TCG.
-        let mut append = vec![
-            "console=ttyS0".to_string(),
-            "panic=-1".into(),
-        ];
+        let mut append = vec!["console=ttyS0".to_string(), "panic=-1".into()];
         append.extend(cfg.cmdline.iter().cloned());
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-accel", &accel])
@@ -288,13 +277,13 @@ impl Guest {
                 tool: "qemu-system-x86_64".into(),
                 package: "qemu-system-x86".into(),
             },
-            _ => io_err("start qemu-system-x86_64 for", &cfg.kernel, e),
+            _ => LabError::io("start qemu-system-x86_64 for", &cfg.kernel, e),
         })?;
         let console = Arc::new(Mutex::new(Vec::new()));
         let mut guest = Guest {
             child,
             chan: UnixStream::pair()
-                .map_err(|e| io_err("create socket pair in", workdir.path(), e))?
+                .map_err(|e| LabError::io("create socket pair in", workdir.path(), e))?
                 .0,
             pending: Vec::new(),
             console: console.clone(),
@@ -337,19 +326,19 @@ impl Guest {
     fn accept(&mut self, listener: &UnixListener, wait: Wait) -> Result<UnixStream, LabError> {
         listener
             .set_nonblocking(true)
-            .map_err(|e| io_err("configure", self.workdir.path(), e))?;
+            .map_err(|e| LabError::io("configure", self.workdir.path(), e))?;
         loop {
             match listener.accept() {
                 Ok((s, _)) => {
                     s.set_nonblocking(false)
-                        .map_err(|e| io_err("configure", self.workdir.path(), e))?;
+                        .map_err(|e| LabError::io("configure", self.workdir.path(), e))?;
                     return Ok(s);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.check_alive(wait)?;
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(e) => return Err(self.fail(io_err("accept on", self.workdir.path(), e))),
+                Err(e) => return Err(self.fail(LabError::io("accept on", self.workdir.path(), e))),
             }
         }
     }
@@ -411,7 +400,9 @@ impl Guest {
                 });
             }
             Ok(None) => {}
-            Err(e) => return Err(self.fail(io_err("wait for QEMU in", self.workdir.path(), e))),
+            Err(e) => {
+                return Err(self.fail(LabError::io("wait for QEMU in", self.workdir.path(), e)))
+            }
         }
         if Instant::now() >= wait.deadline {
             let console = console_tail(&self.console());
@@ -427,7 +418,7 @@ impl Guest {
     fn read_line(&mut self, wait: Wait) -> Result<String, LabError> {
         self.chan
             .set_read_timeout(Some(Duration::from_millis(50)))
-            .map_err(|e| io_err("configure", self.workdir.path(), e))?;
+            .map_err(|e| LabError::io("configure", self.workdir.path(), e))?;
         let mut buf = [0u8; 65536];
         loop {
             if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
@@ -461,7 +452,7 @@ impl Guest {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return Err(self.fail(io_err(
+                    return Err(self.fail(LabError::io(
                         "read the command channel in",
                         self.workdir.path(),
                         e,
@@ -491,7 +482,7 @@ impl Guest {
         let request = format!("X {id} {}\n", B64.encode(script));
         if let Err(e) = self.chan.write_all(request.as_bytes()) {
             self.check_alive(wait)?;
-            return Err(self.fail(io_err(
+            return Err(self.fail(LabError::io(
                 "write the command channel in",
                 self.workdir.path(),
                 e,

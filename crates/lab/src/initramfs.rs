@@ -39,14 +39,6 @@ pub struct Initramfs {
     entries: BTreeMap<String, Entry>,
 }
 
-fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> LabError {
-    LabError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Normalises a guest path to archive form (no leading `/`, no `..`).
 fn archive_name(guest: &str) -> Result<String, LabError> {
     let trimmed = guest.trim_start_matches('/');
@@ -131,9 +123,9 @@ impl Initramfs {
     /// Copies a host file into the guest, keeping its permission bits.
     pub fn file(&mut self, host: &Path, guest: &str) -> Result<&mut Self, LabError> {
         use std::os::unix::fs::PermissionsExt;
-        let data = std::fs::read(host).map_err(|e| io_err("read", host, e))?;
+        let data = std::fs::read(host).map_err(|e| LabError::io("read", host, e))?;
         let perm = std::fs::metadata(host)
-            .map_err(|e| io_err("stat", host, e))?
+            .map_err(|e| LabError::io("stat", host, e))?
             .permissions()
             .mode()
             & 0o7777;
@@ -180,14 +172,14 @@ impl Initramfs {
     /// Writes the archive (uncompressed: the kernel unpacks it fastest, and
     /// the file only lives for one boot).
     pub fn write_to(&self, path: &Path) -> Result<(), LabError> {
-        let file = std::fs::File::create(path).map_err(|e| io_err("create", path, e))?;
+        let file = std::fs::File::create(path).map_err(|e| LabError::io("create", path, e))?;
         let mut w = cpio::Writer::new(std::io::BufWriter::new(file));
         // BTreeMap order puts every directory before its contents.
         for (name, e) in &self.entries {
             w.entry(name, e.perm, &e.kind)
-                .map_err(|err| io_err("write", path, err))?;
+                .map_err(|err| LabError::io("write", path, err))?;
         }
-        w.finish().map_err(|err| io_err("write", path, err))?;
+        w.finish().map_err(|err| LabError::io("write", path, err))?;
         Ok(())
     }
 }
@@ -244,7 +236,7 @@ struct DynamicInfo {
 }
 
 fn dynamic_info(path: &Path) -> Result<DynamicInfo, LabError> {
-    let data = std::fs::read(path).map_err(|e| io_err("read", path, e))?;
+    let data = std::fs::read(path).map_err(|e| LabError::io("read", path, e))?;
     let bad = |reason: String| LabError::BadBinary {
         path: path.to_path_buf(),
         reason,
@@ -322,11 +314,11 @@ impl ModuleIndex {
         let mut by_name = BTreeMap::new();
         let mut stack = vec![modules_dir.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let rd = std::fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))?;
+            let rd = std::fs::read_dir(&dir).map_err(|e| LabError::io("list", &dir, e))?;
             for entry in rd {
-                let entry = entry.map_err(|e| io_err("list", &dir, e))?;
+                let entry = entry.map_err(|e| LabError::io("list", &dir, e))?;
                 let p = entry.path();
-                let ft = entry.file_type().map_err(|e| io_err("stat", &p, e))?;
+                let ft = entry.file_type().map_err(|e| LabError::io("stat", &p, e))?;
                 if ft.is_dir() {
                     stack.push(p);
                 } else if let Some(name) = p
@@ -388,7 +380,7 @@ impl ModuleIndex {
 /// The `depends=` list of a module's `.modinfo` section.
 pub fn module_depends(ko: &Path) -> Result<Vec<String>, LabError> {
     use object::{Object, ObjectSection};
-    let data = std::fs::read(ko).map_err(|e| io_err("read", ko, e))?;
+    let data = std::fs::read(ko).map_err(|e| LabError::io("read", ko, e))?;
     let file = object::File::parse(&*data).map_err(|e| LabError::Module {
         name: ko.display().to_string(),
         reason: format!("not an ELF module: {e}"),

@@ -78,21 +78,13 @@ pub fn dmesg_problems(dmesg: &str) -> Vec<String> {
 /// Builds the fixture against `ws` in `build_dir`; returns the module path.
 pub fn build_fixture(ws: &Workspace, build_dir: &Path) -> Result<std::path::PathBuf, LabError> {
     let src = build_dir.join("src");
-    std::fs::create_dir_all(&src).map_err(|e| LabError::Io {
-        op: "create",
-        path: src.clone(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&src).map_err(|e| LabError::io("create", &src, e))?;
     for (name, text) in [
         ("livepatch_cmdline.c", FIXTURE_SOURCE),
         ("Kbuild", FIXTURE_KBUILD),
     ] {
         let p = src.join(name);
-        std::fs::write(&p, text).map_err(|e| LabError::Io {
-            op: "write",
-            path: p.clone(),
-            source: e,
-        })?;
+        std::fs::write(&p, text).map_err(|e| LabError::io("write", &p, e))?;
     }
     let kos = ws.build_module(&src, &build_dir.join("build"))?;
     Ok(kos[0].clone())

@@ -151,12 +151,16 @@ impl Archive for AptArchive {
             .filter(|l| !l.is_empty())
             .collect();
         if names.is_empty() {
-            // An empty answer for a prefix every Debian archive has means
-            // apt was never updated.
-            let mut probe = self.command("apt-cache");
-            probe.arg("pkgnames").arg("linux-");
-            let any = run(probe, "apt")?;
-            if any.stdout.iter().all(|b| b.is_ascii_whitespace()) {
+            // No match may mean apt never downloaded any package index;
+            // installed packages alone do not make an archive.
+            let mut probe = self.command("apt-get");
+            probe
+                .arg("indextargets")
+                .arg("--format")
+                .arg("$(FILENAME)")
+                .arg("Created-By: Packages");
+            let targets = run(probe, "apt")?;
+            if targets.stdout.iter().all(|b| b.is_ascii_whitespace()) {
                 return Err(Error::AptListsEmpty);
             }
         }

@@ -199,3 +199,16 @@ fn disk_full_during_download_is_reported_as_such() {
         .unwrap_err();
     assert!(matches!(err, Error::DiskFull { .. }), "{err}");
 }
+
+#[test]
+fn never_updated_apt_is_reported_as_such() {
+    let lists = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(lists.path().join("partial")).unwrap();
+    let archive = AptArchive::new()
+        .with_option(format!("Dir::State::Lists={}", lists.path().display()))
+        .with_option("Dir::Cache::pkgcache=")
+        .with_option("Dir::Cache::srcpkgcache=");
+    let err = discover::available_releases(&archive, "cloud-amd64", "6.1").unwrap_err();
+    assert!(matches!(err, Error::AptListsEmpty), "{err}");
+    assert!(err.to_string().contains("apt-get update"), "{err}");
+}

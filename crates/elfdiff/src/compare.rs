@@ -1,0 +1,298 @@
+//! Pass 3, compare: for every correlated function and object, whether its
+//! bytes and relocations are the same. Relocation fields are masked in the
+//! bytes and compared by what they point at — the correlated symbol's
+//! original name, or for string literals the string itself — so renumbered
+//! symbols and moved strings are not changes. A function whose only
+//! differences are `__LINE__` immediates handed to `__might_sleep`-style
+//! helpers is reported as line-only and left out of the patch.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::correlate::{symbol_at, Correlation};
+use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
+
+/// What a relocation points at, in terms comparable across the objects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A named symbol (the original's name for correlated ones), addend.
+    Symbol(String, i64),
+    /// A symbol only the patched object has.
+    NewSymbol(String, i64),
+    /// A string literal, by content, plus the place bias of the reference.
+    Str(Vec<u8>, i64),
+    /// A place in a section no symbol covers.
+    Section(String, i64),
+}
+
+/// Callees that take `__LINE__` as an argument.
+const LINE_CALLEES: &[&str] = &[
+    "__might_sleep",
+    "___might_sleep",
+    "__might_resched",
+    "__might_fault",
+    "__cant_sleep",
+    "__cant_migrate",
+    "__warn_printk",
+    "lockdep_rcu_suspicious",
+];
+
+/// Per-symbol outcome of the comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Identical.
+    Same,
+    /// Only `__LINE__` immediates differ.
+    LineOnly,
+    /// Different, with the reasons.
+    Changed(Vec<String>),
+}
+
+/// Normalises the target of relocation `r` found in `obj`.
+pub fn target(obj: &Object, r: &Reloc, name_of: &dyn Fn(SymbolId) -> Option<String>) -> Target {
+    let sym = obj.symbol(r.symbol);
+    if sym.kind != SymKind::Section {
+        return match name_of(r.symbol) {
+            Some(n) => Target::Symbol(n, r.addend),
+            None => Target::NewSymbol(sym.name.clone(), r.addend),
+        };
+    }
+    let Some(sec) = sym.section else {
+        return Target::Section(sym.name.clone(), r.addend);
+    };
+    let s = obj.section(sec);
+    // PC-relative references to data point 4 bytes past the field.
+    let bias = if r.is_pc_relative() { 4 } else { 0 };
+    let off = r.addend + bias;
+    if s.is_strings() {
+        let start = usize::try_from(off).unwrap_or(usize::MAX).min(s.data.len());
+        let end = s.data[start..]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(s.data.len(), |n| start + n);
+        return Target::Str(s.data[start..end].to_vec(), bias);
+    }
+    match symbol_at(obj, sec, off) {
+        Some(id) => {
+            let delta = off - obj.symbol(id).value as i64 - bias;
+            match name_of(id) {
+                Some(n) => Target::Symbol(n, delta),
+                None => Target::NewSymbol(obj.symbol(id).name.clone(), delta),
+            }
+        }
+        None => Target::Section(crate::correlate::stem(&s.name), r.addend),
+    }
+}
+
+/// Names comparable across the objects: the original's name for correlated
+/// symbols and for undefined ones; `None` for symbols new in the patch.
+pub struct Namer<'a> {
+    orig: &'a Object,
+    patched: &'a Object,
+    c: &'a Correlation,
+}
+
+impl<'a> Namer<'a> {
+    /// A namer over a correlation.
+    pub fn new(orig: &'a Object, patched: &'a Object, c: &'a Correlation) -> Self {
+        Namer { orig, patched, c }
+    }
+
+    /// Name of an original symbol.
+    pub fn orig(&self, id: SymbolId) -> Option<String> {
+        Some(self.orig.symbol(id).name.clone())
+    }
+
+    /// Name of a patched symbol.
+    pub fn patched(&self, id: SymbolId) -> Option<String> {
+        let s = self.patched.symbol(id);
+        if s.is_undefined() {
+            return Some(s.name.clone());
+        }
+        self.c
+            .sym_p2o
+            .get(&id)
+            .map(|o| self.orig.symbol(*o).name.clone())
+    }
+}
+
+/// The byte range and relocations of a symbol.
+fn body(obj: &Object, id: SymbolId) -> (&[u8], Vec<&Reloc>, u64) {
+    let s = obj.symbol(id);
+    let Some(sec) = s.section else {
+        return (&[], Vec::new(), 0);
+    };
+    let sec = obj.section(sec);
+    let start = s.value;
+    let end = s.value.saturating_add(s.size);
+    let bytes = if sec.data.is_empty() {
+        &[][..]
+    } else {
+        let a = (start as usize).min(sec.data.len());
+        let b = (end as usize).min(sec.data.len());
+        &sec.data[a..b]
+    };
+    let relocs = sec
+        .relocs
+        .iter()
+        .filter(|r| r.offset >= start && r.offset < end)
+        .collect();
+    (bytes, relocs, start)
+}
+
+/// Compares original symbol `o` with patched symbol `p`.
+pub fn compare_symbol(
+    orig: &Object,
+    patched: &Object,
+    namer: &Namer,
+    o: SymbolId,
+    p: SymbolId,
+    changed_rodata: &HashSet<String>,
+) -> Verdict {
+    let so = orig.symbol(o);
+    let sp = patched.symbol(p);
+    let mut reasons = Vec::new();
+    if so.size != sp.size {
+        reasons.push(format!("size {} -> {}", so.size, sp.size));
+    }
+    let (bo, ro, base_o) = body(orig, o);
+    let (bp, rp, base_p) = body(patched, p);
+    let mut masked_o = bo.to_vec();
+    let mut masked_p = bp.to_vec();
+    for (mask, rs, base) in [(&mut masked_o, &ro, base_o), (&mut masked_p, &rp, base_p)] {
+        for r in rs.iter() {
+            let from = (r.offset - base) as usize;
+            let to = (from + r.width().unwrap_or(0) as usize).min(mask.len());
+            mask[from..to].iter_mut().for_each(|b| *b = 0);
+        }
+    }
+    if ro.len() != rp.len() {
+        reasons.push(format!("{} -> {} relocations", ro.len(), rp.len()));
+    } else {
+        for (a, b) in ro.iter().zip(&rp) {
+            let ta = target(orig, a, &|id| namer.orig(id));
+            let tb = target(patched, b, &|id| namer.patched(id));
+            if a.offset - base_o != b.offset - base_p || a.r_type != b.r_type || ta != tb {
+                reasons.push(format!(
+                    "reference at +{:#x}: {} -> {}",
+                    a.offset - base_o,
+                    describe(&ta),
+                    describe(&tb)
+                ));
+                break;
+            }
+            if let Target::Symbol(n, _) = &tb {
+                if changed_rodata.contains(n) {
+                    reasons.push(format!("uses changed read-only data {n}"));
+                }
+            }
+        }
+    }
+    if reasons.is_empty() && masked_o != masked_p {
+        if masked_o.len() == masked_p.len()
+            && line_only(&masked_o, &masked_p)
+            && calls_line_taker(&rp, patched)
+        {
+            return Verdict::LineOnly;
+        }
+        let first = masked_o
+            .iter()
+            .zip(&masked_p)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        reasons.push(format!("code differs from +{first:#x}"));
+    }
+    if reasons.is_empty() {
+        Verdict::Same
+    } else {
+        Verdict::Changed(reasons)
+    }
+}
+
+fn describe(t: &Target) -> String {
+    match t {
+        Target::Symbol(n, a) => format!("{n}{a:+}"),
+        Target::NewSymbol(n, a) => format!("new {n}{a:+}"),
+        Target::Str(s, _) => format!("string {:?}", String::from_utf8_lossy(s)),
+        Target::Section(s, a) => format!("{s}{a:+}"),
+    }
+}
+
+fn calls_line_taker(relocs: &[&Reloc], obj: &Object) -> bool {
+    relocs
+        .iter()
+        .any(|r| LINE_CALLEES.contains(&obj.symbol(r.symbol).name.as_str()))
+}
+
+/// Every differing byte lies in the 32-bit immediate of a `mov $imm32,
+/// %r32` (opcode B8+r, optionally after a REX.B prefix), the way gcc passes
+/// a line number in %esi/%edx.
+fn line_only(a: &[u8], b: &[u8]) -> bool {
+    let mut any = false;
+    for i in 0..a.len() {
+        if a[i] == b[i] {
+            continue;
+        }
+        any = true;
+        let in_imm = (1..=4).any(|back| {
+            i >= back && {
+                let op = i - back;
+                (0xb8..=0xbf).contains(&a[op]) && a[op] == b[op] && (op == 0 || a[op - 1] != 0x0f)
+            }
+        });
+        if !in_imm {
+            return false;
+        }
+    }
+    any
+}
+
+/// Names of read-only data objects whose contents changed, for marking the
+/// functions that use them as changed.
+pub fn changed_rodata(
+    orig: &Object,
+    patched: &Object,
+    namer: &Namer,
+    c: &Correlation,
+) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for (&p, &o) in &c.sym_p2o {
+        let sp = patched.symbol(p);
+        if sp.kind != SymKind::Object {
+            continue;
+        }
+        let Some(sec) = sp.section else { continue };
+        let s = patched.section(sec);
+        if s.is_writable() || s.is_text() || !s.is_alloc() {
+            continue;
+        }
+        if let Verdict::Changed(_) = compare_symbol(orig, patched, namer, o, p, &HashSet::new()) {
+            out.insert(orig.symbol(o).name.clone());
+        }
+    }
+    out
+}
+
+/// Sections of `obj` keyed by name, for quick lookups.
+pub fn sections_by_name(obj: &Object) -> HashMap<&str, SectionId> {
+    obj.sections()
+        .map(|(id, s)| (s.name.as_str(), id))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_immediates_only() {
+        // mov $0x12,%esi ; call
+        let a = [0xbe, 0x12, 0, 0, 0, 0xe8, 0, 0, 0, 0];
+        let mut b = a;
+        b[1] = 0x15;
+        assert!(line_only(&a, &b));
+        let mut c = a;
+        c[5] = 0xe9;
+        assert!(!line_only(&a, &c));
+        assert!(!line_only(&a, &a), "no difference is not a line change");
+    }
+}

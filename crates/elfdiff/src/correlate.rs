@@ -1,0 +1,229 @@
+//! Pass 2, correlate: which symbol of the patched object is which symbol of
+//! the original. Exact names first; then names with the compiler's numbered
+//! suffixes (`.isra.N`, `.constprop.N`, `.part.N`, `.cold.N`, static locals'
+//! `name.N`, `__UNIQUE_ID_*N`) when the stem is unique on both sides; then
+//! static locals through the functions that use them. Sections follow the
+//! function or object they were made for; sections without one match by
+//! name. String literals are not correlated at all: comparison reads them
+//! by content.
+
+use std::collections::HashMap;
+
+use crate::read::{Object, SectionId, SymKind, SymbolId};
+
+/// The correspondence between two objects.
+#[derive(Debug, Clone, Default)]
+pub struct Correlation {
+    /// Patched symbol → original symbol.
+    pub sym_p2o: HashMap<SymbolId, SymbolId>,
+    /// Original symbol → patched symbol.
+    pub sym_o2p: HashMap<SymbolId, SymbolId>,
+    /// Patched section → original section.
+    pub sec_p2o: HashMap<SectionId, SectionId>,
+    /// Original section → patched section.
+    pub sec_o2p: HashMap<SectionId, SectionId>,
+}
+
+impl Correlation {
+    fn pair(&mut self, o: SymbolId, p: SymbolId) {
+        self.sym_o2p.insert(o, p);
+        self.sym_p2o.insert(p, o);
+    }
+}
+
+/// The name with compiler-generated numbering removed, so that `foo.isra.0`
+/// and `foo.isra.3`, or `__key.12` and `__key.14`, share a stem.
+pub fn stem(name: &str) -> String {
+    let mut parts: Vec<&str> = name.split('.').collect();
+    for p in parts.iter_mut().skip(1) {
+        if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+            *p = "N";
+        }
+    }
+    let mut s = parts.join(".");
+    if s.starts_with("__UNIQUE_ID_") {
+        let trimmed = s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        s.truncate(trimmed);
+        s.push('N');
+    }
+    s
+}
+
+/// Symbols that correlation considers: defined functions and objects.
+fn candidates(obj: &Object) -> Vec<SymbolId> {
+    obj.symbols()
+        .filter(|(_, s)| matches!(s.kind, SymKind::Func | SymKind::Object) && s.section.is_some())
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Correlates `orig` and `patched`.
+pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
+    let mut c = Correlation::default();
+    let co = candidates(orig);
+    let cp = candidates(patched);
+
+    // 1. Exact names, unique on both sides, same kind.
+    let by_name = |obj: &Object, ids: &[SymbolId]| {
+        let mut m: HashMap<String, Vec<SymbolId>> = HashMap::new();
+        for &id in ids {
+            m.entry(obj.symbol(id).name.clone()).or_default().push(id);
+        }
+        m
+    };
+    let no = by_name(orig, &co);
+    let np = by_name(patched, &cp);
+    for (name, ps) in &np {
+        if let (Some(os), [p]) = (no.get(name), ps.as_slice()) {
+            if let [o] = os.as_slice() {
+                if orig.symbol(*o).kind == patched.symbol(*p).kind {
+                    c.pair(*o, *p);
+                }
+            }
+        }
+    }
+
+    // 2. Stems, unique among the still unmatched on both sides.
+    let by_stem = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
+        let mut m: HashMap<(String, bool), Vec<SymbolId>> = HashMap::new();
+        for &id in ids.iter().filter(|id| !matched.contains_key(id)) {
+            let s = obj.symbol(id);
+            m.entry((stem(&s.name), s.kind == SymKind::Func))
+                .or_default()
+                .push(id);
+        }
+        m
+    };
+    let so = by_stem(orig, &co, &c.sym_o2p);
+    let sp = by_stem(patched, &cp, &c.sym_p2o);
+    for (key, ps) in &sp {
+        if let (Some([o]), [p]) = (so.get(key).map(Vec::as_slice), ps.as_slice()) {
+            c.pair(*o, *p);
+        }
+    }
+
+    // 3. Static locals sharing a stem with several candidates: the one used
+    //    by the same (already correlated) functions.
+    let so = by_stem(orig, &co, &c.sym_o2p);
+    let sp = by_stem(patched, &cp, &c.sym_p2o);
+    let users_o = users(orig);
+    let users_p = users(patched);
+    for (key, ps) in &sp {
+        let Some(os) = so.get(key) else { continue };
+        for &p in ps {
+            let want: Vec<SymbolId> = users_p
+                .get(&p)
+                .into_iter()
+                .flatten()
+                .filter_map(|u| c.sym_p2o.get(u).copied())
+                .collect();
+            if want.is_empty() {
+                continue;
+            }
+            let hits: Vec<SymbolId> = os
+                .iter()
+                .copied()
+                .filter(|o| !c.sym_o2p.contains_key(o))
+                .filter(|o| {
+                    users_o
+                        .get(o)
+                        .is_some_and(|us| us.iter().any(|u| want.contains(u)))
+                })
+                .collect();
+            if let [o] = hits.as_slice() {
+                c.pair(*o, p);
+            }
+        }
+    }
+
+    // Sections: through their primary symbols, else by unique name.
+    for (&o, &p) in &c.sym_o2p.clone() {
+        let (Some(so), Some(sp)) = (orig.symbol(o).section, patched.symbol(p).section) else {
+            continue;
+        };
+        if orig.primary_symbol(so) == Some(o) && patched.primary_symbol(sp) == Some(p) {
+            c.sec_o2p.insert(so, sp);
+            c.sec_p2o.insert(sp, so);
+        }
+    }
+    let mut names_o: HashMap<&str, Vec<SectionId>> = HashMap::new();
+    for (id, s) in orig.sections() {
+        names_o.entry(s.name.as_str()).or_default().push(id);
+    }
+    let mut names_p: HashMap<&str, Vec<SectionId>> = HashMap::new();
+    for (id, s) in patched.sections() {
+        names_p.entry(s.name.as_str()).or_default().push(id);
+    }
+    for (name, ps) in &names_p {
+        if let (Some([o]), [p]) = (names_o.get(name).map(Vec::as_slice), ps.as_slice()) {
+            if !c.sec_p2o.contains_key(p) && !c.sec_o2p.contains_key(o) {
+                c.sec_o2p.insert(*o, *p);
+                c.sec_p2o.insert(*p, *o);
+            }
+        }
+    }
+    c
+}
+
+/// For every defined symbol, the functions whose code refers to it.
+pub fn users(obj: &Object) -> HashMap<SymbolId, Vec<SymbolId>> {
+    let mut m: HashMap<SymbolId, Vec<SymbolId>> = HashMap::new();
+    for (_, sec) in obj.sections() {
+        if !sec.is_text() {
+            continue;
+        }
+        for r in &sec.relocs {
+            let Some(func) = sec.symbols.iter().copied().rfind(|f| {
+                let s = obj.symbol(*f);
+                s.kind == SymKind::Func && s.value <= r.offset && r.offset < s.value + s.size.max(1)
+            }) else {
+                continue;
+            };
+            let target = obj.symbol(r.symbol);
+            let target_id = if target.kind == SymKind::Section {
+                // A section-relative reference: the object at that offset.
+                let Some(ts) = target.section else { continue };
+                let off = r.addend + if r.is_pc_relative() { 4 } else { 0 };
+                match symbol_at(obj, ts, off) {
+                    Some(s) => s,
+                    None => continue,
+                }
+            } else {
+                r.symbol
+            };
+            let list = m.entry(target_id).or_default();
+            if !list.contains(&func) {
+                list.push(func);
+            }
+        }
+    }
+    m
+}
+
+/// The function or object symbol of `sec` that covers `offset`.
+pub fn symbol_at(obj: &Object, sec: SectionId, offset: i64) -> Option<SymbolId> {
+    let off = u64::try_from(offset).ok()?;
+    obj.section(sec).symbols.iter().copied().rfind(|s| {
+        let sym = obj.symbol(*s);
+        matches!(sym.kind, SymKind::Func | SymKind::Object)
+            && sym.value <= off
+            && off < sym.value + sym.size.max(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_drop_compiler_numbering_only() {
+        assert_eq!(stem("foo.isra.0"), "foo.isra.N");
+        assert_eq!(stem("foo.constprop.12.isra.3"), "foo.constprop.N.isra.N");
+        assert_eq!(stem("foo.part.1"), "foo.part.N");
+        assert_eq!(stem("foo.cold"), "foo.cold");
+        assert_eq!(stem("__key.42"), "__key.N");
+        assert_eq!(stem("__UNIQUE_ID_ddebug417"), "__UNIQUE_ID_ddebugN");
+        assert_eq!(stem("plain"), "plain");
+        assert_eq!(stem("v4.2x"), "v4.2x");
+    }
+}

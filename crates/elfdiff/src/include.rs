@@ -1,0 +1,205 @@
+//! Pass 4, include: decides, from the comparison, what the live patch
+//! carries — changed and new functions, new data, new copies of changed
+//! read-only data — and refuses what it cannot carry safely: changed
+//! initial values or sizes of existing writable data, changed `__init` and
+//! `__exit` code, replaced functions without an fentry call, new static
+//! locals in shared data sections, changed section groups.
+
+use std::collections::HashSet;
+
+use crate::compare::{changed_rodata, compare_symbol, Namer, Verdict};
+use crate::correlate::Correlation;
+use crate::read::{Object, SymKind, SymbolId};
+use crate::report::{DataReport, FunctionReport, Outcome, Refusal, Report, Status};
+
+fn section_name(obj: &Object, id: SymbolId) -> String {
+    obj.symbol(id)
+        .section
+        .map(|s| obj.section(s).name.clone())
+        .unwrap_or_default()
+}
+
+fn is_init_or_exit(section: &str) -> bool {
+    [
+        ".init.text",
+        ".exit.text",
+        ".init.data",
+        ".exit.data",
+        ".init.rodata",
+    ]
+    .iter()
+    .any(|p| section == *p || section.starts_with(&format!("{p}.")))
+}
+
+/// Whether the function starts with a call to `__fentry__` (after an
+/// optional `endbr64`), which is what ftrace, and so livepatch, redirects.
+pub fn has_fentry(obj: &Object, id: SymbolId) -> bool {
+    let s = obj.symbol(id);
+    let Some(sec) = s.section else { return false };
+    obj.section(sec)
+        .relocs
+        .iter()
+        .take_while(|r| r.offset < s.value + 16)
+        .any(|r| r.offset >= s.value && obj.symbol(r.symbol).name == "__fentry__")
+}
+
+/// Compares every function and object and builds the report.
+pub fn analyse(orig: &Object, patched: &Object, c: &Correlation) -> Report {
+    let namer = Namer::new(orig, patched, c);
+    let rodata = changed_rodata(orig, patched, &namer, c);
+    let mut functions = Vec::new();
+    let mut data = Vec::new();
+    let mut refusals = Vec::new();
+    let mut refuse = |subject: &str, reason: String| {
+        refusals.push(Refusal {
+            subject: subject.to_string(),
+            reason,
+        })
+    };
+
+    for (p, sp) in patched.symbols() {
+        if sp.section.is_none() {
+            continue;
+        }
+        let psec = section_name(patched, p);
+        match (sp.kind, c.sym_p2o.get(&p)) {
+            (SymKind::Func, Some(&o)) => {
+                let so = orig.symbol(o);
+                let verdict = compare_symbol(orig, patched, &namer, o, p, &rodata);
+                let (status, reasons) = match verdict {
+                    Verdict::Same => (Status::Unchanged, Vec::new()),
+                    Verdict::LineOnly => (Status::LineOnly, Vec::new()),
+                    Verdict::Changed(r) => (Status::Changed, r),
+                };
+                if status == Status::Changed {
+                    let osec = section_name(orig, o);
+                    if is_init_or_exit(&osec) || is_init_or_exit(&psec) {
+                        refuse(&so.name, format!("changed {osec} code: it ran at boot or runs at unload, a live patch cannot replace it"));
+                    } else if !has_fentry(orig, o) {
+                        refuse(
+                            &so.name,
+                            "has no fentry call (notrace/noinstr): ftrace cannot redirect it"
+                                .into(),
+                        );
+                    }
+                }
+                functions.push(FunctionReport {
+                    name: so.name.clone(),
+                    patched_name: (so.name != sp.name).then(|| sp.name.clone()),
+                    status,
+                    reasons,
+                    section: psec,
+                });
+            }
+            (SymKind::Func, None) => {
+                if is_init_or_exit(&psec) {
+                    refuse(
+                        &sp.name,
+                        format!("new {psec} code cannot run in a live patch"),
+                    );
+                }
+                functions.push(FunctionReport {
+                    name: sp.name.clone(),
+                    patched_name: None,
+                    status: Status::New,
+                    reasons: Vec::new(),
+                    section: psec,
+                });
+            }
+            (SymKind::Object, Some(&o)) => {
+                let so = orig.symbol(o);
+                let osec = orig.symbol(o).section.map(|s| orig.section(s));
+                let writable = osec.is_some_and(|s| s.is_writable());
+                if let Verdict::Changed(reasons) =
+                    compare_symbol(orig, patched, &namer, o, p, &HashSet::new())
+                {
+                    if so.size != sp.size {
+                        refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
+                    } else if writable {
+                        refuse(&so.name, format!("initial value of existing data changed ({}): the running kernel keeps the old value", reasons.join("; ")));
+                    } else {
+                        data.push(DataReport {
+                            name: so.name.clone(),
+                            status: Status::Changed,
+                            section: psec,
+                            reasons,
+                        });
+                    }
+                }
+            }
+            (SymKind::Object, None) => {
+                if let Some(sec) = sp.section {
+                    let shared = patched.section(sec).symbols.iter().any(|other| {
+                        *other != p
+                            && patched.symbol(*other).kind == SymKind::Object
+                            && c.sym_p2o.contains_key(other)
+                    });
+                    if shared && patched.section(sec).is_writable() {
+                        refuse(&sp.name, format!("new data in the shared section {psec}, which the running kernel already holds (build with -fdata-sections)"));
+                    }
+                }
+                data.push(DataReport {
+                    name: sp.name.clone(),
+                    status: Status::New,
+                    section: psec,
+                    reasons: Vec::new(),
+                });
+            }
+            _ => {}
+        }
+    }
+    for (o, so) in orig.symbols() {
+        if so.kind == SymKind::Func && so.section.is_some() && !c.sym_o2p.contains_key(&o) {
+            functions.push(FunctionReport {
+                name: so.name.clone(),
+                patched_name: None,
+                status: Status::Removed,
+                reasons: Vec::new(),
+                section: section_name(orig, o),
+            });
+        }
+    }
+    for (&ps, &os) in &c.sec_p2o {
+        let (gp, go) = (patched.section(ps).group, orig.section(os).group);
+        let sig = |obj: &Object, g: Option<crate::read::SectionId>| {
+            g.and_then(|g| {
+                obj.symbols
+                    .get(obj.section(g).sh_info as usize)
+                    .map(|s| s.name.clone())
+            })
+        };
+        if sig(patched, gp) != sig(orig, go) {
+            refuse(
+                &patched.section(ps).name,
+                format!(
+                    "section group changed from {:?} to {:?}",
+                    sig(orig, go),
+                    sig(patched, gp)
+                ),
+            );
+        }
+    }
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    data.sort_by(|a, b| a.name.cmp(&b.name));
+    refusals.sort_by(|a, b| (&a.subject, &a.reason).cmp(&(&b.subject, &b.reason)));
+    refusals.dedup();
+    let outcome = if !refusals.is_empty() {
+        Outcome::Refused
+    } else if functions
+        .iter()
+        .any(|f| matches!(f.status, Status::Changed | Status::New))
+        || !data.is_empty()
+    {
+        Outcome::Changed
+    } else {
+        Outcome::NoChange
+    };
+    Report {
+        orig: orig.path.clone(),
+        patched: patched.path.clone(),
+        outcome,
+        functions,
+        data,
+        refusals,
+    }
+}

@@ -1,0 +1,31 @@
+//! Compare two x86-64 relocatable objects — the same kernel source file
+//! compiled before and after a fix, with `-ffunction-sections
+//! -fdata-sections` — function by function, and say exactly what a live
+//! patch must carry. Passes run in order, one module each: [`read`] →
+//! [`correlate`] → [`compare`] → [`include`]; special sections, symbol
+//! resolution and emission follow in later passes. Knows nothing of
+//! kernels' packages, networks or modules.
+//!
+//! ```no_run
+//! let orig = elfdiff::read::Object::read("orig/dev.o".as_ref())?;
+//! let patched = elfdiff::read::Object::read("patched/dev.o".as_ref())?;
+//! let report = elfdiff::diff(&orig, &patched);
+//! print!("{report}");
+//! # Ok::<(), elfdiff::Error>(())
+//! ```
+
+pub mod compare;
+pub mod correlate;
+pub mod error;
+pub mod include;
+pub mod read;
+pub mod report;
+
+pub use error::{Error, Result};
+pub use report::{Outcome, Report, Status};
+
+/// Runs the comparison passes and returns the report.
+pub fn diff(orig: &read::Object, patched: &read::Object) -> Report {
+    let c = correlate::correlate(orig, patched);
+    include::analyse(orig, patched, &c)
+}

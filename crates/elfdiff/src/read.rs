@@ -1,0 +1,461 @@
+//! Pass 1, read: an x86-64 ELF relocatable object parsed into an owned,
+//! index-based model (sections, symbols, relocations grouped by the section
+//! they patch). Later passes work on `u32` ids into these vectors instead of
+//! names. Everything that is not a 64-bit little-endian x86-64 `ET_REL`, or
+//! whose tables point outside the file, is an error naming the object and
+//! the offending section or symbol — never a panic.
+
+use std::path::{Path, PathBuf};
+
+use object::elf;
+use object::read::elf::{FileHeader, Rela, SectionHeader, Sym};
+use object::LittleEndian as LE;
+
+use crate::error::{Error, Result};
+
+/// Index of a section in [`Object::sections`] (equals its ELF index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SectionId(pub u32);
+
+/// Index of a symbol in [`Object::symbols`] (equals its ELF index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SymbolId(pub u32);
+
+/// One relocation applied to a section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloc {
+    /// Offset in the patched section.
+    pub offset: u64,
+    /// `R_X86_64_*`.
+    pub r_type: u32,
+    /// Target symbol.
+    pub symbol: SymbolId,
+    /// Addend.
+    pub addend: i64,
+}
+
+impl Reloc {
+    /// Bytes the relocation writes, or `None` for types elfdiff does not
+    /// know (which makes any comparison involving them conservative).
+    pub fn width(&self) -> Option<u64> {
+        match self.r_type {
+            elf::R_X86_64_64
+            | elf::R_X86_64_PC64
+            | elf::R_X86_64_GOTPC64
+            | elf::R_X86_64_GOTOFF64 => Some(8),
+            elf::R_X86_64_PC32
+            | elf::R_X86_64_PLT32
+            | elf::R_X86_64_32
+            | elf::R_X86_64_32S
+            | elf::R_X86_64_GOTPCREL
+            | elf::R_X86_64_GOTPCRELX
+            | elf::R_X86_64_REX_GOTPCRELX => Some(4),
+            elf::R_X86_64_NONE => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Whether the relocated value is relative to the place.
+    pub fn is_pc_relative(&self) -> bool {
+        matches!(
+            self.r_type,
+            elf::R_X86_64_PC32
+                | elf::R_X86_64_PLT32
+                | elf::R_X86_64_PC64
+                | elf::R_X86_64_GOTPCREL
+                | elf::R_X86_64_GOTPCRELX
+                | elf::R_X86_64_REX_GOTPCRELX
+        )
+    }
+}
+
+/// A section of the object.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// Its name.
+    pub name: String,
+    /// `SHT_*`.
+    pub sh_type: u32,
+    /// `SHF_*`.
+    pub sh_flags: u64,
+    /// Alignment.
+    pub sh_addralign: u64,
+    /// Entry size (0 if not a table).
+    pub sh_entsize: u64,
+    /// `sh_link`.
+    pub sh_link: u32,
+    /// `sh_info`.
+    pub sh_info: u32,
+    /// Size (also for NOBITS).
+    pub size: u64,
+    /// Contents (empty for NOBITS).
+    pub data: Vec<u8>,
+    /// Relocations applied to this section, sorted by offset.
+    pub relocs: Vec<Reloc>,
+    /// The `.rela*` section holding them.
+    pub rela_section: Option<SectionId>,
+    /// The section symbol (`STT_SECTION`) naming this section, if any.
+    pub section_symbol: Option<SymbolId>,
+    /// Function and object symbols defined in it, by ascending value.
+    pub symbols: Vec<SymbolId>,
+    /// The `SHT_GROUP` section it belongs to.
+    pub group: Option<SectionId>,
+}
+
+impl Section {
+    /// Executable code.
+    pub fn is_text(&self) -> bool {
+        self.sh_flags & u64::from(elf::SHF_EXECINSTR) != 0
+    }
+
+    /// Merged string literals (`.rodata.str1.1` and friends).
+    pub fn is_strings(&self) -> bool {
+        let f = u64::from(elf::SHF_MERGE | elf::SHF_STRINGS);
+        self.sh_flags & f == f
+    }
+
+    /// Loaded at run time.
+    pub fn is_alloc(&self) -> bool {
+        self.sh_flags & u64::from(elf::SHF_ALLOC) != 0
+    }
+
+    /// Writable data.
+    pub fn is_writable(&self) -> bool {
+        self.sh_flags & u64::from(elf::SHF_WRITE) != 0
+    }
+
+    /// A relocation section, symbol table or string table: structure, not
+    /// content.
+    pub fn is_meta(&self) -> bool {
+        matches!(
+            self.sh_type,
+            elf::SHT_RELA
+                | elf::SHT_REL
+                | elf::SHT_SYMTAB
+                | elf::SHT_STRTAB
+                | elf::SHT_GROUP
+                | elf::SHT_NULL
+                | elf::SHT_SYMTAB_SHNDX
+        )
+    }
+}
+
+/// Symbol kinds elfdiff distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SymKind {
+    /// `STT_NOTYPE` (undefined references, labels).
+    NoType,
+    /// `STT_OBJECT`.
+    Object,
+    /// `STT_FUNC`.
+    Func,
+    /// `STT_SECTION`.
+    Section,
+    /// `STT_FILE`.
+    File,
+    /// Anything else (TLS, common, GNU ifunc).
+    Other(u8),
+}
+
+/// A symbol of the object.
+#[derive(Debug, Clone)]
+pub struct Symbol {
+    /// Its name (for section symbols: the section's name).
+    pub name: String,
+    /// Kind.
+    pub kind: SymKind,
+    /// `STB_*`.
+    pub bind: u8,
+    /// Defining section; `None` for undefined, absolute and common symbols.
+    pub section: Option<SectionId>,
+    /// `st_shndx` as written (for SHN_ABS, SHN_UNDEF and friends).
+    pub st_shndx: u16,
+    /// Value (offset in its section).
+    pub value: u64,
+    /// Size.
+    pub size: u64,
+}
+
+impl Symbol {
+    /// `STB_LOCAL`.
+    pub fn is_local(&self) -> bool {
+        self.bind == elf::STB_LOCAL
+    }
+
+    /// Defined nowhere in this object.
+    pub fn is_undefined(&self) -> bool {
+        self.st_shndx == elf::SHN_UNDEF && self.kind != SymKind::File
+    }
+}
+
+/// A parsed relocatable object.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Where it was read from (for messages).
+    pub path: PathBuf,
+    /// Sections by ELF index (index 0 is the null section).
+    pub sections: Vec<Section>,
+    /// Symbols by ELF index (index 0 is the null symbol).
+    pub symbols: Vec<Symbol>,
+}
+
+impl Object {
+    /// Reads and parses the object at `path`.
+    pub fn read(path: &Path) -> Result<Object> {
+        let data = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Object::parse(path, &data)
+    }
+
+    /// The section with `id`.
+    pub fn section(&self, id: SectionId) -> &Section {
+        &self.sections[id.0 as usize]
+    }
+
+    /// The symbol with `id`.
+    pub fn symbol(&self, id: SymbolId) -> &Symbol {
+        &self.symbols[id.0 as usize]
+    }
+
+    /// Sections with their ids.
+    pub fn sections(&self) -> impl Iterator<Item = (SectionId, &Section)> {
+        self.sections
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (SectionId(i as u32), s))
+    }
+
+    /// Symbols with their ids.
+    pub fn symbols(&self) -> impl Iterator<Item = (SymbolId, &Symbol)> {
+        self.symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (SymbolId(i as u32), s))
+    }
+
+    /// The first section named `name`.
+    pub fn section_by_name(&self, name: &str) -> Option<SectionId> {
+        self.sections()
+            .find(|(_, s)| s.name == name)
+            .map(|(id, _)| id)
+    }
+
+    /// The function or object symbol that a section was made for with
+    /// `-ffunction-sections`/`-fdata-sections`: the one at offset 0 that
+    /// covers the section (largest size wins).
+    pub fn primary_symbol(&self, id: SectionId) -> Option<SymbolId> {
+        self.section(id)
+            .symbols
+            .iter()
+            .copied()
+            .filter(|s| self.symbol(*s).value == 0)
+            .max_by_key(|s| self.symbol(*s).size)
+    }
+
+    /// Parses `data`; `path` only names the object in errors.
+    pub fn parse(path: &Path, data: &[u8]) -> Result<Object> {
+        let bad = |what: String| Error::Malformed {
+            path: path.to_path_buf(),
+            what,
+        };
+        let header = elf::FileHeader64::<LE>::parse(data)
+            .map_err(|e| bad(format!("not a 64-bit little-endian ELF file: {e}")))?;
+        let e = LE;
+        if header.e_machine(e) != elf::EM_X86_64 {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("machine {} (only x86-64 is supported)", header.e_machine(e)),
+            });
+        }
+        if header.e_type(e) != elf::ET_REL {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                what: format!(
+                    "ELF type {} (only relocatable objects, ET_REL, are compared)",
+                    header.e_type(e)
+                ),
+            });
+        }
+        let table = header
+            .sections(e, data)
+            .map_err(|err| bad(format!("section table: {err}")))?;
+        let mut sections = Vec::with_capacity(table.len());
+        for (i, sh) in table.iter().enumerate() {
+            let name = table
+                .section_name(e, sh)
+                .map_err(|err| bad(format!("name of section {i}: {err}")))?;
+            let name = String::from_utf8_lossy(name).into_owned();
+            let sh_type = sh.sh_type(e);
+            let data = if sh_type == elf::SHT_NOBITS || sh_type == elf::SHT_NULL {
+                Vec::new()
+            } else {
+                sh.data(e, data)
+                    .map_err(|_| bad(format!("section {i} ({name}) lies outside the file")))?
+                    .to_vec()
+            };
+            sections.push(Section {
+                name,
+                sh_type,
+                sh_flags: sh.sh_flags(e),
+                sh_addralign: sh.sh_addralign(e),
+                sh_entsize: sh.sh_entsize(e),
+                sh_link: sh.sh_link(e),
+                sh_info: sh.sh_info(e),
+                size: sh.sh_size(e),
+                data,
+                relocs: Vec::new(),
+                rela_section: None,
+                section_symbol: None,
+                symbols: Vec::new(),
+                group: None,
+            });
+        }
+
+        let symtab = table
+            .symbols(e, data, elf::SHT_SYMTAB)
+            .map_err(|err| bad(format!("symbol table: {err}")))?;
+        let mut symbols = Vec::with_capacity(symtab.len());
+        for (i, sym) in symtab.iter().enumerate() {
+            let st_type = sym.st_type();
+            let st_shndx = sym.st_shndx(e);
+            let section = match symtab.symbol_section(e, sym, object::SymbolIndex(i)) {
+                Ok(Some(idx)) if idx.0 < sections.len() => Some(SectionId(idx.0 as u32)),
+                Ok(Some(idx)) => {
+                    return Err(bad(format!(
+                        "symbol {i} refers to section {} of {}",
+                        idx.0,
+                        sections.len()
+                    )))
+                }
+                Ok(None) => None,
+                Err(err) => return Err(bad(format!("symbol {i}: {err}"))),
+            };
+            let kind = match st_type {
+                elf::STT_NOTYPE => SymKind::NoType,
+                elf::STT_OBJECT => SymKind::Object,
+                elf::STT_FUNC => SymKind::Func,
+                elf::STT_SECTION => SymKind::Section,
+                elf::STT_FILE => SymKind::File,
+                other => SymKind::Other(other),
+            };
+            let name = if kind == SymKind::Section {
+                section
+                    .map(|s| sections[s.0 as usize].name.clone())
+                    .unwrap_or_default()
+            } else {
+                let raw = sym
+                    .name(e, symtab.strings())
+                    .map_err(|err| bad(format!("name of symbol {i}: {err}")))?;
+                String::from_utf8_lossy(raw).into_owned()
+            };
+            symbols.push(Symbol {
+                name,
+                kind,
+                bind: sym.st_bind(),
+                section,
+                st_shndx,
+                value: sym.st_value(e),
+                size: sym.st_size(e),
+            });
+        }
+
+        // Relocations, attached to the section they patch.
+        for (i, sh) in table.iter().enumerate() {
+            match sh.sh_type(e) {
+                elf::SHT_RELA => {}
+                elf::SHT_REL => {
+                    return Err(Error::Unsupported {
+                        path: path.to_path_buf(),
+                        what: format!("REL section {} (x86-64 objects use RELA)", sections[i].name),
+                    })
+                }
+                _ => continue,
+            }
+            let target = sh.sh_info(e) as usize;
+            if target == 0 || target >= sections.len() {
+                return Err(bad(format!(
+                    "relocation section {} targets section {target}",
+                    sections[i].name
+                )));
+            }
+            let (relas, _link) = sh
+                .rela(e, data)
+                .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
+                .ok_or_else(|| bad(format!("relocation section {} is empty", sections[i].name)))?;
+            let size = sections[target].size;
+            let mut relocs = Vec::with_capacity(relas.len());
+            for r in relas {
+                let sym = r.r_sym(e, false) as usize;
+                if sym >= symbols.len() {
+                    return Err(bad(format!(
+                        "relocation in {} refers to symbol {sym} of {}",
+                        sections[i].name,
+                        symbols.len()
+                    )));
+                }
+                let reloc = Reloc {
+                    offset: r.r_offset(e),
+                    r_type: r.r_type(e, false),
+                    symbol: SymbolId(sym as u32),
+                    addend: r.r_addend(e),
+                };
+                let end = reloc.offset.checked_add(reloc.width().unwrap_or(0));
+                if end.is_none_or(|end| end > size) {
+                    return Err(bad(format!(
+                        "relocation at {:#x} in {} runs past the section's {size} bytes",
+                        reloc.offset, sections[i].name
+                    )));
+                }
+                relocs.push(reloc);
+            }
+            relocs.sort_by_key(|r| r.offset);
+            sections[target].relocs = relocs;
+            sections[target].rela_section = Some(SectionId(i as u32));
+        }
+
+        // Groups (COMDAT and friends).
+        for (i, sh) in table.iter().enumerate() {
+            if sh.sh_type(e) != elf::SHT_GROUP {
+                continue;
+            }
+            let body = sections[i].data.clone();
+            for chunk in body.chunks_exact(4).skip(1) {
+                let member = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
+                if member >= sections.len() {
+                    return Err(bad(format!(
+                        "group {} lists section {member}",
+                        sections[i].name
+                    )));
+                }
+                sections[member].group = Some(SectionId(i as u32));
+            }
+        }
+
+        for (i, s) in symbols.iter().enumerate() {
+            if let Some(sec) = s.section {
+                let sec = &mut sections[sec.0 as usize];
+                match s.kind {
+                    SymKind::Section => {
+                        sec.section_symbol.get_or_insert(SymbolId(i as u32));
+                    }
+                    SymKind::Func | SymKind::Object | SymKind::NoType | SymKind::Other(_) => {
+                        sec.symbols.push(SymbolId(i as u32));
+                    }
+                    SymKind::File => {}
+                }
+            }
+        }
+        for sec in &mut sections {
+            sec.symbols
+                .sort_by_key(|s| (symbols[s.0 as usize].value, s.0));
+        }
+        Ok(Object {
+            path: path.to_path_buf(),
+            sections,
+            symbols,
+        })
+    }
+}

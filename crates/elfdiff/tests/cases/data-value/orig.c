@@ -1,0 +1,2 @@
+int limit = 5;
+int get(void) { return limit; }

@@ -1,0 +1,1 @@
+__attribute__((section(".init.text"))) int setup(int v) { return v * 3; }

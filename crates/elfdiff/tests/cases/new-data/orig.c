@@ -1,0 +1,1 @@
+int count(int v) { return v + 1; }

@@ -1,0 +1,3 @@
+//# outcome: no-change
+extern int printk(const char *fmt, ...);
+int a(int v) { printk("a %d\n", v); return v; }

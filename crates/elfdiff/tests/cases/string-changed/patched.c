@@ -1,0 +1,5 @@
+//# outcome: changed
+//# changed: report
+extern int printk(const char *fmt, ...);
+void report(int v) { printk("value was %d\n", v); }
+void quiet(int v) { printk("quiet %d\n", v); }

@@ -1,0 +1,5 @@
+//# outcome: changed
+//# changed: both
+extern int printk(const char *fmt, ...);
+void both(int v) { printk("zeroth\n"); printk("first %d\n", v); printk("second %d\n", v); }
+void later(int v) { printk("second %d\n", v); }

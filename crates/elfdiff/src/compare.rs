@@ -50,6 +50,26 @@ pub enum Verdict {
 /// Normalises the target of relocation `r` found in `obj`.
 pub fn target(obj: &Object, r: &Reloc, name_of: &dyn Fn(SymbolId) -> Option<String>) -> Target {
     let sym = obj.symbol(r.symbol);
+    // PC-relative references to data point 4 bytes past the field.
+    let bias = if r.is_pc_relative() { 4 } else { 0 };
+    if let Some(sec) = sym.section {
+        let s = obj.section(sec);
+        if s.sh_flags & u64::from(object::elf::SHF_MERGE) != 0 && !s.data.is_empty() {
+            // Merged constants and strings: the linker may fold or move
+            // them, so they are compared by content.
+            let off = sym.value as i64 + r.addend + bias;
+            let start = usize::try_from(off).unwrap_or(usize::MAX).min(s.data.len());
+            let end = if s.is_strings() {
+                s.data[start..]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .map_or(s.data.len(), |n| start + n)
+            } else {
+                (start + s.sh_entsize.max(1) as usize).min(s.data.len())
+            };
+            return Target::Str(s.data[start..end].to_vec(), bias);
+        }
+    }
     if sym.kind != SymKind::Section {
         return match name_of(r.symbol) {
             Some(n) => Target::Symbol(n, r.addend),
@@ -60,17 +80,7 @@ pub fn target(obj: &Object, r: &Reloc, name_of: &dyn Fn(SymbolId) -> Option<Stri
         return Target::Section(sym.name.clone(), r.addend);
     };
     let s = obj.section(sec);
-    // PC-relative references to data point 4 bytes past the field.
-    let bias = if r.is_pc_relative() { 4 } else { 0 };
     let off = r.addend + bias;
-    if s.is_strings() {
-        let start = usize::try_from(off).unwrap_or(usize::MAX).min(s.data.len());
-        let end = s.data[start..]
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(s.data.len(), |n| start + n);
-        return Target::Str(s.data[start..end].to_vec(), bias);
-    }
     match symbol_at(obj, sec, off) {
         Some(id) => {
             let delta = off - obj.symbol(id).value as i64 - bias;

@@ -25,6 +25,7 @@ pub mod image;
 pub mod kbuild;
 pub mod plan;
 pub mod release;
+pub mod source;
 pub mod symbols;
 pub mod workspace;
 

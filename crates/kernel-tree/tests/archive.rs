@@ -212,3 +212,26 @@ fn never_updated_apt_is_reported_as_such() {
     assert!(matches!(err, Error::AptListsEmpty), "{err}");
     assert!(err.to_string().contains("apt-get update"), "{err}");
 }
+
+#[test]
+fn source_tree_compiles_single_objects_reproducibly() {
+    let ws = ws();
+    let cache = Cache::from_env().unwrap();
+    let tree = ws.source_tree(&cache, &AptArchive::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.o"), dir.path().join("b.o"));
+    tree.compile("fs/proc/cmdline.o", kernel_tree::source::DIFF_CFLAGS, &a)
+        .unwrap();
+    tree.compile("fs/proc/cmdline.o", kernel_tree::source::DIFF_CFLAGS, &b)
+        .unwrap();
+    let (x, y) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(x, y, "two compilations of one object must be identical");
+    // Function sections are in effect.
+    let text = String::from_utf8_lossy(&x);
+    assert!(
+        text.contains(".text.cmdline_proc_show"),
+        "no function section for cmdline_proc_show"
+    );
+    let err = tree.compile("fs/proc/no_such_file.o", "", &a).unwrap_err();
+    assert!(err.to_string().contains("no_such_file"), "{err}");
+}

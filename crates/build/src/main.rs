@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use elfdiff::{read::Object, Outcome};
 
@@ -31,6 +32,10 @@ enum Cmd {
         orig: PathBuf,
         /// The object compiled from the patched source.
         patched: PathBuf,
+        /// The fix as a unified diff of the compiled source file: shifted
+        /// `__LINE__` numbers are then recognised exactly.
+        #[arg(long, value_name = "DIFF")]
+        lines_from: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -42,11 +47,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Diff {
             orig,
             patched,
+            lines_from,
             json,
         } => {
             let o = Object::read(&orig)?;
             let p = Object::read(&patched)?;
-            let report = elfdiff::diff(&o, &p);
+            let map = match &lines_from {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    Some(
+                        elfdiff::lines::LineMap::from_unified_diff(&text)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
+            let report = elfdiff::diff_with(&o, &p, map.as_ref());
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::correlate::{symbol_at, Correlation};
+use crate::lines::LineMap;
 use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
 
 /// What a relocation points at, in terms comparable across the objects.
@@ -157,6 +158,7 @@ pub fn compare_symbol(
     o: SymbolId,
     p: SymbolId,
     changed_rodata: &HashSet<String>,
+    lines: Option<&LineMap>,
 ) -> Verdict {
     let so = orig.symbol(o);
     let sp = patched.symbol(p);
@@ -198,11 +200,16 @@ pub fn compare_symbol(
         }
     }
     if reasons.is_empty() && masked_o != masked_p {
-        if masked_o.len() == masked_p.len()
-            && line_only(&masked_o, &masked_p)
-            && calls_line_taker(&rp, patched)
-        {
-            return Verdict::LineOnly;
+        if masked_o.len() == masked_p.len() {
+            let shifted = match lines {
+                Some(map) => line_only(&masked_o, &masked_p, |old, new| map.get(old) == Some(new)),
+                None => {
+                    line_only(&masked_o, &masked_p, |_, _| true) && calls_line_taker(&rp, patched)
+                }
+            };
+            if shifted {
+                return Verdict::LineOnly;
+            }
         }
         let first = masked_o
             .iter()
@@ -233,25 +240,46 @@ fn calls_line_taker(relocs: &[&Reloc], obj: &Object) -> bool {
         .any(|r| LINE_CALLEES.contains(&obj.symbol(r.symbol).name.as_str()))
 }
 
-/// Every differing byte lies in the 32-bit immediate of a `mov $imm32,
-/// %r32` (opcode B8+r, optionally after a REX.B prefix), the way gcc passes
-/// a line number in %esi/%edx.
-fn line_only(a: &[u8], b: &[u8]) -> bool {
+/// Whether a 32-bit immediate starts at `imm`: preceded by `mov $imm32,
+/// %r32` (B8+r), `push $imm32` (68), or `movl $imm32` to the stack
+/// (`c7 04 24`, `c7 44 24 d8`) — the ways gcc passes a line number as an
+/// argument in a register or on the stack.
+fn imm32_at(code: &[u8], imm: usize) -> bool {
+    if imm + 4 > code.len() {
+        return false;
+    }
+    let before = |n: usize| imm.checked_sub(n).map(|s| &code[s..imm]);
+    matches!(before(1), Some([0xb8..=0xbf]) | Some([0x68])) && !matches!(before(2), Some([0x0f, _]))
+        || matches!(before(3), Some([0xc7, 0x04, 0x24]))
+        || matches!(before(4), Some([0xc7, 0x44, 0x24, _]))
+}
+
+/// Every difference lies in a 32-bit immediate argument (see
+/// [`imm32_at`]) and each changed pair is accepted by `is_shift(old, new)`.
+fn line_only(a: &[u8], b: &[u8], is_shift: impl Fn(u32, u32) -> bool) -> bool {
     let mut any = false;
-    for i in 0..a.len() {
+    let mut i = 0;
+    while i < a.len() {
         if a[i] == b[i] {
+            i += 1;
             continue;
         }
         any = true;
-        let in_imm = (1..=4).any(|back| {
-            i >= back && {
-                let op = i - back;
-                (0xb8..=0xbf).contains(&a[op]) && a[op] == b[op] && (op == 0 || a[op - 1] != 0x0f)
-            }
-        });
-        if !in_imm {
+        let start = (0..=3)
+            .filter(|back| i >= *back)
+            .map(|back| i - back)
+            .find(|&s| {
+                // Same instruction in both (opcode and operand bytes before
+                // the immediate), only the immediate differs.
+                let lead = s.saturating_sub(4);
+                imm32_at(a, s) && imm32_at(b, s) && a[lead..s] == b[lead..s]
+            });
+        let Some(s) = start else { return false };
+        let imm = |x: &[u8]| u32::from_le_bytes([x[s], x[s + 1], x[s + 2], x[s + 3]]);
+        if !is_shift(imm(a), imm(b)) {
             return false;
         }
+        i = s + 4;
     }
     any
 }
@@ -275,7 +303,9 @@ pub fn changed_rodata(
         if s.is_writable() || s.is_text() || !s.is_alloc() {
             continue;
         }
-        if let Verdict::Changed(_) = compare_symbol(orig, patched, namer, o, p, &HashSet::new()) {
+        if let Verdict::Changed(_) =
+            compare_symbol(orig, patched, namer, o, p, &HashSet::new(), None)
+        {
             out.insert(orig.symbol(o).name.clone());
         }
     }
@@ -299,10 +329,18 @@ mod tests {
         let a = [0xbe, 0x12, 0, 0, 0, 0xe8, 0, 0, 0, 0];
         let mut b = a;
         b[1] = 0x15;
-        assert!(line_only(&a, &b));
+        assert!(line_only(&a, &b, |_, _| true));
+        assert!(line_only(&a, &b, |o, n| (o, n) == (0x12, 0x15)));
+        assert!(
+            !line_only(&a, &b, |o, n| (o, n) == (0x12, 0x16)),
+            "not where the patch moved that line"
+        );
         let mut c = a;
         c[5] = 0xe9;
-        assert!(!line_only(&a, &c));
-        assert!(!line_only(&a, &a), "no difference is not a line change");
+        assert!(!line_only(&a, &c, |_, _| true));
+        assert!(
+            !line_only(&a, &a, |_, _| true),
+            "no difference is not a line change"
+        );
     }
 }

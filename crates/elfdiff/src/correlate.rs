@@ -41,6 +41,15 @@ pub fn stem(name: &str) -> String {
         }
     }
     let mut s = parts.join(".");
+    // __COUNTER__ numbering: `__BTF_ID__struct__x__655311`, `foo__12`.
+    if let Some(pos) = s.rfind("__") {
+        let tail = &s[pos + 2..];
+        if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) {
+            s.truncate(pos + 2);
+            s.push('N');
+            return s;
+        }
+    }
     if s.starts_with("__UNIQUE_ID_") {
         let trimmed = s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
         s.truncate(trimmed);
@@ -224,6 +233,10 @@ mod tests {
         assert_eq!(stem("__key.42"), "__key.N");
         assert_eq!(stem("__UNIQUE_ID_ddebug417"), "__UNIQUE_ID_ddebugN");
         assert_eq!(stem("plain"), "plain");
+        assert_eq!(
+            stem("__BTF_ID__struct__map__655311"),
+            "__BTF_ID__struct__map__N"
+        );
         assert_eq!(stem("v4.2x"), "v4.2x");
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use crate::compare::{changed_rodata, compare_symbol, Namer, Verdict};
 use crate::correlate::Correlation;
+use crate::lines::LineMap;
 use crate::read::{Object, SymKind, SymbolId};
 use crate::report::{DataReport, FunctionReport, Outcome, Refusal, Report, Status};
 
@@ -31,6 +32,52 @@ fn is_init_or_exit(section: &str) -> bool {
     .any(|p| section == *p || section.starts_with(&format!("{p}.")))
 }
 
+/// Sections whose entries describe code elsewhere (call sites, line
+/// numbers, format strings) rather than hold program state: a changed
+/// entry follows its function into the patch or is ignored with it, and is
+/// never a changed initial value. The special sections pass keeps exactly
+/// the entries of included functions.
+pub fn is_descriptor_section(name: &str) -> bool {
+    const SPECIAL: &[&str] = &[
+        "__dyndbg",
+        "__dyndbg_classes",
+        "__bug_table",
+        "__ex_table",
+        "__jump_table",
+        ".printk_index",
+        ".static_call_sites",
+        ".altinstructions",
+        ".altinstr_replacement",
+        ".parainstructions",
+        ".smp_locks",
+        ".retpoline_sites",
+        ".return_sites",
+        ".call_sites",
+        ".orc_unwind",
+        ".orc_unwind_ip",
+        "__mcount_loc",
+        "__patchable_function_entries",
+    ];
+    SPECIAL
+        .iter()
+        .any(|s| name == *s || name.starts_with(&format!("{s}.")))
+}
+
+/// Sections that exist in the running kernel: allocated, and not thrown
+/// away by the kernel's linker script (`.discard*`, `.exit.*` of built-in
+/// code stays, so it is not excluded here).
+pub fn is_runtime(obj: &Object, sec: crate::read::SectionId) -> bool {
+    let s = obj.section(sec);
+    s.is_alloc() && !s.name.starts_with(".discard")
+}
+
+/// `.cold` (and `.part`-less) fragments gcc splits off a function: entered
+/// only by jumps from their parent, never called, so they have no fentry
+/// call of their own and are included together with the parent.
+pub fn is_child_part(name: &str) -> bool {
+    name.split('.').any(|p| p == "cold")
+}
+
 /// Whether the function starts with a call to `__fentry__` (after an
 /// optional `endbr64`), which is what ftrace, and so livepatch, redirects.
 pub fn has_fentry(obj: &Object, id: SymbolId) -> bool {
@@ -44,7 +91,12 @@ pub fn has_fentry(obj: &Object, id: SymbolId) -> bool {
 }
 
 /// Compares every function and object and builds the report.
-pub fn analyse(orig: &Object, patched: &Object, c: &Correlation) -> Report {
+pub fn analyse(
+    orig: &Object,
+    patched: &Object,
+    c: &Correlation,
+    lines: Option<&LineMap>,
+) -> Report {
     let namer = Namer::new(orig, patched, c);
     let rodata = changed_rodata(orig, patched, &namer, c);
     let mut functions = Vec::new();
@@ -58,14 +110,15 @@ pub fn analyse(orig: &Object, patched: &Object, c: &Correlation) -> Report {
     };
 
     for (p, sp) in patched.symbols() {
-        if sp.section.is_none() {
+        let Some(sec) = sp.section else { continue };
+        if !is_runtime(patched, sec) {
             continue;
         }
         let psec = section_name(patched, p);
         match (sp.kind, c.sym_p2o.get(&p)) {
             (SymKind::Func, Some(&o)) => {
                 let so = orig.symbol(o);
-                let verdict = compare_symbol(orig, patched, &namer, o, p, &rodata);
+                let verdict = compare_symbol(orig, patched, &namer, o, p, &rodata, lines);
                 let (status, reasons) = match verdict {
                     Verdict::Same => (Status::Unchanged, Vec::new()),
                     Verdict::LineOnly => (Status::LineOnly, Vec::new()),
@@ -75,7 +128,7 @@ pub fn analyse(orig: &Object, patched: &Object, c: &Correlation) -> Report {
                     let osec = section_name(orig, o);
                     if is_init_or_exit(&osec) || is_init_or_exit(&psec) {
                         refuse(&so.name, format!("changed {osec} code: it ran at boot or runs at unload, a live patch cannot replace it"));
-                    } else if !has_fentry(orig, o) {
+                    } else if !is_child_part(&so.name) && !has_fentry(orig, o) {
                         refuse(
                             &so.name,
                             "has no fentry call (notrace/noinstr): ftrace cannot redirect it"
@@ -111,9 +164,11 @@ pub fn analyse(orig: &Object, patched: &Object, c: &Correlation) -> Report {
                 let osec = orig.symbol(o).section.map(|s| orig.section(s));
                 let writable = osec.is_some_and(|s| s.is_writable());
                 if let Verdict::Changed(reasons) =
-                    compare_symbol(orig, patched, &namer, o, p, &HashSet::new())
+                    compare_symbol(orig, patched, &namer, o, p, &HashSet::new(), None)
                 {
-                    if so.size != sp.size {
+                    if is_descriptor_section(&psec) {
+                        // Follows its function (see is_descriptor_section).
+                    } else if so.size != sp.size {
                         refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
                     } else if writable {
                         refuse(&so.name, format!("initial value of existing data changed ({}): the running kernel keeps the old value", reasons.join("; ")));
@@ -149,7 +204,10 @@ pub fn analyse(orig: &Object, patched: &Object, c: &Correlation) -> Report {
         }
     }
     for (o, so) in orig.symbols() {
-        if so.kind == SymKind::Func && so.section.is_some() && !c.sym_o2p.contains_key(&o) {
+        if so.kind == SymKind::Func
+            && so.section.is_some_and(|s| is_runtime(orig, s))
+            && !c.sym_o2p.contains_key(&o)
+        {
             functions.push(FunctionReport {
                 name: so.name.clone(),
                 patched_name: None,

@@ -18,6 +18,7 @@ pub mod compare;
 pub mod correlate;
 pub mod error;
 pub mod include;
+pub mod lines;
 pub mod read;
 pub mod report;
 
@@ -26,6 +27,16 @@ pub use report::{Outcome, Report, Status};
 
 /// Runs the comparison passes and returns the report.
 pub fn diff(orig: &read::Object, patched: &read::Object) -> Report {
+    diff_with(orig, patched, None)
+}
+
+/// Like [`diff`], with the line map of the fix to the compiled source file,
+/// which tells shifted `__LINE__` numbers from real changes exactly.
+pub fn diff_with(
+    orig: &read::Object,
+    patched: &read::Object,
+    lines: Option<&lines::LineMap>,
+) -> Report {
     let c = correlate::correlate(orig, patched);
-    include::analyse(orig, patched, &c)
+    include::analyse(orig, patched, &c, lines)
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::archive::Archive;
 use crate::cache::{ensure_space, Cache};
+use crate::plan::Role;
 use crate::workspace::Workspace;
 use crate::{Error, Result};
 
@@ -20,7 +21,12 @@ pub struct SourceTree {
     dir: PathBuf,
     release: String,
     cc: String,
+    cache: Cache,
 }
+
+/// Where a compile with replaced files keeps the originals until they are
+/// restored; a leftover one (a killed process) is restored on next use.
+const BACKUP_DIR: &str = ".noreboot-originals";
 
 /// Flags noreboot adds to the kernel's own when compiling objects to diff.
 pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
@@ -37,9 +43,12 @@ impl Workspace {
             dir: dir.clone(),
             release: self.release().to_string(),
             cc,
+            cache: cache.clone(),
         };
         let done = root.join(".prepared");
         if done.exists() {
+            let _lock = tree.lock()?;
+            tree.restore_originals()?;
             return Ok(tree);
         }
         let _lock = cache.lock(&format!("{}-source", self.release()))?;
@@ -148,10 +157,70 @@ impl SourceTree {
         cmd
     }
 
+    fn lock(&self) -> Result<std::fs::File> {
+        self.cache.lock(&format!("{}-source-build", self.release))
+    }
+
+    /// Puts back files a compile with replacements left replaced.
+    fn restore_originals(&self) -> Result<()> {
+        let backup = self.dir.join(BACKUP_DIR);
+        if !backup.exists() {
+            return Ok(());
+        }
+        let mut stack = vec![backup.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).map_err(|e| Error::io("list", &d, e))? {
+                let p = e.map_err(|e| Error::io("list", &d, e))?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(&backup) {
+                    let dest = self.dir.join(rel);
+                    std::fs::rename(&p, &dest).map_err(|e| Error::io("restore", &dest, e))?;
+                }
+            }
+        }
+        std::fs::remove_dir_all(&backup).map_err(|e| Error::io("remove", &backup, e))
+    }
+
     /// Compiles `object` (a path relative to the tree such as
     /// `kernel/sys.o`) with the kernel's flags plus `extra_cflags`, and
     /// copies the result to `out`.
     pub fn compile(&self, object: &str, extra_cflags: &str, out: &Path) -> Result<()> {
+        self.compile_with(object, &[], extra_cflags, out)
+    }
+
+    /// Like [`SourceTree::compile`] with some source files replaced by
+    /// other contents for this one compile (the tree is restored after,
+    /// also after a failure, and on next use after a crash).
+    pub fn compile_with(
+        &self,
+        object: &str,
+        replace: &[(&str, &[u8])],
+        extra_cflags: &str,
+        out: &Path,
+    ) -> Result<()> {
+        let _lock = self.lock()?;
+        let backup = self.dir.join(BACKUP_DIR);
+        for (rel, contents) in replace {
+            let file = self.dir.join(rel);
+            let saved = backup.join(rel);
+            if let Some(parent) = saved.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+            }
+            std::fs::copy(&file, &saved).map_err(|e| Error::io("back up", &file, e))?;
+            std::fs::write(&file, contents).map_err(|e| Error::io("write", &file, e))?;
+        }
+        let result = self.compile_locked(object, extra_cflags, out);
+        let restored = self.restore_originals();
+        if !replace.is_empty() {
+            // The object now reflects the replaced sources: drop it so no
+            // later build mistakes it for the original.
+            let _ = std::fs::remove_file(self.dir.join(object));
+        }
+        result.and(restored)
+    }
+
+    fn compile_locked(&self, object: &str, extra_cflags: &str, out: &Path) -> Result<()> {
         let built = self.dir.join(object);
         let _ = std::fs::remove_file(&built);
         let mut cmd = self.make(&[object]);
@@ -160,4 +229,70 @@ impl SourceTree {
         std::fs::copy(&built, out).map_err(|e| Error::io("copy", &built, e))?;
         Ok(())
     }
+}
+
+impl Workspace {
+    /// The source tarball of another Debian version of this kernel's
+    /// series (for the fixes between two versions), cached under
+    /// `sources/`.
+    pub fn other_source(
+        &self,
+        cache: &Cache,
+        archive: &dyn Archive,
+        version: &str,
+    ) -> Result<PathBuf> {
+        let package = self.release().source_package();
+        let dir = cache.root().join("sources");
+        let tarball = dir.join(format!("{package}_{version}.tar.xz"));
+        if tarball.exists() {
+            return Ok(tarball);
+        }
+        let _lock = cache.lock(&format!("{package}_{version}"))?;
+        if tarball.exists() {
+            return Ok(tarball);
+        }
+        let infos = archive.show(std::slice::from_ref(&package))?;
+        let info = infos
+            .iter()
+            .find(|i| i.version.to_string() == version)
+            .ok_or_else(|| Error::VersionMismatch {
+                release: self.release().to_string(),
+                package: package.clone(),
+                wanted: format!("= {version}"),
+                reason: "requested explicitly".into(),
+                available: infos.iter().map(|i| i.version.to_string()).collect(),
+            })?;
+        let partial = dir.join(format!(".{package}_{version}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
+        ensure_space(&partial, info.size * 3)?;
+        let deb = archive.download(&package, &info.version, &partial)?;
+        crate::workspace::unpack_deb(&deb, &partial)?;
+        let unpacked = partial.join(format!("usr/src/{package}.tar.xz"));
+        std::fs::rename(&unpacked, &tarball).map_err(|e| Error::io("move", &unpacked, e))?;
+        let _ = std::fs::remove_dir_all(&partial);
+        let _ = Role::Source;
+        Ok(tarball)
+    }
+}
+
+/// Extracts `files` (paths relative to the tree, e.g. `kernel/sys.c`) from a
+/// source tarball into `dest` (as `dest/<path>`); the tarball's top
+/// directory is stripped.
+pub fn extract_files(tarball: &Path, files: &[&str], dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
+    let top = tarball
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('_').next())
+        .map(|n| n.trim_end_matches(".tar.xz").to_string())
+        .unwrap_or_default();
+    let mut tar = Command::new("tar");
+    tar.arg("-xf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dest)
+        .arg("--strip-components=1")
+        .args(files.iter().map(|f| format!("{top}/{f}")));
+    run(tar, "tar", dest)
 }

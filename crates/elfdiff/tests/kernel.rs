@@ -1,0 +1,147 @@
+//! Real kernel objects: the Debian 6.1 cloud kernel's own sources, compiled
+//! with its config and flags plus function sections, before and after real
+//! fixes taken from the changes between Debian's 6.1.170-3 and 6.1.192-3
+//! source packages (the patches are made at test time from the two
+//! packages, not copied in). Expectations live in `kernel-fixes.toml`, with
+//! the reason each fix was chosen. Every original object must also diff
+//! against itself to "no change".
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use elfdiff::correlate::stem;
+use elfdiff::read::Object;
+use elfdiff::report::Status;
+use kernel_tree::source::{extract_files, DIFF_CFLAGS};
+use kernel_tree::{AptArchive, Cache, Workspace};
+
+#[derive(serde::Deserialize)]
+struct Fixes {
+    release: String,
+    fixed_version: String,
+    large_objects: Vec<String>,
+    fix: Vec<Fix>,
+}
+
+#[derive(serde::Deserialize)]
+struct Fix {
+    file: String,
+    why: String,
+    outcome: String,
+    #[serde(default)]
+    changed: Vec<String>,
+    #[serde(default)]
+    new: Vec<String>,
+    #[serde(default)]
+    refused: Vec<String>,
+}
+
+fn set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    v.into_iter().map(|n| stem(&n)).collect()
+}
+
+#[test]
+fn real_debian_fixes_and_large_objects() {
+    let spec: Fixes = toml::from_str(include_str!("kernel-fixes.toml")).expect("kernel-fixes.toml");
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap())
+        .unwrap_or_else(|e| panic!("the fixes are pinned to {}: {e}", spec.release));
+    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let fixed = ws
+        .other_source(&cache, &archive, &spec.fixed_version)
+        .unwrap();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kernel-fixes");
+    let newer = out.join("fixed-sources");
+    let files: Vec<&str> = spec.fix.iter().map(|f| f.file.as_str()).collect();
+    extract_files(&fixed, &files, &newer).unwrap();
+
+    let mut failures = Vec::new();
+    for obj in &spec.large_objects {
+        let o = out.join(obj.replace('/', "_"));
+        tree.compile(obj, DIFF_CFLAGS, &o).unwrap();
+        let a = Object::read(&o).unwrap();
+        let report = elfdiff::diff(&a, &a);
+        if report.outcome != elfdiff::Outcome::NoChange {
+            failures.push(format!("{obj} against itself:\n{report}"));
+        }
+    }
+    for fix in &spec.fix {
+        let object = fix.file.replace(".c", ".o");
+        let key = fix.file.replace('/', "_");
+        let (o, p) = (
+            out.join(format!("{key}.orig.o")),
+            out.join(format!("{key}.patched.o")),
+        );
+        tree.compile(&object, DIFF_CFLAGS, &o).unwrap();
+        let contents = std::fs::read(newer.join(&fix.file)).unwrap();
+        tree.compile_with(&object, &[(&fix.file, &contents)], DIFF_CFLAGS, &p)
+            .unwrap_or_else(|e| panic!("{} ({}) no longer compiles: {e}", fix.file, fix.why));
+        // The fix as a unified diff of the source file, the way the factory
+        // gets it: its line map tells shifted __LINE__ numbers apart.
+        let udiff = std::process::Command::new("diff")
+            .arg("-u")
+            .arg(tree.dir().join(&fix.file))
+            .arg(newer.join(&fix.file))
+            .output()
+            .unwrap();
+        let map =
+            elfdiff::lines::LineMap::from_unified_diff(&String::from_utf8_lossy(&udiff.stdout))
+                .unwrap();
+        let orig = Object::read(&o).unwrap();
+        let report = elfdiff::diff_with(&orig, &Object::read(&p).unwrap(), Some(&map));
+        let mut problems = Vec::new();
+        let outcome = serde_json::to_value(report.outcome)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        if outcome != fix.outcome {
+            problems.push(format!("outcome {outcome}, expected {}", fix.outcome));
+        }
+        for (what, want, status) in [
+            ("changed", &fix.changed, Status::Changed),
+            ("new", &fix.new, Status::New),
+        ] {
+            let got = set(report.names(status).into_iter().map(str::to_string));
+            if got != set(want.iter().cloned()) {
+                problems.push(format!(
+                    "{what}: got {got:?}, expected {:?}",
+                    set(want.iter().cloned())
+                ));
+            }
+        }
+        let got: BTreeSet<String> = report.refusals.iter().map(|r| stem(&r.subject)).collect();
+        if got != set(fix.refused.iter().cloned()) {
+            problems.push(format!(
+                "refused: got {got:?}, expected {:?}",
+                set(fix.refused.iter().cloned())
+            ));
+        }
+        let self_diff = elfdiff::diff(&orig, &orig);
+        if self_diff.outcome != elfdiff::Outcome::NoChange {
+            problems.push(format!(
+                "original against itself is {:?}",
+                self_diff.outcome
+            ));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{} ({}):\n  {}\n{report}reproduce: diff -u {} {} > fix.diff; cargo run -q -p build --bin noreboot-build -- diff --lines-from fix.diff {} {}",
+                fix.file,
+                fix.why,
+                problems.join("\n  "),
+                tree.dir().join(&fix.file).display(),
+                newer.join(&fix.file).display(),
+                o.display(),
+                p.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}

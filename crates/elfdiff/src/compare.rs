@@ -183,10 +183,24 @@ pub fn compare_symbol(
         for (a, b) in ro.iter().zip(&rp) {
             let ta = target(orig, a, &|id| namer.orig(id));
             let tb = target(patched, b, &|id| namer.patched(id));
-            if a.offset - base_o != b.offset - base_p || a.r_type != b.r_type || ta != tb {
+            let (ao, bo) = (a.offset - base_o, b.offset - base_p);
+            if ao != bo {
                 reasons.push(format!(
-                    "reference at +{:#x}: {} -> {}",
-                    a.offset - base_o,
+                    "code moved: the reference to {} at +{ao:#x} is now at +{bo:#x}",
+                    describe(&ta)
+                ));
+                break;
+            }
+            if a.r_type != b.r_type {
+                reasons.push(format!(
+                    "reference at +{ao:#x}: relocation type {} -> {}",
+                    a.r_type, b.r_type
+                ));
+                break;
+            }
+            if ta != tb && !same_modulo_lines(&ta, &tb, lines) {
+                reasons.push(format!(
+                    "reference at +{ao:#x}: {} -> {}",
                     describe(&ta),
                     describe(&tb)
                 ));
@@ -223,6 +237,43 @@ pub fn compare_symbol(
     } else {
         Verdict::Changed(reasons)
     }
+}
+
+/// Strings that differ only in line numbers the fix moved (`__FILE__ ":"
+/// __stringify(__LINE__)` in fortify and assertion messages) are the same
+/// string; only with a line map, never by guessing.
+fn same_modulo_lines(a: &Target, b: &Target, lines: Option<&LineMap>) -> bool {
+    let (Target::Str(x, bx), Target::Str(y, by), Some(map)) = (a, b, lines) else {
+        return false;
+    };
+    if bx != by {
+        return false;
+    }
+    fn split(s: &[u8]) -> Vec<&[u8]> {
+        s.chunk_by(|p, q| p.is_ascii_digit() == q.is_ascii_digit())
+            .collect()
+    }
+    let (sx, sy) = (split(x), split(y));
+    let mut shifted = false;
+    let same = sx.len() == sy.len()
+        && sx.iter().zip(&sy).all(|(p, q)| {
+            if p == q {
+                return true;
+            }
+            let num = |t: &[u8]| {
+                std::str::from_utf8(t)
+                    .ok()
+                    .and_then(|t| t.parse::<u32>().ok())
+            };
+            match (num(p), num(q)) {
+                (Some(o), Some(n)) if map.get(o) == Some(n) => {
+                    shifted = true;
+                    true
+                }
+                _ => false,
+            }
+        });
+    same && shifted
 }
 
 fn describe(t: &Target) -> String {

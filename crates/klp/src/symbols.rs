@@ -1,0 +1,266 @@
+//! The running kernel's symbols, for `sympos`. The kernel numbers
+//! same-named symbols by their order in kallsyms (address order for
+//! vmlinux), 1-based, with 0 meaning "unique". Which of several static
+//! functions a patch means is decided by the object file it was compiled
+//! from: the unstripped vmlinux's symbol table groups local symbols after
+//! an `STT_FILE` symbol per object, and the block whose locals match the
+//! compiled object's locals is that object (a basename alone is ambiguous:
+//! the kernel has dozens of `core.c`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use object::read::elf::{ElfFile64, FileHeader, Sym};
+use object::{Endianness, ReadCache};
+
+use crate::{Error, Result};
+
+/// Index of an object-file block in [`KernelSymbols`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockId(pub u32);
+
+/// One kernel symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSymbol {
+    /// Name.
+    pub name: String,
+    /// Link-time address.
+    pub address: u64,
+    /// Local to its object file.
+    pub local: bool,
+    /// The object-file block of a local symbol (vmlinux tables only).
+    pub block: Option<BlockId>,
+}
+
+/// The symbols of a kernel, address-ordered.
+#[derive(Debug, Clone, Default)]
+pub struct KernelSymbols {
+    syms: Vec<KernelSymbol>,
+    by_name: HashMap<String, Vec<u32>>,
+    /// (source basename, indices of its local symbols).
+    blocks: Vec<(String, Vec<u32>)>,
+}
+
+impl KernelSymbols {
+    fn index(mut sorted: Vec<KernelSymbol>, blocks_names: Vec<String>) -> KernelSymbols {
+        // Stable: symbols at one address keep their table order.
+        sorted.sort_by_key(|s| s.address);
+        let mut by_name: HashMap<String, Vec<u32>> = HashMap::with_capacity(sorted.len());
+        let mut blocks: Vec<(String, Vec<u32>)> =
+            blocks_names.into_iter().map(|n| (n, Vec::new())).collect();
+        for (i, s) in sorted.iter().enumerate() {
+            by_name.entry(s.name.clone()).or_default().push(i as u32);
+            if let Some(b) = s.block {
+                blocks[b.0 as usize].1.push(i as u32);
+            }
+        }
+        KernelSymbols {
+            syms: sorted,
+            by_name,
+            blocks,
+        }
+    }
+
+    /// Reads a System.map or `/proc/kallsyms` text (no object-file blocks:
+    /// duplicates of a name cannot be told apart).
+    pub fn from_system_map(path: &Path, text: &str) -> Result<KernelSymbols> {
+        let mut syms = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut it = line.split_whitespace();
+            let (Some(a), Some(k), Some(n)) = (it.next(), it.next(), it.next()) else {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return Err(Error::Malformed {
+                    path: path.to_path_buf(),
+                    what: format!("line {}: expected `address type name`", i + 1),
+                });
+            };
+            let address = u64::from_str_radix(a, 16).map_err(|_| Error::Malformed {
+                path: path.to_path_buf(),
+                what: format!("line {}: bad address {a:?}", i + 1),
+            })?;
+            if it.next().is_some() {
+                // `[module]` entries of kallsyms: not vmlinux.
+                continue;
+            }
+            syms.push(KernelSymbol {
+                name: n.to_string(),
+                address,
+                local: k.chars().all(|c| c.is_ascii_lowercase()),
+                block: None,
+            });
+        }
+        Ok(Self::index(syms, Vec::new()))
+    }
+
+    /// Reads the symbol table of an unstripped vmlinux (the `-dbg`
+    /// package's), keeping function, object and untyped symbols and the
+    /// object-file grouping of locals.
+    pub fn from_vmlinux(path: &Path) -> Result<KernelSymbols> {
+        let bad = |what: String| Error::Malformed {
+            path: path.to_path_buf(),
+            what,
+        };
+        let file = std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let data = ReadCache::new(file);
+        let elf =
+            ElfFile64::<Endianness, _>::parse(&data).map_err(|e| bad(format!("not ELF64: {e}")))?;
+        let e = elf.endian();
+        let sections = elf
+            .elf_header()
+            .sections(e, &data)
+            .map_err(|err| bad(err.to_string()))?;
+        let symtab = sections
+            .symbols(e, &data, object::elf::SHT_SYMTAB)
+            .map_err(|err| bad(err.to_string()))?;
+        if symtab.is_empty() {
+            return Err(bad("no symbol table (a stripped vmlinux?)".into()));
+        }
+        let mut syms = Vec::with_capacity(symtab.len());
+        let mut blocks = Vec::new();
+        let mut current: Option<BlockId> = None;
+        for sym in symtab.iter() {
+            let kind = sym.st_type();
+            let name = sym
+                .name(e, symtab.strings())
+                .map_err(|err| bad(err.to_string()))?;
+            let name = String::from_utf8_lossy(name).into_owned();
+            if kind == object::elf::STT_FILE {
+                let base = name.rsplit('/').next().unwrap_or(&name).to_string();
+                current = Some(BlockId(blocks.len() as u32));
+                blocks.push(base);
+                continue;
+            }
+            if !matches!(
+                kind,
+                object::elf::STT_FUNC | object::elf::STT_OBJECT | object::elf::STT_NOTYPE
+            ) || sym.st_shndx(e) == object::elf::SHN_UNDEF
+                || name.is_empty()
+            {
+                continue;
+            }
+            let local = sym.st_bind() == object::elf::STB_LOCAL;
+            syms.push(KernelSymbol {
+                name,
+                address: sym.st_value(e),
+                local,
+                block: if local { current } else { None },
+            });
+        }
+        Ok(Self::index(syms, blocks))
+    }
+
+    /// Number of symbols.
+    pub fn len(&self) -> usize {
+        self.syms.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    /// All symbols named `name`, in kallsyms order.
+    pub fn named(&self, name: &str) -> impl Iterator<Item = &KernelSymbol> {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.syms[i as usize])
+    }
+
+    /// The object-file block compiled from a source file with basename
+    /// `file` whose locals include `locals` (the compiled object's local
+    /// functions and objects).
+    pub fn find_object(&self, file: &str, locals: &[&str]) -> Result<BlockId> {
+        let mut best: Vec<(usize, BlockId)> = Vec::new();
+        for (i, (name, members)) in self.blocks.iter().enumerate() {
+            if name != file {
+                continue;
+            }
+            let have: std::collections::HashSet<&str> = members
+                .iter()
+                .map(|&m| self.syms[m as usize].name.as_str())
+                .collect();
+            let score = locals.iter().filter(|l| have.contains(*l)).count();
+            best.push((score, BlockId(i as u32)));
+        }
+        best.sort_by(|a, b| b.0.cmp(&a.0));
+        match best.as_slice() {
+            [(s, id), rest @ ..] if *s > 0 && rest.first().is_none_or(|(t, _)| t < s) => Ok(*id),
+            [(s, _), (t, _), ..] if s == t && *s > 0 => Err(Error::Ambiguous {
+                name: file.to_string(),
+                count: best.iter().filter(|(x, _)| x == s).count(),
+            }),
+            _ => Err(Error::NoSuchObject {
+                file: file.to_string(),
+                locals: locals.join(", "),
+            }),
+        }
+    }
+
+    /// The source basename of a block.
+    pub fn block_file(&self, b: BlockId) -> &str {
+        &self.blocks[b.0 as usize].0
+    }
+
+    /// `sympos` of `name`: 0 when the kernel has one symbol of that name,
+    /// else its 1-based position among them, the one defined by `block`.
+    pub fn sympos(&self, name: &str, block: Option<BlockId>) -> Result<u32> {
+        let list = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::NoSuchSymbol(name.to_string()))?;
+        if list.len() == 1 {
+            let s = &self.syms[list[0] as usize];
+            if let (Some(b), true) = (block, s.local) {
+                if s.block != Some(b) {
+                    return Err(Error::NotInObject {
+                        name: name.to_string(),
+                        file: self.block_file(b).to_string(),
+                    });
+                }
+            }
+            return Ok(0);
+        }
+        let Some(b) = block else {
+            return Err(Error::Ambiguous {
+                name: name.to_string(),
+                count: list.len(),
+            });
+        };
+        list.iter()
+            .position(|&i| self.syms[i as usize].block == Some(b))
+            .map(|p| p as u32 + 1)
+            .ok_or_else(|| Error::NotInObject {
+                name: name.to_string(),
+                file: self.block_file(b).to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_map_positions() {
+        let text = "ffffffff81000010 t dup\nffffffff81000000 T uniq\nffffffff81000020 t dup\nffffffffc0000000 t dup\t[mod]\n";
+        let k = KernelSymbols::from_system_map(Path::new("m"), text).unwrap();
+        assert_eq!(k.len(), 3);
+        assert_eq!(k.sympos("uniq", None).unwrap(), 0);
+        assert!(matches!(
+            k.sympos("dup", None),
+            Err(Error::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(
+            k.sympos("none", None),
+            Err(Error::NoSuchSymbol(_))
+        ));
+        assert!(KernelSymbols::from_system_map(Path::new("m"), "zz t x\n").is_err());
+    }
+}

@@ -189,7 +189,7 @@ impl KernelSymbols {
             let score = locals.iter().filter(|l| have.contains(*l)).count();
             best.push((score, BlockId(i as u32)));
         }
-        best.sort_by(|a, b| b.0.cmp(&a.0));
+        best.sort_by_key(|b| std::cmp::Reverse(b.0));
         match best.as_slice() {
             [(s, id), rest @ ..] if *s > 0 && rest.first().is_none_or(|(t, _)| t < s) => Ok(*id),
             [(s, _), (t, _), ..] if s == t && *s > 0 => Err(Error::Ambiguous {

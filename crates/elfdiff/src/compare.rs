@@ -108,6 +108,11 @@ impl<'a> Namer<'a> {
         Namer { orig, patched, c }
     }
 
+    /// The correlation it names through.
+    pub fn correlation(&self) -> &'a Correlation {
+        self.c
+    }
+
     /// Name of an original symbol.
     pub fn orig(&self, id: SymbolId) -> Option<String> {
         Some(self.orig.symbol(id).name.clone())

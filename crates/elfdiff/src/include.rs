@@ -102,6 +102,7 @@ pub fn analyse(
     let mut functions = Vec::new();
     let mut data = Vec::new();
     let mut refusals = Vec::new();
+    let mut included: Vec<u32> = Vec::new();
     let mut refuse = |subject: &str, reason: String| {
         refusals.push(Refusal {
             subject: subject.to_string(),
@@ -136,6 +137,9 @@ pub fn analyse(
                         );
                     }
                 }
+                if status == Status::Changed {
+                    included.push(p.0);
+                }
                 functions.push(FunctionReport {
                     name: so.name.clone(),
                     patched_name: (so.name != sp.name).then(|| sp.name.clone()),
@@ -151,6 +155,7 @@ pub fn analyse(
                         format!("new {psec} code cannot run in a live patch"),
                     );
                 }
+                included.push(p.0);
                 functions.push(FunctionReport {
                     name: sp.name.clone(),
                     patched_name: None,
@@ -173,6 +178,7 @@ pub fn analyse(
                     } else if writable {
                         refuse(&so.name, format!("initial value of existing data changed ({}): the running kernel keeps the old value", reasons.join("; ")));
                     } else {
+                        included.push(p.0);
                         data.push(DataReport {
                             name: so.name.clone(),
                             status: Status::Changed,
@@ -193,6 +199,7 @@ pub fn analyse(
                         refuse(&sp.name, format!("new data in the shared section {psec}, which the running kernel already holds (build with -fdata-sections)"));
                     }
                 }
+                included.push(p.0);
                 data.push(DataReport {
                     name: sp.name.clone(),
                     status: Status::New,
@@ -259,5 +266,6 @@ pub fn analyse(
         functions,
         data,
         refusals,
+        included,
     }
 }

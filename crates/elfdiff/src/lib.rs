@@ -16,11 +16,13 @@
 
 pub mod compare;
 pub mod correlate;
+pub mod emit;
 pub mod error;
 pub mod include;
 pub mod lines;
 pub mod read;
 pub mod report;
+pub mod special;
 
 pub use error::{Error, Result};
 pub use report::{Outcome, Report, Status};

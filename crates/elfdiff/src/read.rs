@@ -198,6 +198,8 @@ pub struct Object {
     pub sections: Vec<Section>,
     /// Symbols by ELF index (index 0 is the null symbol).
     pub symbols: Vec<Symbol>,
+    /// The file's bytes, for the emit pass (which edits a copy).
+    pub raw: Vec<u8>,
 }
 
 impl Object {
@@ -456,6 +458,7 @@ impl Object {
             path: path.to_path_buf(),
             sections,
             symbols,
+            raw: data.to_vec(),
         })
     }
 }

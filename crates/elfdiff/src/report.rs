@@ -88,6 +88,10 @@ pub struct Report {
     pub data: Vec<DataReport>,
     /// Refusals.
     pub refusals: Vec<Refusal>,
+    /// Patched-object symbols (ELF indices) the patch carries: changed and
+    /// new functions, new data, new copies of changed read-only data.
+    #[serde(skip)]
+    pub included: Vec<u32>,
 }
 
 impl Report {

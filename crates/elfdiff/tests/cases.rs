@@ -155,6 +155,47 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
     if expect.refused.is_empty() && !report.refusals.is_empty() {
         problems.push(format!("unexpected refusals {:?}", report.refusals));
     }
+    // Whatever can be patched must also emit a checked object: carried
+    // functions exactly the changed and new ones (plus .cold parts).
+    if report.outcome == elfdiff::Outcome::Changed {
+        let (oo, po) = (Object::read(&o).unwrap(), Object::read(&p).unwrap());
+        let c = elfdiff::correlate::correlate(&oo, &po);
+        match elfdiff::emit::emit(&oo, &po, &c, &report, &TestResolver) {
+            Ok(e) => {
+                std::fs::write(out.join("out.o"), &e.bytes).unwrap();
+                let want: BTreeSet<String> = report
+                    .functions
+                    .iter()
+                    .filter(|f| matches!(f.status, Status::Changed | Status::New))
+                    .map(|f| stem(f.patched_name.as_deref().unwrap_or(&f.name)))
+                    .collect();
+                let got: BTreeSet<String> = e
+                    .functions
+                    .iter()
+                    .map(|n| stem(n))
+                    .filter(|n| !n.contains(".cold"))
+                    .collect();
+                if got != want {
+                    problems.push(format!("emitted functions {got:?}, expected {want:?}"));
+                }
+                let mcount = e.special.iter().find(|(n, _, _)| n == "__mcount_loc");
+                if let Some((_, kept, _)) = mcount {
+                    let fentry = want.len()
+                        - report
+                            .functions
+                            .iter()
+                            .filter(|f| f.status == Status::New && f.section.starts_with(".init"))
+                            .count();
+                    if *kept != fentry {
+                        problems.push(format!(
+                            "__mcount_loc keeps {kept} entries for {fentry} functions"
+                        ));
+                    }
+                }
+            }
+            Err(err) => problems.push(format!("emit failed: {err}")),
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -165,6 +206,23 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
             o.display(),
             p.display()
         ))
+    }
+}
+
+/// Test resolution: statics of the object are livepatch references,
+/// everything undefined is taken as exported.
+struct TestResolver;
+
+impl elfdiff::emit::Resolver for TestResolver {
+    fn resolve(&self, _name: &str, local: bool) -> Result<elfdiff::emit::Outside, String> {
+        Ok(if local {
+            elfdiff::emit::Outside::Livepatch {
+                object: "vmlinux".into(),
+                sympos: 0,
+            }
+        } else {
+            elfdiff::emit::Outside::Export
+        })
     }
 }
 

@@ -1,0 +1,690 @@
+//! Passes 6 and 7, resolve and emit: the output object holds the included
+//! functions and data (each in a section of its own, so functions that share
+//! a named section such as `.sched.text` are carried one by one), the merged
+//! strings and constants they use, and the special-section entries of the
+//! included functions. Every reference to something the patch does not
+//! carry is resolved against the running kernel through a [`Resolver`]: an
+//! exported symbol becomes an ordinary undefined symbol; anything else
+//! becomes a livepatch relocation record in `.noreboot.klp` (place, type,
+//! addend, object, name, sympos) for the post-link conversion to
+//! `.klp.rela.*` sections — linkers would mangle those if emitted now. The
+//! output is re-read and its invariants checked before it is returned.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use object::build::elf::{Builder, SectionData, SectionId as BSec, SymbolId as BSym};
+use object::build::Id;
+use object::elf;
+
+use crate::compare::Namer;
+use crate::correlate::{symbol_at, Correlation};
+use crate::include::is_child_part;
+use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
+use crate::report::Report;
+use crate::special;
+
+/// Where an outside reference lands in the running kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outside {
+    /// Exported to modules: an ordinary undefined symbol.
+    Export,
+    /// Not exported: a livepatch relocation against `object`'s symbol at
+    /// position `sympos`.
+    Livepatch {
+        /// `vmlinux` or the module name.
+        object: String,
+        /// Position among same-named symbols (0 = unique).
+        sympos: u32,
+    },
+}
+
+/// Answers how the running kernel provides a symbol the patch refers to.
+pub trait Resolver {
+    /// `name` as the running kernel knows it; `local` if it is a static
+    /// symbol of the patched object file.
+    fn resolve(&self, name: &str, local: bool) -> Result<Outside, String>;
+}
+
+/// Name of the livepatch record section.
+pub const KLP_RECORDS: &str = ".noreboot.klp";
+/// Name of the record strings section.
+pub const KLP_STRINGS: &str = ".noreboot.klp.str";
+/// Size of one record: place (u64, relocated), r_type (u32), sympos (u32),
+/// addend (i64), object name offset (u32), symbol name offset (u32).
+pub const KLP_RECORD_SIZE: u64 = 32;
+
+/// What the emit pass produced.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    /// The object file.
+    pub bytes: Vec<u8>,
+    /// Functions carried (names in the patched object).
+    pub functions: Vec<String>,
+    /// Exported kernel symbols referenced.
+    pub exports: Vec<String>,
+    /// Livepatch records: (object, name, sympos).
+    pub livepatch: Vec<(String, String, u32)>,
+    /// Special sections: (name, entries kept, entries in the patched object).
+    pub special: Vec<(String, usize, usize)>,
+}
+
+/// Why no object could be emitted.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    /// The report refuses the change.
+    #[error("the change is refused: {0}")]
+    Refused(String),
+    /// A reference could not be resolved against the running kernel.
+    #[error("cannot resolve {name} (referenced from {from}): {reason}")]
+    Unresolved {
+        /// The symbol.
+        name: String,
+        /// The section referring to it.
+        from: String,
+        /// The resolver's reason.
+        reason: String,
+    },
+    /// A special section's entries cannot be delimited.
+    #[error("special section {0}: cannot infer its entry size from the object")]
+    UnknownLayout(String),
+    /// Writing or re-reading the output failed, or an invariant broke.
+    #[error("emitting the patch object: {0}")]
+    Output(String),
+}
+
+/// A reference as the output will express it.
+enum Ref {
+    /// To a symbol the output defines or declares.
+    Sym(BSym, i64),
+    /// A livepatch record.
+    Klp(String, String, u32, i64),
+}
+
+struct Ctx<'a> {
+    orig: &'a Object,
+    patched: &'a Object,
+    namer: Namer<'a>,
+    resolver: &'a dyn Resolver,
+    /// Included patched symbols → (their new section, range start).
+    carried: HashMap<SymbolId, (BSec, u64)>,
+    /// Merge sections kept whole.
+    merge_kept: HashSet<SectionId>,
+    sym_ids: Vec<BSym>,
+    sec_ids: Vec<BSec>,
+    /// New section symbols of the carried sections, by builder index.
+    section_syms: HashMap<usize, BSym>,
+    undefined: HashMap<String, BSym>,
+    exports: BTreeSet<String>,
+}
+
+impl Ctx<'_> {
+    /// How reference `r` (in the patched object) is expressed in the output.
+    fn reference(&mut self, b: &mut Builder, r: &Reloc, from: &str) -> Result<Ref, EmitError> {
+        let t = self.patched.symbol(r.symbol);
+        let bias = if r.is_pc_relative() { 4 } else { 0 };
+        // Resolve section-relative references to the symbol they point into.
+        let (target, addend) = if t.kind == SymKind::Section {
+            let Some(sec) = t.section else {
+                return Err(EmitError::Output(format!(
+                    "section symbol without section in {from}"
+                )));
+            };
+            if self.merge_kept.contains(&sec) {
+                return Ok(Ref::Sym(self.sym_ids[r.symbol.0 as usize - 1], r.addend));
+            }
+            match symbol_at(self.patched, sec, r.addend + bias) {
+                Some(s) => (s, r.addend - self.patched.symbol(s).value as i64),
+                None => {
+                    return Err(EmitError::Unresolved {
+                        name: format!("{}{:+}", self.patched.section(sec).name, r.addend),
+                        from: from.to_string(),
+                        reason: "no symbol covers that place".into(),
+                    })
+                }
+            }
+        } else {
+            (r.symbol, r.addend)
+        };
+        if let Some(&(bsec, start)) = self.carried.get(&target) {
+            // Into carried code or data: relative to its new section.
+            let value = self.patched.symbol(target).value;
+            let ssym = self.section_syms[&bsec.index()];
+            let _ = b;
+            return Ok(Ref::Sym(ssym, addend + (value - start) as i64));
+        }
+        let ts = self.patched.symbol(target);
+        let (name, local) = if ts.is_undefined() {
+            (ts.name.clone(), false)
+        } else {
+            match self.namer.patched(target) {
+                Some(n) => {
+                    let o = self.patched_to_orig(target);
+                    (
+                        n,
+                        o.map(|o| self.orig.symbol(o).is_local())
+                            .unwrap_or(ts.is_local()),
+                    )
+                }
+                None => {
+                    return Err(EmitError::Unresolved {
+                        name: ts.name.clone(),
+                        from: from.to_string(),
+                        reason: "new in the patch but not carried by it".into(),
+                    })
+                }
+            }
+        };
+        match self.resolver.resolve(&name, local) {
+            Ok(Outside::Export) => {
+                self.exports.insert(name.clone());
+                let id = *self.undefined.entry(name.clone()).or_insert_with(|| {
+                    let s = b.symbols.add();
+                    s.name = name.clone().into_bytes().into();
+                    s.set_st_info(elf::STB_GLOBAL, elf::STT_NOTYPE);
+                    s.st_shndx = elf::SHN_UNDEF;
+                    s.id()
+                });
+                Ok(Ref::Sym(id, addend))
+            }
+            Ok(Outside::Livepatch { object, sympos }) => Ok(Ref::Klp(object, name, sympos, addend)),
+            Err(reason) => Err(EmitError::Unresolved {
+                name,
+                from: from.to_string(),
+                reason,
+            }),
+        }
+    }
+
+    fn patched_to_orig(&self, p: SymbolId) -> Option<SymbolId> {
+        self.namer_corr().sym_p2o.get(&p).copied()
+    }
+
+    fn namer_corr(&self) -> &Correlation {
+        self.namer.correlation()
+    }
+}
+
+/// Emits the patch object for a report without refusals.
+pub fn emit(
+    orig: &Object,
+    patched: &Object,
+    c: &Correlation,
+    report: &Report,
+    resolver: &dyn Resolver,
+) -> Result<Emitted, EmitError> {
+    if let Some(r) = report.refusals.first() {
+        return Err(EmitError::Refused(format!("{}: {}", r.subject, r.reason)));
+    }
+    // What is carried: the report's inclusions plus the .cold parts of
+    // carried functions (entered by jumps, never by call).
+    let mut carried_syms: Vec<SymbolId> = report.included.iter().map(|&i| SymbolId(i)).collect();
+    let mut seen: HashSet<SymbolId> = carried_syms.iter().copied().collect();
+    let mut i = 0;
+    while i < carried_syms.len() {
+        let s = patched.symbol(carried_syms[i]);
+        if let Some(sec) = s.section {
+            for r in &patched.section(sec).relocs {
+                if r.offset < s.value || r.offset >= s.value + s.size {
+                    continue;
+                }
+                let t = patched.symbol(r.symbol);
+                let target = if t.kind == SymKind::Section {
+                    t.section.and_then(|ts| {
+                        symbol_at(
+                            patched,
+                            ts,
+                            r.addend + if r.is_pc_relative() { 4 } else { 0 },
+                        )
+                    })
+                } else {
+                    Some(r.symbol)
+                };
+                if let Some(tg) = target {
+                    let ts = patched.symbol(tg);
+                    if ts.kind == SymKind::Func && is_child_part(&ts.name) && seen.insert(tg) {
+                        carried_syms.push(tg);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+
+    let mut b = Builder::read(&*patched.raw)
+        .map_err(|e| EmitError::Output(format!("re-reading {}: {e}", patched.path.display())))?;
+    let sec_ids: Vec<BSec> = b.sections.iter().map(|s| s.id()).collect();
+    let sym_ids: Vec<BSym> = b.symbols.iter().map(|s| s.id()).collect();
+    let symtab = b
+        .sections
+        .iter()
+        .find(|s| matches!(s.data, SectionData::Symbol))
+        .map(|s| s.id())
+        .ok_or_else(|| EmitError::Output("no symbol table".into()))?;
+
+    // Merge sections used by carried code stay whole.
+    let mut merge_kept = HashSet::new();
+    for &s in &carried_syms {
+        let sym = patched.symbol(s);
+        let Some(sec) = sym.section else { continue };
+        for r in &patched.section(sec).relocs {
+            if r.offset < sym.value || r.offset >= sym.value + sym.size.max(1) {
+                continue;
+            }
+            if let Some(ts) = patched.symbol(r.symbol).section {
+                if patched.section(ts).sh_flags & u64::from(elf::SHF_MERGE) != 0 {
+                    merge_kept.insert(ts);
+                }
+            }
+        }
+    }
+
+    let mut ctx = Ctx {
+        orig,
+        patched,
+        namer: Namer::new(orig, patched, c),
+        resolver,
+        carried: HashMap::new(),
+        merge_kept,
+        sym_ids: sym_ids.clone(),
+        sec_ids: sec_ids.clone(),
+        section_syms: HashMap::new(),
+        undefined: HashMap::new(),
+        exports: BTreeSet::new(),
+    };
+
+    // One new section per carried symbol.
+    let mut new_sections: Vec<(SymbolId, BSec)> = Vec::new();
+    for &s in &carried_syms {
+        let sym = patched.symbol(s);
+        let Some(sec) = sym.section else { continue };
+        let src = patched.section(sec);
+        let (start, size) = (sym.value, sym.size.max(if src.size > 0 { 1 } else { 0 }));
+        let size = if size == 0 { src.size } else { size };
+        let ns = b.sections.add();
+        ns.name = src.name.clone().into_bytes().into();
+        ns.sh_type = src.sh_type;
+        ns.sh_flags = src.sh_flags;
+        ns.sh_addralign = src.sh_addralign.max(1);
+        ns.sh_entsize = src.sh_entsize;
+        ns.data = if src.sh_type == elf::SHT_NOBITS {
+            SectionData::UninitializedData(size)
+        } else {
+            let a = (start as usize).min(src.data.len());
+            let e = ((start + size) as usize).min(src.data.len());
+            SectionData::Data(src.data[a..e].to_vec().into())
+        };
+        let nsid = ns.id();
+        let ss = b.symbols.add();
+        ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
+        ss.section = Some(nsid);
+        ctx.section_syms.insert(nsid.index(), ss.id());
+        ctx.carried.insert(s, (nsid, start));
+        new_sections.push((s, nsid));
+        let bs = b.symbols.get_mut(sym_ids[s.0 as usize - 1]);
+        bs.section = Some(nsid);
+        bs.st_value -= start;
+    }
+
+    // Relocations of the carried ranges, rewritten.
+    let mut records: Vec<(BSec, u64, u32, String, String, u32, i64)> = Vec::new();
+    for &(s, nsid) in &new_sections {
+        let sym = patched.symbol(s);
+        let Some(sec) = sym.section else { continue };
+        let src = patched.section(sec);
+        let mut relas = Vec::new();
+        for r in src
+            .relocs
+            .iter()
+            .filter(|r| r.offset >= sym.value && r.offset < sym.value + sym.size.max(1))
+        {
+            let place = r.offset - sym.value;
+            match ctx.reference(&mut b, r, &src.name)? {
+                Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
+                    r_offset: place,
+                    symbol: Some(id),
+                    r_type: r.r_type,
+                    r_addend: addend,
+                }),
+                Ref::Klp(obj, name, pos, addend) => {
+                    records.push((nsid, place, r.r_type, obj, name, pos, addend))
+                }
+            }
+        }
+        // Livepatch places must hold zeros: the kernel writes them.
+        if let SectionData::Data(d) = &mut b.sections.get_mut(nsid).data {
+            for rec in records.iter().filter(|rec| rec.0 == nsid) {
+                let w = (Reloc {
+                    offset: 0,
+                    r_type: rec.2,
+                    symbol: SymbolId(0),
+                    addend: 0,
+                })
+                .width()
+                .unwrap_or(0) as usize;
+                let at = rec.1 as usize;
+                let v = d.to_mut();
+                if at + w <= v.len() {
+                    v[at..at + w].fill(0);
+                }
+            }
+        }
+        if !relas.is_empty() {
+            add_rela(&mut b, nsid, symtab, relas);
+        }
+    }
+
+    // Special sections: keep the entries of carried functions.
+    let mut special_report = Vec::new();
+    let carried_funcs: HashSet<SymbolId> = carried_syms
+        .iter()
+        .copied()
+        .filter(|s| patched.symbol(*s).kind == SymKind::Func)
+        .collect();
+    let mut orc_keep: Option<Vec<bool>> = None;
+    for (sid, s) in patched.sections() {
+        if !special::is_special(&s.name) {
+            continue;
+        }
+        let entries = special::entries(patched, sid)
+            .ok_or_else(|| EmitError::UnknownLayout(s.name.clone()))?;
+        let keep: Vec<bool> = entries
+            .iter()
+            .map(|e| {
+                e.relocs.iter().any(|r| {
+                    let t = patched.symbol(r.symbol);
+                    let target = if t.kind == SymKind::Section {
+                        t.section.and_then(|ts| {
+                            symbol_at(
+                                patched,
+                                ts,
+                                r.addend + if r.is_pc_relative() { 4 } else { 0 },
+                            )
+                        })
+                    } else {
+                        Some(r.symbol)
+                    };
+                    target.is_some_and(|tg| carried_funcs.contains(&tg))
+                })
+            })
+            .collect();
+        if s.name == ".orc_unwind_ip" {
+            orc_keep = Some(keep.clone());
+        }
+        let mut data = Vec::new();
+        let mut relas = Vec::new();
+        let ns = {
+            let n = b.sections.add();
+            n.name = s.name.clone().into_bytes().into();
+            n.sh_type = s.sh_type;
+            n.sh_flags = s.sh_flags;
+            n.sh_addralign = s.sh_addralign.max(1);
+            n.sh_entsize = s.sh_entsize;
+            n.id()
+        };
+        for (e, k) in entries.iter().zip(&keep) {
+            if !*k {
+                continue;
+            }
+            let base = data.len() as u64;
+            data.extend_from_slice(&s.data[e.offset as usize..(e.offset + e.size) as usize]);
+            for r in &e.relocs {
+                let place = base + (r.offset - e.offset);
+                match ctx.reference(&mut b, r, &s.name)? {
+                    Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
+                        r_offset: place,
+                        symbol: Some(id),
+                        r_type: r.r_type,
+                        r_addend: addend,
+                    }),
+                    Ref::Klp(obj, name, pos, addend) => {
+                        records.push((ns, place, r.r_type, obj, name, pos, addend))
+                    }
+                }
+            }
+        }
+        let kept = keep.iter().filter(|k| **k).count();
+        special_report.push((s.name.clone(), kept, entries.len()));
+        b.sections.get_mut(ns).data = SectionData::Data(data.into());
+        if kept == 0 {
+            b.sections.get_mut(ns).delete = true;
+        } else if !relas.is_empty() {
+            add_rela(&mut b, ns, symtab, relas);
+        }
+    }
+    // .orc_unwind has no relocations: it follows .orc_unwind_ip index by index.
+    if let (Some(keep), Some(sid)) = (orc_keep, patched.section_by_name(".orc_unwind")) {
+        let s = patched.section(sid);
+        if keep.is_empty() || !s.size.is_multiple_of(keep.len() as u64) {
+            return Err(EmitError::UnknownLayout(".orc_unwind".into()));
+        }
+        let e = (s.size / keep.len() as u64) as usize;
+        let data: Vec<u8> = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .flat_map(|(i, _)| s.data[i * e..(i + 1) * e].to_vec())
+            .collect();
+        let kept = data.len() / e;
+        special_report.push((".orc_unwind".into(), kept, keep.len()));
+        let n = b.sections.add();
+        n.name = b".orc_unwind".to_vec().into();
+        n.sh_type = s.sh_type;
+        n.sh_flags = s.sh_flags;
+        n.sh_addralign = s.sh_addralign.max(1);
+        n.delete = kept == 0;
+        n.data = SectionData::Data(data.into());
+    }
+
+    // Livepatch records.
+    if !records.is_empty() {
+        let mut strings = vec![0u8];
+        let mut offsets: HashMap<String, u32> = HashMap::new();
+        let mut intern = |s: &str, strings: &mut Vec<u8>| -> u32 {
+            *offsets.entry(s.to_string()).or_insert_with(|| {
+                let o = strings.len() as u32;
+                strings.extend_from_slice(s.as_bytes());
+                strings.push(0);
+                o
+            })
+        };
+        let mut data = Vec::new();
+        let mut relas = Vec::new();
+        for (i, (sec, place, r_type, obj, name, pos, addend)) in records.iter().enumerate() {
+            let base = i as u64 * KLP_RECORD_SIZE;
+            data.extend_from_slice(&0u64.to_le_bytes());
+            data.extend_from_slice(&r_type.to_le_bytes());
+            data.extend_from_slice(&pos.to_le_bytes());
+            data.extend_from_slice(&addend.to_le_bytes());
+            let o = intern(obj, &mut strings);
+            let n = intern(name, &mut strings);
+            data.extend_from_slice(&o.to_le_bytes());
+            data.extend_from_slice(&n.to_le_bytes());
+            relas.push(object::build::elf::Relocation {
+                r_offset: base,
+                symbol: Some(
+                    ctx.section_syms
+                        .get(&sec.index())
+                        .copied()
+                        .unwrap_or_else(|| {
+                            let ss = b.symbols.add();
+                            ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
+                            ss.section = Some(*sec);
+                            ss.id()
+                        }),
+                ),
+                r_type: elf::R_X86_64_64,
+                r_addend: *place as i64,
+            });
+        }
+        let rs = b.sections.add();
+        rs.name = KLP_RECORDS.as_bytes().to_vec().into();
+        rs.sh_type = elf::SHT_PROGBITS;
+        rs.sh_addralign = 8;
+        rs.sh_entsize = KLP_RECORD_SIZE;
+        rs.data = SectionData::Data(data.into());
+        let rsid = rs.id();
+        let st = b.sections.add();
+        st.name = KLP_STRINGS.as_bytes().to_vec().into();
+        st.sh_type = elf::SHT_PROGBITS;
+        st.sh_addralign = 1;
+        st.data = SectionData::Data(strings.into());
+        add_rela(&mut b, rsid, symtab, relas);
+    }
+
+    // Drop everything else: original sections except merge sections in use
+    // and the file's own tables.
+    for (i, &bid) in sec_ids.iter().enumerate() {
+        let keep = {
+            let bs = b.sections.get(bid);
+            matches!(
+                bs.data,
+                SectionData::Symbol
+                    | SectionData::String
+                    | SectionData::SectionString
+                    | SectionData::SymbolSectionIndex
+            ) || ctx.merge_kept.contains(&SectionId(i as u32 + 1))
+                || bs.name.as_slice() == b".note.GNU-stack"
+        };
+        let bs = b.sections.get_mut(bid);
+        if !keep {
+            bs.delete = true;
+        }
+    }
+    // Relocation sections of kept merge sections are not needed (merge
+    // sections carry none), and every other original .rela went with its
+    // section.
+    for sym in b.symbols.iter_mut() {
+        if sym.st_type() == elf::STT_FILE {
+            continue;
+        }
+        if sym.section.is_none()
+            && sym.st_shndx == elf::SHN_UNDEF
+            && !ctx.undefined.values().any(|u| *u == sym.id())
+        {
+            sym.delete = true;
+        }
+    }
+    b.delete_orphan_symbols();
+    // delete_orphans drops relocations to deleted symbols; none of ours may
+    // be among them, or the patch would silently lose a reference.
+    for sec in b.sections.iter() {
+        if let SectionData::Relocation(relas) = &sec.data {
+            if sec.delete {
+                continue;
+            }
+            if let Some(r) = relas
+                .iter()
+                .find(|r| r.symbol.is_some_and(|s| b.symbols.get(s).delete))
+            {
+                return Err(EmitError::Output(format!(
+                    "{} at {:#x} refers to a symbol that is not carried",
+                    String::from_utf8_lossy(sec.name.as_slice()),
+                    r.r_offset
+                )));
+            }
+        }
+    }
+    b.delete_orphans();
+    // Carried symbols stay; a global new function must not clash with the
+    // kernel's: the patch glue refers to it through its own symbol.
+    let mut out = Vec::new();
+    b.write(&mut out)
+        .map_err(|e| EmitError::Output(e.to_string()))?;
+
+    let emitted = Emitted {
+        bytes: out,
+        functions: carried_syms
+            .iter()
+            .filter(|s| patched.symbol(**s).kind == SymKind::Func)
+            .map(|s| patched.symbol(*s).name.clone())
+            .collect(),
+        exports: ctx.exports.into_iter().collect(),
+        livepatch: records
+            .iter()
+            .map(|r| (r.3.clone(), r.4.clone(), r.5))
+            .collect(),
+        special: special_report,
+    };
+    check(&emitted)?;
+    let _ = (&ctx.sec_ids, &ctx.orig);
+    Ok(emitted)
+}
+
+fn add_rela(
+    b: &mut Builder,
+    target: BSec,
+    symtab: BSec,
+    relas: Vec<object::build::elf::Relocation>,
+) {
+    let name = format!(
+        ".rela{}",
+        String::from_utf8_lossy(b.sections.get(target).name.as_slice())
+    );
+    let rs = b.sections.add();
+    rs.name = name.into_bytes().into();
+    rs.sh_type = elf::SHT_RELA;
+    rs.sh_flags = u64::from(elf::SHF_INFO_LINK);
+    rs.sh_addralign = 8;
+    rs.sh_entsize = 24;
+    rs.sh_link_section = Some(symtab);
+    rs.sh_info_section = Some(target);
+    rs.data = SectionData::Relocation(relas);
+}
+
+/// Re-reads the output and checks its invariants: it parses; every
+/// relocation targets a symbol defined in the output or a declared export;
+/// every special-section entry points into carried code; the records are
+/// whole.
+pub fn check(e: &Emitted) -> Result<(), EmitError> {
+    let o = Object::parse("emitted.o".as_ref(), &e.bytes)
+        .map_err(|err| EmitError::Output(format!("re-reading: {err}")))?;
+    for (_, s) in o.sections() {
+        for r in &s.relocs {
+            let t = o.symbol(r.symbol);
+            let ok = if t.is_undefined() {
+                e.exports.contains(&t.name)
+            } else {
+                t.section.is_some()
+            };
+            if !ok {
+                return Err(EmitError::Output(format!(
+                    "relocation at {}+{:#x} targets {:?}, which the output neither defines nor declares",
+                    s.name, r.offset, t.name
+                )));
+            }
+        }
+        if special::is_special(&s.name) {
+            // Every kept entry points into code the output carries.
+            let id = o
+                .section_by_name(&s.name)
+                .ok_or_else(|| EmitError::Output(format!("{} vanished", s.name)))?;
+            let entries = special::entries(&o, id)
+                .ok_or_else(|| EmitError::UnknownLayout(format!("{} (output)", s.name)))?;
+            for e in entries {
+                let into_code = e.relocs.iter().any(|r| {
+                    let t = o.symbol(r.symbol);
+                    t.section.is_some_and(|ts| o.section(ts).is_text())
+                });
+                if !into_code {
+                    return Err(EmitError::Output(format!(
+                        "{} entry at {:#x} points into no carried code",
+                        s.name, e.offset
+                    )));
+                }
+            }
+        }
+        if s.name == KLP_RECORDS
+            && (s.size != e.livepatch.len() as u64 * KLP_RECORD_SIZE
+                || s.relocs.len() != e.livepatch.len())
+        {
+            return Err(EmitError::Output(format!(
+                "{} holds {} bytes and {} relocations for {} records",
+                KLP_RECORDS,
+                s.size,
+                s.relocs.len(),
+                e.livepatch.len()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -45,6 +45,10 @@ pub trait Resolver {
     fn resolve(&self, name: &str, local: bool) -> Result<Outside, String>;
 }
 
+/// Symbol-less code fragments referenced from functions and tables; kept
+/// whole (their own references are resolved like any other).
+pub const WHOLE_SECTIONS: &[&str] = &[".altinstr_replacement", ".altinstr_aux"];
+
 /// Name of the livepatch record section.
 pub const KLP_RECORDS: &str = ".noreboot.klp";
 /// Name of the record strings section.
@@ -107,8 +111,10 @@ struct Ctx<'a> {
     resolver: &'a dyn Resolver,
     /// Included patched symbols → (their new section, range start).
     carried: HashMap<SymbolId, (BSec, u64)>,
-    /// Merge sections kept whole.
+    /// Sections kept whole (merged constants, alternative fragments).
     merge_kept: HashSet<SectionId>,
+    /// Kept-whole sections whose relocations still need rewriting.
+    whole_pending: Vec<SectionId>,
     sym_ids: Vec<BSym>,
     sec_ids: Vec<BSec>,
     /// New section symbols of the carried sections, by builder index.
@@ -122,6 +128,20 @@ impl Ctx<'_> {
     fn reference(&mut self, b: &mut Builder, r: &Reloc, from: &str) -> Result<Ref, EmitError> {
         let t = self.patched.symbol(r.symbol);
         let bias = if r.is_pc_relative() { 4 } else { 0 };
+        // Merged strings and constants (named `.LC*` labels or section
+        // symbols), and the symbol-less code fragments of alternatives and
+        // static_cpu_has(), travel whole with whatever refers to them.
+        if let Some(sec) = t.section {
+            let s = self.patched.section(sec);
+            if s.sh_flags & u64::from(elf::SHF_MERGE) != 0
+                || WHOLE_SECTIONS.contains(&s.name.as_str())
+            {
+                if self.merge_kept.insert(sec) && !s.relocs.is_empty() {
+                    self.whole_pending.push(sec);
+                }
+                return Ok(Ref::Sym(self.sym_ids[r.symbol.0 as usize - 1], r.addend));
+            }
+        }
         // Resolve section-relative references to the symbol they point into.
         let (target, addend) = if t.kind == SymKind::Section {
             let Some(sec) = t.section else {
@@ -285,6 +305,7 @@ pub fn emit(
         resolver,
         carried: HashMap::new(),
         merge_kept,
+        whole_pending: Vec::new(),
         sym_ids: sym_ids.clone(),
         sec_ids: sec_ids.clone(),
         section_syms: HashMap::new(),
@@ -473,6 +494,29 @@ pub fn emit(
         n.sh_addralign = s.sh_addralign.max(1);
         n.delete = kept == 0;
         n.data = SectionData::Data(data.into());
+    }
+
+    // Relocations of sections kept whole (which may pull in more).
+    while let Some(sec) = ctx.whole_pending.pop() {
+        let src = patched.section(sec);
+        let bsec = sec_ids[sec.0 as usize - 1];
+        let mut relas = Vec::new();
+        for r in &src.relocs {
+            match ctx.reference(&mut b, r, &src.name)? {
+                Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
+                    r_offset: r.offset,
+                    symbol: Some(id),
+                    r_type: r.r_type,
+                    r_addend: addend,
+                }),
+                Ref::Klp(obj, name, pos, addend) => {
+                    records.push((bsec, r.offset, r.r_type, obj, name, pos, addend))
+                }
+            }
+        }
+        if !relas.is_empty() {
+            add_rela(&mut b, bsec, symtab, relas);
+        }
     }
 
     // Livepatch records.

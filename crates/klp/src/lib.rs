@@ -13,9 +13,11 @@
 //! ```
 
 pub mod names;
+pub mod resolve;
 pub mod symbols;
 pub mod symvers;
 
+pub use resolve::KernelResolver;
 pub use symbols::KernelSymbols;
 pub use symvers::Symvers;
 

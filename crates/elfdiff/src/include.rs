@@ -32,6 +32,30 @@ fn is_init_or_exit(section: &str) -> bool {
     .any(|p| section == *p || section.starts_with(&format!("{p}.")))
 }
 
+/// Code that must never be instrumented (entry code, `noinstr`).
+fn is_noinstr(section: &str) -> bool {
+    [".noinstr.text", ".entry.text", ".cpuidle.text"]
+        .iter()
+        .any(|p| section == *p || section.starts_with(&format!("{p}.")))
+}
+
+/// The exported name if `name` in section `section` is export-table
+/// machinery (`__ksymtab_*`, `__kstrtab_*`, `__kstrtabns_*`, `__crc_*`).
+pub fn export_of<'n>(name: &'n str, section: &str) -> Option<&'n str> {
+    if let Some(n) = name.strip_prefix("__ksymtab_") {
+        return Some(n);
+    }
+    for p in ["__kstrtab_", "__kstrtabns_", "__crc_"] {
+        if let Some(n) = name.strip_prefix(p) {
+            return Some(n);
+        }
+    }
+    (section.starts_with("___ksymtab")
+        || section.starts_with("__ksymtab")
+        || section.starts_with("__kcrctab"))
+    .then_some(name)
+}
+
 /// Sections whose entries describe code elsewhere (call sites, line
 /// numbers, format strings) rather than hold program state: a changed
 /// entry follows its function into the patch or is ignored with it, and is
@@ -103,6 +127,7 @@ pub fn analyse(
     let mut data = Vec::new();
     let mut refusals = Vec::new();
     let mut included: Vec<u32> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let mut refuse = |subject: &str, reason: String| {
         refusals.push(Refusal {
             subject: subject.to_string(),
@@ -127,7 +152,9 @@ pub fn analyse(
                 };
                 if status == Status::Changed {
                     let osec = section_name(orig, o);
-                    if is_init_or_exit(&osec) || is_init_or_exit(&psec) {
+                    if is_noinstr(&osec) {
+                        refuse(&so.name, format!("changed {osec} code (noinstr/entry): it must never be traced, so ftrace cannot redirect it"));
+                    } else if is_init_or_exit(&osec) || is_init_or_exit(&psec) {
                         refuse(&so.name, format!("changed {osec} code: it ran at boot or runs at unload, a live patch cannot replace it"));
                     } else if !is_child_part(&so.name) && !has_fentry(orig, o) {
                         refuse(
@@ -188,6 +215,15 @@ pub fn analyse(
                     }
                 }
             }
+            (SymKind::Object, None) if export_of(&sp.name, &psec).is_some() => {
+                // The running kernel's export table cannot grow; a module
+                // needing the symbol must wait for a reboot.
+                if let Some(name) = export_of(&sp.name, &psec) {
+                    notes.push(format!(
+                        "export of {name} dropped: the running kernel's export table cannot grow, the patch carries the function, unexported, until a reboot"
+                    ));
+                }
+            }
             (SymKind::Object, None) => {
                 if let Some(sec) = sp.section {
                     let shared = patched.section(sec).symbols.iter().any(|other| {
@@ -246,6 +282,8 @@ pub fn analyse(
     }
     functions.sort_by(|a, b| a.name.cmp(&b.name));
     data.sort_by(|a, b| a.name.cmp(&b.name));
+    notes.sort();
+    notes.dedup();
     refusals.sort_by(|a, b| (&a.subject, &a.reason).cmp(&(&b.subject, &b.reason)));
     refusals.dedup();
     let outcome = if !refusals.is_empty() {
@@ -266,6 +304,7 @@ pub fn analyse(
         functions,
         data,
         refusals,
+        notes,
         included,
     }
 }

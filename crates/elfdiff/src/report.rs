@@ -88,6 +88,9 @@ pub struct Report {
     pub data: Vec<DataReport>,
     /// Refusals.
     pub refusals: Vec<Refusal>,
+    /// What the patch deliberately leaves out, and why (e.g. new exports).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Patched-object symbols (ELF indices) the patch carries: changed and
     /// new functions, new data, new copies of changed read-only data.
     #[serde(skip)]
@@ -156,6 +159,9 @@ impl fmt::Display for Report {
             .filter(|x| x.status == Status::Unchanged)
             .count();
         writeln!(f, "  {unchanged} functions unchanged")?;
+        for n in &self.notes {
+            writeln!(f, "  note: {n}")?;
+        }
         for r in &self.refusals {
             writeln!(f, "  REFUSED {}: {}", r.subject, r.reason)?;
         }

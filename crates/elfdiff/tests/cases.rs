@@ -49,6 +49,7 @@ struct Expect {
     outcome: Option<String>,
     sets: Vec<(String, BTreeSet<String>)>,
     refused: Vec<(String, String)>,
+    notes: Vec<String>,
 }
 
 fn directives(src: &Path) -> Expect {
@@ -63,6 +64,7 @@ fn directives(src: &Path) -> Expect {
         let val = val.trim();
         match key {
             "outcome" => e.outcome = Some(val.to_string()),
+            "note" => e.notes.push(val.to_string()),
             "refused" => {
                 let (subject, text) = val
                     .split_once(':')
@@ -150,6 +152,14 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
             .any(|r| &r.subject == subject && r.reason.contains(text.as_str()))
         {
             problems.push(format!("expected refusal of {subject} containing {text:?}"));
+        }
+    }
+    for n in &expect.notes {
+        if !report.notes.iter().any(|r| r.contains(n.as_str())) {
+            problems.push(format!(
+                "expected a note containing {n:?}, notes: {:?}",
+                report.notes
+            ));
         }
     }
     if expect.refused.is_empty() && !report.refusals.is_empty() {

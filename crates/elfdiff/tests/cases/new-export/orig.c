@@ -1,0 +1,1 @@
+int existing(int v) { return v + 1; }

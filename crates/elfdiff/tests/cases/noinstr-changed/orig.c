@@ -1,0 +1,1 @@
+__attribute__((section(".noinstr.text"))) int enter(int v) { return v ^ 1; }

@@ -116,7 +116,6 @@ struct Ctx<'a> {
     /// Kept-whole sections whose relocations still need rewriting.
     whole_pending: Vec<SectionId>,
     sym_ids: Vec<BSym>,
-    sec_ids: Vec<BSec>,
     /// New section symbols of the carried sections, by builder index.
     section_syms: HashMap<usize, BSym>,
     undefined: HashMap<String, BSym>,
@@ -169,7 +168,6 @@ impl Ctx<'_> {
             // Into carried code or data: relative to its new section.
             let value = self.patched.symbol(target).value;
             let ssym = self.section_syms[&bsec.index()];
-            let _ = b;
             return Ok(Ref::Sym(ssym, addend + (value - start) as i64));
         }
         let ts = self.patched.symbol(target);
@@ -307,7 +305,6 @@ pub fn emit(
         merge_kept,
         whole_pending: Vec::new(),
         sym_ids: sym_ids.clone(),
-        sec_ids: sec_ids.clone(),
         section_syms: HashMap::new(),
         undefined: HashMap::new(),
         exports: BTreeSet::new(),
@@ -650,7 +647,6 @@ pub fn emit(
         special: special_report,
     };
     check(&emitted)?;
-    let _ = (&ctx.sec_ids, &ctx.orig);
     Ok(emitted)
 }
 

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use crate::archive::Archive;
 use crate::cache::{ensure_space, Cache};
-use crate::plan::Role;
 use crate::workspace::Workspace;
 use crate::{Error, Result};
 
@@ -271,7 +270,6 @@ impl Workspace {
         let unpacked = partial.join(format!("usr/src/{package}.tar.xz"));
         std::fs::rename(&unpacked, &tarball).map_err(|e| Error::io("move", &unpacked, e))?;
         let _ = std::fs::remove_dir_all(&partial);
-        let _ = Role::Source;
         Ok(tarball)
     }
 }

@@ -61,7 +61,9 @@ pub fn stem(name: &str) -> String {
 /// Symbols that correlation considers: defined functions and objects.
 fn candidates(obj: &Object) -> Vec<SymbolId> {
     obj.symbols()
-        .filter(|(_, s)| matches!(s.kind, SymKind::Func | SymKind::Object) && s.section.is_some())
+        // Untyped symbols are labels defined in assembly (BTF id lists,
+        // return thunks, kprobe templates): correlated like the rest.
+        .filter(|(_, s)| matches!(s.kind, SymKind::Func | SymKind::Object | SymKind::NoType) && s.section.is_some() && !s.name.is_empty())
         .map(|(id, _)| id)
         .collect()
 }
@@ -94,12 +96,15 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
 
     // 2. Stems, unique among the still unmatched on both sides.
     let by_stem = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
-        let mut m: HashMap<(String, bool), Vec<SymbolId>> = HashMap::new();
+        let mut m: HashMap<(String, u8), Vec<SymbolId>> = HashMap::new();
         for &id in ids.iter().filter(|id| !matched.contains_key(id)) {
             let s = obj.symbol(id);
-            m.entry((stem(&s.name), s.kind == SymKind::Func))
-                .or_default()
-                .push(id);
+            let kind = match s.kind {
+                SymKind::Func => 0,
+                SymKind::Object => 1,
+                _ => 2,
+            };
+            m.entry((stem(&s.name), kind)).or_default().push(id);
         }
         m
     };

@@ -63,7 +63,11 @@ fn candidates(obj: &Object) -> Vec<SymbolId> {
     obj.symbols()
         // Untyped symbols are labels defined in assembly (BTF id lists,
         // return thunks, kprobe templates): correlated like the rest.
-        .filter(|(_, s)| matches!(s.kind, SymKind::Func | SymKind::Object | SymKind::NoType) && s.section.is_some() && !s.name.is_empty())
+        .filter(|(_, s)| {
+            matches!(s.kind, SymKind::Func | SymKind::Object | SymKind::NoType)
+                && s.section.is_some()
+                && !s.name.is_empty()
+        })
         .map(|(id, _)| id)
         .collect()
 }

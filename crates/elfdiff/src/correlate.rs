@@ -197,17 +197,8 @@ pub fn users(obj: &Object) -> HashMap<SymbolId, Vec<SymbolId>> {
             }) else {
                 continue;
             };
-            let target = obj.symbol(r.symbol);
-            let target_id = if target.kind == SymKind::Section {
-                // A section-relative reference: the object at that offset.
-                let Some(ts) = target.section else { continue };
-                let off = r.addend + if r.is_pc_relative() { 4 } else { 0 };
-                match symbol_at(obj, ts, off) {
-                    Some(s) => s,
-                    None => continue,
-                }
-            } else {
-                r.symbol
+            let Some(target_id) = reloc_target(obj, r) else {
+                continue;
             };
             let list = m.entry(target_id).or_default();
             if !list.contains(&func) {
@@ -216,6 +207,21 @@ pub fn users(obj: &Object) -> HashMap<SymbolId, Vec<SymbolId>> {
         }
     }
     m
+}
+
+/// What relocation `r` points at: its named symbol, or for a reference
+/// relative to a section the function or object covering the place
+/// (PC-relative references point 4 bytes past the field).
+pub fn reloc_target(obj: &Object, r: &crate::read::Reloc) -> Option<SymbolId> {
+    let t = obj.symbol(r.symbol);
+    if t.kind != SymKind::Section {
+        return Some(r.symbol);
+    }
+    symbol_at(
+        obj,
+        t.section?,
+        r.addend + if r.is_pc_relative() { 4 } else { 0 },
+    )
 }
 
 /// The function or object symbol of `sec` that covers `offset`.

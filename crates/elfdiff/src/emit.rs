@@ -17,7 +17,7 @@ use object::build::Id;
 use object::elf;
 
 use crate::compare::Namer;
-use crate::correlate::{symbol_at, Correlation};
+use crate::correlate::{reloc_target, symbol_at, Correlation};
 use crate::include::is_child_part;
 use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
 use crate::report::Report;
@@ -245,19 +245,7 @@ pub fn emit(
                 if r.offset < s.value || r.offset >= s.value + s.size {
                     continue;
                 }
-                let t = patched.symbol(r.symbol);
-                let target = if t.kind == SymKind::Section {
-                    t.section.and_then(|ts| {
-                        symbol_at(
-                            patched,
-                            ts,
-                            r.addend + if r.is_pc_relative() { 4 } else { 0 },
-                        )
-                    })
-                } else {
-                    Some(r.symbol)
-                };
-                if let Some(tg) = target {
+                if let Some(tg) = reloc_target(patched, r) {
                     let ts = patched.symbol(tg);
                     if ts.kind == SymKind::Func && is_child_part(&ts.name) && seen.insert(tg) {
                         carried_syms.push(tg);
@@ -408,21 +396,9 @@ pub fn emit(
         let keep: Vec<bool> = entries
             .iter()
             .map(|e| {
-                e.relocs.iter().any(|r| {
-                    let t = patched.symbol(r.symbol);
-                    let target = if t.kind == SymKind::Section {
-                        t.section.and_then(|ts| {
-                            symbol_at(
-                                patched,
-                                ts,
-                                r.addend + if r.is_pc_relative() { 4 } else { 0 },
-                            )
-                        })
-                    } else {
-                        Some(r.symbol)
-                    };
-                    target.is_some_and(|tg| carried_funcs.contains(&tg))
-                })
+                e.relocs
+                    .iter()
+                    .any(|r| reloc_target(patched, r).is_some_and(|tg| carried_funcs.contains(&tg)))
             })
             .collect();
         if s.name == ".orc_unwind_ip" {

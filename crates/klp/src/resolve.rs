@@ -34,16 +34,7 @@ impl KernelResolver {
             .iter()
             .find(|s| s.kind == SymKind::File)
             .map(|s| s.name.rsplit('/').next().unwrap_or(&s.name).to_string());
-        let locals: Vec<&str> = orig
-            .symbols
-            .iter()
-            .filter(|s| {
-                s.is_local()
-                    && matches!(s.kind, SymKind::Func | SymKind::Object)
-                    && s.section.is_some()
-            })
-            .map(|s| s.name.as_str())
-            .collect();
+        let locals = statics(orig);
         // An object without statics or without a file symbol needs no block.
         let block = match file {
             Some(f) if !locals.is_empty() => match syms.find_object(&f, &locals) {
@@ -60,6 +51,18 @@ impl KernelResolver {
             block,
         })
     }
+}
+
+/// The static functions and objects an object file defines: what finds
+/// its block in the kernel's symbol table.
+pub fn statics(obj: &Object) -> Vec<&str> {
+    obj.symbols
+        .iter()
+        .filter(|s| {
+            s.is_local() && matches!(s.kind, SymKind::Func | SymKind::Object) && s.section.is_some()
+        })
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 impl Resolver for KernelResolver {

@@ -39,16 +39,7 @@ fn sympos_of_duplicate_statics_follows_their_object_files() {
         let out = dir.path().join(file.replace(".c", ".o"));
         tree.compile(object, DIFF_CFLAGS, &out).unwrap();
         let obj = Object::read(&out).unwrap();
-        let locals: Vec<&str> = obj
-            .symbols
-            .iter()
-            .filter(|s| {
-                s.is_local()
-                    && matches!(s.kind, SymKind::Func | SymKind::Object)
-                    && s.section.is_some()
-            })
-            .map(|s| s.name.as_str())
-            .collect();
+        let locals = klp::resolve::statics(&obj);
         let block = ksyms
             .find_object(file, &locals)
             .unwrap_or_else(|e| panic!("{object}: {e}"));

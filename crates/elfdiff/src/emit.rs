@@ -96,6 +96,10 @@ pub enum EmitError {
     Output(String),
 }
 
+/// A livepatch record before encoding: output section, place, type,
+/// object, symbol, sympos, addend.
+type Record = (BSec, u64, u32, String, String, u32, i64);
+
 /// A reference as the output will express it.
 enum Ref {
     /// To a symbol the output defines or declares.
@@ -211,6 +215,33 @@ impl Ctx<'_> {
                 reason,
             }),
         }
+    }
+
+    /// Rewrites relocation `r`, now at `place` of output section `sec`:
+    /// an ordinary relocation, or a livepatch record.
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite(
+        &mut self,
+        b: &mut Builder,
+        r: &Reloc,
+        from: &str,
+        sec: BSec,
+        place: u64,
+        relas: &mut Vec<object::build::elf::Relocation>,
+        records: &mut Vec<Record>,
+    ) -> Result<(), EmitError> {
+        match self.reference(b, r, from)? {
+            Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
+                r_offset: place,
+                symbol: Some(id),
+                r_type: r.r_type,
+                r_addend: addend,
+            }),
+            Ref::Klp(obj, name, pos, addend) => {
+                records.push((sec, place, r.r_type, obj, name, pos, addend))
+            }
+        }
+        Ok(())
     }
 
     fn patched_to_orig(&self, p: SymbolId) -> Option<SymbolId> {
@@ -332,7 +363,7 @@ pub fn emit(
     }
 
     // Relocations of the carried ranges, rewritten.
-    let mut records: Vec<(BSec, u64, u32, String, String, u32, i64)> = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
     for &(s, nsid) in &new_sections {
         let sym = patched.symbol(s);
         let Some(sec) = sym.section else { continue };
@@ -344,17 +375,7 @@ pub fn emit(
             .filter(|r| r.offset >= sym.value && r.offset < sym.value + sym.size.max(1))
         {
             let place = r.offset - sym.value;
-            match ctx.reference(&mut b, r, &src.name)? {
-                Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
-                    r_offset: place,
-                    symbol: Some(id),
-                    r_type: r.r_type,
-                    r_addend: addend,
-                }),
-                Ref::Klp(obj, name, pos, addend) => {
-                    records.push((nsid, place, r.r_type, obj, name, pos, addend))
-                }
-            }
+            ctx.rewrite(&mut b, r, &src.name, nsid, place, &mut relas, &mut records)?;
         }
         // Livepatch places must hold zeros: the kernel writes them.
         if let SectionData::Data(d) = &mut b.sections.get_mut(nsid).data {
@@ -423,17 +444,7 @@ pub fn emit(
             data.extend_from_slice(&s.data[e.offset as usize..(e.offset + e.size) as usize]);
             for r in &e.relocs {
                 let place = base + (r.offset - e.offset);
-                match ctx.reference(&mut b, r, &s.name)? {
-                    Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
-                        r_offset: place,
-                        symbol: Some(id),
-                        r_type: r.r_type,
-                        r_addend: addend,
-                    }),
-                    Ref::Klp(obj, name, pos, addend) => {
-                        records.push((ns, place, r.r_type, obj, name, pos, addend))
-                    }
-                }
+                ctx.rewrite(&mut b, r, &s.name, ns, place, &mut relas, &mut records)?;
             }
         }
         let kept = keep.iter().filter(|k| **k).count();
@@ -475,17 +486,15 @@ pub fn emit(
         let bsec = sec_ids[sec.0 as usize - 1];
         let mut relas = Vec::new();
         for r in &src.relocs {
-            match ctx.reference(&mut b, r, &src.name)? {
-                Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
-                    r_offset: r.offset,
-                    symbol: Some(id),
-                    r_type: r.r_type,
-                    r_addend: addend,
-                }),
-                Ref::Klp(obj, name, pos, addend) => {
-                    records.push((bsec, r.offset, r.r_type, obj, name, pos, addend))
-                }
-            }
+            ctx.rewrite(
+                &mut b,
+                r,
+                &src.name,
+                bsec,
+                r.offset,
+                &mut relas,
+                &mut records,
+            )?;
         }
         if !relas.is_empty() {
             add_rela(&mut b, bsec, symtab, relas);

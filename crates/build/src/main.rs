@@ -91,13 +91,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let report = elfdiff::diff_with(&o, &p, map.as_ref());
+            let (c, report) = elfdiff::analyse(&o, &p, map.as_ref());
             let mut emitted = None;
             if let (Some(out), Outcome::Changed) = (&output, report.outcome) {
                 let (ksyms, exports) =
                     kernel_symbols(symbols.as_deref(), symvers.as_deref(), kernel.as_deref())?;
                 let resolver = klp::KernelResolver::new(ksyms, exports, &object_of, &o)?;
-                let c = elfdiff::correlate::correlate(&o, &p);
                 let e = elfdiff::emit::emit(&o, &p, &c, &report, &resolver)?;
                 std::fs::write(out, &e.bytes)
                     .with_context(|| format!("writing {}", out.display()))?;

@@ -6,11 +6,11 @@
 //! differences are `__LINE__` immediates handed to `__might_sleep`-style
 //! helpers is reported as line-only and left out of the patch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::correlate::{symbol_at, Correlation};
 use crate::lines::LineMap;
-use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
+use crate::read::{Object, Reloc, SymKind, SymbolId};
 
 /// What a relocation points at, in terms comparable across the objects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -366,13 +366,6 @@ pub fn changed_rodata(
         }
     }
     out
-}
-
-/// Sections of `obj` keyed by name, for quick lookups.
-pub fn sections_by_name(obj: &Object) -> HashMap<&str, SectionId> {
-    obj.sections()
-        .map(|(id, s)| (s.name.as_str(), id))
-        .collect()
 }
 
 #[cfg(test)]

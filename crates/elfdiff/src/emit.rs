@@ -337,12 +337,7 @@ pub fn emit(
         let src = patched.section(sec);
         let (start, size) = (sym.value, sym.size.max(if src.size > 0 { 1 } else { 0 }));
         let size = if size == 0 { src.size } else { size };
-        let ns = b.sections.add();
-        ns.name = src.name.clone().into_bytes().into();
-        ns.sh_type = src.sh_type;
-        ns.sh_flags = src.sh_flags;
-        ns.sh_addralign = src.sh_addralign.max(1);
-        ns.sh_entsize = src.sh_entsize;
+        let ns = add_like(&mut b, src);
         ns.data = if src.sh_type == elf::SHT_NOBITS {
             SectionData::UninitializedData(size)
         } else {
@@ -427,15 +422,7 @@ pub fn emit(
         }
         let mut data = Vec::new();
         let mut relas = Vec::new();
-        let ns = {
-            let n = b.sections.add();
-            n.name = s.name.clone().into_bytes().into();
-            n.sh_type = s.sh_type;
-            n.sh_flags = s.sh_flags;
-            n.sh_addralign = s.sh_addralign.max(1);
-            n.sh_entsize = s.sh_entsize;
-            n.id()
-        };
+        let ns = add_like(&mut b, s).id();
         for (e, k) in entries.iter().zip(&keep) {
             if !*k {
                 continue;
@@ -471,11 +458,7 @@ pub fn emit(
             .collect();
         let kept = data.len() / e;
         special_report.push((".orc_unwind".into(), kept, keep.len()));
-        let n = b.sections.add();
-        n.name = b".orc_unwind".to_vec().into();
-        n.sh_type = s.sh_type;
-        n.sh_flags = s.sh_flags;
-        n.sh_addralign = s.sh_addralign.max(1);
+        let n = add_like(&mut b, s);
         n.delete = kept == 0;
         n.data = SectionData::Data(data.into());
     }
@@ -633,6 +616,21 @@ pub fn emit(
     };
     check(&emitted)?;
     Ok(emitted)
+}
+
+/// A new output section with the name and attributes of `src` (data set
+/// by the caller).
+fn add_like<'b, 'd>(
+    b: &'b mut Builder<'d>,
+    src: &crate::read::Section,
+) -> &'b mut object::build::elf::Section<'d> {
+    let n = b.sections.add();
+    n.name = src.name.clone().into_bytes().into();
+    n.sh_type = src.sh_type;
+    n.sh_flags = src.sh_flags;
+    n.sh_addralign = src.sh_addralign.max(1);
+    n.sh_entsize = src.sh_entsize;
+    n
 }
 
 fn add_rela(

@@ -39,6 +39,17 @@ pub fn diff_with(
     patched: &read::Object,
     lines: Option<&lines::LineMap>,
 ) -> Report {
+    analyse(orig, patched, lines).1
+}
+
+/// Like [`diff_with`], also returning the correlation the report rests on,
+/// which [`emit::emit`] needs: one correlation serves both.
+pub fn analyse(
+    orig: &read::Object,
+    patched: &read::Object,
+    lines: Option<&lines::LineMap>,
+) -> (correlate::Correlation, Report) {
     let c = correlate::correlate(orig, patched);
-    include::analyse(orig, patched, &c, lines)
+    let report = include::analyse(orig, patched, &c, lines);
+    (c, report)
 }

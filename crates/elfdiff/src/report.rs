@@ -73,6 +73,18 @@ pub enum Outcome {
     Refused,
 }
 
+impl Outcome {
+    /// The outcome as the JSON report spells it (`changed`, `no-change`,
+    /// `refused`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Changed => "changed",
+            Outcome::NoChange => "no-change",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
 /// Everything a diff found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {

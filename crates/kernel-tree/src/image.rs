@@ -54,7 +54,7 @@ pub fn read_identity(path: &Path) -> Result<ImageIdentity> {
 pub fn identity_from_bytes(path: &Path, data: &[u8]) -> Result<ImageIdentity> {
     let header = parse_header(path, data)?;
     let (compression, vmlinux) = decompress(path, header.payload)?;
-    let notes = elf_notes(path, &vmlinux)?;
+    let notes = elf_notes(path, &vmlinux[..])?;
     let build_id =
         kernel::notes::build_id(&notes).map_err(|e| bad(path, format!("vmlinux notes: {e}")))?;
     let banners = find_banners(&vmlinux, &header.release);
@@ -233,9 +233,10 @@ fn lz4_legacy(path: &Path, p: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Concatenated PT_NOTE segments of an ELF64 vmlinux.
-pub fn elf_notes(path: &Path, vmlinux: &[u8]) -> Result<Vec<u8>> {
-    let elf = ElfFile64::<Endianness>::parse(vmlinux)
+/// Concatenated PT_NOTE segments of an ELF64 vmlinux, in memory or read
+/// lazily from disk (`&ReadCache<File>`).
+pub fn elf_notes<'d, R: object::ReadRef<'d>>(path: &Path, vmlinux: R) -> Result<Vec<u8>> {
+    let elf = ElfFile64::<Endianness, R>::parse(vmlinux)
         .map_err(|e| bad(path, format!("vmlinux is not ELF64: {e}")))?;
     let endian = elf.endian();
     let mut notes = Vec::new();

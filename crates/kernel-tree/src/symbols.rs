@@ -9,8 +9,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Endianness, ReadCache};
+use object::ReadCache;
 
 use crate::archive::Archive;
 use crate::cache::{ensure_space, Cache};
@@ -179,26 +178,11 @@ fn extract_members(deb: &Path, dest: &Path, members: &[String]) -> Result<()> {
 pub fn vmlinux_build_id(path: &Path) -> Result<kernel::BuildId> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let data = ReadCache::new(file);
-    let bad = |reason: String| Error::BadImage {
+    let notes = crate::image::elf_notes(path, &data)?;
+    kernel::notes::build_id(&notes).map_err(|e| Error::BadImage {
         path: path.to_path_buf(),
-        reason,
-    };
-    let elf =
-        ElfFile64::<Endianness, _>::parse(&data).map_err(|e| bad(format!("not ELF64: {e}")))?;
-    let endian = elf.endian();
-    let mut notes = Vec::new();
-    for ph in elf.elf_program_headers() {
-        if ph.p_type(endian) == object::elf::PT_NOTE {
-            let seg = ph
-                .data(endian, &data)
-                .map_err(|_| bad("PT_NOTE outside the file".into()))?;
-            notes.extend_from_slice(seg);
-            while notes.len() % 4 != 0 {
-                notes.push(0);
-            }
-        }
-    }
-    kernel::notes::build_id(&notes).map_err(|e| bad(format!("notes: {e}")))
+        reason: format!("notes: {e}"),
+    })
 }
 
 #[cfg(test)]

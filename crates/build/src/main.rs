@@ -1,7 +1,13 @@
-//! `noreboot-build`, the live patch factory. For now it exposes the object
-//! differ: `noreboot-build diff ORIG.o PATCHED.o` reports which functions a
-//! fix changes and whether a live patch can carry the change. Errors become
-//! exit codes in `exit_code` only.
+//! `noreboot-build`, the live patch factory: `noreboot-build --kernel R
+//! --patch FIX --name N -o OUT` turns a kernel fix into a livepatch module
+//! for that exact kernel (see `factory`); `noreboot-build diff ORIG.o
+//! PATCHED.o` exposes the object differ alone. Errors become exit codes in
+//! `exit_code` only.
+
+mod factory;
+mod patch;
+mod runpre;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,9 +22,55 @@ use elfdiff::{read::Object, Outcome};
     version,
     about = "Build live patches for running Linux kernels"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// Build a live patch module from a kernel fix.
+///
+/// Exit status: 0 built, 3 the fix changes no code, 4 refused (cannot be
+/// applied live; the reasons are printed), 1 error, 2 usage.
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The exact kernel release the patch is for.
+    #[arg(long, value_name = "RELEASE")]
+    kernel: Option<String>,
+    /// The fix as a unified diff against the kernel source (repeatable,
+    /// applied in order).
+    #[arg(long = "patch", value_name = "FIX.patch")]
+    patches: Vec<PathBuf>,
+    /// Name of the patch: the module and /sys/kernel/livepatch/<name>.
+    #[arg(long)]
+    name: Option<String>,
+    /// CVE fixed (repeatable).
+    #[arg(long = "cve", value_name = "CVE-YYYY-NNNN")]
+    cves: Vec<String>,
+    /// What the patch fixes.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Boot the kernel in the lab, load the module, run the checks.
+    #[arg(long)]
+    verify: bool,
+    /// A shell script run in the guest with --verify: it must fail before
+    /// the patch is loaded and pass after (repeatable).
+    #[arg(long = "check", value_name = "SCRIPT", requires = "verify")]
+    checks: Vec<PathBuf>,
+    /// Private key to sign the module with (Secure Boot hosts).
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    sign_key: Option<PathBuf>,
+    /// Certificate for --sign-key.
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    sign_cert: Option<PathBuf>,
+    /// Output directory: the .ko and manifest.json.
+    #[arg(short = 'o', long, value_name = "OUTDIR")]
+    out: Option<PathBuf>,
+    /// Print the manifest as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -66,7 +118,10 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return run_build(cli.build);
+    };
+    match command {
         Cmd::Diff {
             orig,
             patched,
@@ -139,6 +194,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let (Some(kernel), Some(name), Some(out)) = (a.kernel, a.name, a.out) else {
+        anyhow::bail!(
+            "usage: noreboot-build --kernel RELEASE --patch FIX.patch --name NAME -o OUTDIR (or noreboot-build diff; see --help)"
+        );
+    };
+    if a.patches.is_empty() {
+        anyhow::bail!("no --patch given");
+    }
+    let opts = factory::Options {
+        kernel,
+        patches: a.patches,
+        name,
+        cves: a.cves,
+        description: a.description,
+        verify: a.verify,
+        checks: a.checks,
+        sign: a.sign_key.zip(a.sign_cert),
+        out,
+    };
+    let manifest = factory::build(&opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        for t in &manifest.targets {
+            println!(
+                "{}: replaces {}",
+                t.object,
+                t.functions
+                    .iter()
+                    .map(|(f, p)| if *p == 0 {
+                        f.clone()
+                    } else {
+                        format!("{f},{p}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        println!(
+            "wrote {} and manifest.json to {}",
+            manifest.module.0,
+            opts.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The kernel's symbols and exports from explicit files or a workspace.
 fn kernel_symbols(
     symbols: Option<&std::path::Path>,
@@ -168,8 +271,12 @@ fn kernel_symbols(
 }
 
 /// The one place errors become exit codes.
-fn exit_code(_err: &anyhow::Error) -> u8 {
-    1
+fn exit_code(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<factory::Stop>() {
+        Some(factory::Stop::NoChange(_)) => 3,
+        Some(factory::Stop::Refused(_)) => 4,
+        None => 1,
+    }
 }
 
 fn main() -> ExitCode {

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod discover;
 pub mod error;
 pub mod image;
+pub mod index;
 pub mod kbuild;
 pub mod plan;
 pub mod release;
@@ -34,8 +35,10 @@ pub use cache::Cache;
 pub use discover::{available_releases, select_release, Selection};
 pub use error::Error;
 pub use image::ImageIdentity;
+pub use index::{BuildIndex, IndexedObject, Target};
 pub use plan::{PackagePlan, PlannedPackage};
 pub use release::Release;
+pub use source::{ScratchTree, SourceTree, DIFF_CFLAGS};
 pub use symbols::SymbolTable;
 pub use workspace::Workspace;
 

@@ -21,6 +21,8 @@ pub struct SourceTree {
     release: String,
     cc: String,
     cache: Cache,
+    /// The name of a scratch copy (its own lock).
+    scratch: Option<String>,
 }
 
 /// Where a compile with replaced files keeps the originals until they are
@@ -43,6 +45,7 @@ impl Workspace {
             release: self.release().to_string(),
             cc,
             cache: cache.clone(),
+            scratch: None,
         };
         let done = root.join(".prepared");
         if done.exists() {
@@ -144,6 +147,14 @@ impl SourceTree {
         &self.dir
     }
 
+    pub(crate) fn make_command(&self, targets: &[&str]) -> Command {
+        self.make(targets)
+    }
+
+    pub(crate) fn lock_build(&self) -> Result<std::fs::File> {
+        self.lock()
+    }
+
     fn make(&self, targets: &[&str]) -> Command {
         let mut cmd = Command::new("make");
         cmd.current_dir(&self.dir)
@@ -157,7 +168,76 @@ impl SourceTree {
     }
 
     fn lock(&self) -> Result<std::fs::File> {
-        self.cache.lock(&format!("{}-source-build", self.release))
+        let name = match &self.scratch {
+            Some(n) => format!("{}-scratch-{n}", self.release),
+            None => format!("{}-source-build", self.release),
+        };
+        self.cache.lock(&name)
+    }
+
+    /// A copy of this tree to build patched sources in: hard links to
+    /// every file (about a second for the whole tree), on the same file
+    /// system, removed when the returned tree is dropped. Files are only
+    /// ever replaced in it (unlinked first), so the original tree never
+    /// changes through a shared link.
+    pub fn scratch_copy(&self, label: &str) -> Result<ScratchTree> {
+        let _lock = self.lock()?;
+        self.restore_originals()?;
+        let parent = self.dir.parent().unwrap_or(&self.dir).join("scratch");
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
+        let name = format!("{label}-{}", std::process::id());
+        let dir = parent.join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cp = Command::new("cp");
+        cp.arg("-al").arg(&self.dir).arg(&dir);
+        run(cp, "coreutils", &parent)?;
+        Ok(ScratchTree(SourceTree {
+            dir,
+            release: self.release.clone(),
+            cc: self.cc.clone(),
+            cache: self.cache.clone(),
+            scratch: Some(name),
+        }))
+    }
+
+    /// Replaces a file of the tree with new contents (a new inode: in a
+    /// scratch copy the original's link is left alone).
+    pub fn replace_file(&self, rel: &str, contents: &[u8]) -> Result<()> {
+        let file = self.dir.join(rel);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        let _ = std::fs::remove_file(&file);
+        std::fs::write(&file, contents).map_err(|e| Error::io("write", &file, e))
+    }
+
+    /// Compiles several objects in one kbuild run (`-j` as many as the
+    /// machine has cores) with the kernel's flags plus `extra_cflags`, and
+    /// copies each to `out/<object with / as _>`. Returns those paths.
+    pub fn compile_objects(
+        &self,
+        objects: &[&str],
+        extra_cflags: &str,
+        jobs: usize,
+        out: &Path,
+    ) -> Result<Vec<PathBuf>> {
+        let _lock = self.lock()?;
+        self.restore_originals()?;
+        std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
+        for object in objects {
+            unlink_outputs(&self.dir, object);
+        }
+        let mut cmd = self.make(&[&format!("-j{}", jobs.max(1))]);
+        cmd.args(objects).arg(format!("KCFLAGS={extra_cflags}"));
+        run(cmd, "make", &self.dir)?;
+        let mut paths = Vec::new();
+        for object in objects {
+            let built = self.dir.join(object);
+            let dest = out.join(object.replace('/', "_"));
+            std::fs::copy(&built, &dest).map_err(|e| Error::io("copy", &built, e))?;
+            paths.push(dest);
+        }
+        Ok(paths)
     }
 
     /// Puts back files a compile with replacements left replaced.
@@ -221,12 +301,42 @@ impl SourceTree {
 
     fn compile_locked(&self, object: &str, extra_cflags: &str, out: &Path) -> Result<()> {
         let built = self.dir.join(object);
-        let _ = std::fs::remove_file(&built);
+        unlink_outputs(&self.dir, object);
         let mut cmd = self.make(&[object]);
         cmd.arg(format!("KCFLAGS={extra_cflags}"));
         run(cmd, "make", &self.dir)?;
         std::fs::copy(&built, out).map_err(|e| Error::io("copy", &built, e))?;
         Ok(())
+    }
+}
+
+/// Removes what compiling `object` writes (the object, kbuild's `.cmd`
+/// and the compiler's `.d`): written in place, they would write through a
+/// hard link shared with another tree.
+fn unlink_outputs(dir: &Path, object: &str) {
+    let path = dir.join(object);
+    let _ = std::fs::remove_file(&path);
+    if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+        let name = name.to_string_lossy();
+        let _ = std::fs::remove_file(parent.join(format!(".{name}.cmd")));
+        let _ = std::fs::remove_file(parent.join(format!(".{name}.d")));
+    }
+}
+
+/// A hard-linked copy of a source tree, removed on drop.
+#[derive(Debug)]
+pub struct ScratchTree(SourceTree);
+
+impl std::ops::Deref for ScratchTree {
+    type Target = SourceTree;
+    fn deref(&self) -> &SourceTree {
+        &self.0
+    }
+}
+
+impl Drop for ScratchTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0.dir);
     }
 }
 

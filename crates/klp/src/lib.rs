@@ -12,6 +12,7 @@
 //! # Ok::<(), klp::Error>(())
 //! ```
 
+pub mod module;
 pub mod names;
 pub mod resolve;
 pub mod symbols;

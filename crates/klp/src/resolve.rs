@@ -16,6 +16,28 @@ pub struct KernelResolver {
     symvers: Symvers,
     object: String,
     block: Option<BlockId>,
+    /// For a loadable-module target: its symbols and the block of the
+    /// compiled object among them.
+    module: Option<(KernelSymbols, Option<BlockId>)>,
+}
+
+/// The object-file block of `orig`'s statics in a symbol table, if it has
+/// statics and the table has such a block.
+fn block_of(syms: &KernelSymbols, orig: &Object) -> Result<Option<BlockId>> {
+    let file = orig
+        .symbols
+        .iter()
+        .find(|s| s.kind == SymKind::File)
+        .map(|s| s.name.rsplit('/').next().unwrap_or(&s.name).to_string());
+    let locals = statics(orig);
+    match file {
+        Some(f) if !locals.is_empty() => match syms.find_object(&f, &locals) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NoSuchObject { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
+        _ => Ok(None),
+    }
 }
 
 impl KernelResolver {
@@ -26,30 +48,55 @@ impl KernelResolver {
         if object != "vmlinux" {
             return Err(Error::Malformed {
                 path: object.into(),
-                what: format!("patching loadable module {object} needs that module's symbol table, which is not supported yet"),
+                what: format!(
+                    "patching loadable module {object} needs that module's symbols: use KernelResolver::for_module"
+                ),
             });
         }
-        let file = orig
-            .symbols
-            .iter()
-            .find(|s| s.kind == SymKind::File)
-            .map(|s| s.name.rsplit('/').next().unwrap_or(&s.name).to_string());
-        let locals = statics(orig);
-        // An object without statics or without a file symbol needs no block.
-        let block = match file {
-            Some(f) if !locals.is_empty() => match syms.find_object(&f, &locals) {
-                Ok(b) => Some(b),
-                Err(Error::NoSuchObject { .. }) => None,
-                Err(e) => return Err(e),
-            },
-            _ => None,
-        };
+        let block = block_of(&syms, orig)?;
         Ok(KernelResolver {
             syms,
             symvers,
             object: object.to_string(),
             block,
+            module: None,
         })
+    }
+
+    /// A resolver for patches to the loadable module `name`, whose own
+    /// symbols (from its `.ko`) are `module_syms`: everything the module
+    /// defines is reached through livepatch relocations applied when the
+    /// module loads (so the patch loads before it too); vmlinux is
+    /// reached as for vmlinux patches.
+    pub fn for_module(
+        vmlinux: KernelSymbols,
+        symvers: Symvers,
+        name: &str,
+        module_syms: KernelSymbols,
+        orig: &Object,
+    ) -> Result<Self> {
+        crate::names::check_objname(name)?;
+        let module_block = block_of(&module_syms, orig)?;
+        Ok(KernelResolver {
+            syms: vmlinux,
+            symvers,
+            object: name.to_string(),
+            block: None,
+            module: Some((module_syms, module_block)),
+        })
+    }
+
+    /// The target object's name (`vmlinux` or a module).
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// `old_sympos` of a function the patch replaces in its target.
+    pub fn function_sympos(&self, name: &str) -> Result<u32> {
+        match &self.module {
+            Some((m, block)) => m.sympos(name, *block),
+            None => self.syms.sympos(name, self.block),
+        }
     }
 }
 
@@ -67,6 +114,31 @@ pub fn statics(obj: &Object) -> Vec<&str> {
 
 impl Resolver for KernelResolver {
     fn resolve(&self, name: &str, local: bool) -> Result<Outside, String> {
+        if let Some((m, block)) = &self.module {
+            if m.contains(name) {
+                return m
+                    .sympos(name, if local { *block } else { None })
+                    .map(|sympos| Outside::Livepatch {
+                        object: self.object.clone(),
+                        sympos,
+                    })
+                    .map_err(|e| format!("in module {}: {e}", self.object));
+            }
+            if local {
+                return Err(format!("module {} defines no such symbol", self.object));
+            }
+            if self.symvers.get(name).is_some() {
+                return Ok(Outside::Export);
+            }
+            return self
+                .syms
+                .sympos(name, None)
+                .map(|sympos| Outside::Livepatch {
+                    object: "vmlinux".into(),
+                    sympos,
+                })
+                .map_err(|e| e.to_string());
+        }
         if !local && self.symvers.get(name).is_some() {
             return Ok(Outside::Export);
         }

@@ -42,9 +42,15 @@ pub struct KernelSymbols {
 }
 
 impl KernelSymbols {
-    fn index(mut sorted: Vec<KernelSymbol>, blocks_names: Vec<String>) -> KernelSymbols {
+    fn index(
+        mut sorted: Vec<KernelSymbol>,
+        blocks_names: Vec<String>,
+        address_order: bool,
+    ) -> KernelSymbols {
         // Stable: symbols at one address keep their table order.
-        sorted.sort_by_key(|s| s.address);
+        if address_order {
+            sorted.sort_by_key(|s| s.address);
+        }
         let mut by_name: HashMap<String, Vec<u32>> = HashMap::with_capacity(sorted.len());
         let mut blocks: Vec<(String, Vec<u32>)> =
             blocks_names.into_iter().map(|n| (n, Vec::new())).collect();
@@ -91,13 +97,38 @@ impl KernelSymbols {
                 block: None,
             });
         }
-        Ok(Self::index(syms, Vec::new()))
+        Ok(Self::index(syms, Vec::new(), true))
     }
 
     /// Reads the symbol table of an unstripped vmlinux (the `-dbg`
     /// package's), keeping function, object and untyped symbols and the
     /// object-file grouping of locals.
     pub fn from_vmlinux(path: &Path) -> Result<KernelSymbols> {
+        Self::from_elf(path, true)
+    }
+
+    /// Reads the symbol table of a loadable module (`.ko`). A module's
+    /// kallsyms keep its symbol table's order, so `sympos` counts in that
+    /// order; addresses are section offsets.
+    pub fn from_module(path: &Path) -> Result<KernelSymbols> {
+        Self::from_elf(path, false)
+    }
+
+    /// The symbol `sympos` selects: the only one of that name, or the one
+    /// `block` defines.
+    pub fn find(&self, name: &str, block: Option<BlockId>) -> Result<&KernelSymbol> {
+        let pos = self.sympos(name, block)?;
+        let list = &self.by_name[name];
+        let i = if pos == 0 { 0 } else { pos as usize - 1 };
+        Ok(&self.syms[list[i] as usize])
+    }
+
+    /// Whether the table has a symbol of that name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    fn from_elf(path: &Path, address_order: bool) -> Result<KernelSymbols> {
         let bad = |what: String| Error::Malformed {
             path: path.to_path_buf(),
             what,
@@ -151,7 +182,7 @@ impl KernelSymbols {
                 block: if local { current } else { None },
             });
         }
-        Ok(Self::index(syms, blocks))
+        Ok(Self::index(syms, blocks, address_order))
     }
 
     /// Number of symbols.

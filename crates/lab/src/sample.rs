@@ -92,7 +92,7 @@ pub fn build_fixture(ws: &Workspace, build_dir: &Path) -> Result<std::path::Path
 
 /// Waits in the guest until `cond` (a shell test) holds, polling every
 /// 50 ms, for at most `limit`.
-fn wait_in_guest(guest: &mut Guest, cond: &str, limit: Duration) -> Result<Duration, LabError> {
+pub fn wait_in_guest(guest: &mut Guest, cond: &str, limit: Duration) -> Result<Duration, LabError> {
     let started = Instant::now();
     let tries = (limit.as_millis() / 50).max(1);
     let script =

@@ -1,0 +1,808 @@
+//! The patch factory pipeline, one function that reads as the pipeline:
+//! kernel workspace → affected objects → compile original and patched
+//! (in parallel, two trees) → diff → run-pre match against the kernel's
+//! own code → emit → module glue and kbuild link → livepatch conversion
+//! → checks → signing → manifest → optional verification in the lab.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use elfdiff::read::Object;
+use elfdiff::report::Status;
+use elfdiff::Outcome;
+use kernel_tree::{AptArchive, Cache, IndexedObject, Target, Workspace, DIFF_CFLAGS};
+use sha2::Digest;
+
+use crate::patch::Fix;
+use crate::runpre::{self, Matched};
+use crate::verify::{self, VerifyReport};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Kernel release.
+    pub kernel: String,
+    /// The fix as one or more unified diffs, applied in order.
+    pub patches: Vec<PathBuf>,
+    /// Patch (module) name.
+    pub name: String,
+    /// CVE identifiers.
+    pub cves: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// Boot the kernel in the lab and load the module.
+    pub verify: bool,
+    /// Scripts that must fail before and pass after loading.
+    pub checks: Vec<PathBuf>,
+    /// Key and certificate for module signing.
+    pub sign: Option<(PathBuf, PathBuf)>,
+    /// Output directory.
+    pub out: PathBuf,
+}
+
+/// Why a build stopped without a module, as distinct outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// The fix changes no function the kernel runs.
+    #[error("the fix changes no code of this kernel: {0}")]
+    NoChange(String),
+    /// The fix cannot be applied live.
+    #[error("the fix cannot be applied live:\n{}", .0.join("\n"))]
+    Refused(Vec<String>),
+}
+
+/// Per target object: what the patch replaces.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetReport {
+    /// `vmlinux` or a module.
+    pub object: String,
+    /// Functions replaced, with `old_sympos`.
+    pub functions: Vec<(String, u32)>,
+    /// New functions carried.
+    pub new_functions: Vec<String>,
+    /// Source objects compiled for it.
+    pub objects: Vec<String>,
+    /// Run-pre matches.
+    pub matched: Vec<Matched>,
+}
+
+/// The build's manifest (written as `manifest.json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Manifest {
+    /// Patch name (module and sysfs name).
+    pub name: String,
+    /// Kernel release.
+    pub kernel_release: String,
+    /// GNU build-id of the kernel image.
+    pub kernel_build_id: String,
+    /// Debian version of the kernel packages.
+    pub kernel_version: String,
+    /// Targets.
+    pub targets: Vec<TargetReport>,
+    /// CVE identifiers.
+    pub cves: Vec<String>,
+    /// Description.
+    pub description: String,
+    /// (file name, sha256) of each source patch.
+    pub patches: Vec<(String, String)>,
+    /// The module file name and its sha256.
+    pub module: (String, String),
+    /// Whether the module is signed.
+    pub signed: bool,
+    /// Compiler and linker of the kernel (the same ones built the patch).
+    pub toolchain: BTreeMap<String, String>,
+    /// RFC 3339 UTC build time.
+    pub built_at: String,
+    /// Seconds per phase.
+    pub phases: Vec<(String, f64)>,
+    /// Verification in the lab.
+    pub verify: Option<VerifyReport>,
+}
+
+/// Phase timings, printed to stderr as they finish.
+struct Progress {
+    started: Instant,
+    phase: Instant,
+    phases: Vec<(String, f64)>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            started: Instant::now(),
+            phase: Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, phase: &str, detail: impl AsRef<str>) {
+        let s = self.phase.elapsed().as_secs_f64();
+        eprintln!(
+            "[{:>7.2}s] {phase:<9} {} ({s:.2} s)",
+            self.started.elapsed().as_secs_f64(),
+            detail.as_ref()
+        );
+        self.phases.push((phase.to_string(), s));
+        self.phase = Instant::now();
+    }
+}
+
+/// Sources the fix touches, sorted into what the build does with them.
+struct Affected {
+    /// Objects to compile (by object path).
+    objects: BTreeMap<String, IndexedObject>,
+    /// Per C file, its diff (for line maps).
+    line_diffs: HashMap<String, String>,
+}
+
+const NOREBOOT_HEADER: &str = include_str!("../include/noreboot/livepatch.h");
+
+/// Runs the pipeline.
+pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
+    let mut progress = Progress::new();
+    klp::module::check_patch_name(&opts.name)?;
+    for cve in &opts.cves {
+        let ok = cve
+            .strip_prefix("CVE-")
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(y, n)| {
+                y.len() == 4
+                    && y.bytes().all(|b| b.is_ascii_digit())
+                    && n.len() >= 4
+                    && n.bytes().all(|b| b.is_ascii_digit())
+            });
+        if !ok {
+            bail!("--cve {cve:?} is not a CVE identifier (CVE-YYYY-NNNN)");
+        }
+    }
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    // kbuild and the lab run elsewhere: paths must not be relative.
+    let out_dir = std::path::absolute(&opts.out)?;
+    let opts = &Options {
+        out: out_dir,
+        ..opts.clone()
+    };
+    let work = opts.out.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+
+    // 1. Kernel workspace.
+    let cache = Cache::from_env()?;
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &opts.kernel.parse()?)?;
+    ws.check_compiler()?;
+    let tree = ws.source_tree(&cache, &archive)?;
+    let symbols = ws.symbols(&cache, &archive)?;
+    progress.done("workspace", format!("{} ({})", ws.release(), ws.version()));
+
+    // 2. Affected objects.
+    let index = tree.index()?;
+    let fixes: Vec<Fix> = opts
+        .patches
+        .iter()
+        .map(|p| Fix::read(p, tree.dir()))
+        .collect::<anyhow::Result<_>>()?;
+    let affected = affected_objects(&fixes, &index, tree.dir(), ws.release().as_str())?;
+    progress.done(
+        "affected",
+        format!(
+            "{} object(s): {}",
+            affected.objects.len(),
+            affected
+                .objects
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+
+    // 3. Patched tree and compiles, original and patched side by side.
+    let scratch = tree.scratch_copy(&opts.name)?;
+    for fix in &fixes {
+        for f in &fix.files {
+            let path = scratch.dir().join(&f.path);
+            if path.is_file() {
+                let contents = std::fs::read(&path)?;
+                scratch.replace_file(&f.path, &contents)?;
+            }
+        }
+        fix.apply(scratch.dir())?;
+    }
+    let include_dir = tree
+        .dir()
+        .parent()
+        .unwrap_or(tree.dir())
+        .join("noreboot-include");
+    std::fs::create_dir_all(include_dir.join("noreboot"))?;
+    let header = include_dir.join("noreboot/livepatch.h");
+    if std::fs::read_to_string(&header).ok().as_deref() != Some(NOREBOOT_HEADER) {
+        std::fs::write(&header, NOREBOOT_HEADER)?;
+    }
+    let cflags = format!("{DIFF_CFLAGS} -I{}", include_dir.display());
+    let objects: Vec<&str> = affected.objects.keys().map(String::as_str).collect();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (orig_dir, patched_dir) = (work.join("orig"), work.join("patched"));
+    let (orig_objs, patched_objs) = std::thread::scope(|s| {
+        let o = s.spawn(|| tree.compile_objects(&objects, &cflags, cores, &orig_dir));
+        let p = scratch.compile_objects(&objects, &cflags, cores, &patched_dir);
+        (o.join().expect("compile thread"), p)
+    });
+    let (orig_objs, patched_objs) = (
+        orig_objs.context("compiling the original source")?,
+        patched_objs.context("compiling the patched source")?,
+    );
+    drop(scratch);
+    progress.done(
+        "compile",
+        format!("{} object(s) twice, {cores} jobs each", objects.len()),
+    );
+
+    // 4. Diff; refusals stop the build.
+    let ksyms = klp::KernelSymbols::from_vmlinux(&symbols.vmlinux)?;
+    let symvers = klp::Symvers::read(&ws.module_symvers())?;
+    let mut diffs = Vec::new();
+    let mut refusals = Vec::new();
+    let mut unchanged = Vec::new();
+    for ((obj, info), (o, p)) in affected
+        .objects
+        .iter()
+        .zip(orig_objs.iter().zip(&patched_objs))
+    {
+        let orig = Object::read(o)?;
+        let patched = Object::read(p)?;
+        let map = match affected.line_diffs.get(&info.source) {
+            Some(d) => Some(
+                elfdiff::lines::LineMap::from_unified_diff(d)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", info.source))?,
+            ),
+            None => None,
+        };
+        let (c, report) = elfdiff::analyse(&orig, &patched, map.as_ref());
+        match report.outcome {
+            Outcome::Refused => refusals.extend(
+                report
+                    .refusals
+                    .iter()
+                    .map(|r| format!("  {obj}: {}: {}", r.subject, r.reason)),
+            ),
+            Outcome::NoChange => unchanged.push(obj.clone()),
+            Outcome::Changed => diffs.push((obj.clone(), info.clone(), orig, patched, c, report)),
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(Stop::Refused(refusals).into());
+    }
+    if diffs.is_empty() {
+        return Err(Stop::NoChange(format!(
+            "no function of {} differs after the fix",
+            unchanged.join(", ")
+        ))
+        .into());
+    }
+    progress.done(
+        "diff",
+        format!(
+            "{} changed object(s), {} unchanged",
+            diffs.len(),
+            unchanged.len()
+        ),
+    );
+
+    // 5. Run-pre: the original functions are the kernel's own code.
+    let vmlinux = runpre::Vmlinux::open(&symbols.vmlinux)?;
+    let mut module_tables: HashMap<String, (PathBuf, klp::KernelSymbols)> = HashMap::new();
+    let mut targets: BTreeMap<String, TargetReport> = BTreeMap::new();
+    let mut parts = Vec::new();
+    let mut glue_objects: BTreeMap<String, klp::module::PatchObject> = BTreeMap::new();
+    let mut alias_count = 0usize;
+    for (obj, info, orig, patched, c, report) in &diffs {
+        let target = info.target.name().to_string();
+        let resolver = match &info.target {
+            Target::Vmlinux => {
+                klp::KernelResolver::new(ksyms.clone(), symvers.clone(), "vmlinux", orig)?
+            }
+            Target::Module(m) => {
+                if !module_tables.contains_key(m) {
+                    let ko = find_module(&ws.modules_dir(), m)?;
+                    let table = klp::KernelSymbols::from_module(&ko)?;
+                    module_tables.insert(m.clone(), (ko, table));
+                }
+                let (_, table) = &module_tables[m];
+                klp::KernelResolver::for_module(
+                    ksyms.clone(),
+                    symvers.clone(),
+                    m,
+                    table.clone(),
+                    orig,
+                )?
+            }
+        };
+        let changed: Vec<&elfdiff::report::FunctionReport> = report
+            .functions
+            .iter()
+            .filter(|f| f.status == Status::Changed && !elfdiff::include::is_child_part(&f.name))
+            .collect();
+        let names: Vec<String> = changed.iter().map(|f| f.name.clone()).collect();
+        let matched = match &info.target {
+            Target::Vmlinux => {
+                let mut addresses = HashMap::new();
+                let block = c_block(&ksyms, orig);
+                for n in &names {
+                    let s = ksyms
+                        .find(n, block)
+                        .with_context(|| format!("{obj}: {n} in the running kernel"))?;
+                    addresses.insert(n.clone(), s.address);
+                }
+                runpre::match_vmlinux(orig, &names, &addresses, &vmlinux)
+            }
+            Target::Module(m) => {
+                let ko = Object::read(&module_tables[m].0)?;
+                runpre::match_module(orig, &names, &ko)
+            }
+        }
+        .with_context(|| format!("run-pre matching {obj}"))?;
+
+        let emitted = elfdiff::emit::emit(orig, patched, c, report, &resolver)
+            .with_context(|| format!("emitting the patch object for {obj}"))?;
+        let entry =
+            glue_objects
+                .entry(target.clone())
+                .or_insert_with(|| klp::module::PatchObject {
+                    name: target.clone(),
+                    funcs: Vec::new(),
+                    callbacks: BTreeMap::new(),
+                });
+        let mut aliases = Vec::new();
+        let mut functions = Vec::new();
+        for f in &changed {
+            let new_name = f.patched_name.clone().unwrap_or_else(|| f.name.clone());
+            let alias = format!("__noreboot_new_{alias_count}");
+            alias_count += 1;
+            let pos = resolver
+                .function_sympos(&f.name)
+                .with_context(|| format!("{obj}: old_sympos of {}", f.name))?;
+            aliases.push((new_name, alias.clone()));
+            entry.funcs.push(klp::module::PatchFunc {
+                old_name: f.name.clone(),
+                old_sympos: pos,
+                new_symbol: alias,
+            });
+            functions.push((f.name.clone(), pos));
+        }
+        for (kind, func) in callbacks(patched)? {
+            let alias = format!("__noreboot_cb_{alias_count}");
+            alias_count += 1;
+            aliases.push((func, alias.clone()));
+            if entry.callbacks.insert(kind.clone(), alias).is_some() {
+                bail!("{obj}: more than one {kind} callback for {target}");
+            }
+        }
+        let bytes = klp::module::add_aliases(&emitted.bytes, &aliases)?;
+        parts.push(bytes);
+        let t = targets
+            .entry(target.clone())
+            .or_insert_with(|| TargetReport {
+                object: target.clone(),
+                functions: Vec::new(),
+                new_functions: Vec::new(),
+                objects: Vec::new(),
+                matched: Vec::new(),
+            });
+        t.functions.extend(functions);
+        t.new_functions
+            .extend(report.names(Status::New).into_iter().map(str::to_string));
+        t.objects.push(obj.clone());
+        t.matched.extend(matched);
+    }
+    progress.done(
+        "match",
+        format!(
+            "{} function(s) match the kernel's code",
+            targets.values().map(|t| t.matched.len()).sum::<usize>()
+        ),
+    );
+
+    // 6. The module: glue, kbuild link, livepatch conversion, checks.
+    let src = work.join("module-src");
+    std::fs::create_dir_all(&src)?;
+    let glue: Vec<klp::module::PatchObject> = glue_objects.into_values().collect();
+    let description = if opts.description.is_empty() {
+        format!("noreboot live patch {}", opts.name)
+    } else {
+        opts.description.clone()
+    };
+    std::fs::write(
+        src.join("noreboot_glue.c"),
+        klp::module::glue_source(&opts.name, &description, &glue)?,
+    )?;
+    let module = opts.name.replace('-', "_");
+    let mut kbuild = format!("obj-m := {module}.o\n{module}-y := noreboot_glue.o");
+    for (i, bytes) in parts.iter().enumerate() {
+        std::fs::write(src.join(format!("part{i}.o_shipped")), bytes)?;
+        // modpost reads each object's .cmd file.
+        std::fs::write(
+            src.join(format!(".part{i}.o.cmd")),
+            format!("savedcmd_part{i}.o := noreboot-build diff\n"),
+        )?;
+        kbuild.push_str(&format!(" part{i}.o"));
+    }
+    kbuild.push('\n');
+    std::fs::write(src.join("Kbuild"), kbuild)?;
+    let kos = ws.build_module(&src, &work.join("module"))?;
+    let linked = std::fs::read(&kos[0])?;
+    let converted = klp::module::convert(&linked)?;
+    let ko_name = format!("{module}.ko");
+    let ko_path = opts.out.join(&ko_name);
+    std::fs::write(&ko_path, &converted.bytes)?;
+    check_module(&ko_path, ws.release().as_str(), &symvers)?;
+    progress.done(
+        "module",
+        format!(
+            "{ko_name}: {} livepatch relocation section(s), {} livepatch symbol(s)",
+            converted.sections.len(),
+            converted.symbols.len()
+        ),
+    );
+
+    // 7. Signing.
+    let signed = if let Some((key, cert)) = &opts.sign {
+        sign_module(&ws, key, cert, &ko_path)?;
+        progress.done("sign", format!("signed with {}", cert.display()));
+        true
+    } else {
+        false
+    };
+
+    let module_sha = hex_sha256(&std::fs::read(&ko_path)?);
+    let mut toolchain = BTreeMap::new();
+    toolchain.insert("compiler".into(), ws.identity().compiler.clone());
+    toolchain.insert("linker".into(), ws.identity().linker.clone());
+    toolchain.insert("noreboot-build".into(), env!("CARGO_PKG_VERSION").into());
+    let mut manifest = Manifest {
+        name: opts.name.clone(),
+        kernel_release: ws.release().to_string(),
+        kernel_build_id: ws.identity().build_id.to_string(),
+        kernel_version: ws.version().to_string(),
+        targets: targets.into_values().collect(),
+        cves: opts.cves.clone(),
+        description,
+        patches: fixes
+            .iter()
+            .map(|f| {
+                (
+                    f.file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    hex_sha256(&f.bytes),
+                )
+            })
+            .collect(),
+        module: (ko_name, module_sha),
+        signed,
+        toolchain,
+        built_at: now_rfc3339(),
+        phases: Vec::new(),
+        verify: None,
+    };
+
+    // 8. Verification in a real kernel.
+    if opts.verify {
+        let report = verify::verify(
+            &ws,
+            &ko_path,
+            &module,
+            &manifest,
+            &opts.checks,
+            &work.join("verify"),
+        )?;
+        let failed = report.problems.clone();
+        progress.done(
+            "verify",
+            format!(
+                "transition {:.2} s, {} check(s), {}",
+                report.transition_seconds,
+                report.checks.len(),
+                if failed.is_empty() {
+                    "no problems".to_string()
+                } else {
+                    failed.join("; ")
+                }
+            ),
+        );
+        manifest.verify = Some(report);
+        if !failed.is_empty() {
+            manifest.phases = progress.phases.clone();
+            write_manifest(&opts.out, &manifest)?;
+            bail!("verification failed:\n  {}", failed.join("\n  "));
+        }
+    }
+    manifest.phases = progress.phases.clone();
+    write_manifest(&opts.out, &manifest)?;
+    eprintln!(
+        "[{:>7.2}s] done      {}",
+        progress.started.elapsed().as_secs_f64(),
+        ko_path.display()
+    );
+    Ok(manifest)
+}
+
+fn write_manifest(out: &Path, m: &Manifest) -> anyhow::Result<()> {
+    let path = out.join("manifest.json");
+    std::fs::write(&path, serde_json::to_string_pretty(m)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The block of `orig`'s statics in the kernel's table (None when it has
+/// none: only globals, which are unique).
+fn c_block(ksyms: &klp::KernelSymbols, orig: &Object) -> Option<klp::symbols::BlockId> {
+    let file = orig
+        .symbols
+        .iter()
+        .find(|s| s.kind == elfdiff::read::SymKind::File)?
+        .name
+        .clone();
+    let base = file.rsplit('/').next().unwrap_or(&file).to_string();
+    let locals = klp::resolve::statics(orig);
+    if locals.is_empty() {
+        return None;
+    }
+    ksyms.find_object(&base, &locals).ok()
+}
+
+/// Sorts the files a fix touches into objects to compile, refusing what
+/// cannot be live patched.
+fn affected_objects(
+    fixes: &[Fix],
+    index: &kernel_tree::BuildIndex,
+    tree: &Path,
+    release: &str,
+) -> anyhow::Result<Affected> {
+    let mut objects = BTreeMap::new();
+    let mut line_diffs = HashMap::new();
+    let mut problems = Vec::new();
+    for fix in fixes {
+        for f in &fix.files {
+            let p = f.path.as_str();
+            let ext = Path::new(p)
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("");
+            if p.starts_with("Documentation/")
+                || p.starts_with("tools/")
+                || p.starts_with("samples/")
+            {
+                continue;
+            }
+            match ext {
+                "c" => match index.by_source(p) {
+                    Some(o) => {
+                        objects.insert(o.object.clone(), o.clone());
+                        line_diffs.insert(p.to_string(), f.text.clone());
+                    }
+                    None if f.created => problems.push(format!(
+                        "{}: {p} is a new source file; a live patch can only change files the kernel was built from",
+                        fix.file.display()
+                    )),
+                    None => problems.push(format!(
+                        "{}: {p} is not compiled in {release}'s configuration",
+                        fix.file.display()
+                    )),
+                },
+                "h" => {
+                    if f.created {
+                        continue;
+                    }
+                    let deps = index.dependents(tree, p);
+                    if deps.is_empty() {
+                        problems.push(format!(
+                            "{}: no object of {release}'s configuration includes {p}",
+                            fix.file.display()
+                        ));
+                    }
+                    for o in deps {
+                        objects.insert(o.object.clone(), o.clone());
+                    }
+                }
+                "S" | "s" => problems.push(format!(
+                    "{}: {p} is assembly; noreboot live patches C functions only",
+                    fix.file.display()
+                )),
+                _ => problems.push(format!(
+                    "{}: {p} is not C source or a header (build files and configuration cannot change in a running kernel)",
+                    fix.file.display()
+                )),
+            }
+        }
+    }
+    // A C file's diff may be spread over several patches: the line map
+    // needs one diff per file, so several are not used for line maps.
+    let mut seen = BTreeSet::new();
+    for fix in fixes {
+        for f in &fix.files {
+            if !seen.insert(f.path.clone()) {
+                line_diffs.remove(&f.path);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    if objects.is_empty() {
+        bail!("the patches change no C source or header of the kernel");
+    }
+    Ok(Affected {
+        objects,
+        line_diffs,
+    })
+}
+
+/// Callbacks the author declared with the macros of
+/// `<noreboot/livepatch.h>`: (kind, function symbol).
+fn callbacks(patched: &Object) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (_, s) in patched.sections() {
+        let Some(kind) = s.name.strip_prefix(".discard.noreboot.callback.") else {
+            continue;
+        };
+        if !klp::module::CALLBACK_KINDS.contains(&kind) {
+            bail!("unknown callback kind {kind} in {}", patched.path.display());
+        }
+        for r in &s.relocs {
+            let t = patched.symbol(r.symbol);
+            let name = if t.kind == elfdiff::read::SymKind::Section {
+                // A section symbol: the function is the one at the addend.
+                let sec = t.section.context("callback into no section")?;
+                patched
+                    .symbols
+                    .iter()
+                    .find(|x| {
+                        x.section == Some(sec)
+                            && x.kind == elfdiff::read::SymKind::Func
+                            && x.value as i64 == r.addend
+                    })
+                    .map(|x| x.name.clone())
+                    .context("callback function not found")?
+            } else {
+                t.name.clone()
+            };
+            out.push((kind.to_string(), name));
+        }
+    }
+    Ok(out)
+}
+
+/// The `.ko` of a module in the image package's modules directory.
+fn find_module(modules_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let order = modules_dir.join("modules.order");
+    let text =
+        std::fs::read_to_string(&order).with_context(|| format!("reading {}", order.display()))?;
+    let key = name.replace('-', "_");
+    for line in text.lines() {
+        let file = line.rsplit('/').next().unwrap_or(line);
+        let stem = file.trim_end_matches(".ko").replace('-', "_");
+        if stem == key {
+            let rel = line.strip_prefix("kernel/").unwrap_or(line);
+            for p in [modules_dir.join(line), modules_dir.join("kernel").join(rel)] {
+                if p.is_file() {
+                    return Ok(p);
+                }
+            }
+        }
+    }
+    bail!("module {name} is not in {}", order.display())
+}
+
+/// Checks a built module: vermagic names the kernel, the livepatch flag
+/// is set, and every undefined symbol is one the kernel exports.
+fn check_module(ko: &Path, release: &str, symvers: &klp::Symvers) -> anyhow::Result<()> {
+    let m = Object::read(ko)?;
+    let modinfo = m
+        .section_by_name(".modinfo")
+        .map(|s| m.section(s).data.clone())
+        .context("the module has no .modinfo")?;
+    let fields: Vec<String> = modinfo
+        .split(|&b| b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let vermagic = fields
+        .iter()
+        .find_map(|f| f.strip_prefix("vermagic="))
+        .context("the module has no vermagic")?;
+    if vermagic.split_whitespace().next() != Some(release) {
+        bail!(
+            "{}: vermagic {vermagic:?} does not name {release}",
+            ko.display()
+        );
+    }
+    if !fields.iter().any(|f| f == "livepatch=Y") {
+        bail!("{}: modinfo lacks livepatch=Y", ko.display());
+    }
+    let mut missing = Vec::new();
+    for s in &m.symbols {
+        if s.is_undefined()
+            && !s.name.is_empty()
+            && s.st_shndx != klp::names::SHN_LIVEPATCH
+            && symvers.get(&s.name).is_none()
+        {
+            missing.push(s.name.clone());
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{}: undefined symbols the kernel does not export: {}",
+            ko.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Signs with the kernel tree's sign-file (hash from the kernel's config).
+fn sign_module(ws: &Workspace, key: &Path, cert: &Path, ko: &Path) -> anyhow::Result<()> {
+    let hash = ws
+        .config_value("CONFIG_MODULE_SIG_HASH")?
+        .unwrap_or_else(|| "sha256".into())
+        .trim_matches('"')
+        .to_string();
+    let sign_file = ["scripts/sign-file"]
+        .iter()
+        .map(|p| ws.headers_dir().join(p))
+        .find(|p| p.is_file())
+        .context("the kernel headers have no scripts/sign-file")?;
+    let out = std::process::Command::new(&sign_file)
+        .arg(&hash)
+        .arg(key)
+        .arg(cert)
+        .arg(ko)
+        .output()
+        .with_context(|| format!("running {}", sign_file.display()))?;
+    if !out.status.success() {
+        bail!(
+            "signing {} failed: {}",
+            ko.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Lowercase hex SHA-256.
+pub fn hex_sha256(data: &[u8]) -> String {
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,215 @@
+//! `--verify`: the built module in the kernel it was built for, booted in
+//! the lab. The target modules are loaded first, the author's checks run
+//! before (they must fail where the fix is observable) and after loading
+//! (they must pass), the transition must finish, dmesg must show no oops
+//! or WARN and the taint no flag beyond the livepatch and out-of-tree
+//! ones; then the patch is disabled and unloaded.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kernel_tree::Workspace;
+use lab::sample::{dmesg_problems, wait_in_guest};
+use lab::{Guest, GuestConfig};
+
+use crate::factory::Manifest;
+
+/// One check script's results.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckResult {
+    /// Script file name.
+    pub script: String,
+    /// Exit status before loading the patch.
+    pub before: i32,
+    /// Exit status with the patch applied.
+    pub after: i32,
+    /// Its output with the patch applied.
+    pub output: String,
+}
+
+/// What the verification saw.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    /// Seconds from insmod to transition 0.
+    pub transition_seconds: f64,
+    /// Seconds from `enabled=0` to the patch gone.
+    pub unpatch_seconds: f64,
+    /// Per target object, `patched` read from sysfs.
+    pub patched: Vec<(String, String)>,
+    /// Check scripts.
+    pub checks: Vec<CheckResult>,
+    /// Kernel taint with the patch loaded.
+    pub taint: u64,
+    /// Everything that went wrong (empty: verified).
+    pub problems: Vec<String>,
+    /// Seconds for the whole verification, boot included.
+    pub seconds: f64,
+}
+
+/// Taint flags a live patch module itself causes: livepatch (K),
+/// out-of-tree (O), unsigned (E).
+const EXPECTED_TAINT: u64 = (1 << 15) | (1 << 12) | (1 << 13);
+
+/// A smoke test: the kernel still runs processes, files and /proc.
+const SMOKE: &str = "cat /proc/version >/dev/null && ls / >/dev/null && echo smoke > /tmp/smoke && [ \"$(cat /tmp/smoke)\" = smoke ]";
+
+/// Boots the kernel, loads `ko` and checks everything.
+pub fn verify(
+    ws: &Workspace,
+    ko: &Path,
+    module: &str,
+    manifest: &Manifest,
+    checks: &[PathBuf],
+    work: &Path,
+) -> anyhow::Result<VerifyReport> {
+    let started = Instant::now();
+    std::fs::create_dir_all(work)?;
+    let mut cfg = GuestConfig::for_workspace(ws).with_file(ko, "/root/patch.ko");
+    // Target modules (and what they need) are copied in and loaded first.
+    let modules: Vec<String> = manifest
+        .targets
+        .iter()
+        .filter(|t| t.object != "vmlinux")
+        .map(|t| t.object.clone())
+        .collect();
+    let mut loads = Vec::new();
+    if !modules.is_empty() {
+        let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir())?;
+        for (i, path) in index.resolve(&modules)?.into_iter().enumerate() {
+            let guest = format!("/root/mods/{i}.ko");
+            cfg = cfg.with_file(path, guest.clone());
+            loads.push(guest);
+        }
+    }
+    for (i, c) in checks.iter().enumerate() {
+        let text = std::fs::read(c).with_context(|| format!("reading check {}", c.display()))?;
+        cfg.contents
+            .push((format!("/root/check{i}.sh"), text, 0o755));
+    }
+    let mut guest = Guest::boot(&cfg)?;
+    let mut problems = Vec::new();
+    for l in &loads {
+        guest.exec_ok(&format!("insmod {l}"))?;
+    }
+    if guest.exec(SMOKE)?.status != 0 {
+        problems.push("the smoke test fails before the patch is loaded".into());
+    }
+    let mut results = Vec::new();
+    for (i, c) in checks.iter().enumerate() {
+        let r = guest.exec(&format!("sh /root/check{i}.sh"))?;
+        results.push(CheckResult {
+            script: c
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            before: r.status,
+            after: -1,
+            output: String::new(),
+        });
+    }
+    let sys = format!("/sys/kernel/livepatch/{module}");
+    let t0 = Instant::now();
+    let load = guest.exec("insmod /root/patch.ko")?;
+    if load.status != 0 {
+        problems.push(format!("insmod failed: {}", load.stderr.trim()));
+        let dmesg = guest.dmesg().unwrap_or_default();
+        let tail: Vec<&str> = dmesg.lines().rev().take(15).collect();
+        problems.push(format!(
+            "dmesg:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+        let _ = guest.shutdown();
+        return Ok(report(started, 0.0, 0.0, Vec::new(), results, 0, problems));
+    }
+    if let Err(e) = wait_in_guest(
+        &mut guest,
+        &format!("[ \"$(cat {sys}/transition)\" = 0 ]"),
+        Duration::from_secs(60),
+    ) {
+        problems.push(format!("the transition did not finish in 60 s: {e}"));
+    }
+    let transition = t0.elapsed().as_secs_f64();
+    let mut patched = Vec::new();
+    for t in &manifest.targets {
+        let dir = t.object.replace('-', "_");
+        let v = guest.exec(&format!("cat {sys}/{dir}/patched"))?;
+        let v = v.stdout.trim().to_string();
+        if v != "1" {
+            problems.push(format!("{sys}/{dir}/patched is {v:?}, not 1"));
+        }
+        patched.push((t.object.clone(), v));
+    }
+    if guest.exec(SMOKE)?.status != 0 {
+        problems.push("the smoke test fails with the patch applied".into());
+    }
+    for (i, r) in results.iter_mut().enumerate() {
+        let after = guest.exec(&format!("sh /root/check{i}.sh"))?;
+        r.after = after.status;
+        r.output = format!("{}{}", after.stdout, after.stderr);
+        if r.before == 0 {
+            problems.push(format!(
+                "check {} already passes without the patch: it does not observe the fix",
+                r.script
+            ));
+        }
+        if r.after != 0 {
+            problems.push(format!(
+                "check {} fails with the patch applied (status {}): {}",
+                r.script,
+                r.after,
+                r.output.trim()
+            ));
+        }
+    }
+    let taint: u64 = guest
+        .exec_ok("cat /proc/sys/kernel/tainted")?
+        .trim()
+        .parse()
+        .unwrap_or(u64::MAX);
+    if taint & !EXPECTED_TAINT != 0 {
+        problems.push(format!("unexpected kernel taint {taint:#x}"));
+    }
+    let t1 = Instant::now();
+    guest.exec_ok(&format!("echo 0 > {sys}/enabled"))?;
+    if let Err(e) = wait_in_guest(
+        &mut guest,
+        &format!("[ ! -e {sys} ]"),
+        Duration::from_secs(60),
+    ) {
+        problems.push(format!("disabling did not finish in 60 s: {e}"));
+    }
+    let unpatch = t1.elapsed().as_secs_f64();
+    if guest.exec(&format!("rmmod {module}"))?.status != 0 {
+        problems.push(format!("rmmod {module} failed"));
+    }
+    let dmesg = guest.dmesg()?;
+    std::fs::write(work.join("dmesg.txt"), &dmesg)?;
+    for p in dmesg_problems(&dmesg) {
+        problems.push(format!("dmesg: {p}"));
+    }
+    guest.shutdown()?;
+    Ok(report(
+        started, transition, unpatch, patched, results, taint, problems,
+    ))
+}
+
+fn report(
+    started: Instant,
+    transition: f64,
+    unpatch: f64,
+    patched: Vec<(String, String)>,
+    checks: Vec<CheckResult>,
+    taint: u64,
+    problems: Vec<String>,
+) -> VerifyReport {
+    VerifyReport {
+        transition_seconds: transition,
+        unpatch_seconds: unpatch,
+        patched,
+        checks,
+        taint,
+        problems,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}

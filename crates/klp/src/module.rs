@@ -206,6 +206,9 @@ pub fn add_aliases(object: &[u8], aliases: &[(String, String)]) -> Result<Vec<u8
     Ok(out)
 }
 
+/// (offset, type, addend, `.klp.sym` name) of one livepatch relocation.
+type KlpReloc = (u64, u32, i64, String);
+
 /// What [`convert`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Converted {
@@ -299,7 +302,7 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     };
     let u32_at = |d: &[u8], o: usize| u32::from_le_bytes(d[o..o + 4].try_into().expect("4 bytes"));
-    let mut groups: BTreeMap<(String, usize), Vec<(u64, u32, i64, String)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, usize), Vec<KlpReloc>> = BTreeMap::new();
     let mut klp_syms: BTreeMap<String, ()> = BTreeMap::new();
     for (i, rec) in data.chunks_exact(RECORD_SIZE).enumerate() {
         let base = (i * RECORD_SIZE) as u64;

@@ -66,6 +66,8 @@ pub struct TargetReport {
     pub objects: Vec<String>,
     /// Run-pre matches.
     pub matched: Vec<Matched>,
+    /// What the patch deliberately leaves out, and why.
+    pub notes: Vec<String>,
 }
 
 /// The build's manifest (written as `manifest.json`).

@@ -70,6 +70,8 @@ pub struct Emitted {
     pub livepatch: Vec<(String, String, u32)>,
     /// Special sections: (name, entries kept, entries in the patched object).
     pub special: Vec<(String, usize, usize)>,
+    /// Entries of carried functions deliberately left out, and why.
+    pub notes: Vec<String>,
 }
 
 /// Why no object could be emitted.
@@ -403,6 +405,7 @@ pub fn emit(
         .filter(|s| patched.symbol(*s).kind == SymKind::Func)
         .collect();
     let mut orc_keep: Option<Vec<bool>> = None;
+    let mut dropped_late: Vec<String> = Vec::new();
     for (sid, s) in patched.sections() {
         if !special::is_special(&s.name) {
             continue;
@@ -423,18 +426,46 @@ pub fn emit(
         let mut data = Vec::new();
         let mut relas = Vec::new();
         let ns = add_like(&mut b, s).id();
+        // Jump labels and static calls are registered when the patch
+        // module loads, before livepatch relocations into a target module
+        // are applied (those wait for that module): such entries would
+        // hand the kernel a null key.
+        let load_time = s.name == "__jump_table" || s.name == ".static_call_sites";
+        let mut kept = 0;
         for (e, k) in entries.iter().zip(&keep) {
             if !*k {
                 continue;
             }
+            let (data_len, relas_len, records_len) = (data.len(), relas.len(), records.len());
             let base = data.len() as u64;
             data.extend_from_slice(&s.data[e.offset as usize..(e.offset + e.size) as usize]);
             for r in &e.relocs {
                 let place = base + (r.offset - e.offset);
                 ctx.rewrite(&mut b, r, &s.name, ns, place, &mut relas, &mut records)?;
             }
+            let late = records[records_len..]
+                .iter()
+                .find(|rec| rec.3 != "vmlinux")
+                .map(|rec| rec.4.clone());
+            if let (true, Some(key)) = (load_time, late) {
+                data.truncate(data_len);
+                relas.truncate(relas_len);
+                records.truncate(records_len);
+                // A static call site left out still calls through the
+                // trampoline, which the kernel keeps current; a tracepoint
+                // left out stays off in the patched function. Any other
+                // key would freeze a branch: refuse.
+                if s.name == "__jump_table" && !key.starts_with("__tracepoint_") {
+                    return Err(EmitError::Output(format!(
+                        "a carried function uses static key {key} of a loadable module; \
+                         the kernel registers jump labels before it can resolve that key"
+                    )));
+                }
+                dropped_late.push(format!("{} entry for {key}", s.name));
+                continue;
+            }
+            kept += 1;
         }
-        let kept = keep.iter().filter(|k| **k).count();
         special_report.push((s.name.clone(), kept, entries.len()));
         b.sections.get_mut(ns).data = SectionData::Data(data.into());
         if kept == 0 {
@@ -613,6 +644,10 @@ pub fn emit(
             .map(|r| (r.3.clone(), r.4.clone(), r.5))
             .collect(),
         special: special_report,
+        notes: dropped_late
+            .into_iter()
+            .map(|d| format!("{d} left out: it refers into a module the patch must not wait for"))
+            .collect(),
     };
     check(&emitted)?;
     Ok(emitted)

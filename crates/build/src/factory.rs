@@ -394,7 +394,10 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                 new_functions: Vec::new(),
                 objects: Vec::new(),
                 matched: Vec::new(),
+                notes: Vec::new(),
             });
+        t.notes
+            .extend(emitted.notes.iter().map(|n| format!("{obj}: {n}")));
         t.functions.extend(functions);
         t.new_functions
             .extend(report.names(Status::New).into_iter().map(str::to_string));

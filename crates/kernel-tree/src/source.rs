@@ -185,6 +185,16 @@ impl SourceTree {
         self.restore_originals()?;
         let parent = self.dir.parent().unwrap_or(&self.dir).join("scratch");
         std::fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
+        // Copies left by killed builds (their process is gone) go first.
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let pid = n.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let name = format!("{label}-{}", std::process::id());
         let dir = parent.join(&name);
         let _ = std::fs::remove_dir_all(&dir);

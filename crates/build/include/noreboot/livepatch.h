@@ -30,7 +30,7 @@
 struct klp_object;
 
 #define __NOREBOOT_CALLBACK(kind, type, fn)					\
-	static type __noreboot_callback_##kind##_##fn				\
+	static __typeof__(type) __noreboot_callback_##kind##_##fn		\
 	__used __section(".discard.noreboot.callback." #kind) = fn
 
 #define NOREBOOT_PRE_PATCH_CALLBACK(fn)						\

@@ -1,0 +1,324 @@
+//! The factory end to end on the real 6.1 cloud kernel: real Debian fixes
+//! (the "changed" selection of elfdiff's kernel-fixes.toml, patches made at
+//! test time from the 6.1.170-3 and 6.1.192-3 source packages) each built
+//! into a module and `--verify`d in a lab guest; and the classic cases,
+//! each observable in the guest.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kernel_tree::source::extract_files;
+use kernel_tree::{AptArchive, Cache, Workspace};
+
+#[derive(serde::Deserialize)]
+struct Fixes {
+    release: String,
+    fixed_version: String,
+    fix: Vec<Fix>,
+}
+
+#[derive(serde::Deserialize)]
+struct Fix {
+    file: String,
+    why: String,
+    outcome: String,
+    #[serde(default)]
+    changed: Vec<String>,
+    #[serde(default)]
+    module: Option<String>,
+}
+
+fn stem(n: &str) -> String {
+    n.split('.').next().unwrap_or(n).to_string()
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("factory")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs noreboot-build; returns (exit code, manifest JSON or null, stderr,
+/// the command line for reproducing).
+fn build(args: &[&str]) -> (i32, serde_json::Value, String, String) {
+    let exe = env!("CARGO_BIN_EXE_noreboot-build");
+    let out = Command::new(exe).args(args).arg("--json").output().unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let line = format!("{exe} {}", args.join(" "));
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        line,
+    )
+}
+
+fn unified_diff(rel: &str, old: &Path, new: &Path) -> String {
+    let out = Command::new("diff")
+        .arg("-u")
+        .arg(format!("--label=a/{rel}"))
+        .arg(format!("--label=b/{rel}"))
+        .arg(old)
+        .arg(new)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn real_debian_fixes_build_load_and_verify() {
+    let spec: Fixes =
+        toml::from_str(include_str!("../../elfdiff/tests/kernel-fixes.toml")).unwrap();
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap()).unwrap();
+    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let fixed = ws
+        .other_source(&cache, &archive, &spec.fixed_version)
+        .unwrap();
+    let out = out_dir("real");
+    let newer = out.join("fixed-sources");
+    let chosen: Vec<&Fix> = spec.fix.iter().filter(|f| f.outcome == "changed").collect();
+    let files: Vec<&str> = chosen.iter().map(|f| f.file.as_str()).collect();
+    extract_files(&fixed, &files, &newer).unwrap();
+
+    let mut failures = Vec::new();
+    let mut verified = Vec::new();
+    for fix in &chosen {
+        let key = stem(fix.file.rsplit('/').next().unwrap()).replace('-', "_");
+        let patch = out.join(format!("{key}.patch"));
+        std::fs::write(
+            &patch,
+            unified_diff(
+                &fix.file,
+                &tree.dir().join(&fix.file),
+                &newer.join(&fix.file),
+            ),
+        )
+        .unwrap();
+        let dir = out.join(&key);
+        let name = format!("fix_{key}");
+        let (code, m, stderr, line) = build(&[
+            "--kernel",
+            &spec.release,
+            "--patch",
+            patch.to_str().unwrap(),
+            "--name",
+            &name,
+            "--verify",
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
+        if code != 0 {
+            failures.push(format!(
+                "{} ({}): exit {code}\n{stderr}\n  reproduce: {line}",
+                fix.file, fix.why
+            ));
+            continue;
+        }
+        let target = fix.module.as_deref().unwrap_or("vmlinux");
+        let t = &m["targets"][0];
+        let got: BTreeSet<String> = t["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| stem(f[0].as_str().unwrap()))
+            .collect();
+        let want: BTreeSet<String> = fix.changed.iter().map(|f| stem(f)).collect();
+        if t["object"] != target || got != want {
+            failures.push(format!(
+                "{}: replaced {got:?} in {}, expected {want:?} in {target}\n  reproduce: {line}",
+                fix.file, t["object"]
+            ));
+        }
+        let v = &m["verify"];
+        if v["problems"]
+            .as_array()
+            .map(|p| !p.is_empty())
+            .unwrap_or(true)
+        {
+            failures.push(format!("{}: verify: {}\n  reproduce: {line}", fix.file, v));
+        }
+        verified.push((fix.file.clone(), target.to_string()));
+    }
+    eprintln!("verified {} real fixes: {verified:?}", verified.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let dirs: BTreeSet<&str> = verified
+        .iter()
+        .filter(|(_, t)| t == "vmlinux")
+        .map(|(f, _)| f.split('/').next().unwrap())
+        .collect();
+    assert!(verified.len() >= 15, "{verified:?}");
+    assert!(
+        ["kernel", "mm", "fs", "net", "security", "block"]
+            .iter()
+            .filter(|d| dirs.contains(*d))
+            .count()
+            >= 4,
+        "{dirs:?}"
+    );
+    assert!(verified.iter().filter(|(_, t)| t != "vmlinux").count() >= 2);
+}
+
+/// Writes a patch of `file` replacing `from` with `to` (first occurrence).
+fn edit_patch(case: &str, tree: &Path, rel: &str, edits: &[(&str, &str)], out: &Path) -> PathBuf {
+    let orig = std::fs::read_to_string(tree.join(rel)).unwrap();
+    let mut new = orig.clone();
+    for (from, to) in edits {
+        assert!(new.contains(from), "{rel} has no {from:?}");
+        new = new.replacen(from, to, 1);
+    }
+    let tmp = out.join("edited");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let edited = tmp.join(format!("{case}.c"));
+    std::fs::write(&edited, new).unwrap();
+    let patch = out.join(format!("{case}.patch"));
+    std::fs::write(&patch, unified_diff(rel, &tree.join(rel), &edited)).unwrap();
+    patch
+}
+
+#[test]
+fn classic_cases_are_observable_in_the_guest() {
+    let release = "6.1.0-47-cloud-amd64";
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &release.parse().unwrap()).unwrap();
+    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let t = tree.dir();
+    let out = out_dir("classic");
+    let check = |name: &str, body: &str| -> PathBuf {
+        let p = out.join(format!("{name}.sh"));
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    struct Case {
+        name: &'static str,
+        patch: PathBuf,
+        check: PathBuf,
+        expect: &'static [&'static str],
+    }
+    let cases = vec![
+        Case {
+            name: "cmdline",
+            patch: edit_patch("cmdline", t, "fs/proc/cmdline.c", &[("seq_puts(m, saved_command_line);", "seq_puts(m, \"noreboot: patched\");")], &out),
+            check: check("cmdline", "grep -qx 'noreboot: patched' /proc/cmdline\n"),
+            expect: &["cmdline_proc_show"],
+        },
+        Case {
+            name: "meminfo",
+            // A changed string and a new function.
+            patch: edit_patch("meminfo", t,
+                "fs/proc/meminfo.c",
+                &[
+                    ("static int meminfo_proc_show(", "static noinline void noreboot_meminfo_mark(struct seq_file *m)\n{\n\tseq_puts(m, \"NorebootPatched:       1 kB\\n\");\n}\n\nstatic int meminfo_proc_show("),
+                    ("\tshow_val_kb(m, \"MemTotal:       \", i.totalram);", "\tnoreboot_meminfo_mark(m);\n\tshow_val_kb(m, \"MemTotal:       \", i.totalram);"),
+                    ("\"MemFree:        \"", "\"MemFreeNow:     \""),
+                ],
+                &out,
+            ),
+            check: check("meminfo", "grep -q '^NorebootPatched:' /proc/meminfo && grep -q '^MemFreeNow:' /proc/meminfo\n"),
+            expect: &["meminfo_proc_show"],
+        },
+        Case {
+            name: "static_local",
+            // A new static local counter: each read of /proc/version says
+            // how many reads came before.
+            patch: edit_patch("static_local", t,
+                "fs/proc/version.c",
+                &[("{\n\tseq_printf(m, linux_proc_banner,", "{\n\tstatic int reads;\n\n\tseq_printf(m, \"noreboot-reads %d \", reads++);\n\tseq_printf(m, linux_proc_banner,")],
+                &out,
+            ),
+            check: check("static_local", "cat /proc/version >/dev/null; grep -q 'noreboot-reads [1-9]' /proc/version\n"),
+            expect: &["version_proc_show"],
+        },
+        Case {
+            name: "shadow",
+            // A shadow variable attached to each task that reads
+            // /proc/cmdline, created on demand and freed by the
+            // post-unpatch callback; a post-patch callback logs.
+            patch: edit_patch("shadow", t,
+                "fs/proc/cmdline.c",
+                &[
+                    ("#include <linux/seq_file.h>\n", "#include <linux/seq_file.h>\n#include <linux/livepatch.h>\n#include <linux/sched.h>\n#include <noreboot/livepatch.h>\n\n#define NOREBOOT_SHADOW_READS 0x6e72\n\nstatic void noreboot_post_patch(struct klp_object *obj)\n{\n\tpr_info(\"noreboot: shadow example applied\\n\");\n}\nNOREBOOT_POST_PATCH_CALLBACK(noreboot_post_patch);\n\nstatic void noreboot_post_unpatch(struct klp_object *obj)\n{\n\tklp_shadow_free_all(NOREBOOT_SHADOW_READS, NULL);\n\tpr_info(\"noreboot: shadow example removed\\n\");\n}\nNOREBOOT_POST_UNPATCH_CALLBACK(noreboot_post_unpatch);\n"),
+                    ("\tseq_puts(m, saved_command_line);", "\tint *reads = klp_shadow_get_or_alloc(current, NOREBOOT_SHADOW_READS, sizeof(int), GFP_KERNEL, NULL, NULL);\n\n\tif (reads)\n\t\tseq_printf(m, \"shadow-reads=%d \", ++*reads);\n\tseq_puts(m, saved_command_line);"),
+                ],
+                &out,
+            ),
+            check: check("shadow", "grep -q 'shadow-reads=1 ' /proc/cmdline && dmesg | grep -q 'shadow example applied'\n"),
+            expect: &["cmdline_proc_show"],
+        },
+    ];
+    let mut failures = Vec::new();
+    for c in &cases {
+        let dir = out.join(c.name);
+        let name = format!("classic_{}", c.name);
+        let (code, m, stderr, line) = build(&[
+            "--kernel",
+            release,
+            "--patch",
+            c.patch.to_str().unwrap(),
+            "--name",
+            &name,
+            "--verify",
+            "--check",
+            c.check.to_str().unwrap(),
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
+        if code != 0 {
+            failures.push(format!(
+                "{}: exit {code}\n{stderr}\n  reproduce: {line}",
+                c.name
+            ));
+            continue;
+        }
+        let got: Vec<String> = m["targets"][0]["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f[0].as_str().unwrap().to_string())
+            .collect();
+        if got != c.expect {
+            failures.push(format!(
+                "{}: replaced {got:?}, expected {:?}",
+                c.name, c.expect
+            ));
+        }
+        let v = &m["verify"];
+        if v["checks"][0]["before"] == 0 || v["checks"][0]["after"] != 0 {
+            failures.push(format!("{}: check did not flip: {v}", c.name));
+        }
+    }
+
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // A fix that grows existing writable data (a new sysctl entry in the
+    // kernel's table) cannot be applied live: refused (exit 4) with the
+    // reason, before any module exists.
+    let patch = edit_patch("layout", t,
+        "kernel/sysctl.c",
+        &[(
+            "static struct ctl_table kern_table[] = {\n",
+            "static int noreboot_knob;\nstatic struct ctl_table kern_table[] = {\n\t{\n\t\t.procname\t= \"noreboot_knob\",\n\t\t.data\t\t= &noreboot_knob,\n\t\t.maxlen\t\t= sizeof(int),\n\t\t.mode\t\t= 0644,\n\t\t.proc_handler\t= proc_dointvec,\n\t},\n",
+        )],
+        &out,
+    );
+    let dir = out.join("layout");
+    let (code, _, stderr, line) = build(&[
+        "--kernel",
+        release,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "layout",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 4, "{stderr}\n  reproduce: {line}");
+    assert!(stderr.contains("kern_table"), "{stderr}");
+    assert!(!dir.join("layout.ko").exists());
+}

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use elfdiff::read::Object;
@@ -297,7 +297,28 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
 
     // 5. Run-pre: the original functions are the kernel's own code.
     let vmlinux = runpre::Vmlinux::open(&symbols.vmlinux)?;
-    let mut module_tables: HashMap<String, (PathBuf, klp::KernelSymbols)> = HashMap::new();
+    // Each target module's .ko as the distribution shipped it: its symbol
+    // table for resolution, its code for run-pre matching.
+    let mut modules: HashMap<String, (Object, klp::KernelSymbols)> = HashMap::new();
+    let wanted: BTreeSet<&str> = diffs
+        .iter()
+        .filter_map(|d| match &d.1.target {
+            Target::Module(m) => Some(m.as_str()),
+            Target::Vmlinux => None,
+        })
+        .collect();
+    if !wanted.is_empty() {
+        let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir())?;
+        for m in wanted {
+            let ko = index
+                .path(m)
+                .with_context(|| format!("module {m} is not in {}", ws.modules_dir().display()))?;
+            modules.insert(
+                m.to_string(),
+                (Object::read(ko)?, klp::KernelSymbols::from_module(ko)?),
+            );
+        }
+    }
     let mut targets: BTreeMap<String, TargetReport> = BTreeMap::new();
     let mut parts = Vec::new();
     let mut glue_objects: BTreeMap<String, klp::module::PatchObject> = BTreeMap::new();
@@ -305,46 +326,35 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     for (obj, info, orig, patched, c, report) in &diffs {
         let target = info.target.name().to_string();
         let resolver = match &info.target {
-            Target::Vmlinux => {
-                klp::KernelResolver::new(ksyms.clone(), symvers.clone(), "vmlinux", orig)?
-            }
+            Target::Vmlinux => klp::KernelResolver::new(&ksyms, &symvers, "vmlinux", orig)?,
             Target::Module(m) => {
-                if !module_tables.contains_key(m) {
-                    let ko = find_module(&ws.modules_dir(), m)?;
-                    let table = klp::KernelSymbols::from_module(&ko)?;
-                    module_tables.insert(m.clone(), (ko, table));
-                }
-                let (_, table) = &module_tables[m];
-                klp::KernelResolver::for_module(
-                    ksyms.clone(),
-                    symvers.clone(),
-                    m,
-                    table.clone(),
-                    orig,
-                )?
+                klp::KernelResolver::for_module(&ksyms, &symvers, m, &modules[m].1, orig)?
             }
         };
-        let changed: Vec<&elfdiff::report::FunctionReport> = report
+        // The functions replaced, located in the target: (name, sympos,
+        // address or section offset).
+        let mut replaced = Vec::new();
+        for f in report
             .functions
             .iter()
             .filter(|f| f.status == Status::Changed && !elfdiff::include::is_child_part(&f.name))
-            .collect();
-        let names: Vec<String> = changed.iter().map(|f| f.name.clone()).collect();
+        {
+            let (pos, sym) = resolver
+                .replaced(&f.name)
+                .with_context(|| format!("{obj}: {} in the running kernel", f.name))?;
+            replaced.push((f, pos, sym.address));
+        }
         let matched = match &info.target {
             Target::Vmlinux => {
-                let mut addresses = HashMap::new();
-                let block = c_block(&ksyms, orig);
-                for n in &names {
-                    let s = ksyms
-                        .find(n, block)
-                        .with_context(|| format!("{obj}: {n} in the running kernel"))?;
-                    addresses.insert(n.clone(), s.address);
-                }
-                runpre::match_vmlinux(orig, &names, &addresses, &vmlinux)
+                let at: Vec<(String, u64)> = replaced
+                    .iter()
+                    .map(|(f, _, a)| (f.name.clone(), *a))
+                    .collect();
+                runpre::match_vmlinux(orig, &at, &vmlinux)
             }
             Target::Module(m) => {
-                let ko = Object::read(&module_tables[m].0)?;
-                runpre::match_module(orig, &names, &ko)
+                let names: Vec<String> = replaced.iter().map(|(f, _, _)| f.name.clone()).collect();
+                runpre::match_module(orig, &names, &modules[m].0)
             }
         }
         .with_context(|| format!("run-pre matching {obj}"))?;
@@ -361,13 +371,10 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                 });
         let mut aliases = Vec::new();
         let mut functions = Vec::new();
-        for f in &changed {
+        for &(f, pos, _) in &replaced {
             let new_name = f.patched_name.clone().unwrap_or_else(|| f.name.clone());
             let alias = format!("__noreboot_new_{alias_count}");
             alias_count += 1;
-            let pos = resolver
-                .function_sympos(&f.name)
-                .with_context(|| format!("{obj}: old_sympos of {}", f.name))?;
             aliases.push((new_name, alias.clone()));
             entry.funcs.push(klp::module::PatchFunc {
                 old_name: f.name.clone(),
@@ -491,7 +498,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         module: (ko_name, module_sha),
         signed,
         toolchain,
-        built_at: now_rfc3339(),
+        built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         phases: Vec::new(),
         verify: None,
     };
@@ -541,23 +548,6 @@ fn write_manifest(out: &Path, m: &Manifest) -> anyhow::Result<()> {
     let path = out.join("manifest.json");
     std::fs::write(&path, serde_json::to_string_pretty(m)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The block of `orig`'s statics in the kernel's table (None when it has
-/// none: only globals, which are unique).
-fn c_block(ksyms: &klp::KernelSymbols, orig: &Object) -> Option<klp::symbols::BlockId> {
-    let file = orig
-        .symbols
-        .iter()
-        .find(|s| s.kind == elfdiff::read::SymKind::File)?
-        .name
-        .clone();
-    let base = file.rsplit('/').next().unwrap_or(&file).to_string();
-    let locals = klp::resolve::statics(orig);
-    if locals.is_empty() {
-        return None;
-    }
-    ksyms.find_object(&base, &locals).ok()
 }
 
 /// Sorts the files a fix touches into objects to compile, refusing what
@@ -682,53 +672,27 @@ fn callbacks(patched: &Object) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// The `.ko` of a module in the image package's modules directory.
-fn find_module(modules_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let order = modules_dir.join("modules.order");
-    let text =
-        std::fs::read_to_string(&order).with_context(|| format!("reading {}", order.display()))?;
-    let key = name.replace('-', "_");
-    for line in text.lines() {
-        let file = line.rsplit('/').next().unwrap_or(line);
-        let stem = file.trim_end_matches(".ko").replace('-', "_");
-        if stem == key {
-            let rel = line.strip_prefix("kernel/").unwrap_or(line);
-            for p in [modules_dir.join(line), modules_dir.join("kernel").join(rel)] {
-                if p.is_file() {
-                    return Ok(p);
-                }
-            }
-        }
-    }
-    bail!("module {name} is not in {}", order.display())
-}
-
 /// Checks a built module: vermagic names the kernel, the livepatch flag
 /// is set, and every undefined symbol is one the kernel exports.
 fn check_module(ko: &Path, release: &str, symvers: &klp::Symvers) -> anyhow::Result<()> {
-    let m = Object::read(ko)?;
-    let modinfo = m
-        .section_by_name(".modinfo")
-        .map(|s| m.section(s).data.clone())
-        .context("the module has no .modinfo")?;
-    let fields: Vec<String> = modinfo
-        .split(|&b| b == 0)
-        .filter(|f| !f.is_empty())
-        .map(|f| String::from_utf8_lossy(f).into_owned())
-        .collect();
-    let vermagic = fields
-        .iter()
-        .find_map(|f| f.strip_prefix("vermagic="))
-        .context("the module has no vermagic")?;
+    let fields = lab::initramfs::modinfo(ko)?;
+    let field = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let vermagic = field("vermagic").context("the module has no vermagic")?;
     if vermagic.split_whitespace().next() != Some(release) {
         bail!(
             "{}: vermagic {vermagic:?} does not name {release}",
             ko.display()
         );
     }
-    if !fields.iter().any(|f| f == "livepatch=Y") {
+    if field("livepatch") != Some("Y") {
         bail!("{}: modinfo lacks livepatch=Y", ko.display());
     }
+    let m = Object::read(ko)?;
     let mut missing = Vec::new();
     for s in &m.symbols {
         if s.is_undefined()
@@ -780,34 +744,5 @@ fn sign_module(ws: &Workspace, key: &Path, cert: &Path, ko: &Path) -> anyhow::Re
 
 /// Lowercase hex SHA-256.
 pub fn hex_sha256(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    hex::encode(sha2::Sha256::digest(data))
 }

@@ -151,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let (Some(out), Outcome::Changed) = (&output, report.outcome) {
                 let (ksyms, exports) =
                     kernel_symbols(symbols.as_deref(), symvers.as_deref(), kernel.as_deref())?;
-                let resolver = klp::KernelResolver::new(ksyms, exports, &object_of, &o)?;
+                let resolver = klp::KernelResolver::new(&ksyms, &exports, &object_of, &o)?;
                 let e = elfdiff::emit::emit(&o, &p, &c, &report, &resolver)?;
                 std::fs::write(out, &e.bytes)
                     .with_context(|| format!("writing {}", out.display()))?;

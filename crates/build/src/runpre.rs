@@ -5,7 +5,6 @@
 //! here as a named function that differs, instead of as a patch that
 //! replaces code it was never compiled against.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -121,17 +120,16 @@ impl<'a> Vmlinux<'a> {
 }
 
 /// Matches functions of `orig` against vmlinux, at the addresses the
-/// kernel's symbol table gives (`addresses`: name → address).
+/// kernel's symbol table gives: (name, address).
 pub fn match_vmlinux(
     orig: &Object,
-    functions: &[String],
-    addresses: &HashMap<String, u64>,
+    functions: &[(String, u64)],
     vmlinux: &Vmlinux,
 ) -> anyhow::Result<Vec<Matched>> {
     let mut out = Vec::new();
-    for f in functions {
+    for (f, addr) in functions {
+        let (f, addr) = (f.as_str(), *addr);
         let ours = compiled(orig, f)?;
-        let addr = addresses[f];
         let theirs = Code {
             bytes: vmlinux.read(addr, ours.bytes.len() as u64)?.to_vec(),
             mask: vec![false; ours.bytes.len()],

@@ -29,7 +29,7 @@ pub struct CheckResult {
 }
 
 /// What the verification saw.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct VerifyReport {
     /// Seconds from insmod to transition 0.
     pub transition_seconds: f64,
@@ -88,17 +88,17 @@ pub fn verify(
             .push((format!("/root/check{i}.sh"), text, 0o755));
     }
     let mut guest = Guest::boot(&cfg)?;
-    let mut problems = Vec::new();
+    let mut rep = VerifyReport::default();
+    let problems = &mut rep.problems;
     for l in &loads {
         guest.exec_ok(&format!("insmod {l}"))?;
     }
     if guest.exec(SMOKE)?.status != 0 {
         problems.push("the smoke test fails before the patch is loaded".into());
     }
-    let mut results = Vec::new();
     for (i, c) in checks.iter().enumerate() {
         let r = guest.exec(&format!("sh /root/check{i}.sh"))?;
-        results.push(CheckResult {
+        rep.checks.push(CheckResult {
             script: c
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -120,17 +120,16 @@ pub fn verify(
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
         let _ = guest.shutdown();
-        return Ok(report(started, 0.0, 0.0, Vec::new(), results, 0, problems));
+        rep.seconds = started.elapsed().as_secs_f64();
+        return Ok(rep);
     }
-    if let Err(e) = wait_in_guest(
+    wait_or_note(
         &mut guest,
         &format!("[ \"$(cat {sys}/transition)\" = 0 ]"),
-        Duration::from_secs(60),
-    ) {
-        problems.push(format!("the transition did not finish in 60 s: {e}"));
-    }
-    let transition = t0.elapsed().as_secs_f64();
-    let mut patched = Vec::new();
+        "the transition",
+        problems,
+    );
+    rep.transition_seconds = t0.elapsed().as_secs_f64();
     for t in &manifest.targets {
         let dir = t.object.replace('-', "_");
         let v = guest.exec(&format!("cat {sys}/{dir}/patched"))?;
@@ -138,12 +137,12 @@ pub fn verify(
         if v != "1" {
             problems.push(format!("{sys}/{dir}/patched is {v:?}, not 1"));
         }
-        patched.push((t.object.clone(), v));
+        rep.patched.push((t.object.clone(), v));
     }
     if guest.exec(SMOKE)?.status != 0 {
         problems.push("the smoke test fails with the patch applied".into());
     }
-    for (i, r) in results.iter_mut().enumerate() {
+    for (i, r) in rep.checks.iter_mut().enumerate() {
         let after = guest.exec(&format!("sh /root/check{i}.sh"))?;
         r.after = after.status;
         r.output = format!("{}{}", after.stdout, after.stderr);
@@ -162,24 +161,23 @@ pub fn verify(
             ));
         }
     }
-    let taint: u64 = guest
+    rep.taint = guest
         .exec_ok("cat /proc/sys/kernel/tainted")?
         .trim()
         .parse()
         .unwrap_or(u64::MAX);
-    if taint & !EXPECTED_TAINT != 0 {
-        problems.push(format!("unexpected kernel taint {taint:#x}"));
+    if rep.taint & !EXPECTED_TAINT != 0 {
+        problems.push(format!("unexpected kernel taint {:#x}", rep.taint));
     }
     let t1 = Instant::now();
     guest.exec_ok(&format!("echo 0 > {sys}/enabled"))?;
-    if let Err(e) = wait_in_guest(
+    wait_or_note(
         &mut guest,
         &format!("[ ! -e {sys} ]"),
-        Duration::from_secs(60),
-    ) {
-        problems.push(format!("disabling did not finish in 60 s: {e}"));
-    }
-    let unpatch = t1.elapsed().as_secs_f64();
+        "disabling",
+        problems,
+    );
+    rep.unpatch_seconds = t1.elapsed().as_secs_f64();
     if guest.exec(&format!("rmmod {module}"))?.status != 0 {
         problems.push(format!("rmmod {module} failed"));
     }
@@ -189,27 +187,14 @@ pub fn verify(
         problems.push(format!("dmesg: {p}"));
     }
     guest.shutdown()?;
-    Ok(report(
-        started, transition, unpatch, patched, results, taint, problems,
-    ))
+    rep.seconds = started.elapsed().as_secs_f64();
+    Ok(rep)
 }
 
-fn report(
-    started: Instant,
-    transition: f64,
-    unpatch: f64,
-    patched: Vec<(String, String)>,
-    checks: Vec<CheckResult>,
-    taint: u64,
-    problems: Vec<String>,
-) -> VerifyReport {
-    VerifyReport {
-        transition_seconds: transition,
-        unpatch_seconds: unpatch,
-        patched,
-        checks,
-        taint,
-        problems,
-        seconds: started.elapsed().as_secs_f64(),
+/// Waits up to a minute for `cond` in the guest; a timeout is a problem
+/// of the patch, noted, not an error of the verification.
+fn wait_or_note(guest: &mut Guest, cond: &str, what: &str, problems: &mut Vec<String>) {
+    if let Err(e) = wait_in_guest(guest, cond, Duration::from_secs(60)) {
+        problems.push(format!("{what} did not finish in 60 s: {e}"));
     }
 }

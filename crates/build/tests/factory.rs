@@ -11,34 +11,10 @@ use std::process::Command;
 use kernel_tree::source::extract_files;
 use kernel_tree::{AptArchive, Cache, Workspace};
 
-#[derive(serde::Deserialize)]
-struct Fixes {
-    release: String,
-    fixed_version: String,
-    fix: Vec<Fix>,
-}
+#[path = "../../elfdiff/tests/common/fixes.rs"]
+mod fixes;
 
-#[derive(serde::Deserialize)]
-struct Fix {
-    file: String,
-    why: String,
-    outcome: String,
-    #[serde(default)]
-    changed: Vec<String>,
-    #[serde(default)]
-    module: Option<String>,
-    /// false: listed for the differ only (the reason is beside it).
-    #[serde(default = "yes")]
-    factory: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn stem(n: &str) -> String {
-    n.split('.').next().unwrap_or(n).to_string()
-}
+use elfdiff::correlate::stem;
 
 fn out_dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -78,8 +54,7 @@ fn unified_diff(rel: &str, old: &Path, new: &Path) -> String {
 
 #[test]
 fn real_debian_fixes_build_load_and_verify() {
-    let spec: Fixes =
-        toml::from_str(include_str!("../../elfdiff/tests/kernel-fixes.toml")).unwrap();
+    let spec = fixes::load();
     let cache = Cache::from_env().unwrap();
     let archive = AptArchive::new();
     let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap()).unwrap();
@@ -89,7 +64,7 @@ fn real_debian_fixes_build_load_and_verify() {
         .unwrap();
     let out = out_dir("real");
     let newer = out.join("fixed-sources");
-    let chosen: Vec<&Fix> = spec
+    let chosen: Vec<&fixes::Fix> = spec
         .fix
         .iter()
         .filter(|f| f.outcome == "changed" && f.factory)
@@ -107,7 +82,11 @@ fn real_debian_fixes_build_load_and_verify() {
     let mut failures = Vec::new();
     let mut verified = Vec::new();
     for fix in &chosen {
-        let key = stem(fix.file.rsplit('/').next().unwrap()).replace('-', "_");
+        let key = Path::new(&fix.file)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .replace('-', "_");
         let patch = out.join(format!("{key}.patch"));
         std::fs::write(
             &patch,

@@ -15,29 +15,8 @@ use elfdiff::report::Status;
 use kernel_tree::source::{extract_files, DIFF_CFLAGS};
 use kernel_tree::{AptArchive, Cache, Workspace};
 
-#[derive(serde::Deserialize)]
-struct Fixes {
-    release: String,
-    fixed_version: String,
-    large_objects: Vec<String>,
-    fix: Vec<Fix>,
-}
-
-#[derive(serde::Deserialize)]
-struct Fix {
-    file: String,
-    why: String,
-    outcome: String,
-    #[serde(default)]
-    changed: Vec<String>,
-    #[serde(default)]
-    new: Vec<String>,
-    #[serde(default)]
-    refused: Vec<String>,
-    /// The loadable module the object belongs to (vmlinux if absent).
-    #[serde(default)]
-    module: Option<String>,
-}
+#[path = "common/fixes.rs"]
+mod fixes;
 
 fn set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     v.into_iter().map(|n| stem(&n)).collect()
@@ -45,7 +24,7 @@ fn set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
 
 #[test]
 fn real_debian_fixes_and_large_objects() {
-    let spec: Fixes = toml::from_str(include_str!("kernel-fixes.toml")).expect("kernel-fixes.toml");
+    let spec = fixes::load();
     let cache = Cache::from_env().unwrap();
     let archive = AptArchive::new();
     let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap())
@@ -123,7 +102,7 @@ fn real_debian_fixes_and_large_objects() {
         }
         if report.outcome == elfdiff::Outcome::Changed {
             let target = fix.module.as_deref().unwrap_or("vmlinux");
-            let resolver = klp::KernelResolver::new(ksyms.clone(), symvers.clone(), target, &orig);
+            let resolver = klp::KernelResolver::new(&ksyms, &symvers, target, &orig);
             match resolver.map_err(|e| e.to_string()).and_then(|r| {
                 elfdiff::emit::emit(&orig, &patched_obj, &c, &report, &r).map_err(|e| e.to_string())
             }) {

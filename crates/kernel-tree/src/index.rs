@@ -63,9 +63,9 @@ impl SourceTree {
                 return Ok(index);
             }
         }
-        let _lock = self.lock_build()?;
+        let _lock = self.lock()?;
         let started = std::time::Instant::now();
-        let mut cmd = self.make_command(&["-n", "-k", "vmlinux", "modules"]);
+        let mut cmd = self.make(&["-n", "-k", "vmlinux", "modules"]);
         let out = cmd.output().map_err(|e| Error::spawn(&cmd, "make", e))?;
         // `-k`: modpost has nothing to post-process in a dry run and fails;
         // the compile commands before it are all there.
@@ -224,11 +224,24 @@ impl BuildIndex {
             direct: HashMap::new(),
         };
         let target = PathBuf::from(header);
-        let mut reaches: HashMap<(PathBuf, Vec<String>), bool> = HashMap::new();
+        // Memoized per (file, include path); most objects share one
+        // include path, so paths are numbered once instead of cloned into
+        // every key.
+        let mut paths: HashMap<&[String], usize> = HashMap::new();
+        let mut memo: HashMap<(PathBuf, usize), bool> = HashMap::new();
         self.objects
             .iter()
             .filter(|o| {
-                scanner.reaches(Path::new(&o.source), &o.include_dirs, &target, &mut reaches)
+                let n = paths.len();
+                let path_id = *paths.entry(o.include_dirs.as_slice()).or_insert(n);
+                scanner.reaches(
+                    Path::new(&o.source),
+                    &o.include_dirs,
+                    path_id,
+                    &target,
+                    &mut memo,
+                    &mut HashSet::new(),
+                )
             })
             .collect()
     }
@@ -285,28 +298,19 @@ impl IncludeScanner<'_> {
             .find(|p| self.tree.join(p).is_file())
     }
 
-    /// Whether `file` includes `target`, transitively. Files already on
-    /// the current path count as not reaching (include guards end cycles).
+    /// Whether `file` includes `target`, transitively, through include
+    /// path `dirs` (numbered `path_id`). Files already on the current path
+    /// count as not reaching (include guards end cycles).
     fn reaches(
         &mut self,
         file: &Path,
         dirs: &[String],
+        path_id: usize,
         target: &Path,
-        memo: &mut HashMap<(PathBuf, Vec<String>), bool>,
-    ) -> bool {
-        let mut visiting = HashSet::new();
-        self.reaches_from(file, dirs, target, memo, &mut visiting)
-    }
-
-    fn reaches_from(
-        &mut self,
-        file: &Path,
-        dirs: &[String],
-        target: &Path,
-        memo: &mut HashMap<(PathBuf, Vec<String>), bool>,
+        memo: &mut HashMap<(PathBuf, usize), bool>,
         visiting: &mut HashSet<PathBuf>,
     ) -> bool {
-        let key = (file.to_path_buf(), dirs.to_vec());
+        let key = (file.to_path_buf(), path_id);
         if let Some(&r) = memo.get(&key) {
             return r;
         }
@@ -319,7 +323,7 @@ impl IncludeScanner<'_> {
             let Some(path) = self.resolve(file, quoted, &name, dirs) else {
                 continue;
             };
-            if path == target || self.reaches_from(&path, dirs, target, memo, visiting) {
+            if path == target || self.reaches(&path, dirs, path_id, target, memo, visiting) {
                 found = true;
                 break;
             }

@@ -147,15 +147,7 @@ impl SourceTree {
         &self.dir
     }
 
-    pub(crate) fn make_command(&self, targets: &[&str]) -> Command {
-        self.make(targets)
-    }
-
-    pub(crate) fn lock_build(&self) -> Result<std::fs::File> {
-        self.lock()
-    }
-
-    fn make(&self, targets: &[&str]) -> Command {
+    pub(crate) fn make(&self, targets: &[&str]) -> Command {
         let mut cmd = Command::new("make");
         cmd.current_dir(&self.dir)
             .arg(format!("CC={}", self.cc))
@@ -167,7 +159,7 @@ impl SourceTree {
         cmd
     }
 
-    fn lock(&self) -> Result<std::fs::File> {
+    pub(crate) fn lock(&self) -> Result<std::fs::File> {
         let name = match &self.scratch {
             Some(n) => format!("{}-scratch-{n}", self.release),
             None => format!("{}-source-build", self.release),
@@ -210,8 +202,8 @@ impl SourceTree {
         }))
     }
 
-    /// Replaces a file of the tree with new contents (a new inode: in a
-    /// scratch copy the original's link is left alone).
+    /// Replaces a file of the tree with new contents as a new inode, so a
+    /// tree sharing the old one through a hard link keeps it.
     pub fn replace_file(&self, rel: &str, contents: &[u8]) -> Result<()> {
         let file = self.dir.join(rel);
         if let Some(parent) = file.parent() {
@@ -234,19 +226,16 @@ impl SourceTree {
         let _lock = self.lock()?;
         self.restore_originals()?;
         std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
-        for object in objects {
-            unlink_outputs(&self.dir, object);
-        }
-        let mut cmd = self.make(&[&format!("-j{}", jobs.max(1))]);
-        cmd.args(objects).arg(format!("KCFLAGS={extra_cflags}"));
-        run(cmd, "make", &self.dir)?;
-        let mut paths = Vec::new();
-        for object in objects {
-            let built = self.dir.join(object);
-            let dest = out.join(object.replace('/', "_"));
-            std::fs::copy(&built, &dest).map_err(|e| Error::io("copy", &built, e))?;
-            paths.push(dest);
-        }
+        let paths: Vec<PathBuf> = objects
+            .iter()
+            .map(|o| out.join(o.replace('/', "_")))
+            .collect();
+        let pairs: Vec<(&str, &Path)> = objects
+            .iter()
+            .copied()
+            .zip(paths.iter().map(PathBuf::as_path))
+            .collect();
+        self.make_objects(&pairs, extra_cflags, jobs)?;
         Ok(paths)
     }
 
@@ -296,10 +285,12 @@ impl SourceTree {
             if let Some(parent) = saved.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
             }
-            std::fs::copy(&file, &saved).map_err(|e| Error::io("back up", &file, e))?;
+            // Moved, not copied and overwritten: the original inode stays
+            // intact for scratch copies that link to it.
+            std::fs::rename(&file, &saved).map_err(|e| Error::io("back up", &file, e))?;
             std::fs::write(&file, contents).map_err(|e| Error::io("write", &file, e))?;
         }
-        let result = self.compile_locked(object, extra_cflags, out);
+        let result = self.make_objects(&[(object, out)], extra_cflags, 1);
         let restored = self.restore_originals();
         if !replace.is_empty() {
             // The object now reflects the replaced sources: drop it so no
@@ -309,13 +300,26 @@ impl SourceTree {
         result.and(restored)
     }
 
-    fn compile_locked(&self, object: &str, extra_cflags: &str, out: &Path) -> Result<()> {
-        let built = self.dir.join(object);
-        unlink_outputs(&self.dir, object);
-        let mut cmd = self.make(&[object]);
-        cmd.arg(format!("KCFLAGS={extra_cflags}"));
+    /// Runs kbuild for `(object, copy to)` pairs under the caller's lock:
+    /// the objects' old outputs unlinked first, one make for all, each
+    /// result copied out.
+    fn make_objects(
+        &self,
+        objects: &[(&str, &Path)],
+        extra_cflags: &str,
+        jobs: usize,
+    ) -> Result<()> {
+        for (object, _) in objects {
+            unlink_outputs(&self.dir, object);
+        }
+        let mut cmd = self.make(&[&format!("-j{}", jobs.max(1))]);
+        cmd.args(objects.iter().map(|(o, _)| o))
+            .arg(format!("KCFLAGS={extra_cflags}"));
         run(cmd, "make", &self.dir)?;
-        std::fs::copy(&built, out).map_err(|e| Error::io("copy", &built, e))?;
+        for (object, out) in objects {
+            let built = self.dir.join(object);
+            std::fs::copy(&built, out).map_err(|e| Error::io("copy", &built, e))?;
+        }
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! noreboot's relocation records into the kernel's `.klp.rela.*` sections
 //! and `.klp.sym.*` symbols, which no linker would keep intact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use object::build::elf::{Builder, Relocation, SectionData, SectionId};
@@ -303,7 +303,7 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
     };
     let u32_at = |d: &[u8], o: usize| u32::from_le_bytes(d[o..o + 4].try_into().expect("4 bytes"));
     let mut groups: BTreeMap<(String, usize), Vec<KlpReloc>> = BTreeMap::new();
-    let mut klp_syms: BTreeMap<String, ()> = BTreeMap::new();
+    let mut klp_syms: BTreeSet<String> = BTreeSet::new();
     for (i, rec) in data.chunks_exact(RECORD_SIZE).enumerate() {
         let base = (i * RECORD_SIZE) as u64;
         let (sec, offset) = *places
@@ -342,14 +342,14 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
             }
         }
         let symbol = names::symbol(&obj, &name, sympos)?;
-        klp_syms.insert(symbol.clone(), ());
+        klp_syms.insert(symbol.clone());
         groups
             .entry((obj, sec.index()))
             .or_default()
             .push((offset, r_type, addend, symbol));
     }
     let mut sym_ids = BTreeMap::new();
-    for name in klp_syms.keys() {
+    for name in &klp_syms {
         let s = b.symbols.add();
         s.name = name.clone().into_bytes().into();
         s.set_st_info(elf::STB_GLOBAL, elf::STT_NOTYPE);
@@ -392,7 +392,7 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
     Ok(Converted {
         bytes: out,
         sections,
-        symbols: klp_syms.into_keys().collect(),
+        symbols: klp_syms.into_iter().collect(),
     })
 }
 

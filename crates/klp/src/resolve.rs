@@ -10,15 +10,16 @@ use elfdiff::read::{Object, SymKind};
 use crate::symbols::BlockId;
 use crate::{Error, KernelSymbols, Result, Symvers};
 
-/// Resolves against a kernel's symbols and exports.
-pub struct KernelResolver {
-    syms: KernelSymbols,
-    symvers: Symvers,
+/// Resolves against a kernel's symbols and exports (borrowed: one table
+/// serves every object of a build).
+pub struct KernelResolver<'k> {
+    syms: &'k KernelSymbols,
+    symvers: &'k Symvers,
     object: String,
     block: Option<BlockId>,
     /// For a loadable-module target: its symbols and the block of the
     /// compiled object among them.
-    module: Option<(KernelSymbols, Option<BlockId>)>,
+    module: Option<(&'k KernelSymbols, Option<BlockId>)>,
 }
 
 /// The object-file block of `orig`'s statics in a symbol table, if it has
@@ -40,10 +41,15 @@ fn block_of(syms: &KernelSymbols, orig: &Object) -> Result<Option<BlockId>> {
     }
 }
 
-impl KernelResolver {
+impl<'k> KernelResolver<'k> {
     /// A resolver for patches to `object` (`vmlinux`), whose statics are
     /// those of the object file `orig` was compiled from.
-    pub fn new(syms: KernelSymbols, symvers: Symvers, object: &str, orig: &Object) -> Result<Self> {
+    pub fn new(
+        syms: &'k KernelSymbols,
+        symvers: &'k Symvers,
+        object: &str,
+        orig: &Object,
+    ) -> Result<Self> {
         crate::names::check_objname(object)?;
         if object != "vmlinux" {
             return Err(Error::Malformed {
@@ -53,7 +59,7 @@ impl KernelResolver {
                 ),
             });
         }
-        let block = block_of(&syms, orig)?;
+        let block = block_of(syms, orig)?;
         Ok(KernelResolver {
             syms,
             symvers,
@@ -69,14 +75,14 @@ impl KernelResolver {
     /// module loads (so the patch loads before it too); vmlinux is
     /// reached as for vmlinux patches.
     pub fn for_module(
-        vmlinux: KernelSymbols,
-        symvers: Symvers,
+        vmlinux: &'k KernelSymbols,
+        symvers: &'k Symvers,
         name: &str,
-        module_syms: KernelSymbols,
+        module_syms: &'k KernelSymbols,
         orig: &Object,
     ) -> Result<Self> {
         crate::names::check_objname(name)?;
-        let module_block = block_of(&module_syms, orig)?;
+        let module_block = block_of(module_syms, orig)?;
         Ok(KernelResolver {
             syms: vmlinux,
             symvers,
@@ -91,12 +97,15 @@ impl KernelResolver {
         &self.object
     }
 
-    /// `old_sympos` of a function the patch replaces in its target.
-    pub fn function_sympos(&self, name: &str) -> Result<u32> {
-        match &self.module {
-            Some((m, block)) => m.sympos(name, *block),
-            None => self.syms.sympos(name, self.block),
-        }
+    /// A function the patch replaces, in its target's symbol table:
+    /// its `old_sympos` and the symbol (a link-time address in vmlinux, a
+    /// section offset in a module).
+    pub fn replaced(&self, name: &str) -> Result<(u32, &'k crate::symbols::KernelSymbol)> {
+        let (table, block) = match self.module {
+            Some((m, block)) => (m, block),
+            None => (self.syms, self.block),
+        };
+        table.find(name, block)
     }
 }
 
@@ -112,7 +121,7 @@ pub fn statics(obj: &Object) -> Vec<&str> {
         .collect()
 }
 
-impl Resolver for KernelResolver {
+impl Resolver for KernelResolver<'_> {
     fn resolve(&self, name: &str, local: bool) -> Result<Outside, String> {
         if let Some((m, block)) = &self.module {
             if m.contains(name) {

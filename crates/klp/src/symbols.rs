@@ -114,13 +114,13 @@ impl KernelSymbols {
         Self::from_elf(path, false)
     }
 
-    /// The symbol `sympos` selects: the only one of that name, or the one
-    /// `block` defines.
-    pub fn find(&self, name: &str, block: Option<BlockId>) -> Result<&KernelSymbol> {
+    /// The symbol `sympos` selects — the only one of that name, or the
+    /// one `block` defines — with its `sympos`.
+    pub fn find(&self, name: &str, block: Option<BlockId>) -> Result<(u32, &KernelSymbol)> {
         let pos = self.sympos(name, block)?;
         let list = &self.by_name[name];
         let i = if pos == 0 { 0 } else { pos as usize - 1 };
-        Ok(&self.syms[list[i] as usize])
+        Ok((pos, &self.syms[list[i] as usize]))
     }
 
     /// Whether the table has a symbol of that name.

@@ -336,6 +336,11 @@ impl ModuleIndex {
         })
     }
 
+    /// The `.ko` of a module (`-` and `_` alike).
+    pub fn path(&self, name: &str) -> Option<&Path> {
+        self.by_name.get(&module_key(name)).map(PathBuf::as_path)
+    }
+
     /// `names` and everything they depend on, dependencies first.
     pub fn resolve(&self, names: &[String]) -> Result<Vec<PathBuf>, LabError> {
         let mut order = Vec::new();
@@ -377,8 +382,8 @@ impl ModuleIndex {
     }
 }
 
-/// The `depends=` list of a module's `.modinfo` section.
-pub fn module_depends(ko: &Path) -> Result<Vec<String>, LabError> {
+/// The `key=value` fields of a module's `.modinfo` section, in order.
+pub fn modinfo(ko: &Path) -> Result<Vec<(String, String)>, LabError> {
     use object::{Object, ObjectSection};
     let data = std::fs::read(ko).map_err(|e| LabError::io("read", ko, e))?;
     let file = object::File::parse(&*data).map_err(|e| LabError::Module {
@@ -394,13 +399,20 @@ pub fn module_depends(ko: &Path) -> Result<Vec<String>, LabError> {
     })?;
     Ok(bytes
         .split(|&b| b == 0)
-        .filter_map(|kv| kv.strip_prefix(b"depends="))
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(str::to_string)
-                .collect::<Vec<_>>()
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
         })
+        .collect())
+}
+
+/// The `depends=` list of a module's `.modinfo` section.
+pub fn module_depends(ko: &Path) -> Result<Vec<String>, LabError> {
+    Ok(modinfo(ko)?
+        .into_iter()
+        .filter(|(k, _)| k == "depends")
+        .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
         .filter(|s| !s.is_empty())
         .collect())
 }

@@ -69,14 +69,16 @@ fn real_debian_fixes_build_load_and_verify() {
         .iter()
         .filter(|f| f.outcome == "changed" && f.factory)
         .collect();
-    let left_out: Vec<&str> = spec
+    let not_built: Vec<&fixes::Fix> = spec
         .fix
         .iter()
         .filter(|f| f.outcome == "changed" && !f.factory)
+        .collect();
+    let files: Vec<&str> = chosen
+        .iter()
+        .chain(&not_built)
         .map(|f| f.file.as_str())
         .collect();
-    eprintln!("not built by this test (see kernel-fixes.toml): {left_out:?}");
-    let files: Vec<&str> = chosen.iter().map(|f| f.file.as_str()).collect();
     extract_files(&fixed, &files, &newer).unwrap();
 
     let mut failures = Vec::new();
@@ -141,6 +143,34 @@ fn real_debian_fixes_build_load_and_verify() {
             failures.push(format!("{}: verify: {}\n  reproduce: {line}", fix.file, v));
         }
         verified.push((fix.file.clone(), target.to_string()));
+    }
+    // Fixes to code this configuration does not build are refused, naming
+    // the file.
+    for fix in &not_built {
+        let patch = out.join("not-built.patch");
+        std::fs::write(
+            &patch,
+            unified_diff(
+                &fix.file,
+                &tree.dir().join(&fix.file),
+                &newer.join(&fix.file),
+            ),
+        )
+        .unwrap();
+        let dir = out.join("not-built");
+        let (code, _, stderr, line) = build(&[
+            "--kernel",
+            &spec.release,
+            "--patch",
+            patch.to_str().unwrap(),
+            "--name",
+            "not_built",
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
+        if code != 1 || !stderr.contains(&format!("{} is not compiled in", fix.file)) {
+            failures.push(format!("{}: exit {code}, expected a refusal naming the file\n{stderr}\n  reproduce: {line}", fix.file));
+        }
     }
     eprintln!("verified {} real fixes: {verified:?}", verified.len());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

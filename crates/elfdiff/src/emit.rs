@@ -100,7 +100,17 @@ pub enum EmitError {
 
 /// A livepatch record before encoding: output section, place, type,
 /// object, symbol, sympos, addend.
-type Record = (BSec, u64, u32, String, String, u32, i64);
+/// A livepatch relocation record: where (output section and offset), the
+/// original relocation type and addend, and the kernel symbol.
+struct Record {
+    section: BSec,
+    place: u64,
+    r_type: u32,
+    object: String,
+    name: String,
+    sympos: u32,
+    addend: i64,
+}
 
 /// A reference as the output will express it.
 enum Ref {
@@ -239,9 +249,15 @@ impl Ctx<'_> {
                 r_type: r.r_type,
                 r_addend: addend,
             }),
-            Ref::Klp(obj, name, pos, addend) => {
-                records.push((sec, place, r.r_type, obj, name, pos, addend))
-            }
+            Ref::Klp(obj, name, pos, addend) => records.push(Record {
+                section: sec,
+                place,
+                r_type: r.r_type,
+                object: obj,
+                name,
+                sympos: pos,
+                addend,
+            }),
         }
         Ok(())
     }
@@ -376,16 +392,16 @@ pub fn emit(
         }
         // Livepatch places must hold zeros: the kernel writes them.
         if let SectionData::Data(d) = &mut b.sections.get_mut(nsid).data {
-            for rec in records.iter().filter(|rec| rec.0 == nsid) {
+            for rec in records.iter().filter(|rec| rec.section == nsid) {
                 let w = (Reloc {
                     offset: 0,
-                    r_type: rec.2,
+                    r_type: rec.r_type,
                     symbol: SymbolId(0),
                     addend: 0,
                 })
                 .width()
                 .unwrap_or(0) as usize;
-                let at = rec.1 as usize;
+                let at = rec.place as usize;
                 let v = d.to_mut();
                 if at + w <= v.len() {
                     v[at..at + w].fill(0);
@@ -445,8 +461,8 @@ pub fn emit(
             }
             let late = records[records_len..]
                 .iter()
-                .find(|rec| rec.3 != "vmlinux")
-                .map(|rec| rec.4.clone());
+                .find(|rec| rec.object != "vmlinux")
+                .map(|rec| rec.name.clone());
             if let (true, Some(key)) = (load_time, late) {
                 data.truncate(data_len);
                 relas.truncate(relas_len);
@@ -529,7 +545,16 @@ pub fn emit(
         };
         let mut data = Vec::new();
         let mut relas = Vec::new();
-        for (i, (sec, place, r_type, obj, name, pos, addend)) in records.iter().enumerate() {
+        for (i, rec) in records.iter().enumerate() {
+            let Record {
+                section: sec,
+                place,
+                r_type,
+                object: obj,
+                name,
+                sympos: pos,
+                addend,
+            } = rec;
             let base = i as u64 * KLP_RECORD_SIZE;
             data.extend_from_slice(&0u64.to_le_bytes());
             data.extend_from_slice(&r_type.to_le_bytes());
@@ -641,7 +666,7 @@ pub fn emit(
         exports: ctx.exports.into_iter().collect(),
         livepatch: records
             .iter()
-            .map(|r| (r.3.clone(), r.4.clone(), r.5))
+            .map(|r| (r.object.clone(), r.name.clone(), r.sympos))
             .collect(),
         special: special_report,
         notes: dropped_late

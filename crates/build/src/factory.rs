@@ -229,21 +229,21 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         .map(|n| n.get())
         .unwrap_or(1);
     let (orig_dir, patched_dir) = (work.join("orig"), work.join("patched"));
-    let (orig_objs, patched_objs) = std::thread::scope(|s| {
-        let o = s.spawn(|| tree.compile_objects(&objects, &cflags, cores, &orig_dir));
-        let p = scratch.compile_objects(&objects, &cflags, cores, &patched_dir);
-        (o.join().expect("compile thread"), p)
-    });
-    let (orig_objs, patched_objs) = (
-        orig_objs.context("compiling the original source")?,
-        patched_objs.context("compiling the patched source")?,
-    );
+    // The original through kbuild; the patched tree then runs the very
+    // commands kbuild used (no second kbuild walking the tree, and the
+    // host tools it shares with the original are never rebuilt there).
+    let orig_objs = tree
+        .compile_objects(&objects, &cflags, cores, &orig_dir)
+        .context("compiling the original source")?;
+    let patched_objs = scratch
+        .compile_like(&tree, &objects, cores, &patched_dir)
+        .context("compiling the patched source")?;
     // Removing the scratch tree takes about a second of file system work:
     // done beside the CPU-bound phases that follow.
     let cleanup = std::thread::spawn(move || drop(scratch));
     progress.done(
         "compile",
-        format!("{} object(s) twice, {cores} jobs each", objects.len()),
+        format!("{} object(s), original and patched, {cores} jobs", objects.len()),
     );
 
     // 4. Diff; refusals stop the build.

@@ -51,6 +51,7 @@ impl Workspace {
         if done.exists() {
             let _lock = tree.lock()?;
             tree.restore_originals()?;
+            tree.heal_host_tools(&self.source_tarball())?;
             return Ok(tree);
         }
         let _lock = cache.lock(&format!("{}-source", self.release()))?;
@@ -190,9 +191,26 @@ impl SourceTree {
         let name = format!("{label}-{}", std::process::id());
         let dir = parent.join(&name);
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        // The host tools kbuild builds during `prepare` (objtool,
+        // resolve_btfids) are made by their own build system with absolute
+        // paths, so a copy would rebuild them, writing in place through
+        // the shared links into the original tree while it builds too.
+        // They do not depend on the sources a fix changes: the copy uses
+        // the original's through a symlink and never rebuilds them.
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
+            let e = e.map_err(|e| Error::io("list", &self.dir, e))?;
+            if e.file_name() != "tools" {
+                entries.push(e.path());
+            }
+        }
         let mut cp = Command::new("cp");
-        cp.arg("-al").arg(&self.dir).arg(&dir);
+        cp.arg("-al").args(&entries).arg(&dir);
         run(cp, "coreutils", &parent)?;
+        let tools = dir.join("tools");
+        std::os::unix::fs::symlink(self.dir.join("tools"), &tools)
+            .map_err(|e| Error::io("link", &tools, e))?;
         Ok(ScratchTree(SourceTree {
             dir,
             release: self.release.clone(),
@@ -237,6 +255,132 @@ impl SourceTree {
             .collect();
         self.make_objects(&pairs, extra_cflags, jobs)?;
         Ok(paths)
+    }
+
+    /// Host tools that a scratch copy of an earlier noreboot version rebuilt
+    /// through shared hard links (their kbuild `.cmd` files name the
+    /// scratch tree, and may be half-written) are reset to the tarball's
+    /// files, so kbuild rebuilds them here once.
+    fn heal_host_tools(&self, tarball: &Path) -> Result<()> {
+        const TOOLS: [&str; 2] = ["tools/objtool", "tools/bpf/resolve_btfids"];
+        let mut files = Vec::new();
+        let mut polluted = false;
+        let mut stack: Vec<PathBuf> = TOOLS.iter().map(|d| self.dir.join(d)).collect();
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p);
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !polluted && name.starts_with('.') && name.ends_with(".cmd") {
+                    polluted = std::fs::read_to_string(&p).is_ok_and(|t| t.contains("/scratch/"));
+                }
+                files.push(p);
+            }
+        }
+        if !polluted {
+            return Ok(());
+        }
+        tracing::warn!("resetting host tools an older scratch build wrote into");
+        let mut tar = Command::new("tar");
+        tar.arg("-tf").arg(tarball);
+        let out = tar.output().map_err(|e| Error::spawn(&tar, "tar", e))?;
+        let shipped: std::collections::HashSet<PathBuf> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('/').map(|(_, rel)| self.dir.join(rel)))
+            .collect();
+        for f in files.into_iter().filter(|f| !shipped.contains(f)) {
+            let _ = std::fs::remove_file(f);
+        }
+        // Rebuilt now, alone: two compiles at once (original and scratch
+        // tree, which shares these tools) must not both rebuild them.
+        let jobs = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        run(
+            self.make(&[&format!("-j{jobs}"), "prepare"]),
+            "make",
+            &self.dir,
+        )
+    }
+
+    /// Compiles `objects` in this tree with exactly the command kbuild
+    /// last used for each in `reference` (its `.X.o.cmd`: the compiler and
+    /// objtool, with whatever flags the reference compile had), run
+    /// directly, `jobs` at a time; copies each to `out/<object with / as
+    /// _>`. Without make, nothing else in this tree is built or
+    /// refreshed: for a scratch copy compiled after its original.
+    pub fn compile_like(
+        &self,
+        reference: &SourceTree,
+        objects: &[&str],
+        jobs: usize,
+        out: &Path,
+    ) -> Result<Vec<PathBuf>> {
+        let _lock = self.lock()?;
+        std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
+        let mut commands = Vec::new();
+        for object in objects {
+            commands.push((*object, reference.saved_command(object)?));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..jobs.clamp(1, commands.len().max(1)))
+                .map(|_| {
+                    s.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((object, command)) = commands.get(i) else {
+                            return Ok(());
+                        };
+                        unlink_outputs(&self.dir, object);
+                        let mut sh = Command::new("sh");
+                        sh.arg("-c").arg(command).current_dir(&self.dir);
+                        run(sh, "sh", &self.dir)?;
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("compile worker"))
+                .collect()
+        });
+        results.into_iter().collect::<Result<()>>()?;
+        let mut paths = Vec::new();
+        for object in objects {
+            let built = self.dir.join(object);
+            let dest = out.join(object.replace('/', "_"));
+            std::fs::copy(&built, &dest).map_err(|e| Error::io("copy", &built, e))?;
+            paths.push(dest);
+        }
+        Ok(paths)
+    }
+
+    /// The command kbuild saved for `object` (`cmd_<object> := ...`, the
+    /// first line of its `.cmd` file).
+    fn saved_command(&self, object: &str) -> Result<String> {
+        let path = self.dir.join(object);
+        let cmd_file = match (path.parent(), path.file_name()) {
+            (Some(d), Some(n)) => d.join(format!(".{}.cmd", n.to_string_lossy())),
+            _ => self.dir.join(object),
+        };
+        let text =
+            std::fs::read_to_string(&cmd_file).map_err(|e| Error::io("read", &cmd_file, e))?;
+        text.lines()
+            .next()
+            .and_then(|l| {
+                l.strip_prefix(&format!("cmd_{object} := "))
+                    .or_else(|| l.strip_prefix(&format!("savedcmd_{object} := ")))
+            })
+            .map(str::to_string)
+            .ok_or_else(|| Error::CorruptWorkspace {
+                path: cmd_file.clone(),
+                reason: format!("no saved command for {object}"),
+            })
     }
 
     /// Puts back files a compile with replacements left replaced.

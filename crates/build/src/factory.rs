@@ -243,7 +243,10 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     let cleanup = std::thread::spawn(move || drop(scratch));
     progress.done(
         "compile",
-        format!("{} object(s), original and patched, {cores} jobs", objects.len()),
+        format!(
+            "{} object(s), original and patched, {cores} jobs",
+            objects.len()
+        ),
     );
 
     // 4. Diff; refusals stop the build.

@@ -1,9 +1,12 @@
 //! `noreboot-build`, the live patch factory: `noreboot-build --kernel R
 //! --patch FIX --name N -o OUT` turns a kernel fix into a livepatch module
 //! for that exact kernel (see `factory`); `noreboot-build diff ORIG.o
-//! PATCHED.o` exposes the object differ alone. Errors become exit codes in
+//! PATCHED.o` exposes the object differ alone; `noreboot-build keygen` and
+//! `noreboot-build bundle` make signing keys and signed bundle files from
+//! the factory's output (see `bundling`). Errors become exit codes in
 //! `exit_code` only.
 
+mod bundling;
 mod factory;
 mod patch;
 mod runpre;
@@ -115,6 +118,50 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make a bundle signing key pair: DIR/noreboot.key (secret, mode 0600)
+    /// and DIR/noreboot.pub, in minisign's formats.
+    ///
+    /// Exit status: 0 made, 1 error (e.g. the files exist), 2 usage.
+    Keygen {
+        /// Directory for the key files (created if missing).
+        #[arg(short = 'o', long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace an existing key pair.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign the factory's output as a bundle file for one patch level.
+    ///
+    /// Exit status: 0 written, 1 error, 2 usage.
+    Bundle {
+        /// The factory's output directory (its manifest.json and module).
+        #[arg(long, value_name = "OUTDIR")]
+        from: PathBuf,
+        /// Patch level, from 1; level N carries every fix of earlier levels.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        level: u32,
+        /// The secret key (from `noreboot-build keygen` or `minisign -G -W`).
+        #[arg(long, value_name = "SECRET.key")]
+        key: PathBuf,
+        /// The package version the patched kernel amounts to, for
+        /// vulnerability scanners (e.g. 6.1.192-3).
+        #[arg(long, value_name = "VERSION")]
+        effective_version: Option<String>,
+        /// Describe one CVE (repeatable); CVEs without one are described by
+        /// the patch description.
+        #[arg(
+            long = "cve-description",
+            value_name = "CVE=TEXT",
+            value_parser = bundling::parse_cve_description
+        )]
+        cve_descriptions: Vec<(String, String)>,
+        /// The bundle file [default: OUTDIR/<name>-<level>.nrb].
+        #[arg(short = 'o', long, value_name = "FILE.nrb")]
+        output: Option<PathBuf>,
+        /// Print the bundle's manifest as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -122,6 +169,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return run_build(cli.build);
     };
     match command {
+        Cmd::Keygen { out, force } => {
+            let key = bundling::keygen(&out, force)?;
+            println!(
+                "wrote {} (secret) and {}: key {}",
+                out.join(bundling::SECRET_KEY_FILE).display(),
+                out.join(bundling::PUBLIC_KEY_FILE).display(),
+                key.key_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bundle {
+            from,
+            level,
+            key,
+            effective_version,
+            cve_descriptions,
+            output,
+            json,
+        } => {
+            let (path, b) = bundling::bundle(&bundling::BundleOptions {
+                from,
+                level,
+                key,
+                effective_version,
+                cve_descriptions,
+                out: output,
+            })?;
+            let m = b.manifest();
+            if json {
+                println!("{}", serde_json::to_string_pretty(m)?);
+            } else {
+                println!(
+                    "wrote {}: {} level {} for {} ({} byte module, sha256 {}), signed by key {}",
+                    path.display(),
+                    m.name,
+                    m.level,
+                    m.kernel.release,
+                    m.module.size,
+                    m.module.sha256,
+                    b.key_id()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Diff {
             orig,
             patched,
@@ -272,6 +363,9 @@ fn kernel_symbols(
 
 /// The one place errors become exit codes.
 fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<bundling::Usage>().is_some() {
+        return 2;
+    }
     match err.downcast_ref::<factory::Stop>() {
         Some(factory::Stop::NoChange(_)) => 3,
         Some(factory::Stop::Refused(_)) => 4,

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod identity;
+pub mod livepatch;
 pub mod notes;
 
 pub use identity::{Identity, IdentityError};

@@ -39,6 +39,9 @@ pub struct GuestConfig {
     /// User-mode networking: the guest is 10.0.2.15 and reaches the
     /// host's loopback at 10.0.2.2.
     pub network: bool,
+    /// Raw disk images attached as virtio disks (`/dev/vda`, `/dev/vdb`,
+    /// ...): state that survives a reboot of the guest.
+    pub disks: Vec<PathBuf>,
     /// Shell script run at boot before the command channel opens.
     pub boot_script: Option<String>,
     /// Extra kernel command line words.
@@ -67,6 +70,7 @@ impl GuestConfig {
             binaries: Vec::new(),
             contents: Vec::new(),
             network: false,
+            disks: Vec::new(),
             boot_script: None,
             cmdline: Vec::new(),
             memory_mib: 512,
@@ -87,6 +91,13 @@ impl GuestConfig {
     /// Enables user-mode networking (loads virtio_pci and virtio_net).
     pub fn with_network(mut self) -> Self {
         self.network = true;
+        self
+    }
+
+    /// Attaches a raw disk image as the next virtio disk (loads
+    /// virtio_pci and virtio_blk).
+    pub fn with_disk(mut self, image: impl Into<PathBuf>) -> Self {
+        self.disks.push(image.into());
         self
     }
 
@@ -113,6 +124,13 @@ impl GuestConfig {
             i.dir(d)?;
         }
         let mut modules = self.modules.clone();
+        if !self.disks.is_empty() {
+            for m in ["virtio_pci", "virtio_blk"] {
+                if !modules.iter().any(|x| x == m) {
+                    modules.push(m.to_string());
+                }
+            }
+        }
         if self.network {
             for m in ["virtio_pci", "virtio_net"] {
                 if !modules.iter().any(|x| x == m) {
@@ -267,6 +285,12 @@ impl Guest {
                 "-device",
                 "virtio-net-pci,netdev=net0",
             ]);
+        }
+        for d in &cfg.disks {
+            cmd.arg("-drive").arg(format!(
+                "file={},if=virtio,format=raw,cache=writeback",
+                d.display()
+            ));
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

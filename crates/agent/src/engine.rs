@@ -1,0 +1,879 @@
+//! The agent's actions on the running kernel: apply a verified bundle and
+//! watch its transition (signal, then reverse on a stall), check health,
+//! revert to a cached level, unload everything of ours, and re-apply at
+//! boot behind the crash guard. The invariant every path keeps: after any
+//! failure the previously active level is still the active one and no
+//! module of a failed level stays loaded.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bundle::{Manifest, TrustedKeys};
+use kernel::livepatch::{self, BlockingTask, Livepatch};
+use kernel::Identity;
+use serde::Serialize;
+
+use crate::audit::{self, AuditLog, Entry};
+use crate::config::Config;
+use crate::state::{self, Applied, KernelState, LevelRecord, Marker, Skipped, Store};
+
+/// Taint bits a live patch is expected to add: K (livepatch), O (out of
+/// tree), E (unsigned module). Any other new bit is a health failure.
+const EXPECTED_TAINT: u64 = (1 << 15) | (1 << 12) | (1 << 13);
+
+/// How an action failed; `main` maps these to exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The bundle is not acceptable for this host; nothing was loaded.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The level was loaded, then rolled back (stall or failed health
+    /// check); the previous level is active.
+    #[error("rolled back: {0}")]
+    RolledBack(String),
+    /// Nothing to do that was asked for (e.g. revert with nothing applied).
+    #[error("{0}")]
+    Nothing(String),
+    /// Anything else (I/O, kernel refused the module, ...).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AgentError {
+    fn failed(e: impl std::fmt::Display) -> AgentError {
+        AgentError::Failed(e.to_string())
+    }
+}
+
+/// What a successful apply did, with timings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// The level now active.
+    pub level: u32,
+    /// Its patch name.
+    pub name: String,
+    /// Level active before (0: none).
+    pub previous: u32,
+    /// false when the level was already active.
+    pub changed: bool,
+    /// Whether blocking tasks had to be signalled.
+    pub signalled: bool,
+    /// Milliseconds in `finit_module` (the kernel loading and relocating).
+    pub load_ms: f64,
+    /// Milliseconds from load to transition done (the kernel's switch).
+    pub transition_ms: f64,
+    /// Milliseconds of the whole action.
+    pub total_ms: f64,
+    /// total - load - transition: what the agent itself cost.
+    pub agent_overhead_ms: f64,
+    /// The agent's peak resident set so far (VmHWM), KiB.
+    pub peak_rss_kib: u64,
+    /// Notes (stale modules removed, crash guard, ...).
+    pub notes: Vec<String>,
+}
+
+/// A live patch of ours as the kernel shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LivePatch {
+    /// Patch name.
+    pub name: String,
+    /// Its level, if known from the cache.
+    pub level: Option<u32>,
+    /// `enabled`.
+    pub enabled: bool,
+    /// `transition`.
+    pub transition: bool,
+}
+
+/// The agent bound to the running kernel and its configuration.
+pub struct Agent {
+    /// Configuration.
+    pub cfg: Config,
+    /// State directory.
+    pub store: Store,
+    /// Audit log.
+    pub audit: AuditLog,
+    /// sysfs livepatch tree.
+    pub lp: Livepatch,
+    /// The running kernel.
+    pub identity: Identity,
+    /// Its build-id as lowercase hex.
+    pub build_id: String,
+    /// When this agent started: apply timings count from here, so reading
+    /// and verifying the bundle are part of the agent's overhead.
+    pub started: Instant,
+}
+
+impl Agent {
+    /// Binds to the running kernel as the configuration describes it.
+    pub fn new(cfg: Config) -> Result<Agent, AgentError> {
+        let notes = cfg.kernel.sys.join("kernel/notes");
+        let identity = Identity::running_with_notes(&notes).map_err(AgentError::failed)?;
+        let build_id = identity.build_id.to_string();
+        let store = Store::new(&cfg.state_dir);
+        let audit = AuditLog::new(store.audit_path());
+        let lp = Livepatch::new(cfg.kernel.sys.join("kernel/livepatch"));
+        Ok(Agent {
+            started: Instant::now(),
+            cfg,
+            store,
+            audit,
+            lp,
+            identity,
+            build_id,
+        })
+    }
+
+    /// The trusted keys.
+    pub fn keys(&self) -> Result<TrustedKeys, AgentError> {
+        TrustedKeys::load_dir(&self.cfg.trusted_keys).map_err(AgentError::failed)
+    }
+
+    /// Per-kernel state.
+    pub fn state(&self) -> Result<KernelState, AgentError> {
+        self.store.load(&self.build_id).map_err(AgentError::failed)
+    }
+
+    fn save_state(&self, s: &KernelState) -> Result<(), AgentError> {
+        self.store
+            .save(&self.build_id, s)
+            .map_err(AgentError::failed)
+    }
+
+    /// Our live patches: those whose names belong to a cached level.
+    pub fn live(&self, st: &KernelState) -> Result<Vec<LivePatch>, AgentError> {
+        let all = self.lp.patches().map_err(AgentError::failed)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|p| {
+                let level = st.level_of(&p.name)?;
+                Some(LivePatch {
+                    name: p.name,
+                    level: Some(level),
+                    enabled: p.enabled,
+                    transition: p.transition,
+                })
+            })
+            .collect())
+    }
+
+    /// The active level: our enabled patch not in transition.
+    pub fn active(&self, st: &KernelState) -> Result<Option<(u32, String)>, AgentError> {
+        Ok(self
+            .live(st)?
+            .into_iter()
+            .filter(|p| p.enabled)
+            .filter_map(|p| Some((p.level?, p.name)))
+            .max())
+    }
+
+    /// Appends to the audit log; a log that cannot be written is an error
+    /// of the action (an unaudited change must not look like a success).
+    pub fn log(
+        &self,
+        action: &str,
+        level: u32,
+        name: &str,
+        result: &str,
+        started: Instant,
+        detail: String,
+    ) -> Result<(), AgentError> {
+        self.audit
+            .append(&Entry {
+                time: audit::now(),
+                action: action.to_string(),
+                level,
+                name: name.to_string(),
+                result: result.to_string(),
+                duration_ms: audit::ms(started.elapsed()),
+                invoker: audit::invoker(),
+                detail,
+            })
+            .map_err(AgentError::failed)
+    }
+
+    /// Reads and verifies a bundle file (for any kernel).
+    pub fn verify_file(
+        &self,
+        path: &Path,
+        keys: &TrustedKeys,
+    ) -> Result<(Vec<u8>, bundle::VerifiedBundle), AgentError> {
+        let bytes = read_limited(path)?;
+        let vb = bundle::open(&bytes, keys)
+            .map_err(|e| AgentError::Refused(format!("{}: {e}", path.display())))?;
+        Ok((bytes, vb))
+    }
+
+    /// Reads and verifies a bundle file for this kernel.
+    pub fn open_file(
+        &self,
+        path: &Path,
+        keys: &TrustedKeys,
+    ) -> Result<(Vec<u8>, bundle::VerifiedBundle), AgentError> {
+        let (bytes, vb) = self.verify_file(path, keys)?;
+        self.check_kernel(&vb.manifest)?;
+        Ok((bytes, vb))
+    }
+
+    fn check_kernel(&self, m: &Manifest) -> Result<(), AgentError> {
+        if m.kernel.build_id != self.build_id {
+            return Err(AgentError::Refused(format!(
+                "bundle {} level {} is for kernel {} build-id {}, this kernel is {} build-id {}",
+                m.name,
+                m.level,
+                m.kernel.release,
+                m.kernel.build_id,
+                self.identity.release,
+                self.build_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies a verified bundle: the heart of the agent.
+    pub fn apply(
+        &self,
+        bytes: &[u8],
+        vb: &bundle::VerifiedBundle,
+        action: &str,
+    ) -> Result<ApplyReport, AgentError> {
+        let started = Instant::now();
+        let m = &vb.manifest;
+        let r = self.apply_inner(bytes, vb, started);
+        match &r {
+            Ok(rep) => {
+                let result = if rep.changed { "ok" } else { "no-op" };
+                let mut detail = format!(
+                    "from level {}; load {:.1} ms, transition {:.1} ms",
+                    rep.previous, rep.load_ms, rep.transition_ms
+                );
+                if rep.signalled {
+                    detail.push_str("; blocking tasks were signalled");
+                }
+                for n in &rep.notes {
+                    detail.push_str("; ");
+                    detail.push_str(n);
+                }
+                self.log(action, m.level, &m.name, result, started, detail)?;
+            }
+            Err(e) => {
+                let result = match e {
+                    AgentError::Refused(_) => "refused",
+                    AgentError::RolledBack(_) => "rolled-back",
+                    _ => "failed",
+                };
+                self.log(action, m.level, &m.name, result, started, e.to_string())?;
+            }
+        }
+        r
+    }
+
+    fn apply_inner(
+        &self,
+        bytes: &[u8],
+        vb: &bundle::VerifiedBundle,
+        started: Instant,
+    ) -> Result<ApplyReport, AgentError> {
+        let m = &vb.manifest;
+        self.check_kernel(m)?;
+        let mut st = self.state()?;
+        st.release = self.identity.release.clone();
+        // Our patch names must be known before the kernel shows them.
+        if let Some(other) = st.levels.get(&m.level).filter(|r| r.name != m.name) {
+            return Err(AgentError::Refused(format!(
+                "level {} is already cached as patch {}, this bundle names it {}",
+                m.level, other.name, m.name
+            )));
+        }
+        let all = self.lp.patches().map_err(AgentError::failed)?;
+        if let Some(busy) = all.iter().find(|p| p.transition) {
+            return Err(AgentError::Failed(format!(
+                "live patch {} is still in transition; try again when it has finished",
+                busy.name
+            )));
+        }
+        let before = self.active(&st)?;
+        let previous = before.as_ref().map(|b| b.0).unwrap_or(0);
+        if before.as_ref().is_some_and(|(_, n)| *n == m.name) {
+            return Ok(ApplyReport {
+                level: m.level,
+                name: m.name.clone(),
+                previous,
+                changed: false,
+                signalled: false,
+                load_ms: 0.0,
+                transition_ms: 0.0,
+                total_ms: ms(started.elapsed()),
+                agent_overhead_ms: ms(started.elapsed()),
+                peak_rss_kib: peak_rss_kib(),
+                notes: vec!["already active".into()],
+            });
+        }
+        let mut notes = Vec::new();
+        // A module of this name without a live patch is what a replaced
+        // level leaves behind; it cannot be enabled again, only reloaded.
+        if livepatch::module_loaded(&self.cfg.kernel.sys, &m.name)
+            && !all.iter().any(|p| p.name == m.name)
+        {
+            livepatch::unload_module(&m.name).map_err(AgentError::failed)?;
+            notes.push(format!("removed stale module {}", m.name));
+        }
+
+        self.store
+            .save_bundle(&self.build_id, m.level, bytes)
+            .map_err(AgentError::failed)?;
+        st.levels.entry(m.level).or_insert_with(|| LevelRecord {
+            name: m.name.clone(),
+            applied_at: None,
+        });
+        self.save_state(&st)?;
+
+        let marker = Marker {
+            level: m.level,
+            name: m.name.clone(),
+            boot_id: state::boot_id(&self.cfg.kernel.proc),
+            at: audit::now(),
+        };
+        self.store
+            .set_marker(&self.build_id, &marker)
+            .map_err(AgentError::failed)?;
+        let taint_before = livepatch::tainted(&self.cfg.kernel.proc).unwrap_or(0);
+
+        let load_start = Instant::now();
+        let loaded = load(&m.name, &vb.module);
+        let load_ms = ms(load_start.elapsed());
+        if let Err(e) = loaded {
+            self.store
+                .clear_marker(&self.build_id)
+                .map_err(AgentError::failed)?;
+            return Err(e);
+        }
+
+        let t_start = Instant::now();
+        let watched = self.watch(&m.name);
+        let transition_ms = ms(t_start.elapsed());
+        let signalled = match watched {
+            Ok(s) => s,
+            Err(e) => {
+                self.store
+                    .clear_marker(&self.build_id)
+                    .map_err(AgentError::failed)?;
+                return Err(e);
+            }
+        };
+
+        // The replaced level's module stays loaded but is no patch any more.
+        if let Some((_, old)) = &before {
+            if self.lp.state(old).map_err(AgentError::failed)?.is_none() {
+                match livepatch::unload_module(old) {
+                    Ok(()) => notes.push(format!("unloaded replaced module {old}")),
+                    Err(e) => notes.push(format!("replaced module {old} stays loaded: {e}")),
+                }
+            }
+        }
+
+        if let Err(why) = self.health(&m.name, taint_before) {
+            let back = self.put_back(before.as_ref().map(|b| b.0), &m.name, &st);
+            self.store
+                .clear_marker(&self.build_id)
+                .map_err(AgentError::failed)?;
+            return Err(AgentError::RolledBack(format!(
+                "level {} failed its health check: {why}; {back}",
+                m.level
+            )));
+        }
+
+        let now = audit::now();
+        if let Some(r) = st.levels.get_mut(&m.level) {
+            r.applied_at = Some(now.clone());
+        }
+        st.wanted = Some(Applied {
+            level: m.level,
+            name: m.name.clone(),
+            at: now,
+        });
+        st.skipped.retain(|s| s.level != m.level);
+        self.save_state(&st)?;
+        self.write_scanner_files(Some(m))?;
+        self.store
+            .clear_marker(&self.build_id)
+            .map_err(AgentError::failed)?;
+        let total_ms = ms(self.started.elapsed().max(started.elapsed()));
+        Ok(ApplyReport {
+            level: m.level,
+            name: m.name.clone(),
+            previous,
+            changed: true,
+            signalled,
+            load_ms,
+            transition_ms,
+            total_ms,
+            agent_overhead_ms: (total_ms - load_ms - transition_ms).max(0.0),
+            peak_rss_kib: peak_rss_kib(),
+            notes,
+        })
+    }
+
+    /// Waits for the transition of a freshly loaded patch; on a stall,
+    /// signals, then reverses it and unloads the module. Ok(signalled).
+    fn watch(&self, name: &str) -> Result<bool, AgentError> {
+        let t = &self.cfg.transition;
+        let start = Instant::now();
+        let kmsg = self.cfg.kernel.dev.join("kmsg");
+        let kernel_signals = livepatch::kmsg_count(&kmsg, livepatch::SIGNAL_MESSAGE);
+        let mut signalled = false;
+        let mut asked = false;
+        let mut poll = Duration::from_micros(500);
+        loop {
+            let s = self
+                .lp
+                .state(name)
+                .map_err(AgentError::failed)?
+                .ok_or_else(|| {
+                    AgentError::Failed(format!(
+                        "module {name} loaded but the kernel shows no live patch of that name (is it a livepatch module?)"
+                    ))
+                })?;
+            if !s.transition {
+                if s.enabled {
+                    if !signalled && waited_long(start) {
+                        signalled = livepatch::kmsg_count(&kmsg, livepatch::SIGNAL_MESSAGE)
+                            > kernel_signals;
+                    }
+                    return Ok(signalled);
+                }
+                let _ = livepatch::unload_module(name);
+                return Err(AgentError::Failed(format!(
+                    "live patch {name} was disabled during its transition"
+                )));
+            }
+            let waited = start.elapsed();
+            if !asked && waited >= t.signal_after {
+                // Kernels without the signal file signal by themselves.
+                signalled = self.lp.signal(name).map_err(AgentError::failed)?;
+                asked = true;
+            }
+            if waited >= t.timeout {
+                if !signalled {
+                    signalled =
+                        livepatch::kmsg_count(&kmsg, livepatch::SIGNAL_MESSAGE) > kernel_signals;
+                }
+                let tasks = livepatch::blocking_tasks(&self.cfg.kernel.proc, 1);
+                let undone = self.reverse(name);
+                return Err(AgentError::RolledBack(format!(
+                    "transition of {name} did not finish within {}{}; {}; blocking tasks: {}",
+                    humantime::format_duration(t.timeout),
+                    if signalled {
+                        " (blocking tasks were signalled)"
+                    } else {
+                        " (blocking tasks were not signalled: the kernel does so after 15 s)"
+                    },
+                    undone,
+                    describe_tasks(&tasks)
+                )));
+            }
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Reverses a patch in transition (or disables an active one), waits
+    /// for that, and unloads its module. Says what happened.
+    fn reverse(&self, name: &str) -> String {
+        if let Err(e) = self.lp.disable(name) {
+            return format!("disabling {name} failed: {e}");
+        }
+        let deadline = Instant::now() + self.cfg.transition.timeout;
+        let mut signalled = false;
+        loop {
+            match self.lp.state(name) {
+                Ok(None) => break,
+                Ok(Some(s)) if !s.transition && !s.enabled => break,
+                Ok(_) => {}
+                Err(e) => return format!("watching the reversal of {name} failed: {e}"),
+            }
+            if Instant::now() >= deadline {
+                if !signalled {
+                    let _ = self.lp.signal(name);
+                    signalled = true;
+                    continue;
+                }
+                return format!(
+                    "the reversal of {name} is still in transition; module left loaded"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match unload_when_free(name) {
+            Ok(()) => format!("reversed and unloaded {name}, the previous level is active"),
+            Err(e) => format!("reversed {name} but could not unload it: {e}"),
+        }
+    }
+
+    /// After a failed health check: the previous level back (from the
+    /// cache), or no patch if there was none.
+    fn put_back(&self, previous: Option<u32>, failed: &str, st: &KernelState) -> String {
+        match previous {
+            Some(level) => {
+                let res = self.keys().and_then(|keys| {
+                    let path = self.store.bundle_path(&self.build_id, level);
+                    let (bytes, vb) = self.open_file(&path, &keys)?;
+                    self.apply_inner(&bytes, &vb, Instant::now())
+                });
+                let _ = st;
+                match res {
+                    Ok(_) => {
+                        let _ = unload_when_free(failed);
+                        format!("level {level} is active again")
+                    }
+                    Err(e) => format!("putting level {level} back failed: {e}"),
+                }
+            }
+            None => self.reverse(failed),
+        }
+    }
+
+    /// Checks a level that completed its transition.
+    fn health(&self, name: &str, taint_before: u64) -> Result<(), String> {
+        match self.lp.state(name) {
+            Ok(Some(s)) if s.enabled && !s.transition => {}
+            Ok(s) => return Err(format!("patch state after transition: {s:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+        if let Ok(after) = livepatch::tainted(&self.cfg.kernel.proc) {
+            let new = after & !taint_before & !EXPECTED_TAINT;
+            if new != 0 {
+                return Err(format!(
+                    "the kernel became tainted (new flags {new:#x}: a WARN or oops while patching)"
+                ));
+            }
+        }
+        let h = &self.cfg.health;
+        if !h.command.is_empty() {
+            run_health_command(&h.command, h.command_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a cached level in place (revert, boot).
+    pub fn apply_cached(&self, level: u32, action: &str) -> Result<ApplyReport, AgentError> {
+        let keys = self.keys()?;
+        let path = self.store.bundle_path(&self.build_id, level);
+        if !path.exists() {
+            return Err(AgentError::Nothing(format!(
+                "level {level} is not cached for this kernel ({})",
+                path.display()
+            )));
+        }
+        let (bytes, vb) = self.open_file(&path, &keys)?;
+        self.apply(&bytes, &vb, action)
+    }
+
+    /// Disables and unloads every live patch of ours.
+    pub fn unload_all(&self, action: &str) -> Result<Vec<String>, AgentError> {
+        let started = Instant::now();
+        let mut st = self.state()?;
+        let mut done = Vec::new();
+        let mut errors = Vec::new();
+        for p in self.live(&st)? {
+            let what = self.reverse(&p.name);
+            if what.starts_with("reversed and unloaded") {
+                done.push(p.name.clone());
+            } else {
+                errors.push(what);
+            }
+        }
+        // Replaced levels' modules that are still loaded.
+        for r in st.levels.values() {
+            if !done.contains(&r.name)
+                && livepatch::module_loaded(&self.cfg.kernel.sys, &r.name)
+                && self.lp.state(&r.name).ok().flatten().is_none()
+                && livepatch::unload_module(&r.name).is_ok()
+            {
+                done.push(r.name.clone());
+            }
+        }
+        if errors.is_empty() {
+            st.wanted = None;
+            self.save_state(&st)?;
+            self.write_scanner_files(None)?;
+        }
+        let detail = if errors.is_empty() {
+            format!(
+                "unloaded: {}",
+                if done.is_empty() {
+                    "nothing".into()
+                } else {
+                    done.join(", ")
+                }
+            )
+        } else {
+            errors.join("; ")
+        };
+        let result = if errors.is_empty() { "ok" } else { "failed" };
+        self.log(action, 0, "", result, started, detail.clone())?;
+        if errors.is_empty() {
+            Ok(done)
+        } else {
+            Err(AgentError::Failed(detail))
+        }
+    }
+
+    /// `revert [--to LEVEL]`: a cached lower level, or none (`0`).
+    pub fn revert(&self, to: Option<u32>) -> Result<Option<ApplyReport>, AgentError> {
+        let st = self.state()?;
+        let Some((current, _)) = self.active(&st)? else {
+            return Err(AgentError::Nothing(
+                "nothing is applied; nothing to revert".into(),
+            ));
+        };
+        let target = match to {
+            Some(t) => t,
+            None => self
+                .store
+                .cached_levels(&self.build_id)
+                .map_err(AgentError::failed)?
+                .into_iter()
+                .filter(|l| *l < current && !st.is_skipped(*l))
+                .max()
+                .unwrap_or(0),
+        };
+        if target == current {
+            return Err(AgentError::Nothing(format!(
+                "level {current} is already active"
+            )));
+        }
+        if target == 0 {
+            self.unload_all("revert")?;
+            return Ok(None);
+        }
+        self.apply_cached(target, "revert").map(Some)
+    }
+
+    /// `boot`: the crash guard, then the wanted level from the cache.
+    pub fn boot(&self) -> Result<BootReport, AgentError> {
+        let started = Instant::now();
+        let mut st = self.state()?;
+        let mut report = BootReport::default();
+        if let Some(marker) = self
+            .store
+            .marker(&self.build_id)
+            .map_err(AgentError::failed)?
+        {
+            let now_boot = state::boot_id(&self.cfg.kernel.proc);
+            let reason = if marker.boot_id != now_boot {
+                format!(
+                    "crash guard: the machine went down while level {} ({}) was being applied at {}",
+                    marker.level, marker.name, marker.at
+                )
+            } else {
+                format!(
+                    "crash guard: an agent stopped while applying level {} ({}) at {}",
+                    marker.level, marker.name, marker.at
+                )
+            };
+            if !st.is_skipped(marker.level) {
+                st.skipped.push(Skipped {
+                    level: marker.level,
+                    reason: reason.clone(),
+                    at: audit::now(),
+                });
+            }
+            if st.wanted.as_ref().is_some_and(|w| w.level == marker.level) {
+                st.wanted = None;
+            }
+            self.save_state(&st)?;
+            self.store
+                .clear_marker(&self.build_id)
+                .map_err(AgentError::failed)?;
+            self.log(
+                "crash-guard",
+                marker.level,
+                &marker.name,
+                "skipped",
+                started,
+                reason.clone(),
+            )?;
+            report.skipped = Some(marker.level);
+            report.notes.push(reason);
+        }
+        match st.wanted.clone() {
+            Some(w) => {
+                let rep = self.apply_cached(w.level, "boot")?;
+                report.applied = Some(rep);
+            }
+            None => {
+                // A level left by a crash guard skip: the last good one
+                // below it, if any was applied before.
+                let fallback = st
+                    .levels
+                    .iter()
+                    .filter(|(l, r)| r.applied_at.is_some() && !st.is_skipped(**l))
+                    .map(|(l, _)| *l)
+                    .filter(|l| report.skipped.is_none_or(|s| *l < s))
+                    .max();
+                if let (Some(level), Some(_)) = (fallback, report.skipped) {
+                    report.applied = Some(self.apply_cached(level, "boot")?);
+                }
+            }
+        }
+        if report.applied.is_none() {
+            self.log(
+                "boot",
+                0,
+                "",
+                "no-op",
+                started,
+                "no level to re-apply".into(),
+            )?;
+        }
+        Ok(report)
+    }
+
+    /// Rewrites the scanner files for the level now active (`None`: no
+    /// patch: the kernel's own version).
+    pub fn write_scanner_files(&self, m: Option<&Manifest>) -> Result<(), AgentError> {
+        let (version, cves) = match m {
+            Some(m) => (
+                effective_uname_v(&self.identity.version, m),
+                m.cves.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            ),
+            None => (self.identity.version.clone(), Vec::new()),
+        };
+        self.store
+            .write_scanner_files(&version, &self.identity.release, &cves)
+            .map_err(AgentError::failed)
+    }
+
+    /// The manifest of a cached level (verified again).
+    pub fn cached_manifest(&self, level: u32, keys: &TrustedKeys) -> Result<Manifest, AgentError> {
+        let path = self.store.bundle_path(&self.build_id, level);
+        Ok(self.open_file(&path, keys)?.1.manifest)
+    }
+}
+
+/// What `boot` did.
+#[derive(Debug, Default, Serialize)]
+pub struct BootReport {
+    /// The level the crash guard skipped.
+    pub skipped: Option<u32>,
+    /// The level re-applied.
+    pub applied: Option<ApplyReport>,
+    /// Notes.
+    pub notes: Vec<String>,
+}
+
+/// `uname -v` as it reads with the level's effective version: the
+/// kernel's own package version replaced by it, or noted after it.
+pub fn effective_uname_v(kernel_version: &str, m: &Manifest) -> String {
+    let Some(eff) = m.effective_version.as_deref().filter(|e| !e.is_empty()) else {
+        return kernel_version.to_string();
+    };
+    if let Some(own) = m.kernel.version.as_deref().filter(|v| !v.is_empty()) {
+        if kernel_version.contains(own) {
+            return kernel_version.replacen(own, eff, 1);
+        }
+    }
+    format!("{kernel_version} (noreboot {eff})")
+}
+
+/// Whether a transition ran long enough for the kernel's own signalling.
+fn waited_long(start: Instant) -> bool {
+    start.elapsed() >= Duration::from_secs(14)
+}
+
+/// VmHWM of this process from /proc/self/status (0 if unreadable).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, AgentError> {
+    bundle::read_file(path).map_err(|e| match e {
+        bundle::BundleError::Io { .. } => AgentError::Failed(e.to_string()),
+        other => AgentError::Refused(format!("{}: {other}", path.display())),
+    })
+}
+
+/// Loads module bytes through a memfd: nothing is written to disk and the
+/// kernel reads exactly the verified bytes.
+fn load(name: &str, module: &[u8]) -> Result<(), AgentError> {
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| AgentError::Failed(format!("memfd_create: {e}")))?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(module)
+        .map_err(|e| AgentError::Failed(format!("writing module {name} to a memfd: {e}")))?;
+    livepatch::load_module(name, &f).map_err(AgentError::failed)
+}
+
+/// Unloads a module, retrying briefly while its refcount drops (the
+/// kernel frees a disabled patch from a work item).
+fn unload_when_free(name: &str) -> Result<(), livepatch::LivepatchError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match livepatch::unload_module(name) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn describe_tasks(tasks: &[BlockingTask]) -> String {
+    if tasks.is_empty() {
+        return "none found".into();
+    }
+    tasks
+        .iter()
+        .map(|t| {
+            format!(
+                "{} (pid {}, tid {}) in [{}]",
+                t.comm,
+                t.pid,
+                t.tid,
+                t.stack
+                    .iter()
+                    .map(|f| f.trim_start_matches("[<0>] "))
+                    .collect::<Vec<_>>()
+                    .join(" < ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn run_health_command(cmd: &str, limit: Duration) -> Result<(), String> {
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting health command {cmd:?}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(format!("health command {cmd:?} failed ({st})")),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "health command {cmd:?} did not finish within {}",
+                    humantime::format_duration(limit)
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting for health command {cmd:?}: {e}")),
+        }
+    }
+}

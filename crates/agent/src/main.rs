@@ -1,0 +1,596 @@
+//! `noreboot`, the host agent: identifies the running kernel by its GNU
+//! build-id, applies signed cumulative live patch levels and watches their
+//! transition, reverts, re-applies at boot behind a crash guard, and tells
+//! people and scanners what the kernel is now protected against. Errors
+//! become exit codes in `exit_code` only.
+
+mod audit;
+mod config;
+mod engine;
+mod lock;
+mod state;
+mod update;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::engine::{Agent, AgentError};
+use crate::lock::{AgentLock, LockError};
+
+#[derive(Parser)]
+#[command(
+    name = "noreboot",
+    version,
+    about = "Live patches for the running Linux kernel"
+)]
+struct Cli {
+    /// Configuration file [default: /etc/noreboot/config.toml, or
+    /// $NOREBOOT_CONFIG].
+    #[arg(long, global = true, env = "NOREBOOT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The kernel, the active level, and whether it is up to date.
+    ///
+    /// Exit status: 0 up to date, 1 nothing applied, 2 a newer level is
+    /// available but not applied, 3 no patches exist for this kernel.
+    Status,
+    /// Verify and apply a bundle file (local or air-gapped use).
+    ///
+    /// Exit status: 0 applied (or already active), 4 refused (nothing was
+    /// loaded), 5 rolled back (stall or failed health check: the previous
+    /// level is active), 6 another agent is busy, 1 other errors.
+    Apply {
+        /// The bundle (.nrb).
+        file: PathBuf,
+    },
+    /// Apply the newest level the configured update source offers.
+    Update,
+    /// Go back to an earlier cached level (default: the one before).
+    Revert {
+        /// The level to go to; 0 removes every patch.
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// Disable and unload every live patch of ours.
+    Unload,
+    /// Re-apply the cached level at boot (no network), behind the crash
+    /// guard.
+    Boot,
+    /// Like uname(1), with the effective kernel version of the active level.
+    Uname {
+        /// All fields.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Kernel name.
+        #[arg(short = 's')]
+        kernel_name: bool,
+        /// Host name.
+        #[arg(short = 'n')]
+        nodename: bool,
+        /// Kernel release.
+        #[arg(short = 'r')]
+        release: bool,
+        /// Kernel version (the effective one).
+        #[arg(short = 'v')]
+        kernel_version: bool,
+        /// Machine.
+        #[arg(short = 'm')]
+        machine: bool,
+    },
+    /// Cached levels for this kernel: CVEs, functions, when applied.
+    Patches,
+    /// The audit log.
+    Log {
+        /// Only the last N entries.
+        #[arg(long, short = 'n')]
+        last: Option<usize>,
+    },
+    /// Bundle files.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+}
+
+#[derive(Subcommand)]
+enum BundleCmd {
+    /// Show a bundle's manifest and check it (signature against the
+    /// trusted keys, module hash) without applying it.
+    Inspect {
+        /// The bundle.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("noreboot: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The one place errors become exit codes.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(a) = e.downcast_ref::<AgentError>() {
+        return match a {
+            AgentError::Refused(_) => 4,
+            AgentError::RolledBack(_) => 5,
+            AgentError::Nothing(_) | AgentError::Failed(_) => 1,
+        };
+    }
+    if let Some(LockError::Busy { .. }) = e.downcast_ref::<LockError>() {
+        return 6;
+    }
+    1
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_PATH), false),
+    };
+    Ok(Config::load(&path, explicit)?)
+}
+
+fn lock(agent: &Agent, what: &str) -> anyhow::Result<AgentLock> {
+    agent.store.ensure()?;
+    let l = AgentLock::acquire(
+        &agent.store.lock_path(),
+        agent.cfg.lock.wait,
+        what,
+        |holder| {
+            eprintln!(
+                "noreboot: waiting up to {} for another agent ({holder})",
+                humantime::format_duration(agent.cfg.lock.wait)
+            )
+        },
+    )?;
+    Ok(l)
+}
+
+fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let cfg = load_config(&cli)?;
+    if let Cmd::Bundle(BundleCmd::Inspect { file }) = &cli.command {
+        return inspect(&cfg, file, cli.json);
+    }
+    let agent = Agent::new(cfg)?;
+    let json = cli.json;
+    match cli.command {
+        Cmd::Status => status(&agent, json),
+        Cmd::Apply { file } => {
+            let _l = lock(&agent, &format!("apply {}", file.display()))?;
+            let keys = agent.keys()?;
+            let (bytes, vb) = match agent.open_file(&file, &keys) {
+                Ok(x) => x,
+                Err(e) => {
+                    agent.log(
+                        "apply",
+                        0,
+                        "",
+                        "refused",
+                        std::time::Instant::now(),
+                        e.to_string(),
+                    )?;
+                    return Err(e.into());
+                }
+            };
+            let rep = agent.apply(&bytes, &vb, "apply")?;
+            report_apply(&rep, json)
+        }
+        Cmd::Update => {
+            let _l = lock(&agent, "update")?;
+            let rep = update::run(&agent)?;
+            if json {
+                print_json(&rep)?;
+            } else {
+                println!("{}", rep.summary);
+            }
+            Ok(0)
+        }
+        Cmd::Revert { to } => {
+            let _l = lock(&agent, "revert")?;
+            match agent.revert(to)? {
+                Some(rep) => report_apply(&rep, json),
+                None => {
+                    if json {
+                        print_json(&serde_json::json!({"level": 0}))?;
+                    } else {
+                        println!("reverted: no live patch is active");
+                    }
+                    Ok(0)
+                }
+            }
+        }
+        Cmd::Unload => {
+            let _l = lock(&agent, "unload")?;
+            let done = agent.unload_all("unload")?;
+            if json {
+                print_json(&serde_json::json!({ "unloaded": done }))?;
+            } else if done.is_empty() {
+                println!("no live patch of ours was loaded");
+            } else {
+                println!("unloaded {}", done.join(", "));
+            }
+            Ok(0)
+        }
+        Cmd::Boot => {
+            let _l = lock(&agent, "boot")?;
+            let rep = agent.boot()?;
+            if json {
+                print_json(&rep)?;
+            } else {
+                for n in &rep.notes {
+                    println!("{n}");
+                }
+                match &rep.applied {
+                    Some(a) => println!("boot: level {} ({}) re-applied", a.level, a.name),
+                    None => println!("boot: no level to re-apply"),
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Uname {
+            all,
+            kernel_name,
+            nodename,
+            release,
+            kernel_version,
+            machine,
+        } => {
+            let u = rustix::system::uname();
+            let eff = effective_version(&agent);
+            let mut fields = Vec::new();
+            let none = !(kernel_name || nodename || release || kernel_version || machine);
+            if all || kernel_name || none {
+                fields.push(u.sysname().to_string_lossy().into_owned());
+            }
+            if all || nodename {
+                fields.push(u.nodename().to_string_lossy().into_owned());
+            }
+            if all || release {
+                fields.push(agent.identity.release.clone());
+            }
+            if all || kernel_version {
+                fields.push(eff.clone());
+            }
+            if all || machine {
+                fields.push(u.machine().to_string_lossy().into_owned());
+            }
+            if all {
+                fields.push("GNU/Linux".into());
+            }
+            if json {
+                print_json(&serde_json::json!({
+                    "sysname": u.sysname().to_string_lossy(),
+                    "nodename": u.nodename().to_string_lossy(),
+                    "release": agent.identity.release,
+                    "version": eff,
+                    "kernel_version": agent.identity.version,
+                    "machine": u.machine().to_string_lossy(),
+                }))?;
+            } else {
+                println!("{}", fields.join(" "));
+            }
+            Ok(0)
+        }
+        Cmd::Patches => patches(&agent, json),
+        Cmd::Log { last } => {
+            let r = agent.audit.read()?;
+            let skip = last.map(|n| r.entries.len().saturating_sub(n)).unwrap_or(0);
+            let entries = &r.entries[skip..];
+            if json {
+                print_json(&entries)?;
+            } else {
+                for e in entries {
+                    println!(
+                        "{} {:<11} level {:<3} {:<11} {:>6} ms  {}  {}{}",
+                        e.time,
+                        e.action,
+                        e.level,
+                        e.result,
+                        e.duration_ms,
+                        e.invoker,
+                        e.name,
+                        if e.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", e.detail)
+                        }
+                    );
+                }
+            }
+            if r.skipped > 0 {
+                eprintln!(
+                    "noreboot: {} unreadable line(s) in {} (torn by a crash?)",
+                    r.skipped,
+                    agent.audit.path().display()
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Bundle(_) => unreachable!("handled above"),
+    }
+}
+
+fn report_apply(rep: &engine::ApplyReport, json: bool) -> anyhow::Result<u8> {
+    if json {
+        print_json(rep)?;
+    } else if !rep.changed {
+        println!("level {} ({}) is already active", rep.level, rep.name);
+    } else {
+        println!(
+            "level {} ({}) applied, replacing level {}: transition {:.0} ms{}",
+            rep.level,
+            rep.name,
+            rep.previous,
+            rep.transition_ms,
+            if rep.signalled {
+                " (blocking tasks were signalled)"
+            } else {
+                ""
+            }
+        );
+        for n in &rep.notes {
+            println!("  {n}");
+        }
+    }
+    Ok(0)
+}
+
+fn effective_version(agent: &Agent) -> String {
+    std::fs::read_to_string(agent.store.root().join("effective-version"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && agent_active(agent))
+        .unwrap_or_else(|| agent.identity.version.clone())
+}
+
+fn agent_active(agent: &Agent) -> bool {
+    agent
+        .state()
+        .and_then(|st| agent.active(&st))
+        .map(|a| a.is_some())
+        .unwrap_or(false)
+}
+
+#[derive(Serialize)]
+struct Status {
+    release: String,
+    version: String,
+    build_id: String,
+    active: Option<ActiveLevel>,
+    live: Vec<engine::LivePatch>,
+    wanted: Option<u32>,
+    newest_known: u32,
+    effective_version: String,
+    cves: Vec<String>,
+    skipped: Vec<state::Skipped>,
+    offer: Option<state::Offer>,
+    state: &'static str,
+    notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ActiveLevel {
+    level: u32,
+    name: String,
+    applied_at: Option<String>,
+}
+
+fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
+    let st = agent.state()?;
+    let live = agent.live(&st)?;
+    let active = agent.active(&st)?;
+    let cached = agent.store.cached_levels(&agent.build_id)?;
+    let newest_cached = cached
+        .iter()
+        .copied()
+        .filter(|l| !st.is_skipped(*l))
+        .max()
+        .unwrap_or(0);
+    let offered = st.offer.as_ref().map(|o| o.level).unwrap_or(0);
+    let newest_known = newest_cached.max(offered);
+    let mut notes = Vec::new();
+    let mut cves = Vec::new();
+    let mut effective = agent.identity.version.clone();
+    if let Some((level, _)) = &active {
+        match agent.keys().and_then(|k| agent.cached_manifest(*level, &k)) {
+            Ok(m) => {
+                cves = m.cves.iter().map(|c| c.id.clone()).collect();
+                effective = engine::effective_uname_v(&agent.identity.version, &m);
+            }
+            Err(e) => notes.push(format!("cached level {level} cannot be read: {e}")),
+        }
+    }
+    if let Some(m) = agent.store.marker(&agent.build_id)? {
+        notes.push(format!(
+            "level {} was being applied at {} and not finished (crash guard armed)",
+            m.level, m.at
+        ));
+    }
+    if let Some(w) = &st.wanted {
+        if active.as_ref().map(|a| a.0) != Some(w.level) {
+            notes.push(format!(
+                "level {} should be active but is not loaded (run `noreboot boot`)",
+                w.level
+            ));
+        }
+    }
+    let active_level = active.as_ref().map(|a| a.0).unwrap_or(0);
+    let (state, code) = if st.offer.as_ref().is_some_and(|o| !o.supported) && active.is_none() {
+        ("unsupported", 3)
+    } else if active.is_none() {
+        ("unpatched", 1)
+    } else if newest_known > active_level {
+        ("update-available", 2)
+    } else {
+        ("up-to-date", 0)
+    };
+    let s = Status {
+        release: agent.identity.release.clone(),
+        version: agent.identity.version.clone(),
+        build_id: agent.build_id.clone(),
+        active: active.map(|(level, name)| ActiveLevel {
+            applied_at: st.levels.get(&level).and_then(|r| r.applied_at.clone()),
+            level,
+            name,
+        }),
+        live,
+        wanted: st.wanted.as_ref().map(|w| w.level),
+        newest_known,
+        effective_version: effective,
+        cves,
+        skipped: st.skipped.clone(),
+        offer: st.offer.clone(),
+        state,
+        notes,
+    };
+    if json {
+        print_json(&s)?;
+    } else {
+        println!("kernel:    {} {}", s.release, s.version);
+        println!("build-id:  {}", s.build_id);
+        match &s.active {
+            Some(a) => println!(
+                "level:     {} ({}), applied {}",
+                a.level,
+                a.name,
+                a.applied_at.as_deref().unwrap_or("?")
+            ),
+            None => println!("level:     none"),
+        }
+        println!("effective: {}", s.effective_version);
+        if !s.cves.is_empty() {
+            println!("fixes:     {}", s.cves.join(" "));
+        }
+        if newest_known > active_level {
+            println!("newer:     level {newest_known} is available");
+        }
+        for sk in &s.skipped {
+            println!("skipped:   level {}: {}", sk.level, sk.reason);
+        }
+        for n in &s.notes {
+            println!("note:      {n}");
+        }
+        println!("state:     {}", s.state);
+    }
+    Ok(code)
+}
+
+fn patches(agent: &Agent, json: bool) -> anyhow::Result<u8> {
+    let st = agent.state()?;
+    let keys = agent.keys()?;
+    let active = agent.active(&st)?.map(|a| a.0);
+    let mut out = Vec::new();
+    for level in agent.store.cached_levels(&agent.build_id)? {
+        let m = agent
+            .cached_manifest(level, &keys)
+            .with_context(|| format!("cached level {level}"))?;
+        out.push(serde_json::json!({
+            "level": level,
+            "name": m.name,
+            "active": active == Some(level),
+            "skipped": st.is_skipped(level),
+            "applied_at": st.levels.get(&level).and_then(|r| r.applied_at.clone()),
+            "effective_version": m.effective_version,
+            "cves": m.cves,
+            "targets": m.targets,
+            "description": m.description,
+        }));
+    }
+    if json {
+        print_json(&out)?;
+        return Ok(0);
+    }
+    if out.is_empty() {
+        println!("no levels cached for this kernel ({})", agent.build_id);
+    }
+    for p in &out {
+        println!(
+            "level {} {}{}{} applied {}",
+            p["level"],
+            p["name"].as_str().unwrap_or(""),
+            if p["active"] == true { " [active]" } else { "" },
+            if p["skipped"] == true {
+                " [skipped]"
+            } else {
+                ""
+            },
+            p["applied_at"].as_str().unwrap_or("never")
+        );
+        for c in p["cves"].as_array().into_iter().flatten() {
+            println!(
+                "  {}  {}",
+                c["id"].as_str().unwrap_or(""),
+                c["description"].as_str().unwrap_or("")
+            );
+        }
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let funcs: Vec<&str> = t["functions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["name"].as_str())
+                .collect();
+            println!(
+                "  {}: {}",
+                t["object"].as_str().unwrap_or(""),
+                funcs.join(", ")
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn inspect(cfg: &Config, file: &PathBuf, json: bool) -> anyhow::Result<u8> {
+    let bytes = bundle::read_file(file)?;
+    let keys = bundle::TrustedKeys::load_dir(&cfg.trusted_keys).ok();
+    let r = bundle::inspect(&bytes, keys.as_ref());
+    if json {
+        let checks: Vec<_> = r
+            .checks
+            .iter()
+            .map(|c| {
+                let (outcome, detail) = match &c.outcome {
+                    bundle::Outcome::Pass(d) => ("pass", d.clone()),
+                    bundle::Outcome::Fail(e) => ("fail", e.to_string()),
+                    bundle::Outcome::Skipped(d) => ("skipped", d.clone()),
+                };
+                serde_json::json!({"check": c.what, "outcome": outcome, "detail": detail})
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "file": file,
+            "size": r.size,
+            "members": r.members,
+            "signer": r.signer.map(|k| k.to_string()),
+            "trusted_comment": r.trusted_comment,
+            "manifest": r.manifest,
+            "checks": checks,
+            "ok": r.passed(),
+        }))?;
+    } else {
+        print!("{r}");
+    }
+    Ok(if r.passed() { 0 } else { 4 })
+}

@@ -1,0 +1,397 @@
+//! What the agent keeps on disk under the state directory: per kernel
+//! build-id the bundles it applied (so `boot` and `revert` need no network),
+//! the level to re-apply at boot, levels the crash guard skipped, what the
+//! last update source offered, and the crash-guard marker; beside them the
+//! files scanners read. Every write is atomic (temp file, fsync, rename,
+//! fsync of the directory): a crash leaves the old or the new file whole.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// File system trouble.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file that is not ours or is damaged.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `data` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    f.write_all(data).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StateError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
+}
+
+/// A level that was applied once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Applied {
+    /// The level.
+    pub level: u32,
+    /// Its patch name.
+    pub name: String,
+    /// When it was applied (RFC 3339).
+    pub at: String,
+}
+
+/// A level the crash guard (or a failed health check) took out of play.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    /// The level.
+    pub level: u32,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// What an update source last said about this kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Offer {
+    /// The newest level on offer (0: none).
+    pub level: u32,
+    /// False when the source has no patches at all for this build-id.
+    pub supported: bool,
+    /// Where from.
+    pub source: String,
+    /// When (RFC 3339).
+    pub checked_at: String,
+}
+
+/// A cached level.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LevelRecord {
+    /// Its patch (and module) name.
+    pub name: String,
+    /// When it was last applied (RFC 3339).
+    #[serde(default)]
+    pub applied_at: Option<String>,
+}
+
+impl KernelState {
+    /// The level a patch name belongs to, if it is one of ours.
+    pub fn level_of(&self, name: &str) -> Option<u32> {
+        self.levels
+            .iter()
+            .find(|(_, r)| r.name == name)
+            .map(|(l, _)| *l)
+    }
+
+    /// Whether the crash guard or a failed health check took a level out.
+    pub fn is_skipped(&self, level: u32) -> bool {
+        self.skipped.iter().any(|s| s.level == level)
+    }
+}
+
+/// Per-kernel state (`kernels/<build-id>/state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KernelState {
+    /// The kernel release, for people reading the file.
+    #[serde(default)]
+    pub release: String,
+    /// The level to keep active (re-applied at boot); `None`: none.
+    #[serde(default)]
+    pub wanted: Option<Applied>,
+    /// Every level cached for this kernel: its patch name and when it was
+    /// last applied.
+    #[serde(default)]
+    pub levels: BTreeMap<u32, LevelRecord>,
+    /// Levels not to apply again automatically.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// The last answer of an update source.
+    #[serde(default)]
+    pub offer: Option<Offer>,
+}
+
+/// The crash-guard marker: written before a module is loaded, removed
+/// once the level passed its health check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Marker {
+    /// The level being loaded.
+    pub level: u32,
+    /// Its patch name.
+    pub name: String,
+    /// `/proc/sys/kernel/random/boot_id` at the time: a different boot
+    /// id later means the machine went down in between.
+    pub boot_id: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Store { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes sure the root exists (for the lock file).
+    pub fn ensure(&self) -> Result<(), StateError> {
+        std::fs::create_dir_all(&self.root).map_err(io("create directory", &self.root))
+    }
+
+    fn kernel_dir(&self, build_id: &str) -> PathBuf {
+        self.root.join("kernels").join(build_id)
+    }
+
+    /// Where a level's bundle is cached.
+    pub fn bundle_path(&self, build_id: &str, level: u32) -> PathBuf {
+        self.kernel_dir(build_id)
+            .join("levels")
+            .join(format!("{level}.nrb"))
+    }
+
+    /// Caches a verified bundle.
+    pub fn save_bundle(&self, build_id: &str, level: u32, bytes: &[u8]) -> Result<(), StateError> {
+        write_atomic(&self.bundle_path(build_id, level), bytes, 0o644)
+    }
+
+    /// Levels cached for a kernel, ascending.
+    pub fn cached_levels(&self, build_id: &str) -> Result<Vec<u32>, StateError> {
+        let dir = self.kernel_dir(build_id).join("levels");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("read directory", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(io("read directory", &dir))?;
+            let name = e.file_name();
+            let Some(level) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".nrb"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            out.push(level);
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn state_path(&self, build_id: &str) -> PathBuf {
+        self.kernel_dir(build_id).join("state.json")
+    }
+
+    /// The per-kernel state (default when there is none yet).
+    pub fn load(&self, build_id: &str) -> Result<KernelState, StateError> {
+        let path = self.state_path(build_id);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KernelState::default()),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    /// Writes the per-kernel state.
+    pub fn save(&self, build_id: &str, s: &KernelState) -> Result<(), StateError> {
+        let data = serde_json::to_vec_pretty(s).map_err(|e| StateError::Corrupt {
+            path: self.state_path(build_id),
+            message: e.to_string(),
+        })?;
+        write_atomic(&self.state_path(build_id), &data, 0o644)
+    }
+
+    fn marker_path(&self, build_id: &str) -> PathBuf {
+        self.kernel_dir(build_id).join("loading.json")
+    }
+
+    /// The crash-guard marker, if one is set.
+    pub fn marker(&self, build_id: &str) -> Result<Option<Marker>, StateError> {
+        let path = self.marker_path(build_id);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt {
+                    path,
+                    message: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    /// Sets the crash-guard marker (durably: it must be on disk before the
+    /// module is loaded).
+    pub fn set_marker(&self, build_id: &str, m: &Marker) -> Result<(), StateError> {
+        let data = serde_json::to_vec(m).map_err(|e| StateError::Corrupt {
+            path: self.marker_path(build_id),
+            message: e.to_string(),
+        })?;
+        write_atomic(&self.marker_path(build_id), &data, 0o644)
+    }
+
+    /// Clears the crash-guard marker.
+    pub fn clear_marker(&self, build_id: &str) -> Result<(), StateError> {
+        let path = self.marker_path(build_id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.kernel_dir(build_id)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &path)(e)),
+        }
+    }
+
+    /// The audit log's path.
+    pub fn audit_path(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+
+    /// The lock file's path.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Writes the files scanners read: `effective-version` (one line, the
+    /// `uname -v` the kernel now stands for), `effective-release`, `cves`
+    /// (one CVE id per line, fixed by the active level).
+    pub fn write_scanner_files(
+        &self,
+        effective_version: &str,
+        effective_release: &str,
+        cves: &[String],
+    ) -> Result<(), StateError> {
+        write_atomic(
+            &self.root.join("effective-version"),
+            format!("{effective_version}\n").as_bytes(),
+            0o644,
+        )?;
+        write_atomic(
+            &self.root.join("effective-release"),
+            format!("{effective_release}\n").as_bytes(),
+            0o644,
+        )?;
+        let mut list = String::new();
+        for c in cves {
+            list.push_str(c);
+            list.push('\n');
+        }
+        write_atomic(&self.root.join("cves"), list.as_bytes(), 0o644)
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id(proc_root: &Path) -> String {
+    std::fs::read_to_string(proc_root.join("sys/kernel/random/boot_id"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_levels_are_listed() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::new(t.path());
+        assert_eq!(s.load("ab").unwrap(), KernelState::default());
+        let mut k = KernelState {
+            release: "r".into(),
+            ..Default::default()
+        };
+        k.wanted = Some(Applied {
+            level: 2,
+            name: "p2".into(),
+            at: "t".into(),
+        });
+        s.save("ab", &k).unwrap();
+        assert_eq!(s.load("ab").unwrap(), k);
+        s.save_bundle("ab", 10, b"x").unwrap();
+        s.save_bundle("ab", 2, b"y").unwrap();
+        std::fs::write(t.path().join("kernels/ab/levels/junk"), "").unwrap();
+        assert_eq!(s.cached_levels("ab").unwrap(), [2, 10]);
+    }
+
+    #[test]
+    fn marker_set_and_cleared() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::new(t.path());
+        let m = Marker {
+            level: 3,
+            name: "p".into(),
+            boot_id: "b".into(),
+            at: "t".into(),
+        };
+        s.set_marker("ab", &m).unwrap();
+        assert_eq!(s.marker("ab").unwrap(), Some(m));
+        s.clear_marker("ab").unwrap();
+        assert_eq!(s.marker("ab").unwrap(), None);
+    }
+
+    #[test]
+    fn damaged_state_names_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::new(t.path());
+        std::fs::create_dir_all(t.path().join("kernels/ab")).unwrap();
+        std::fs::write(t.path().join("kernels/ab/state.json"), "{nope").unwrap();
+        let e = s.load("ab").unwrap_err();
+        assert!(e.to_string().contains("state.json"), "{e}");
+    }
+}

@@ -1,0 +1,234 @@
+//! Fixtures for the agent's guest tests: real live patch levels for the
+//! 6.1 cloud kernel built by noreboot-build from edits of its own source
+//! (level 1 and 2 change /proc/cmdline; level 3 also patches kthreadd,
+//! which never leaves its function, so its transition stalls), signed
+//! into bundles with a test key, plus bad bundles of every kind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use kernel_tree::{AptArchive, Cache, Workspace};
+
+pub const RELEASE: &str = "6.1.0-47-cloud-amd64";
+
+/// Everything the tests need, built once per test binary.
+pub struct Fixture {
+    pub ws: Workspace,
+    pub dir: PathBuf,
+    pub agent: PathBuf,
+    pub secret: PathBuf,
+    pub public: PathBuf,
+    /// Level bundles: 1, 2, 3 (stall).
+    pub levels: Vec<PathBuf>,
+    /// The kernel's build-id.
+    pub build_id: String,
+}
+
+/// A binary of this workspace beside the test executable, built on demand
+/// (cargo builds only this package's binaries for its tests).
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join(name);
+    let profile = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().unwrap();
+    assert!(st.success(), "building {name} failed");
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    bin
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn unified_diff(rel: &str, old: &Path, new: &Path) -> String {
+    let out = Command::new("diff")
+        .arg("-u")
+        .arg(format!("--label=a/{rel}"))
+        .arg(format!("--label=b/{rel}"))
+        .arg(old)
+        .arg(new)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A patch of `rel` in `tree` with each `from` replaced by `to` once.
+fn edit(tree: &Path, rel: &str, edits: &[(&str, &str)], out: &Path) -> PathBuf {
+    let mut text = std::fs::read_to_string(tree.join(rel)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{rel} has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    let name = rel.replace('/', "_");
+    let edited = out.join(format!("{name}.edited"));
+    std::fs::write(&edited, text).unwrap();
+    let patch = out.join(format!("{name}-{}.patch", edits.len() + edits[0].1.len()));
+    std::fs::write(&patch, unified_diff(rel, &tree.join(rel), &edited)).unwrap();
+    patch
+}
+
+fn cmdline_patch(tree: &Path, level: u32, out: &Path) -> PathBuf {
+    let d = out.join(format!("cmdline-{level}"));
+    std::fs::create_dir_all(&d).unwrap();
+    edit(
+        tree,
+        "fs/proc/cmdline.c",
+        &[(
+            "\tseq_puts(m, saved_command_line);",
+            &format!(
+                "\tseq_puts(m, \"noreboot-level-{level} \");\n\tseq_puts(m, saved_command_line);"
+            ),
+        )],
+        &d,
+    )
+}
+
+fn stall_patch(tree: &Path, out: &Path) -> PathBuf {
+    let d = out.join("stall");
+    std::fs::create_dir_all(&d).unwrap();
+    // kthreadd sleeps inside kthreadd() for ever: no transition of a patch
+    // replacing it can finish.
+    edit(
+        tree,
+        "kernel/kthread.c",
+        &[(
+            "\t\t__set_current_state(TASK_RUNNING);\n\n\t\tspin_lock(&kthread_create_lock);",
+            "\t\t__set_current_state(TASK_RUNNING);\n\t\tcpu_relax();\n\n\t\tspin_lock(&kthread_create_lock);",
+        )],
+        &d,
+    )
+}
+
+fn factory(build: &Path, patches: &[&Path], name: &str, cves: &[&str], out: &Path) {
+    let mut cmd = Command::new(build);
+    cmd.args(["--kernel", RELEASE, "--name", name, "-o"])
+        .arg(out);
+    for p in patches {
+        cmd.arg("--patch").arg(p);
+    }
+    for c in cves {
+        cmd.args(["--cve", c]);
+    }
+    cmd.args(["--description", &format!("test level {name}")]);
+    run(&mut cmd);
+}
+
+pub fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let cache = Cache::from_env().unwrap();
+        let archive = AptArchive::new();
+        let ws = Workspace::fetch(&cache, &archive, &RELEASE.parse().unwrap()).unwrap();
+        let tree = ws.source_tree(&cache, &archive).unwrap();
+        let t = tree.dir().to_path_buf();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent-fixture");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let build = workspace_bin("noreboot-build", "build");
+        let agent = PathBuf::from(env!("CARGO_BIN_EXE_noreboot"));
+        run(Command::new(&build)
+            .args(["keygen", "-o"])
+            .arg(dir.join("keys")));
+        let secret = dir.join("keys/noreboot.key");
+        let public = dir.join("keys/noreboot.pub");
+
+        let p1 = cmdline_patch(&t, 1, &dir);
+        let p2 = cmdline_patch(&t, 2, &dir);
+        let ps = stall_patch(&t, &dir);
+        // (name, patches, CVEs, effective version)
+        type Spec<'a> = (&'a str, Vec<&'a Path>, Vec<&'a str>, Option<&'a str>);
+        let specs: [Spec; 3] = [
+            ("nrtest_l1", vec![&p1], vec!["CVE-2099-1001"], None),
+            (
+                "nrtest_l2",
+                vec![&p2],
+                vec!["CVE-2099-1001", "CVE-2099-1002"],
+                Some("6.1.192-3"),
+            ),
+            (
+                "nrtest_l3",
+                vec![&p2, &ps],
+                vec!["CVE-2099-1001", "CVE-2099-1002", "CVE-2099-1003"],
+                Some("6.1.192-3"),
+            ),
+        ];
+        let mut levels = Vec::new();
+        for (i, (name, patches, cves, eff)) in specs.iter().enumerate() {
+            let out = dir.join(name);
+            factory(&build, patches, name, cves, &out);
+            let nrb = dir.join(format!("{name}.nrb"));
+            let mut cmd = Command::new(&build);
+            cmd.args(["bundle", "--from"])
+                .arg(&out)
+                .args(["--level", &(i + 1).to_string(), "--key"])
+                .arg(&secret)
+                .arg("-o")
+                .arg(&nrb);
+            if let Some(e) = eff {
+                cmd.args(["--effective-version", e]);
+            }
+            run(&mut cmd);
+            levels.push(nrb);
+        }
+        let build_id = ws.identity().build_id.to_string();
+        Fixture {
+            ws,
+            dir,
+            agent,
+            secret,
+            public,
+            levels,
+            build_id,
+        }
+    })
+}
+
+/// The agent's configuration in the guest.
+pub fn config(signal_after: &str, timeout: &str, extra: &str) -> String {
+    format!(
+        "[transition]\nsignal_after = \"{signal_after}\"\ntimeout = \"{timeout}\"\n\n[update]\ndirectory = \"/root/feed\"\n{extra}"
+    )
+}
+
+/// A guest with the agent, the test key trusted, and the levels in
+/// /root/l1.nrb ... and the update feed /root/feed (levels 1 and 2).
+pub fn guest_config(f: &Fixture, cfg: &str) -> lab::GuestConfig {
+    let mut g = lab::GuestConfig::for_workspace(&f.ws)
+        .with_binary(&f.agent, "/usr/sbin/noreboot")
+        .with_file(&f.public, "/etc/noreboot/trusted.d/test.pub");
+    for (i, l) in f.levels.iter().enumerate() {
+        g = g.with_file(l, format!("/root/l{}.nrb", i + 1));
+    }
+    for (i, l) in f.levels.iter().take(2).enumerate() {
+        g = g.with_file(l, format!("/root/feed/l{}.nrb", i + 1));
+    }
+    g.contents.push((
+        "/etc/noreboot/config.toml".into(),
+        cfg.as_bytes().to_vec(),
+        0o644,
+    ));
+    g
+}
+
+/// Runs a script in the guest; returns (exit status, stdout, stderr).
+pub fn sh(g: &mut lab::Guest, script: &str) -> (i32, String, String) {
+    let r = g.exec(script).unwrap();
+    (r.status, r.stdout, r.stderr)
+}

@@ -1,0 +1,477 @@
+//! The agent in a real 6.1 guest with real live patch levels: apply,
+//! replace, revert, unload, update from a mirror directory; every kind of
+//! bad bundle refused with nothing loaded; a stalled transition signalled
+//! then rolled back; levels kept across reboots on a disk and the crash
+//! guard skipping a level that crashed the machine; two agents at once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{config, fixture, guest_config, sh, Fixture};
+
+/// What the kernel shows of our patches: "name:enabled:transition" lines.
+const SYSFS: &str = "for p in /sys/kernel/livepatch/*; do [ -d \"$p\" ] && echo \"$(basename $p):$(cat $p/enabled):$(cat $p/transition)\"; done; true";
+/// Our modules in lsmod.
+const MODULES: &str = "cut -d' ' -f1 /proc/modules | grep '^nrtest' | sort | tr '\\n' ' '; true";
+
+fn status(g: &mut lab::Guest) -> (i32, serde_json::Value) {
+    let (code, out, err) = sh(g, "/usr/sbin/noreboot status --json");
+    let v =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out} {err}"));
+    (code, v)
+}
+
+fn cmdline(g: &mut lab::Guest) -> String {
+    g.exec_ok("cat /proc/cmdline").unwrap()
+}
+
+/// Runs the agent, returns (exit status, stdout + stderr).
+fn agent(g: &mut lab::Guest, args: &str) -> (i32, String) {
+    let (code, out, err) = sh(g, &format!("/usr/sbin/noreboot {args}"));
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn levels_apply_replace_revert_unload_and_update() {
+    let f = fixture();
+    let mut g = lab::Guest::boot(&guest_config(f, &config("15s", "1m", ""))).unwrap();
+
+    let (code, s) = status(&mut g);
+    assert_eq!(code, 1, "nothing applied: {s}");
+    assert_eq!(s["state"], "unpatched");
+    assert_eq!(s["build_id"], f.build_id.as_str());
+
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["active"]["level"].as_u64()), (0, Some(1)), "{s}");
+    assert_eq!(s["cves"], serde_json::json!(["CVE-2099-1001"]));
+
+    // Level 2 replaces level 1 atomically; level 1's module goes away.
+    let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replacing level 1"), "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-2 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["active"]["level"].as_u64()), (0, Some(2)), "{s}");
+    // Scanners: effective version and the CVE list.
+    let uname_v = g.exec_ok("/usr/sbin/noreboot uname -v").unwrap();
+    assert!(uname_v.contains("Debian 6.1.192-3"), "{uname_v}");
+    assert!(!uname_v.contains("6.1.170-3"), "{uname_v}");
+    let real_v = g.exec_ok("uname -v").unwrap();
+    assert!(real_v.contains("6.1.170-3"), "{real_v}");
+    assert!(g
+        .exec_ok("cat /var/lib/noreboot/effective-version")
+        .unwrap()
+        .contains("6.1.192-3"));
+    assert_eq!(
+        g.exec_ok("cat /var/lib/noreboot/cves").unwrap(),
+        "CVE-2099-1001\nCVE-2099-1002\n"
+    );
+    // Same level again: nothing to do.
+    let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already active"), "{out}");
+
+    // Revert goes to level 1; level 2 is then available but not applied.
+    let (code, out) = agent(&mut g, "revert");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l1");
+    let (code, s) = status(&mut g);
+    assert_eq!(
+        (code, s["state"].as_str()),
+        (2, Some("update-available")),
+        "{s}"
+    );
+    let uname_v = g.exec_ok("/usr/sbin/noreboot uname -v").unwrap();
+    assert!(
+        uname_v.contains("6.1.170-3"),
+        "level 1 declares no effective version: {uname_v}"
+    );
+
+    // Unload: nothing of ours left.
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 0, "{out}");
+    assert!(!cmdline(&mut g).contains("noreboot-level"));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "");
+    let (code, _) = status(&mut g);
+    assert_eq!(code, 1);
+
+    // Update from the mirror directory: the newest level there (2).
+    let (code, out) = agent(&mut g, "update");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-2 "), "{out}");
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["active"]["level"].as_u64()), (0, Some(2)), "{s}");
+    let (code, out) = agent(&mut g, "update");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("up to date"), "{out}");
+
+    // patches and log.
+    let (code, out) = agent(&mut g, "patches --json");
+    assert_eq!(code, 0, "{out}");
+    let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let active: Vec<_> = p
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["active"] == true)
+        .map(|l| l["level"].as_u64().unwrap())
+        .collect();
+    assert_eq!(active, [2]);
+    assert!(out.contains("cmdline_proc_show"), "{out}");
+    let (code, out) = agent(&mut g, "log --json");
+    assert_eq!(code, 0, "{out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let actions: Vec<String> = log
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}",
+                e["action"].as_str().unwrap(),
+                e["level"],
+                e["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "apply:1:ok",
+            "apply:2:ok",
+            "apply:2:no-op",
+            "revert:1:ok",
+            "unload:0:ok",
+            "update:2:ok",
+            "update:2:no-op"
+        ],
+        "{out}"
+    );
+    assert!(log
+        .iter()
+        .all(|e| e["invoker"].as_str().unwrap().starts_with("uid=0")));
+    let dmesg = g.dmesg().unwrap();
+    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+}
+
+/// Builds the bad bundles: (file name, what the refusal must say).
+fn bad_bundles(f: &Fixture, dir: &Path) -> Vec<(String, PathBuf, &'static str)> {
+    use bundle::{container, signature, SecretKey};
+    std::fs::create_dir_all(dir).unwrap();
+    let good = std::fs::read(&f.levels[0]).unwrap();
+    let members = container::read(&good).unwrap();
+    let manifest = members.manifest.to_vec();
+    let module = members.module.to_vec();
+    let key = SecretKey::read(&f.secret).unwrap();
+    // Offsets of the members in the file, for byte flips.
+    let off = |part: &[u8]| part.as_ptr() as usize - good.as_ptr() as usize;
+    let m_off = off(members.manifest);
+    let s_off = off(members.signature.unwrap());
+    let k_off = off(members.module);
+    let mut out = Vec::new();
+    let mut add = |name: &str, bytes: Vec<u8>, expect: &'static str| {
+        let p = dir.join(format!("{name}.nrb"));
+        std::fs::write(&p, bytes).unwrap();
+        out.push((name.to_string(), p, expect));
+    };
+    let flip = |at: usize| {
+        let mut b = good.clone();
+        b[at] ^= 0x01;
+        b
+    };
+    let sign = |json: &[u8], k: &SecretKey| -> Vec<u8> {
+        let sig = signature::sign(k, json, "test")
+            .unwrap()
+            .to_minisign_string();
+        container::write(json, sig.as_bytes(), &module)
+    };
+    let mut other: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    other["kernel"]["build_id"] = serde_json::json!("00".repeat(20));
+    add(
+        "other-build-id",
+        sign(&serde_json::to_vec(&other).unwrap(), &key),
+        "is for kernel",
+    );
+    add(
+        "unsigned",
+        container::write_members(&[
+            (container::MANIFEST, &manifest),
+            (container::MODULE, &module),
+        ])
+        .unwrap(),
+        "unsigned",
+    );
+    let stranger = SecretKey::generate().unwrap();
+    add("untrusted-key", sign(&manifest, &stranger), "not trusted");
+    // A byte in the middle of the manifest's JSON (the level digit would
+    // still parse; the signature must catch it).
+    let level_at = m_off
+        + manifest
+            .windows(8)
+            .position(|w| w == b"\"level\":")
+            .unwrap()
+        + 8;
+    add("manifest-byte", flip(level_at), "signature");
+    add("module-byte", flip(k_off + module.len() / 2), "sha256");
+    add("signature-byte", flip(s_off + 120), "signature");
+    add("truncated", good[..good.len() - 1000].to_vec(), "truncated");
+    let mut big: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    big["cves"][0]["description"] = serde_json::json!("x".repeat(100_000));
+    add(
+        "oversized-field",
+        sign(&serde_json::to_vec(&big).unwrap(), &key),
+        "description",
+    );
+    add("garbage", b"not a bundle at all\n".to_vec(), "");
+    out
+}
+
+#[test]
+fn bad_bundles_are_refused_with_nothing_loaded() {
+    let f = fixture();
+    let dir = f.dir.join("bad");
+    let bad = bad_bundles(f, &dir);
+    let mut cfg = guest_config(f, &config("15s", "1m", ""));
+    for (name, p, _) in &bad {
+        cfg = cfg.with_file(p, format!("/root/bad/{name}.nrb"));
+    }
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    let sysfs = g.exec_ok(SYSFS).unwrap();
+    let modules = g.exec_ok(MODULES).unwrap();
+    let mut failures = Vec::new();
+    for (name, _, expect) in &bad {
+        let (code, out) = agent(&mut g, &format!("apply /root/bad/{name}.nrb"));
+        let now_sysfs = g.exec_ok(SYSFS).unwrap();
+        let now_modules = g.exec_ok(MODULES).unwrap();
+        if code != 4
+            || !out.to_lowercase().contains(expect)
+            || !out.contains(&format!("/root/bad/{name}.nrb")) && *name != "other-build-id"
+            || now_sysfs != sysfs
+            || now_modules != modules
+        {
+            failures.push(format!(
+                "{name}: exit {code}, expected 4 and {expect:?}; output: {out}; sysfs {now_sysfs:?}, modules {now_modules:?}"
+            ));
+        }
+        // `bundle inspect` names the failing check too.
+        let (icode, iout) = agent(&mut g, &format!("bundle inspect /root/bad/{name}.nrb"));
+        if icode == 0 && *name != "other-build-id" {
+            failures.push(format!("inspect {name}: exit 0: {iout}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    let (code, out) = agent(&mut g, "log --json");
+    assert_eq!(code, 0);
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let refused = log.iter().filter(|e| e["result"] == "refused").count();
+    assert_eq!(refused, bad.len(), "{out}");
+}
+
+#[test]
+fn a_stalled_transition_is_signalled_then_rolled_back() {
+    let f = fixture();
+    // 6.1 has no signal file: the kernel signals blocking tasks itself
+    // after 15 s, so the timeout leaves room for that.
+    let mut g = lab::Guest::boot(&guest_config(f, &config("2s", "20s", ""))).unwrap();
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    let t = Instant::now();
+    let (code, out) = agent(&mut g, "apply /root/l3.nrb");
+    let took = t.elapsed();
+    assert_eq!(code, 5, "must roll back: {out}");
+    assert!(out.contains("blocking tasks were signalled"), "{out}");
+    assert!(
+        out.contains("kthreadd (pid 2"),
+        "the blocking task is reported: {out}"
+    );
+    assert!(out.contains("kthreadd+"), "with its stack: {out}");
+    assert!(out.contains("previous level is active"), "{out}");
+    // Within the configured time (20 s) plus the reversal, under emulation.
+    assert!(took < Duration::from_secs(32), "took {took:?}");
+    assert!(g
+        .dmesg()
+        .unwrap()
+        .contains("livepatch: signaling remaining tasks"));
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l1");
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert_eq!(code, 2, "level 3 is cached but not applied: {s}");
+    let (_, log) = agent(&mut g, "log -n 1");
+    assert!(
+        log.contains("rolled-back") && log.contains("kthreadd"),
+        "{log}"
+    );
+}
+
+#[test]
+fn two_agents_at_once_one_waits_and_state_stays_consistent() {
+    let f = fixture();
+    // A health command that takes a while keeps the first agent busy (and
+    // holding the lock) long enough for the second to meet it.
+    let slow = config("15s", "1m", "\n[health]\ncommand = \"sleep 4\"\n");
+    let nowait = config("15s", "1m", "\n[lock]\nwait = \"0s\"\n");
+    let mut cfg = guest_config(f, &config("15s", "1m", ""));
+    cfg.contents
+        .push(("/etc/noreboot/slow.toml".into(), slow.into_bytes(), 0o644));
+    cfg.contents.push((
+        "/etc/noreboot/nowait.toml".into(),
+        nowait.into_bytes(),
+        0o644,
+    ));
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    let out = g
+        .exec_ok(
+            "NOREBOOT_CONFIG=/etc/noreboot/slow.toml /usr/sbin/noreboot apply /root/l1.nrb > /tmp/a.out 2>&1 & a=$!\n\
+             sleep 1\n\
+             /usr/sbin/noreboot apply /root/l2.nrb > /tmp/b.out 2>&1; echo b=$?\n\
+             wait $a; echo a=$?; cat /tmp/a.out; echo ---; cat /tmp/b.out",
+        )
+        .unwrap();
+    assert!(out.contains("a=0") && out.contains("b=0"), "{out}");
+    let b_out = out.split("---").nth(1).unwrap();
+    assert!(
+        b_out.contains("waiting up to") && b_out.contains("apply /root/l1.nrb"),
+        "the second waited for the first: {out}"
+    );
+    // One level active, the same in the kernel and in status; no module
+    // left of the other.
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["active"]["level"].as_u64()), (0, Some(2)), "{s}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-2 "));
+    let (_, log) = agent(&mut g, "log --json");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    let seq: Vec<String> = log
+        .iter()
+        .map(|e| format!("{}:{}", e["level"], e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seq, ["1:ok", "2:ok"]);
+
+    // With no wait configured, the second agent refuses at once (exit 6)
+    // and changes nothing.
+    let out = g
+        .exec_ok(
+            "NOREBOOT_CONFIG=/etc/noreboot/slow.toml /usr/sbin/noreboot apply /root/l1.nrb > /tmp/a.out 2>&1 & a=$!\n\
+             sleep 1\n\
+             NOREBOOT_CONFIG=/etc/noreboot/nowait.toml /usr/sbin/noreboot unload 2>&1; echo rc=$?\n\
+             wait $a; echo a=$?",
+        )
+        .unwrap();
+    assert!(
+        out.contains("rc=6") && out.contains("another noreboot holds") && out.contains("a=0"),
+        "{out}"
+    );
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l1");
+}
+
+#[test]
+fn levels_survive_reboot_and_the_crash_guard_skips_a_level_that_crashed() {
+    let f = fixture();
+    let disk = f.dir.join("state-disk.img");
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    common::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&disk),
+    );
+    // What the boot service does, early and without network.
+    let boot = "mkdir -p /var/lib/noreboot && mount -t ext4 /dev/vda /var/lib/noreboot \
+                && /usr/sbin/noreboot boot > /run/boot.out 2>&1; echo $? > /run/boot.rc\n";
+    let crash = config(
+        "15s",
+        "1m",
+        "\n[health]\ncommand = \"echo c > /proc/sysrq-trigger\"\n",
+    );
+    let make = || {
+        let mut c = guest_config(f, &config("15s", "1m", "")).with_disk(&disk);
+        c.boot_script = Some(boot.to_string());
+        c.contents.push((
+            "/etc/noreboot/crash.toml".into(),
+            crash.clone().into_bytes(),
+            0o644,
+        ));
+        c
+    };
+
+    // Boot 1: nothing cached; apply level 1 then 2.
+    let mut g = lab::Guest::boot(&make()).unwrap();
+    assert_eq!(g.exec_ok("cat /run/boot.rc").unwrap().trim(), "0");
+    assert!(g.exec_ok("cat /run/boot.out").unwrap().contains("no level"));
+    for l in ["l1", "l2"] {
+        let (code, out) = agent(&mut g, &format!("apply /root/{l}.nrb"));
+        assert_eq!(code, 0, "{out}");
+    }
+    g.exec_ok("umount /var/lib/noreboot").unwrap();
+    g.shutdown().unwrap();
+
+    // Boot 2: level 2 is back before anything else, with no network.
+    let mut g = lab::Guest::boot(&make()).unwrap();
+    let out = g.exec_ok("cat /run/boot.rc /run/boot.out").unwrap();
+    assert!(
+        out.starts_with("0\n") && out.contains("level 2 (nrtest_l2) re-applied"),
+        "{out}"
+    );
+    assert!(!g.exec_ok("ls /sys/class/net").unwrap().contains("eth0"));
+    assert!(cmdline(&mut g).starts_with("noreboot-level-2 "));
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["active"]["level"].as_u64()), (0, Some(2)), "{s}");
+
+    // Back to level 1, then level 2 again with a health check that
+    // crashes the machine right after the load.
+    let (code, out) = agent(&mut g, "revert --to 1");
+    assert_eq!(code, 0, "{out}");
+    let r = g.exec_timeout(
+        "NOREBOOT_CONFIG=/etc/noreboot/crash.toml /usr/sbin/noreboot apply /root/l2.nrb",
+        Duration::from_secs(60),
+    );
+    assert!(r.is_err(), "the guest must have crashed: {r:?}");
+    let console = g.console();
+    assert!(console.contains("sysrq: Trigger a crash"), "{console}");
+    drop(g);
+
+    // Boot 3: the crash guard skips level 2 and keeps level 1.
+    let mut g = lab::Guest::boot(&make()).unwrap();
+    let out = g.exec_ok("cat /run/boot.rc /run/boot.out").unwrap();
+    assert!(out.starts_with("0\n"), "{out}");
+    assert!(
+        out.contains("crash guard") && out.contains("level 2"),
+        "{out}"
+    );
+    assert!(out.contains("level 1 (nrtest_l1) re-applied"), "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert_eq!(s["skipped"][0]["level"].as_u64(), Some(2), "{s}");
+    assert_eq!(code, 0, "a skipped level is not offered again: {s}");
+    let (_, text) = agent(&mut g, "status");
+    assert!(text.contains("skipped:   level 2: crash guard"), "{text}");
+    // `update` does not take the skipped level again.
+    let (code, out) = agent(&mut g, "update");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "), "{out}");
+    let (_, log) = agent(&mut g, "log");
+    assert!(
+        log.contains("crash-guard") && log.contains("skipped"),
+        "{log}"
+    );
+}

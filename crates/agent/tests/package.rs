@@ -27,11 +27,11 @@ fn debian_package_installs_configures_and_purges() {
     let deb = run(&mut Command::new(repo().join("scripts/package-agent")));
     let deb = PathBuf::from(deb.trim());
     assert!(deb.is_file(), "{}", deb.display());
-    let field = |f: &str| run(&mut Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg(f));
+    let field = |f: &str| run(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg(f));
     assert_eq!(field("Package").trim(), "noreboot");
     assert_eq!(field("Version").trim(), env!("CARGO_PKG_VERSION"));
     assert!(field("Depends").contains("libc6 (>= 2."));
-    let contents = run(&mut Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
     for f in [
         "./usr/bin/noreboot",
         "./etc/noreboot/config.toml",
@@ -43,7 +43,7 @@ fn debian_package_installs_configures_and_purges() {
     ] {
         assert!(contents.contains(f), "{f} missing:\n{contents}");
     }
-    let conffiles = run(&mut Command::new("dpkg-deb")
+    let conffiles = run(Command::new("dpkg-deb")
         .args(["-I"])
         .arg(&deb)
         .arg("conffiles"));
@@ -68,14 +68,14 @@ fn debian_package_installs_configures_and_purges() {
     for a in ["sh", "mkdir", "chmod", "rm"] {
         std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
     }
-    run(&mut Command::new("mknod")
+    run(Command::new("mknod")
         .arg(r.join("dev/null"))
         .args(["c", "1", "3"]));
-    run(&mut Command::new("dpkg")
+    run(Command::new("dpkg")
         .arg(format!("--root={}", r.display()))
         .args(["--force-depends", "-i"])
         .arg(&deb));
-    let status = run(&mut Command::new("dpkg")
+    let status = run(Command::new("dpkg")
         .arg(format!("--root={}", r.display()))
         .args(["-s", "noreboot"]));
     assert!(status.contains("Status: install ok installed"), "{status}");
@@ -84,7 +84,7 @@ fn debian_package_installs_configures_and_purges() {
         "postinst made the state directory"
     );
     // The installed binary runs, and its configuration is the default.
-    let v = run(&mut Command::new(r.join("usr/bin/noreboot")).arg("--version"));
+    let v = run(Command::new(r.join("usr/bin/noreboot")).arg("--version"));
     assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
     let text = std::fs::read_to_string(r.join("etc/noreboot/config.toml")).unwrap();
     assert!(text.contains("signal_after = \"15s\""));
@@ -122,7 +122,7 @@ fn debian_package_installs_configures_and_purges() {
     assert!(timer.contains("OnUnitActiveSec=4h") && timer.contains("RandomizedDelaySec="));
 
     // Purge removes the state and keeps nothing of ours but what dpkg owns.
-    run(&mut Command::new("dpkg")
+    run(Command::new("dpkg")
         .arg(format!("--root={}", r.display()))
         .args(["--purge", "noreboot"]));
     assert!(!r.join("usr/bin/noreboot").exists());

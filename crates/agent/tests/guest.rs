@@ -277,6 +277,18 @@ fn bad_bundles_are_refused_with_nothing_loaded() {
     let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let refused = log.iter().filter(|e| e["result"] == "refused").count();
     assert_eq!(refused, bad.len(), "{out}");
+
+    // A source with nothing for this kernel (only the other build-id's
+    // bundle verifies): the kernel is unsupported, status exit 3.
+    g.exec_ok("printf '[update]\\ndirectory = \"/root/bad\"\\n' > /etc/noreboot/bad-feed.toml")
+        .unwrap();
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = agent(&mut g, "--config /etc/noreboot/bad-feed.toml update");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no patches for this kernel"), "{out}");
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["state"].as_str()), (3, Some("unsupported")), "{s}");
 }
 
 #[test]
@@ -469,9 +481,31 @@ fn levels_survive_reboot_and_the_crash_guard_skips_a_level_that_crashed() {
     let (code, out) = agent(&mut g, "update");
     assert_eq!(code, 0, "{out}");
     assert!(cmdline(&mut g).starts_with("noreboot-level-1 "), "{out}");
-    let (_, log) = agent(&mut g, "log");
-    assert!(
-        log.contains("crash-guard") && log.contains("skipped"),
-        "{log}"
+    // The audit log kept every acknowledged entry across the crash.
+    let (_, log) = agent(&mut g, "log --json");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    let seq: Vec<String> = log
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}",
+                e["action"].as_str().unwrap(),
+                e["level"],
+                e["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        seq[..7],
+        [
+            "boot:0:no-op",
+            "apply:1:ok",
+            "apply:2:ok",
+            "boot:2:ok",
+            "revert:1:ok",
+            "crash-guard:2:skipped",
+            "boot:1:ok"
+        ],
+        "{seq:?}"
     );
 }

@@ -410,6 +410,9 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             });
         t.notes
             .extend(emitted.notes.iter().map(|n| format!("{obj}: {n}")));
+        t.notes.extend(report.names(Status::Ignored).into_iter().map(|f| {
+            format!("{obj}: {f} changed but is marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays")
+        }));
         t.functions.extend(functions);
         t.new_functions
             .extend(report.names(Status::New).into_iter().map(str::to_string));

@@ -95,6 +95,35 @@ pub fn is_runtime(obj: &Object, sec: crate::read::SectionId) -> bool {
     s.is_alloc() && !s.name.starts_with(".discard")
 }
 
+/// Section of the records `NOREBOOT_IGNORE_FUNCTION(fn)` emits: one
+/// pointer per function the patch author declares intentionally unchanged.
+pub const IGNORE_SECTION: &str = ".discard.noreboot.ignore";
+
+/// Functions the patched object's author marked intentionally unchanged.
+pub fn ignored_functions(obj: &Object) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for (_, sec) in obj.sections() {
+        if sec.name != IGNORE_SECTION {
+            continue;
+        }
+        for r in &sec.relocs {
+            let t = obj.symbol(r.symbol);
+            if t.kind == SymKind::Section {
+                // Against the function's section: the function at the
+                // addend.
+                if let Some(f) = obj.symbols.iter().find(|x| {
+                    x.section == t.section && x.kind == SymKind::Func && x.value as i64 == r.addend
+                }) {
+                    out.insert(f.name.clone());
+                }
+            } else {
+                out.insert(t.name.clone());
+            }
+        }
+    }
+    out
+}
+
 /// `.cold` (and `.part`-less) fragments gcc splits off a function: entered
 /// only by jumps from their parent, never called, so they have no fentry
 /// call of their own and are included together with the parent.
@@ -123,6 +152,12 @@ pub fn analyse(
 ) -> Report {
     let namer = Namer::new(orig, patched, c);
     let rodata = changed_rodata(orig, patched, &namer, c);
+    let ignored = ignored_functions(patched);
+    // A `.cold` part follows its parent.
+    let is_ignored = |name: &str| {
+        ignored.contains(name) || ignored.contains(name.split(".cold").next().unwrap_or(name))
+    };
+    let mut ignored_seen: HashSet<String> = HashSet::new();
     let mut functions = Vec::new();
     let mut data = Vec::new();
     let mut refusals = Vec::new();
@@ -148,8 +183,18 @@ pub fn analyse(
                 let (status, reasons) = match verdict {
                     Verdict::Same => (Status::Unchanged, Vec::new()),
                     Verdict::LineOnly => (Status::LineOnly, Vec::new()),
+                    Verdict::Changed(r) if is_ignored(&sp.name) => (Status::Ignored, r),
                     Verdict::Changed(r) => (Status::Changed, r),
                 };
+                if is_ignored(&sp.name) {
+                    ignored_seen.insert(
+                        sp.name
+                            .split(".cold")
+                            .next()
+                            .unwrap_or(&sp.name)
+                            .to_string(),
+                    );
+                }
                 if status == Status::Changed {
                     let osec = section_name(orig, o);
                     if is_noinstr(&osec) {
@@ -277,6 +322,16 @@ pub fn analyse(
                     sig(orig, go),
                     sig(patched, gp)
                 ),
+            );
+        }
+    }
+    // A marker for a function that is new, or that nothing correlates
+    // with, is a mistake the author should hear about.
+    for name in &ignored {
+        if !ignored_seen.contains(name) {
+            refuse(
+                name,
+                "marked unchanged (NOREBOOT_IGNORE_FUNCTION) but it is not a function of the original object".into(),
             );
         }
     }

@@ -19,6 +19,10 @@ pub enum Status {
     LineOnly,
     /// Only in the original object.
     Removed,
+    /// Differs, but the patch author marked it intentionally unchanged
+    /// (`NOREBOOT_IGNORE_FUNCTION`): left alone, referenced as the
+    /// kernel's own.
+    Ignored,
 }
 
 /// One function of the report.
@@ -139,6 +143,7 @@ impl fmt::Display for Report {
                 Status::New => "new      ",
                 Status::LineOnly => "line-only",
                 Status::Removed => "removed  ",
+                Status::Ignored => "ignored  ",
                 Status::Unchanged => continue,
             };
             write!(f, "  {tag} {}", func.name)?;
@@ -150,6 +155,9 @@ impl fmt::Display for Report {
             }
             if func.status == Status::LineOnly {
                 write!(f, ": only __LINE__ numbers differ, not patched")?;
+            }
+            if func.status == Status::Ignored {
+                write!(f, " (marked unchanged by the patch author, not patched)")?;
             }
             writeln!(f)?;
         }

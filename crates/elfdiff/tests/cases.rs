@@ -72,7 +72,8 @@ fn directives(src: &Path) -> Expect {
                 e.refused
                     .push((subject.trim().to_string(), text.trim().to_string()));
             }
-            "changed" | "new" | "line-only" | "removed" | "data-changed" | "data-new" => {
+            "changed" | "new" | "line-only" | "removed" | "ignored" | "data-changed"
+            | "data-new" => {
                 e.sets.push((
                     key.to_string(),
                     val.split_whitespace().map(str::to_string).collect(),
@@ -104,6 +105,7 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
         "new" => Some(Status::New),
         "line-only" => Some(Status::LineOnly),
         "removed" => Some(Status::Removed),
+        "ignored" => Some(Status::Ignored),
         _ => None,
     };
     // Sets not mentioned must be empty, so every case pins all of them.
@@ -112,6 +114,7 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
         "new",
         "line-only",
         "removed",
+        "ignored",
         "data-changed",
         "data-new",
     ] {

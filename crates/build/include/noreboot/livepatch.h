@@ -17,6 +17,14 @@
  *     static int my_pre(struct klp_object *obj) { ...; return 0; }
  *     NOREBOOT_PRE_PATCH_CALLBACK(my_pre);
  *
+ * A function the fix changes but the live patch must leave alone (the
+ * change only matters at boot, or the function never returns, like a
+ * kernel thread's main loop, so no transition could ever finish) is
+ * declared intentionally unchanged; the factory then keeps the kernel's
+ * own copy, and callers refer to it:
+ *
+ *     NOREBOOT_IGNORE_FUNCTION(kthreadd);
+ *
  * Shadow variables (data a fix adds to existing structures whose layout
  * must not change) use the kernel's own API directly: klp_shadow_alloc,
  * klp_shadow_get, klp_shadow_get_or_alloc, klp_shadow_free and
@@ -41,5 +49,9 @@ struct klp_object;
 	__NOREBOOT_CALLBACK(pre_unpatch, void (*)(struct klp_object *), fn)
 #define NOREBOOT_POST_UNPATCH_CALLBACK(fn)					\
 	__NOREBOOT_CALLBACK(post_unpatch, void (*)(struct klp_object *), fn)
+
+#define NOREBOOT_IGNORE_FUNCTION(fn)						\
+	static void *__noreboot_ignore_##fn					\
+	__used __section(".discard.noreboot.ignore") = (void *)(fn)
 
 #endif

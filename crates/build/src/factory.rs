@@ -255,6 +255,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     let mut diffs = Vec::new();
     let mut refusals = Vec::new();
     let mut unchanged = Vec::new();
+    let mut ignored: Vec<(String, String)> = Vec::new();
     for ((obj, info), (o, p)) in affected
         .objects
         .iter()
@@ -270,6 +271,9 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             None => None,
         };
         let (c, report) = elfdiff::analyse(&orig, &patched, map.as_ref());
+        for f in report.names(Status::Ignored) {
+            ignored.push((info.target.name().to_string(), format!("{obj}: {f} changed but is marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays")));
+        }
         match report.outcome {
             Outcome::Refused => refusals.extend(
                 report
@@ -410,14 +414,21 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             });
         t.notes
             .extend(emitted.notes.iter().map(|n| format!("{obj}: {n}")));
-        t.notes.extend(report.names(Status::Ignored).into_iter().map(|f| {
-            format!("{obj}: {f} changed but is marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays")
-        }));
+
         t.functions.extend(functions);
         t.new_functions
             .extend(report.names(Status::New).into_iter().map(str::to_string));
         t.objects.push(obj.clone());
         t.matched.extend(matched);
+    }
+    // Functions the author kept: noted with their target (or the first
+    // target, when nothing else of theirs changed).
+    for (target, note) in ignored {
+        let t = match targets.get_mut(&target) {
+            Some(t) => t,
+            None => targets.values_mut().next().context("no target")?,
+        };
+        t.notes.push(note);
     }
     progress.done(
         "match",

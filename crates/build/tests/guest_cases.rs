@@ -1,0 +1,253 @@
+//! Factory cases that need more than `--verify` shows, each observed in a
+//! real 6.1 guest: a fix to a module that is loaded only after the live
+//! patch (its livepatch relocations are applied when it arrives), and the
+//! author's `NOREBOOT_IGNORE_FUNCTION` keeping a function the fix changes
+//! but no transition could ever replace.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kernel_tree::{AptArchive, Cache, Workspace};
+
+const RELEASE: &str = "6.1.0-47-cloud-amd64";
+
+fn workspace() -> (Workspace, PathBuf) {
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &RELEASE.parse().unwrap()).unwrap();
+    let tree = ws
+        .source_tree(&cache, &archive)
+        .unwrap()
+        .dir()
+        .to_path_buf();
+    (ws, tree)
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("guest-cases")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A patch of `rel` with each `from` replaced by `to` once.
+fn edit(tree: &Path, rel: &str, edits: &[(&str, &str)], out: &Path) -> PathBuf {
+    let mut text = std::fs::read_to_string(tree.join(rel)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{rel} has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::create_dir_all(out).unwrap();
+    let edited = out.join(rel.replace('/', "_"));
+    std::fs::write(&edited, text).unwrap();
+    let diff = Command::new("diff")
+        .arg("-u")
+        .arg(format!("--label=a/{rel}"))
+        .arg(format!("--label=b/{rel}"))
+        .arg(tree.join(rel))
+        .arg(&edited)
+        .output()
+        .unwrap();
+    let patch = out.join(format!("{}.patch", rel.replace('/', "_")));
+    std::fs::write(&patch, diff.stdout).unwrap();
+    patch
+}
+
+/// Runs noreboot-build with `--json`; returns (exit code, manifest, stderr).
+fn build(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_noreboot-build"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
+    let (ws, tree) = workspace();
+    let out = out_dir("late-module");
+    // binfmt_misc is a module of this kernel; its status file reads a
+    // static of the module (`enabled`): a livepatch relocation that the
+    // kernel can only apply once the module is there.
+    let patch = edit(
+        &tree,
+        "fs/binfmt_misc.c",
+        &[(
+            "char *s = enabled ? \"enabled\\n\" : \"disabled\\n\";",
+            "char *s = enabled ? \"enabled (live patched)\\n\" : \"disabled (live patched)\\n\";",
+        )],
+        &out,
+    );
+    let dir = out.join("module");
+    let (code, m, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "late_binfmt",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let targets = m["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{m}");
+    assert_eq!(targets[0]["object"], "binfmt_misc", "{m}");
+    let ko = dir.join("late_binfmt.ko");
+    let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir()).unwrap();
+    let target = index.path("binfmt_misc").unwrap().to_path_buf();
+
+    let cfg = lab::GuestConfig::for_workspace(&ws)
+        .with_file(&ko, "/root/late_binfmt.ko")
+        .with_file(&target, "/root/binfmt_misc.ko");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    assert!(!g
+        .exec_ok("cat /proc/modules")
+        .unwrap()
+        .contains("binfmt_misc"));
+    g.exec_ok("insmod /root/late_binfmt.ko").unwrap();
+    let lp = "/sys/kernel/livepatch/late_binfmt";
+    lab::sample::wait_in_guest(
+        &mut g,
+        &format!("[ \"$(cat {lp}/transition)\" = 0 ]"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(g.exec_ok(&format!("cat {lp}/enabled")).unwrap().trim(), "1");
+    assert_eq!(
+        g.exec_ok(&format!("cat {lp}/binfmt_misc/patched"))
+            .unwrap()
+            .trim(),
+        "0",
+        "the target is not loaded yet"
+    );
+    // Now the module arrives: the kernel patches it while loading it.
+    g.exec_ok(
+        "insmod /root/binfmt_misc.ko && mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc",
+    )
+    .unwrap();
+    assert_eq!(
+        g.exec_ok(&format!("cat {lp}/binfmt_misc/patched"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        g.exec_ok("cat /proc/sys/fs/binfmt_misc/status").unwrap(),
+        "enabled (live patched)\n"
+    );
+    // Disabling puts the module's own code back.
+    g.exec_ok(&format!("echo 0 > {lp}/enabled")).unwrap();
+    lab::sample::wait_in_guest(&mut g, &format!("[ ! -d {lp} ]"), Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        g.exec_ok("cat /proc/sys/fs/binfmt_misc/status").unwrap(),
+        "enabled\n"
+    );
+    let dmesg = g.dmesg().unwrap();
+    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+}
+
+#[test]
+fn a_function_marked_unchanged_is_left_to_the_kernel() {
+    let (_ws, tree) = workspace();
+    let out = out_dir("ignore");
+    // kthreadd never leaves its loop: a patch replacing it could never
+    // finish its transition. The fix changes it and /proc/cmdline; the
+    // author keeps kthreadd as it is.
+    let kthread = edit(
+        &tree,
+        "kernel/kthread.c",
+        &[
+            (
+                "#include <trace/events/sched.h>\n",
+                "#include <trace/events/sched.h>\n#include <noreboot/livepatch.h>\n\n/* kthreadd never returns: it cannot be live patched. */\nNOREBOOT_IGNORE_FUNCTION(kthreadd);\n",
+            ),
+            (
+                "\t\t__set_current_state(TASK_RUNNING);\n\n\t\tspin_lock(&kthread_create_lock);",
+                "\t\t__set_current_state(TASK_RUNNING);\n\t\tcpu_relax();\n\n\t\tspin_lock(&kthread_create_lock);",
+            ),
+        ],
+        &out,
+    );
+    let cmdline = edit(
+        &tree,
+        "fs/proc/cmdline.c",
+        &[(
+            "\tseq_puts(m, saved_command_line);",
+            "\tseq_puts(m, \"noreboot-ignore-example \");\n\tseq_puts(m, saved_command_line);",
+        )],
+        &out,
+    );
+    let check = out.join("check.sh");
+    std::fs::write(
+        &check,
+        "grep -q '^noreboot-ignore-example ' /proc/cmdline\n",
+    )
+    .unwrap();
+    let dir = out.join("module");
+    let (code, m, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        kthread.to_str().unwrap(),
+        "--patch",
+        cmdline.to_str().unwrap(),
+        "--name",
+        "ignore_example",
+        "--verify",
+        "--check",
+        check.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let funcs: Vec<&str> = m["targets"][0]["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[0].as_str().unwrap())
+        .collect();
+    assert_eq!(funcs, ["cmdline_proc_show"], "{m}");
+    let notes = m["targets"][0]["notes"].to_string();
+    assert!(
+        notes.contains("kthreadd") && notes.contains("NOREBOOT_IGNORE_FUNCTION"),
+        "{m}"
+    );
+    assert_eq!(m["verify"]["problems"], serde_json::json!([]), "{m}");
+
+    // Without the marker the same fix replaces kthreadd too.
+    let bare = edit(
+        &tree,
+        "kernel/kthread.c",
+        &[(
+            "\t\t__set_current_state(TASK_RUNNING);\n\n\t\tspin_lock(&kthread_create_lock);",
+            "\t\t__set_current_state(TASK_RUNNING);\n\t\tcpu_relax();\n\n\t\tspin_lock(&kthread_create_lock);",
+        )],
+        &out.join("bare"),
+    );
+    let (code, m, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        bare.to_str().unwrap(),
+        "--name",
+        "ignore_bare",
+        "-o",
+        out.join("bare-module").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        m["targets"][0]["functions"]
+            .to_string()
+            .contains("kthreadd"),
+        "{m}"
+    );
+}

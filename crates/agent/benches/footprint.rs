@@ -21,12 +21,30 @@ fn main() {
         .unwrap_or(5);
     let f = fixture();
     let size = std::fs::metadata(&f.agent).unwrap().len();
+    // As packaged: stripped (the release profile keeps line tables).
+    let stripped = f.dir.join("noreboot.stripped");
+    let st = std::process::Command::new("strip")
+        .args(["--strip-unneeded", "-o"])
+        .arg(&stripped)
+        .arg(&f.agent)
+        .status()
+        .unwrap();
+    assert!(st.success());
     println!(
-        "binary: {} ({:.2} MB)",
+        "binary: {} ({:.2} MB; stripped as packaged {:.2} MB)",
         f.agent.display(),
-        size as f64 / 1e6
+        size as f64 / 1e6,
+        std::fs::metadata(&stripped).unwrap().len() as f64 / 1e6
     );
     let mut g = lab::Guest::boot(&guest_config(f, &config("15s", "1m", ""))).unwrap();
+    // The command channel's own cost, to subtract from wall times (busybox
+    // `date` has no sub-second format).
+    let base = median(
+        (0..7)
+            .map(|_| g.exec("true").unwrap().duration.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    println!("command channel round trip: {base:.1} ms (subtracted from wall)");
     let mut rows: Vec<(String, Vec<f64>)> =
         ["wall", "total", "load", "transition", "overhead", "rss"]
             .iter()
@@ -45,14 +63,12 @@ fn main() {
                 ),
             };
             g.exec_ok(setup).unwrap();
-            let out = g
-                .exec_ok(&format!(
-                    "a=$(date +%s%N); /usr/sbin/noreboot apply --json {file} > /tmp/r.json; b=$(date +%s%N); echo $(( (b - a) / 1000 )); cat /tmp/r.json"
-                ))
+            let r = g
+                .exec(&format!("/usr/sbin/noreboot apply --json {file}"))
                 .unwrap();
-            let (wall_us, json) = out.split_once('\n').unwrap();
-            let v: serde_json::Value = serde_json::from_str(json).unwrap();
-            let wall = wall_us.trim().parse::<f64>().unwrap() / 1000.0;
+            assert_eq!(r.status, 0, "{r:?}");
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+            let wall = r.duration.as_secs_f64() * 1000.0 - base;
             let load = v["load_ms"].as_f64().unwrap();
             let transition = v["transition_ms"].as_f64().unwrap();
             let vals = [

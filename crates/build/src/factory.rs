@@ -466,9 +466,13 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     std::fs::write(src.join("Kbuild"), kbuild)?;
     let kos = ws.build_module(&src, &work.join("module"))?;
     let linked = std::fs::read(&kos[0])?;
-    let converted = klp::module::convert(&linked)?;
+    // Hosts get the module without debugging information (most of its
+    // bytes); the full one stays beside it for crash analysis.
+    let full = klp::module::convert(&linked)?;
+    let converted = klp::module::convert(&klp::module::strip_debug(&linked)?)?;
     let ko_name = format!("{module}.ko");
     let ko_path = opts.out.join(&ko_name);
+    std::fs::write(opts.out.join(format!("{module}.ko.debug")), &full.bytes)?;
     std::fs::write(&ko_path, &converted.bytes)?;
     check_module(&ko_path, ws.release().as_str(), &symvers)?;
     progress.done(

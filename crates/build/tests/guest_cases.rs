@@ -102,6 +102,14 @@ fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
     assert_eq!(targets.len(), 1, "{m}");
     assert_eq!(targets[0]["object"], "binfmt_misc", "{m}");
     let ko = dir.join("late_binfmt.ko");
+    // Shipped without debugging information; the full module stays beside.
+    let sections = Command::new("readelf")
+        .args(["-S", "-W"])
+        .arg(&ko)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&sections.stdout).contains(".debug_"));
+    assert!(dir.join("late_binfmt.ko.debug").is_file());
     let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir()).unwrap();
     let target = index.path("binfmt_misc").unwrap().to_path_buf();
 

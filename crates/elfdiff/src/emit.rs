@@ -54,7 +54,9 @@ pub const KLP_RECORDS: &str = ".noreboot.klp";
 /// Name of the record strings section.
 pub const KLP_STRINGS: &str = ".noreboot.klp.str";
 /// Size of one record: place (u64, relocated), r_type (u32), sympos (u32),
-/// addend (i64), object name offset (u32), symbol name offset (u32).
+/// addend (i64), object name offset (u32), symbol name offset (u32). Both
+/// offsets are `R_X86_64_32` relocations against the strings section, so
+/// they stay right when a link concatenates several parts' tables.
 pub const KLP_RECORD_SIZE: u64 = 32;
 
 /// What the emit pass produced.
@@ -543,6 +545,20 @@ pub fn emit(
                 o
             })
         };
+        // The string offsets are relocations against the strings section,
+        // not plain numbers: the module link concatenates the tables of
+        // all parts, and only relocations follow that.
+        let st = b.sections.add();
+        st.name = KLP_STRINGS.as_bytes().to_vec().into();
+        st.sh_type = elf::SHT_PROGBITS;
+        st.sh_addralign = 1;
+        let stid = st.id();
+        let st_sym = {
+            let ss = b.symbols.add();
+            ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
+            ss.section = Some(stid);
+            ss.id()
+        };
         let mut data = Vec::new();
         let mut relas = Vec::new();
         for (i, rec) in records.iter().enumerate() {
@@ -562,8 +578,16 @@ pub fn emit(
             data.extend_from_slice(&addend.to_le_bytes());
             let o = intern(obj, &mut strings);
             let n = intern(name, &mut strings);
-            data.extend_from_slice(&o.to_le_bytes());
-            data.extend_from_slice(&n.to_le_bytes());
+            data.extend_from_slice(&0u32.to_le_bytes());
+            data.extend_from_slice(&0u32.to_le_bytes());
+            for (field, off) in [(24, o), (28, n)] {
+                relas.push(object::build::elf::Relocation {
+                    r_offset: base + field,
+                    symbol: Some(st_sym),
+                    r_type: elf::R_X86_64_32,
+                    r_addend: off as i64,
+                });
+            }
             relas.push(object::build::elf::Relocation {
                 r_offset: base,
                 symbol: Some(
@@ -588,11 +612,7 @@ pub fn emit(
         rs.sh_entsize = KLP_RECORD_SIZE;
         rs.data = SectionData::Data(data.into());
         let rsid = rs.id();
-        let st = b.sections.add();
-        st.name = KLP_STRINGS.as_bytes().to_vec().into();
-        st.sh_type = elf::SHT_PROGBITS;
-        st.sh_addralign = 1;
-        st.data = SectionData::Data(strings.into());
+        b.sections.get_mut(stid).data = SectionData::Data(strings.into());
         add_rela(&mut b, rsid, symtab, relas);
     }
 
@@ -758,7 +778,7 @@ pub fn check(e: &Emitted) -> Result<(), EmitError> {
         }
         if s.name == KLP_RECORDS
             && (s.size != e.livepatch.len() as u64 * KLP_RECORD_SIZE
-                || s.relocs.len() != e.livepatch.len())
+                || s.relocs.len() != 3 * e.livepatch.len())
         {
             return Err(EmitError::Output(format!(
                 "{} holds {} bytes and {} relocations for {} records",

@@ -291,6 +291,22 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
             places.insert(r.r_offset, (sec, offset));
         }
     }
+    // A record's object and symbol names: relocations against the strings
+    // section (the link concatenated every part's table, and only the
+    // relocations know where each part's strings went).
+    let name_at = |i: usize, field: u64| -> Result<u32> {
+        let at = (i * RECORD_SIZE) as u64 + field;
+        match places.get(&at) {
+            Some((sec, off)) if *sec == strings => u32::try_from(*off)
+                .map_err(|_| malformed(format!("record {i}: string offset {off} out of range"))),
+            Some(_) => Err(malformed(format!(
+                "record {i}: name field at {at:#x} points outside {RECORD_STRINGS}"
+            ))),
+            None => Err(malformed(format!(
+                "record {i}: name field at {at:#x} has no relocation against {RECORD_STRINGS}"
+            ))),
+        }
+    };
     let string_at = |off: u32| -> Result<String> {
         let rest = strs
             .get(off as usize..)
@@ -312,8 +328,8 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
         let r_type = u32_at(rec, 8);
         let sympos = u32_at(rec, 12);
         let addend = i64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
-        let obj = string_at(u32_at(rec, 24))?;
-        let name = string_at(u32_at(rec, 28))?;
+        let obj = string_at(name_at(i, 24)?)?;
+        let name = string_at(name_at(i, 28)?)?;
         let width = match r_type {
             elf::R_X86_64_64 | elf::R_X86_64_PC64 => 8,
             elf::R_X86_64_32
@@ -394,6 +410,34 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
         sections,
         symbols: klp_syms.into_iter().collect(),
     })
+}
+
+/// Removes debugging information (`.debug_*` and their relocations) from
+/// a module. The kernel never loads it, but it makes up most of a patch
+/// module's bytes: the bundle every host downloads, hashes and hands to
+/// `finit_module`. Everything the kernel reads stays as it was.
+pub fn strip_debug(ko: &[u8]) -> Result<Vec<u8>> {
+    let mut b = Builder::read(ko).map_err(|e| malformed(format!("not an ELF module: {e}")))?;
+    let debug: BTreeSet<usize> = b
+        .sections
+        .iter()
+        .filter(|s| s.name.as_slice().starts_with(b".debug"))
+        .map(|s| s.id().index())
+        .collect();
+    for s in b.sections.iter_mut() {
+        let is_debug = debug.contains(&s.id().index());
+        let relocates_debug = matches!(s.data, SectionData::Relocation(_))
+            && s.sh_info_section
+                .is_some_and(|t| debug.contains(&t.index()));
+        if is_debug || relocates_debug {
+            s.delete = true;
+        }
+    }
+    b.delete_orphan_symbols();
+    let mut out = Vec::new();
+    b.write(&mut out)
+        .map_err(|e| malformed(format!("writing the stripped module: {e}")))?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! into a module and `--verify`d in a lab guest; and the classic cases,
 //! each observable in the guest.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -125,19 +125,45 @@ fn real_debian_fixes_build_load_and_verify() {
             continue;
         }
         let target = fix.module.as_deref().unwrap_or("vmlinux");
-        let t = &m["targets"][0];
-        let got: BTreeSet<String> = t["functions"]
+        // Every target: a header fix reaches several objects, maybe in
+        // several targets.
+        let got: BTreeMap<String, BTreeSet<String>> = m["targets"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|f| stem(f[0].as_str().unwrap()))
+            .map(|t| {
+                let functions = t["functions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| stem(f[0].as_str().unwrap()))
+                    .collect();
+                (t["object"].as_str().unwrap().to_string(), functions)
+            })
             .collect();
-        let want: BTreeSet<String> = fix.changed.iter().map(|f| stem(f)).collect();
-        if t["object"] != target || got != want {
+        let want: BTreeMap<String, BTreeSet<String>> = fix
+            .targets()
+            .into_iter()
+            .map(|(t, f)| (t, f.iter().map(|f| stem(f)).collect()))
+            .collect();
+        if got != want {
             failures.push(format!(
-                "{}: replaced {got:?} in {}, expected {want:?} in {target}\n  reproduce: {line}",
-                fix.file, t["object"]
+                "{}: replaced {got:?}, expected {want:?}\n  reproduce: {line}",
+                fix.file
             ));
+        }
+        if !fix.klp_syms.is_empty() {
+            let relocs = klp_relocations(&dir.join(format!("{name}.ko")));
+            for (function, syms) in &fix.klp_syms {
+                let want: BTreeSet<String> = syms.iter().cloned().collect();
+                let got = relocs.get(function).cloned().unwrap_or_default();
+                if got != want {
+                    failures.push(format!(
+                        "{}: {function}'s livepatch relocations reference {got:?}, expected {want:?}\n  reproduce: {line}",
+                        fix.file
+                    ));
+                }
+            }
         }
         let v = &m["verify"];
         if v["problems"]
@@ -147,7 +173,7 @@ fn real_debian_fixes_build_load_and_verify() {
         {
             failures.push(format!("{}: verify: {}\n  reproduce: {line}", fix.file, v));
         }
-        verified.push((fix.file.clone(), target.to_string()));
+        verified.push((fix.file.clone(), target.to_string(), fix.header));
     }
     // Fixes to code this configuration does not build are refused, naming
     // the file.
@@ -181,8 +207,8 @@ fn real_debian_fixes_build_load_and_verify() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     let dirs: BTreeSet<&str> = verified
         .iter()
-        .filter(|(_, t)| t == "vmlinux")
-        .map(|(f, _)| f.split('/').next().unwrap())
+        .filter(|(_, t, _)| t == "vmlinux")
+        .map(|(f, _, _)| f.split('/').next().unwrap())
         .collect();
     assert!(verified.len() >= 15, "{verified:?}");
     assert!(
@@ -193,7 +219,47 @@ fn real_debian_fixes_build_load_and_verify() {
             >= 4,
         "{dirs:?}"
     );
-    assert!(verified.iter().filter(|(_, t)| t != "vmlinux").count() >= 2);
+    assert!(verified.iter().filter(|(_, t, _)| t != "vmlinux").count() >= 2);
+    // At least two real fixes that change a header, built and verified.
+    assert!(
+        verified.iter().filter(|(_, _, header)| *header).count() >= 2,
+        "{verified:?}"
+    );
+}
+
+/// The `.klp.sym` symbols (without the prefix) each function's livepatch
+/// relocations reference in a built module, by function
+/// (`.klp.rela.<obj>..text.<function>`).
+fn klp_relocations(ko: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    use object::elf::{FileHeader64, SHT_SYMTAB};
+    use object::read::elf::{FileHeader, SectionHeader};
+    use object::{Endianness, SymbolIndex};
+
+    let data = std::fs::read(ko).unwrap();
+    let header = FileHeader64::<Endianness>::parse(&*data).unwrap();
+    let e = header.endian().unwrap();
+    let sections = header.sections(e, &*data).unwrap();
+    let symbols = sections.symbols(e, &*data, SHT_SYMTAB).unwrap();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in sections.iter() {
+        let name = String::from_utf8_lossy(sections.section_name(e, s).unwrap()).into_owned();
+        let Some((_, function)) = name
+            .strip_prefix(".klp.rela.")
+            .and_then(|rest| rest.split_once("..text."))
+        else {
+            continue;
+        };
+        let relas: &[object::elf::Rela64<Endianness>] = s.data_as_array(e, &*data).unwrap();
+        let entry = out.entry(function.to_string()).or_default();
+        for r in relas {
+            let sym = symbols
+                .symbol(SymbolIndex(r.r_sym(e, false) as usize))
+                .unwrap();
+            let n = String::from_utf8_lossy(symbols.symbol_name(e, sym).unwrap()).into_owned();
+            entry.insert(n.strip_prefix(".klp.sym.").unwrap_or(&n).to_string());
+        }
+    }
+    out
 }
 
 /// Writes a patch of `file` replacing `from` with `to` (first occurrence).

@@ -3,6 +3,8 @@
 //! it needs.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+
 /// The whole file.
 #[derive(serde::Deserialize)]
 pub struct Fixes {
@@ -16,6 +18,7 @@ pub struct Fixes {
 /// One fix: a source file taken whole from the newer package.
 #[derive(serde::Deserialize)]
 pub struct Fix {
+    /// The C file or header, relative to the tree.
     pub file: String,
     pub why: String,
     pub outcome: String,
@@ -28,6 +31,25 @@ pub struct Fix {
     /// The loadable module the object belongs to (vmlinux if absent).
     #[serde(default)]
     pub module: Option<String>,
+    /// `file` is a header: every object including it is compiled twice,
+    /// and there is no line map (the factory has none for headers).
+    #[serde(default)]
+    pub header: bool,
+    /// The object `changed`/`new`/`refused` describe (for a header fix,
+    /// which has many includers); derived from `file` if absent.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Further functions the factory replaces, by target (module name or
+    /// vmlinux): other objects reached by the header. For the fix's own
+    /// target they are added to `changed`.
+    #[serde(default)]
+    pub also: BTreeMap<String, Vec<String>>,
+    /// Per replaced function, exactly the `.klp.sym` symbols (without the
+    /// `.klp.sym.` prefix, e.g. `smc.smc_lgr_terminate_sched,0`) its
+    /// livepatch relocations in the built module reference (checked by the
+    /// factory test only).
+    #[serde(default)]
+    pub klp_syms: BTreeMap<String, Vec<String>>,
     /// false: listed for the differ only (the reason is beside it).
     #[serde(default = "yes")]
     pub factory: bool,
@@ -35,6 +57,28 @@ pub struct Fix {
 
 fn yes() -> bool {
     true
+}
+
+impl Fix {
+    /// The object the differ's expectations describe.
+    pub fn object(&self) -> String {
+        match (&self.object, self.file.strip_suffix(".c")) {
+            (Some(o), _) => o.clone(),
+            (None, Some(stem)) if !self.header => format!("{stem}.o"),
+            _ => panic!("{}: a header fix names its `object`", self.file),
+        }
+    }
+
+    /// Every target the factory must patch, with the functions it must
+    /// replace there: `changed` in the fix's own target, plus `also`.
+    pub fn targets(&self) -> BTreeMap<String, Vec<String>> {
+        let mut t = self.also.clone();
+        let own = self.module.clone().unwrap_or_else(|| "vmlinux".into());
+        t.entry(own)
+            .or_default()
+            .extend(self.changed.iter().cloned());
+        t
+    }
 }
 
 /// The selection, parsed.

@@ -28,6 +28,8 @@ pub struct Config {
     pub lock: Lock,
     /// Where `update` looks for new levels.
     pub update: Update,
+    /// The noreboot-server this host registers with.
+    pub server: Server,
     /// Roots of the kernel's interfaces (tests point them elsewhere).
     pub kernel: KernelPaths,
 }
@@ -41,6 +43,7 @@ impl Default for Config {
             health: Health::default(),
             lock: Lock::default(),
             update: Update::default(),
+            server: Server::default(),
             kernel: KernelPaths::default(),
         }
     }
@@ -117,6 +120,39 @@ pub struct Update {
     pub directory: Option<PathBuf>,
 }
 
+/// Talking to noreboot-server. The server's URL and the host's token come
+/// from `noreboot register` (kept in `<state_dir>/server.json`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// A PEM file of CA certificates to trust instead of the public roots
+    /// (an on-premises server with its own CA).
+    pub ca: Option<PathBuf>,
+    /// Limit for one request.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Tries per request when the server cannot be reached or is busy.
+    pub attempts: u32,
+    /// Wait before the first retry; doubled each time.
+    #[serde(with = "duration")]
+    pub backoff: Duration,
+    /// Longest wait between retries.
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            ca: None,
+            timeout: Duration::from_secs(30),
+            attempts: 5,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Where the kernel's interfaces are.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -190,6 +226,12 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        if cfg.server.attempts == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "server.attempts must be at least 1".into(),
+            });
+        }
         if cfg.transition.signal_after > cfg.transition.timeout {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -237,6 +279,10 @@ mod tests {
         assert_eq!(c.transition.timeout, d.transition.timeout);
         assert_eq!(c.lock.wait, d.lock.wait);
         assert_eq!(c.health.command_timeout, d.health.command_timeout);
+        assert_eq!(c.server.attempts, d.server.attempts);
+        assert_eq!(c.server.backoff, d.server.backoff);
+        assert_eq!(c.server.max_backoff, d.server.max_backoff);
+        assert_eq!(c.server.timeout, d.server.timeout);
     }
 
     #[test]

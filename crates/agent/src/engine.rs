@@ -41,7 +41,7 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    fn failed(e: impl std::fmt::Display) -> AgentError {
+    pub(crate) fn failed(e: impl std::fmt::Display) -> AgentError {
         AgentError::Failed(e.to_string())
     }
 }

@@ -8,6 +8,7 @@ mod audit;
 mod config;
 mod engine;
 mod lock;
+mod server;
 mod state;
 mod update;
 
@@ -56,8 +57,21 @@ enum Cmd {
         /// The bundle (.nrb).
         file: PathBuf,
     },
-    /// Apply the newest level the configured update source offers.
+    /// Apply the level the server (or the update directory) has for this
+    /// host; retries with backoff while the server is unreachable.
     Update,
+    /// Join a noreboot-server's fleet with a registration key.
+    Register {
+        /// The server, e.g. https://patches.example.com.
+        #[arg(long)]
+        server: String,
+        /// The registration key an administrator gave you.
+        #[arg(long)]
+        key: String,
+        /// Tags for the fleet view (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
     /// Go back to an earlier cached level (default: the one before).
     Revert {
         /// The level to go to; 0 removes every patch.
@@ -204,6 +218,48 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 print_json(&rep)?;
             } else {
                 println!("{}", rep.summary);
+            }
+            Ok(0)
+        }
+        Cmd::Register { server, key, tags } => {
+            let _l = lock(&agent, "register")?;
+            let client = server::Client::new(&server, None, &agent.cfg.server)?;
+            let hostname = rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned();
+            let r = client.register(&protocol::RegisterRequest {
+                registration_key: key,
+                hostname,
+                kernel: update::kernel(&agent),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
+                tags,
+            })?;
+            let reg = server::Registration {
+                url: server.trim_end_matches('/').to_string(),
+                host_id: r.host_id.clone(),
+                token: r.token,
+                feed: r.feed.clone(),
+            };
+            agent.store.ensure()?;
+            reg.save(agent.store.root())?;
+            agent.log(
+                "register",
+                0,
+                "",
+                "ok",
+                std::time::Instant::now(),
+                format!("host {} on feed {} of {}", r.host_id, r.feed, reg.url),
+            )?;
+            if json {
+                print_json(
+                    &serde_json::json!({"host_id": r.host_id, "feed": r.feed, "server": reg.url}),
+                )?;
+            } else {
+                println!(
+                    "registered with {} as host {} on feed {}",
+                    reg.url, r.host_id, r.feed
+                );
             }
             Ok(0)
         }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::audit;
 use crate::engine::{Agent, AgentError, ApplyReport};
+use crate::server::{Client, Registration};
 use crate::state::Offer;
 
 /// What `update` did.
@@ -24,12 +25,17 @@ pub struct UpdateReport {
     pub summary: String,
 }
 
-/// Runs one update.
+/// Runs one update: from the server this host registered with, else
+/// from the configured directory.
 pub fn run(agent: &Agent) -> Result<UpdateReport, AgentError> {
+    if let Some(reg) = Registration::load(agent.store.root()).map_err(AgentError::failed)? {
+        return from_server(agent, &reg);
+    }
     let started = std::time::Instant::now();
     let Some(dir) = agent.cfg.update.directory.clone() else {
         return Err(AgentError::Failed(
-            "no update source configured (set update.directory in the configuration)".into(),
+            "no update source: register with a server (`noreboot register`) or set update.directory"
+                .into(),
         ));
     };
     let keys = agent.keys()?;
@@ -124,4 +130,165 @@ fn newest_in_dir(
         }
     }
     Ok(best)
+}
+
+/// The kernel as the protocol describes it.
+pub fn kernel(agent: &Agent) -> protocol::Kernel {
+    protocol::Kernel {
+        release: agent.identity.release.clone(),
+        version: agent.identity.version.clone(),
+        build_id: agent.build_id.clone(),
+    }
+}
+
+/// One check-in with the server; applies the level it names for this
+/// host (newer, or older after a rollback on the server) and reports.
+fn from_server(agent: &Agent, reg: &Registration) -> Result<UpdateReport, AgentError> {
+    let started = std::time::Instant::now();
+    let client = Client::new(&reg.url, Some(reg.token.clone()), &agent.cfg.server)
+        .map_err(AgentError::failed)?;
+    let mut st = agent.state()?;
+    let active = agent.active(&st)?.map(|a| a.0).unwrap_or(0);
+    let effective = std::fs::read_to_string(agent.store.root().join("effective-version"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| agent.identity.version.clone());
+    let req = protocol::CheckinRequest {
+        kernel: kernel(agent),
+        level: active,
+        effective_version: effective,
+        skipped: st.skipped.iter().map(|s| s.level).collect(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let answer = match client.checkin(&req) {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = format!("check-in failed, level {active} stays active: {e}");
+            agent.log("update", active, "", "failed", started, msg.clone())?;
+            return Err(AgentError::Failed(msg));
+        }
+    };
+    st.offer = Some(Offer {
+        level: answer.target.as_ref().map(|t| t.level).unwrap_or(0),
+        supported: answer.supported,
+        source: reg.url.clone(),
+        checked_at: audit::now(),
+    });
+    agent
+        .store
+        .save(&agent.build_id, &st)
+        .map_err(|e| AgentError::Failed(e.to_string()))?;
+    let no_op = |summary: String, offered: u32| -> Result<UpdateReport, AgentError> {
+        agent.log("update", offered, "", "no-op", started, summary.clone())?;
+        Ok(UpdateReport {
+            offered,
+            applied: None,
+            summary,
+        })
+    };
+    if !answer.supported {
+        return no_op(
+            format!(
+                "the server has no patches for this kernel ({} build-id {})",
+                agent.identity.release, agent.build_id
+            ),
+            0,
+        );
+    }
+    let Some(target) = answer.target else {
+        return no_op(
+            "no level is released for this kernel on this host's feed yet".into(),
+            0,
+        );
+    };
+    if target.level == active {
+        return no_op(
+            format!("up to date: level {active} is active"),
+            target.level,
+        );
+    }
+    if target.level > active && st.is_skipped(target.level) {
+        return no_op(
+            format!(
+                "level {} is offered but the crash guard took it out of play here; level {active} stays",
+                target.level
+            ),
+            target.level,
+        );
+    }
+    // The cached bundle when it is the one the server names.
+    let cached = agent.store.bundle_path(&agent.build_id, target.level);
+    let bytes = match std::fs::read(&cached) {
+        Ok(b)
+            if {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&b)) == target.sha256
+            } =>
+        {
+            b
+        }
+        _ => match client.bundle(&target.bundle_url, target.size, &target.sha256) {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = format!(
+                    "downloading level {} failed, level {active} stays active: {e}",
+                    target.level
+                );
+                agent.log(
+                    "update",
+                    target.level,
+                    &target.name,
+                    "failed",
+                    started,
+                    msg.clone(),
+                )?;
+                return Err(AgentError::Failed(msg));
+            }
+        },
+    };
+    let keys = agent.keys()?;
+    let result = bundle::open(&bytes, &keys)
+        .map_err(|e| AgentError::Refused(format!("level {} from {}: {e}", target.level, reg.url)))
+        .and_then(|vb| {
+            if vb.manifest.level != target.level || vb.manifest.kernel.build_id != agent.build_id {
+                return Err(AgentError::Refused(format!(
+                    "the server named level {} for build-id {}, the bundle is level {} for build-id {}",
+                    target.level, agent.build_id, vb.manifest.level, vb.manifest.kernel.build_id
+                )));
+            }
+            agent.apply(&bytes, &vb, "update")
+        });
+    let now_active = agent
+        .state()
+        .and_then(|st| agent.active(&st))
+        .ok()
+        .flatten()
+        .map(|a| a.0)
+        .unwrap_or(0);
+    let (res, reason) = match &result {
+        Ok(_) => ("applied", String::new()),
+        Err(AgentError::Refused(m)) => ("refused", m.clone()),
+        Err(AgentError::RolledBack(m)) => ("rolled-back", m.clone()),
+        Err(e) => ("failed", e.to_string()),
+    };
+    let report = protocol::ReportRequest {
+        action: "update".into(),
+        level: target.level,
+        result: res.into(),
+        reason,
+        stalled_tasks: Vec::new(),
+        duration_ms: audit::ms(started.elapsed()),
+        active_level: now_active,
+    };
+    if let Err(e) = client.report(&report) {
+        eprintln!("noreboot: reporting to {} failed: {e}", reg.url);
+    }
+    let rep = result?;
+    Ok(UpdateReport {
+        offered: target.level,
+        summary: format!(
+            "level {} ({}) applied, was {}",
+            rep.level, rep.name, rep.previous
+        ),
+        applied: Some(rep),
+    })
 }

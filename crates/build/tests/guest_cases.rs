@@ -259,3 +259,93 @@ fn a_function_marked_unchanged_is_left_to_the_kernel() {
         "{m}"
     );
 }
+
+#[test]
+fn a_signed_module_carries_its_signature_and_still_verifies() {
+    let (_ws, tree) = workspace();
+    let out = out_dir("signed");
+    let key = out.join("signing_key.pem");
+    let cert = out.join("signing_cert.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=noreboot test signing key",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let patch = edit(
+        &tree,
+        "fs/proc/cmdline.c",
+        &[(
+            "\tseq_puts(m, saved_command_line);",
+            "\tseq_puts(m, \"noreboot-signed \");\n\tseq_puts(m, saved_command_line);",
+        )],
+        &out,
+    );
+    let check = out.join("check.sh");
+    std::fs::write(&check, "grep -q '^noreboot-signed ' /proc/cmdline\n").unwrap();
+    let dir = out.join("module");
+    let (code, m, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "signed_example",
+        "--sign-key",
+        key.to_str().unwrap(),
+        "--sign-cert",
+        cert.to_str().unwrap(),
+        "--verify",
+        "--check",
+        check.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(m["signed"], true, "{m}");
+    let ko = std::fs::read(dir.join("signed_example.ko")).unwrap();
+    assert!(ko.ends_with(b"~Module signature appended~\n"));
+    // The manifest's hash is of the signed file.
+    let sha = m["module"][1].as_str().unwrap();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&ko)), sha);
+    assert_eq!(m["verify"]["problems"], serde_json::json!([]), "{m}");
+    // A key that is not a key is a clear error.
+    std::fs::write(&key, "not a key\n").unwrap();
+    let (code, _, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "signed_bad",
+        "--sign-key",
+        key.to_str().unwrap(),
+        "--sign-cert",
+        cert.to_str().unwrap(),
+        "-o",
+        out.join("bad").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("signing") && stderr.contains("signed_bad.ko"),
+        "{stderr}"
+    );
+}

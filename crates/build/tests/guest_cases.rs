@@ -349,3 +349,53 @@ fn a_signed_module_carries_its_signature_and_still_verifies() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_new_pr_debug_is_a_dynamic_debug_callsite_of_the_patch() {
+    let (ws, tree) = workspace();
+    let out = out_dir("dyndbg");
+    let patch = edit(
+        &tree,
+        "fs/proc/cmdline.c",
+        &[(
+            "\tseq_puts(m, saved_command_line);",
+            "\tpr_debug(\"noreboot dyndbg %d\\n\", 7);\n\tseq_puts(m, saved_command_line);",
+        )],
+        &out,
+    );
+    let dir = out.join("module");
+    let (code, _, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "dyndbg_example",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let cfg =
+        lab::GuestConfig::for_workspace(&ws).with_file(dir.join("dyndbg_example.ko"), "/root/p.ko");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    g.exec_ok("insmod /root/p.ko").unwrap();
+    lab::sample::wait_in_guest(
+        &mut g,
+        "[ \"$(cat /sys/kernel/livepatch/dyndbg_example/transition)\" = 0 ]",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    // The callsite is the module's, off until enabled like any other.
+    let control = g
+        .exec_ok("grep 'noreboot dyndbg' /sys/kernel/debug/dynamic_debug/control")
+        .unwrap();
+    assert!(
+        control.contains("[dyndbg_example]cmdline_proc_show =_"),
+        "{control}"
+    );
+    g.exec_ok("cat /proc/cmdline").unwrap();
+    assert!(!g.dmesg().unwrap().contains("noreboot dyndbg 7"));
+    g.exec_ok("echo 'module dyndbg_example +p' > /sys/kernel/debug/dynamic_debug/control && cat /proc/cmdline")
+        .unwrap();
+    assert!(g.dmesg().unwrap().contains("noreboot dyndbg 7"));
+}

@@ -45,11 +45,18 @@ fn main() {
             .collect(),
     );
     println!("command channel round trip: {base:.1} ms (subtracted from wall)");
-    let mut rows: Vec<(String, Vec<f64>)> =
-        ["wall", "total", "load", "transition", "overhead", "rss"]
-            .iter()
-            .map(|n| (n.to_string(), Vec::new()))
-            .collect();
+    let mut rows: Vec<(String, Vec<f64>)> = [
+        "wall",
+        "total",
+        "load",
+        "transition",
+        "unload",
+        "overhead",
+        "rss",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), Vec::new()))
+    .collect();
     for case in ["none->1", "1->2"] {
         for r in &mut rows {
             r.1.clear();
@@ -71,12 +78,14 @@ fn main() {
             let wall = r.duration.as_secs_f64() * 1000.0 - base;
             let load = v["load_ms"].as_f64().unwrap();
             let transition = v["transition_ms"].as_f64().unwrap();
+            let unload = v["unload_ms"].as_f64().unwrap();
             let vals = [
                 wall,
                 v["total_ms"].as_f64().unwrap(),
                 load,
                 transition,
-                wall - load - transition,
+                unload,
+                v["agent_overhead_ms"].as_f64().unwrap(),
                 v["peak_rss_kib"].as_f64().unwrap() / 1024.0,
             ];
             for (r, x) in rows.iter_mut().zip(vals) {

@@ -65,7 +65,9 @@ pub struct ApplyReport {
     pub transition_ms: f64,
     /// Milliseconds of the whole action.
     pub total_ms: f64,
-    /// total - load - transition: what the agent itself cost.
+    /// Milliseconds in `delete_module` of the replaced level's module.
+    pub unload_ms: f64,
+    /// total - load - transition - unload: what the agent itself cost.
     pub agent_overhead_ms: f64,
     /// The agent's peak resident set so far (VmHWM), KiB.
     pub peak_rss_kib: u64,
@@ -305,6 +307,7 @@ impl Agent {
                 load_ms: 0.0,
                 transition_ms: 0.0,
                 total_ms: ms(started.elapsed()),
+                unload_ms: 0.0,
                 agent_overhead_ms: ms(started.elapsed()),
                 peak_rss_kib: peak_rss_kib(),
                 notes: vec!["already active".into()],
@@ -364,9 +367,13 @@ impl Agent {
         };
 
         // The replaced level's module stays loaded but is no patch any more.
+        let mut unload_ms = 0.0;
         if let Some((_, old)) = &before {
             if self.lp.state(old).map_err(AgentError::failed)?.is_none() {
-                match livepatch::unload_module(old) {
+                let u = Instant::now();
+                let r = livepatch::unload_module(old);
+                unload_ms = ms(u.elapsed());
+                match r {
                     Ok(()) => notes.push(format!("unloaded replaced module {old}")),
                     Err(e) => notes.push(format!("replaced module {old} stays loaded: {e}")),
                 }
@@ -409,7 +416,8 @@ impl Agent {
             load_ms,
             transition_ms,
             total_ms,
-            agent_overhead_ms: (total_ms - load_ms - transition_ms).max(0.0),
+            unload_ms,
+            agent_overhead_ms: (total_ms - load_ms - transition_ms - unload_ms).max(0.0),
             peak_rss_kib: peak_rss_kib(),
             notes,
         })

@@ -1,0 +1,11 @@
+DROP TABLE audit;
+DROP TABLE admin_tokens;
+DROP TABLE host_reports;
+DROP TABLE hosts;
+DROP TABLE registration_keys;
+DROP TABLE feed_kernel_state;
+DROP TABLE releases;
+DROP TABLE feeds;
+DROP TABLE level_cves;
+DROP TABLE levels;
+DROP TABLE kernels;

@@ -1,0 +1,88 @@
+//! The agent endpoints (`protocol`'s table): register, check-in, bundle
+//! download and report. Each authenticated one acts on the token's host.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use protocol::{CheckinRequest, CheckinResponse, RegisterRequest, RegisterResponse, ReportRequest};
+
+use super::error::ApiError;
+use super::extract::{Host, Json};
+use super::AppState;
+
+/// `POST /register`: a registration key → a host token (201).
+pub async fn register(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<(StatusCode, axum::Json<RegisterResponse>), Response> {
+    if let Err(retry) = state
+        .register_limiter
+        .check(addr.ip(), state.ctx.clock.now())
+    {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many registrations from {}: try again in {retry} s",
+                addr.ip()
+            ),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return Err(r);
+    }
+    let resp = state
+        .ctx
+        .register(&req)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    Ok((StatusCode::CREATED, axum::Json(resp)))
+}
+
+/// `POST /checkin`: the host's state in, its target level out.
+pub async fn checkin(
+    State(state): State<Arc<AppState>>,
+    Host(host): Host,
+    Json(req): Json<CheckinRequest>,
+) -> Result<axum::Json<CheckinResponse>, ApiError> {
+    let resp = state
+        .ctx
+        .checkin(&host, &req, state.settings.checkin_interval)
+        .await?;
+    Ok(axum::Json(resp))
+}
+
+/// `GET /bundles/<sha256>`: a bundle of the host's kernel.
+pub async fn bundle(
+    State(state): State<Arc<AppState>>,
+    Host(host): Host,
+    Path(sha256): Path<String>,
+) -> Result<Response, ApiError> {
+    let bytes = state.ctx.host_bundle(&host, &sha256).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            // Content-addressed: a URL's bytes never change.
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable",
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `POST /report`: what happened on the host (204).
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    Host(host): Host,
+    Json(req): Json<ReportRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.ctx.report(&host, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

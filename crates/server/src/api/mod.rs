@@ -1,0 +1,161 @@
+//! The HTTP API: all routes in [`router`], the agent endpoints exactly as
+//! `protocol` documents them (`agent`), the admin endpoints behind
+//! bearer tokens with roles (`admin`), and the limits every request meets:
+//! body sizes (64 KiB of JSON, a bundle's maximum for publishing), a
+//! request timeout, registrations per address and minute, and JSON error
+//! bodies for every failure (`error`).
+
+pub mod admin;
+pub mod agent;
+pub mod error;
+pub mod extract;
+pub mod ratelimit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::context::Context;
+use ratelimit::RateLimiter;
+
+/// Largest JSON request body.
+pub const MAX_JSON: usize = 64 << 10;
+
+/// Tunables of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Registrations per source address and minute (0: unlimited).
+    pub register_per_minute: u32,
+    /// The check-in interval suggested to agents, in seconds.
+    pub checkin_interval: Option<u64>,
+    /// How long one request may take, body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            register_per_minute: 30,
+            checkin_interval: Some(4 * 3600),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    /// Operations and storage.
+    pub ctx: Context,
+    /// Tunables.
+    pub settings: Settings,
+    /// Registrations per address.
+    pub register_limiter: RateLimiter,
+}
+
+impl AppState {
+    /// State for a server with these settings.
+    pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            register_limiter: RateLimiter::new(settings.register_per_minute),
+            ctx,
+            settings,
+        })
+    }
+}
+
+/// Every route, with its limits.
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = state.settings.request_timeout;
+    let publish_limit = bundle::MAX_BUNDLE as usize;
+    let api = Router::new()
+        .route("/register", post(agent::register))
+        .route("/checkin", post(agent::checkin))
+        .route("/bundles/{sha256}", get(agent::bundle))
+        .route("/report", post(agent::report))
+        .route("/admin/hosts", get(admin::hosts))
+        .route("/admin/reports", get(admin::reports))
+        .route("/admin/kernels", get(admin::kernels))
+        .route("/admin/levels", get(admin::levels))
+        .route("/admin/feeds", get(admin::feeds).post(admin::create_feed))
+        .route(
+            "/admin/feeds/{feed}/kernels/{kernel}",
+            get(admin::feed_state),
+        )
+        .route("/admin/audit", get(admin::audit))
+        .route("/admin/keys", get(admin::keys).post(admin::create_key))
+        .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
+        .route(
+            "/admin/publish",
+            post(admin::publish).layer(DefaultBodyLimit::max(publish_limit)),
+        )
+        .route("/admin/promote", post(admin::promote))
+        .route("/admin/pin", post(admin::pin))
+        .route("/admin/hold", post(admin::hold))
+        .route("/admin/unpin", post(admin::unpin))
+        .route("/admin/rollback", post(admin::rollback));
+    Router::new()
+        .nest(protocol::API_PREFIX, api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(MAX_JSON))
+        .with_state(state)
+        // Outermost first to see the request: a hard ceiling on any body
+        // (checked against Content-Length before reading), the timeout,
+        // panics turned into 500s, then JSON error bodies for all of them.
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(publish_limit + MAX_JSON))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves the API over TLS on `listener` until `shutdown` completes, then
+/// gives the requests in flight up to 30 s to finish.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    listener.set_nonblocking(true)?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .handle(handle)
+    .serve(app)
+    .await
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes
+/// the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,274 @@
+//! What hosts do, as `protocol` defines it: register with a registration
+//! key, check in and learn their target level, download their bundle and
+//! report what happened. A host is known by its token alone, so every
+//! operation here acts on the token's own host and nothing else.
+
+use protocol::{
+    CheckinRequest, CheckinResponse, Kernel, RegisterRequest, RegisterResponse, ReportRequest,
+    TargetLevel, API_PREFIX,
+};
+use sqlx::Row;
+
+use crate::blobs::{is_sha256, BlobError};
+use crate::context::Context;
+use crate::error::{invalid, not_found, DbContext, Error};
+use crate::validate::{self, MAX_LIST};
+use crate::{secrets, store};
+
+/// The host a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAuth {
+    /// Its id.
+    pub id: String,
+    /// Its feed.
+    pub feed: String,
+    /// The kernel build it ran at its last check-in.
+    pub build_id: String,
+}
+
+fn kernel(k: &Kernel) -> Result<(), Error> {
+    validate::line("kernel.release", &k.release, validate::MAX_RELEASE, true)?;
+    validate::line("kernel.version", &k.version, validate::MAX_VERSION, false)?;
+    validate::build_id("kernel.build_id", &k.build_id)
+}
+
+fn levels_json(field: &str, levels: &[u32]) -> Result<String, Error> {
+    if levels.len() > MAX_LIST {
+        return Err(invalid(format!(
+            "field `{field}`: more than {MAX_LIST} entries"
+        )));
+    }
+    Ok(serde_json::to_string(levels).unwrap_or_else(|_| "[]".into()))
+}
+
+impl Context {
+    /// Registers a host with a registration key; answers its token.
+    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, Error> {
+        validate::line("registration_key", &req.registration_key, 256, true)?;
+        validate::line("hostname", &req.hostname, validate::MAX_HOSTNAME, true)?;
+        kernel(&req.kernel)?;
+        validate::line(
+            "agent_version",
+            &req.agent_version,
+            validate::MAX_AGENT_VERSION,
+            true,
+        )?;
+        if req.tags.len() > validate::MAX_TAGS {
+            return Err(invalid(format!(
+                "field `tags`: more than {} tags",
+                validate::MAX_TAGS
+            )));
+        }
+        for t in &req.tags {
+            validate::line("tags", t, validate::MAX_TAG, true)?;
+        }
+        let key = sqlx::query(
+            "SELECT id, feed, revoked_at FROM registration_keys WHERE secret_hash = $1",
+        )
+        .bind(secrets::hash(&req.registration_key))
+        .fetch_optional(self.db.pool())
+        .await
+        .ctx("look up the registration key")?
+        .ok_or_else(|| Error::Unauthorized("registration key not recognised".into()))?;
+        let key_id: String = key.try_get(0).ctx("read the registration key")?;
+        let feed: String = key.try_get(1).ctx("read the registration key")?;
+        let revoked: Option<i64> = key.try_get(2).ctx("read the registration key")?;
+        if revoked.is_some() {
+            return Err(Error::Unauthorized(format!(
+                "registration key {key_id} was revoked"
+            )));
+        }
+        let id = secrets::random_hex(16)?;
+        let token = secrets::new_secret(secrets::HOST_TOKEN)?;
+        let tags = serde_json::to_string(&req.tags).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, feed, kernel_release, kernel_version, build_id, level, \
+             effective_version, skipped, agent_version, tags, token_hash, registration_key, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, '', '[]', $7, $8, $9, $10, $11)",
+        )
+        .bind(&id)
+        .bind(&req.hostname)
+        .bind(&feed)
+        .bind(&req.kernel.release)
+        .bind(&req.kernel.version)
+        .bind(&req.kernel.build_id)
+        .bind(&req.agent_version)
+        .bind(tags)
+        .bind(secrets::hash(&token))
+        .bind(&key_id)
+        .bind(self.clock.now())
+        .execute(self.db.pool())
+        .await
+        .ctx("register the host")?;
+        tracing::info!(host = %id, hostname = %req.hostname, feed = %feed, "host registered");
+        Ok(RegisterResponse {
+            host_id: id,
+            token,
+            feed,
+        })
+    }
+
+    /// The host whose bearer token this is.
+    pub async fn authenticate_host(&self, token: &str) -> Result<HostAuth, Error> {
+        let row = sqlx::query("SELECT id, feed, build_id FROM hosts WHERE token_hash = $1")
+            .bind(secrets::hash(token))
+            .fetch_optional(self.db.pool())
+            .await
+            .ctx("look up the host token")?
+            .ok_or_else(|| Error::Unauthorized("unknown host token".into()))?;
+        Ok(HostAuth {
+            id: row.try_get(0).ctx("read the host")?,
+            feed: row.try_get(1).ctx("read the host")?,
+            build_id: row.try_get(2).ctx("read the host")?,
+        })
+    }
+
+    /// Records a check-in and answers the level the host's feed serves for
+    /// the kernel it runs now.
+    pub async fn checkin(
+        &self,
+        host: &HostAuth,
+        req: &CheckinRequest,
+        next_checkin_seconds: Option<u64>,
+    ) -> Result<CheckinResponse, Error> {
+        kernel(&req.kernel)?;
+        validate::line(
+            "effective_version",
+            &req.effective_version,
+            validate::MAX_VERSION,
+            false,
+        )?;
+        validate::line(
+            "agent_version",
+            &req.agent_version,
+            validate::MAX_AGENT_VERSION,
+            true,
+        )?;
+        let skipped = levels_json("skipped", &req.skipped)?;
+        let now = self.clock.now();
+        let build_id = &req.kernel.build_id;
+        sqlx::query(
+            "UPDATE hosts SET kernel_release = $1, kernel_version = $2, build_id = $3, level = $4, \
+             effective_version = $5, skipped = $6, agent_version = $7, last_checkin = $8 WHERE id = $9",
+        )
+        .bind(&req.kernel.release)
+        .bind(&req.kernel.version)
+        .bind(build_id)
+        .bind(i64::from(req.level))
+        .bind(&req.effective_version)
+        .bind(skipped)
+        .bind(&req.agent_version)
+        .bind(now)
+        .bind(&host.id)
+        .execute(self.db.pool())
+        .await
+        .ctx("record the check-in")?;
+
+        let mut conn = self.db.pool().acquire().await.ctx("connect")?;
+        let supported = sqlx::query("SELECT 1 FROM levels WHERE build_id = $1 LIMIT 1")
+            .bind(build_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .ctx("look up the kernel")?
+            .is_some();
+        let mut target = None;
+        if supported {
+            if let Some(level) = store::served_level(&mut conn, &host.feed, build_id, now).await? {
+                let row = sqlx::query(
+                    "SELECT name, sha256, size FROM levels WHERE build_id = $1 AND level = $2",
+                )
+                .bind(build_id)
+                .bind(level)
+                .fetch_one(&mut *conn)
+                .await
+                .ctx("read the target level")?;
+                let sha256: String = row.try_get(1).ctx("read the target level")?;
+                target = Some(TargetLevel {
+                    level: u32::try_from(level).unwrap_or(u32::MAX),
+                    name: row.try_get(0).ctx("read the target level")?,
+                    bundle_url: format!("{API_PREFIX}/bundles/{sha256}"),
+                    size: u64::try_from(row.try_get::<i64, _>(2).ctx("read the target level")?)
+                        .unwrap_or(0),
+                    sha256,
+                });
+            }
+        }
+        Ok(CheckinResponse {
+            supported,
+            target,
+            next_checkin_seconds,
+        })
+    }
+
+    /// The bundle file `sha256`, if it is a level of the kernel the host
+    /// runs: a host token opens no other bundle.
+    pub async fn host_bundle(&self, host: &HostAuth, sha256: &str) -> Result<Vec<u8>, Error> {
+        if !is_sha256(sha256) {
+            return Err(invalid(format!(
+                "{sha256:.80?} is not a sha256 (64 lowercase hex digits)"
+            )));
+        }
+        let found = sqlx::query("SELECT 1 FROM levels WHERE sha256 = $1 AND build_id = $2 LIMIT 1")
+            .bind(sha256)
+            .bind(&host.build_id)
+            .fetch_optional(self.db.pool())
+            .await
+            .ctx("look up the bundle")?;
+        if found.is_none() {
+            return Err(not_found(format!(
+                "no bundle {sha256} for this host's kernel (build-id {})",
+                host.build_id
+            )));
+        }
+        let blobs = self.blobs.clone();
+        let key = sha256.to_string();
+        tokio::task::spawn_blocking(move || blobs.get(&key))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??
+            .ok_or_else(|| Error::Blob(BlobError::Missing(sha256.to_string())))
+    }
+
+    /// Records a host's report, and its active level.
+    pub async fn report(&self, host: &HostAuth, req: &ReportRequest) -> Result<(), Error> {
+        validate::name("action", &req.action)?;
+        validate::name("result", &req.result)?;
+        validate::text("reason", &req.reason, validate::MAX_TEXT, false)?;
+        if req.stalled_tasks.len() > MAX_LIST {
+            return Err(invalid(format!(
+                "field `stalled_tasks`: more than {MAX_LIST} entries"
+            )));
+        }
+        for t in &req.stalled_tasks {
+            validate::text("stalled_tasks", t, validate::MAX_TASK, false)?;
+        }
+        let duration = i64::try_from(req.duration_ms)
+            .map_err(|_| invalid("field `duration_ms`: out of range"))?;
+        let now = self.clock.now();
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO host_reports (id, host_id, received_at, action, level, result, reason, stalled_tasks, duration_ms, active_level) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(secrets::random_hex(16)?)
+        .bind(&host.id)
+        .bind(now)
+        .bind(&req.action)
+        .bind(i64::from(req.level))
+        .bind(&req.result)
+        .bind(&req.reason)
+        .bind(serde_json::to_string(&req.stalled_tasks).unwrap_or_else(|_| "[]".into()))
+        .bind(duration)
+        .bind(i64::from(req.active_level))
+        .execute(&mut *tx)
+        .await
+        .ctx("record the report")?;
+        sqlx::query("UPDATE hosts SET level = $1 WHERE id = $2")
+            .bind(i64::from(req.active_level))
+            .bind(&host.id)
+            .execute(&mut *tx)
+            .await
+            .ctx("record the active level")?;
+        tx.commit().await.ctx("commit the report")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! noreboot-server: distributes signed live patch bundles to a fleet and
+//! keeps the fleet's state. Bundles are published per kernel build-id as
+//! cumulative levels and released to feeds; hosts register with a key,
+//! check in, and are told the level their feed serves. The same
+//! operations ([`Context`]'s methods in `admin` and `fleet`) back the admin
+//! CLI and the HTTP API (`api`), and every admin action is audited.
+//!
+//! Layers, in the order a request meets them: `api` (HTTP, auth, limits)
+//! → `admin` / `fleet` (operations) → `store` and `target` (shared queries
+//! and the feed rule) → `db` and `blobs` (storage). Errors: see `error`.
+
+pub mod admin;
+pub mod api;
+pub mod blobs;
+pub mod clock;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod fleet;
+pub mod model;
+pub mod secrets;
+pub mod store;
+pub mod target;
+pub mod tls;
+pub mod validate;
+
+pub use context::{Context, Options};
+pub use error::Error;

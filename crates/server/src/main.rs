@@ -1,0 +1,627 @@
+//! `noreboot-server`: `serve` runs the HTTP API; `admin` acts on the same
+//! database directly (publishing, feeds, keys, tokens, views), for the
+//! first admin token and for scripts on the server machine. Arguments are
+//! parsed by clap, turned into a [`server::Options`], and every failure is
+//! mapped to an exit status in [`exit_code`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use server::api::{self, AppState, Settings};
+use server::clock::{rfc3339, SystemClock};
+use server::model::Role;
+use server::{Context, Error, Options};
+
+/// noreboot-server: live patch distribution and fleet status.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Storage {
+    /// Database URL [default: sqlite://<data>/noreboot.db]
+    #[arg(long, env = "NOREBOOT_SERVER_DB")]
+    db: Option<String>,
+    /// Data directory: bundles, and the default database.
+    #[arg(long, env = "NOREBOOT_SERVER_DATA", default_value = "./noreboot-data")]
+    data: PathBuf,
+    /// Directory of minisign *.pub keys that bundles must be signed with
+    /// [default: <data>/trusted.d]
+    #[arg(long, env = "NOREBOOT_SERVER_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+}
+
+impl Storage {
+    fn options(&self) -> Options {
+        Options {
+            db_url: self.db.clone(),
+            data_dir: self.data.clone(),
+            trusted_keys: self.trusted_keys.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the agent and admin API.
+    Serve {
+        #[command(flatten)]
+        storage: Storage,
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Registrations allowed per source address and minute (0: no limit).
+        #[arg(long, default_value_t = 30)]
+        register_per_minute: u32,
+        /// Check-in interval suggested to agents, in seconds.
+        #[arg(long, default_value_t = 4 * 3600)]
+        checkin_interval: u64,
+        /// Longest a request may take, in seconds.
+        #[arg(long, default_value_t = 120)]
+        request_timeout: u64,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's PEM private key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Act on the server's database directly.
+    Admin {
+        #[command(flatten)]
+        storage: Storage,
+        /// The name the audit trail records [default: cli:$USER].
+        #[arg(long = "as")]
+        actor: Option<String>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Verify and publish a bundle (its kernel is registered if new).
+    Publish {
+        /// The bundle (.nrb).
+        file: PathBuf,
+        /// Release it to this feed (repeatable; none: promote later).
+        #[arg(long = "feed")]
+        feeds: Vec<String>,
+    },
+    /// Feeds.
+    #[command(subcommand)]
+    Feed(FeedCommand),
+    /// Release a published level to a feed.
+    Promote {
+        /// Kernel build-id.
+        #[arg(long)]
+        kernel: String,
+        /// The level.
+        #[arg(long)]
+        level: u32,
+        /// The feed.
+        #[arg(long)]
+        to: String,
+    },
+    /// Serve exactly this level on a feed for one kernel.
+    Pin {
+        /// The feed.
+        #[arg(long)]
+        feed: String,
+        /// Kernel build-id.
+        #[arg(long)]
+        kernel: String,
+        /// The level.
+        #[arg(long)]
+        level: u32,
+    },
+    /// Keep a feed at the level it serves now for one kernel.
+    Hold {
+        /// The feed.
+        #[arg(long)]
+        feed: String,
+        /// Kernel build-id.
+        #[arg(long)]
+        kernel: String,
+    },
+    /// Remove a pin or hold.
+    Unpin {
+        /// The feed.
+        #[arg(long)]
+        feed: String,
+        /// Kernel build-id.
+        #[arg(long)]
+        kernel: String,
+    },
+    /// Withdraw the level a feed serves for one kernel: hosts go back to
+    /// the previous level at their next check-in.
+    Rollback {
+        /// The feed.
+        #[arg(long)]
+        feed: String,
+        /// Kernel build-id.
+        #[arg(long)]
+        kernel: String,
+    },
+    /// Registration keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Admin API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Registered hosts.
+    Hosts,
+    /// Kernels with published levels.
+    Kernels,
+    /// Published levels.
+    Levels {
+        /// Only this kernel build-id.
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// The audit trail, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FeedCommand {
+    /// Create a feed.
+    Create {
+        /// Its name.
+        name: String,
+        /// Serve a level only this many hours after its publication.
+        #[arg(long, default_value_t = 0)]
+        delay_hours: i64,
+    },
+    /// List feeds.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a registration key (its secret is printed once).
+    Create {
+        /// The feed hosts registering with it join.
+        #[arg(long)]
+        feed: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Revoke a registration key.
+    Revoke {
+        /// Its id.
+        id: String,
+    },
+    /// List registration keys.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an admin API token (printed once).
+    Create {
+        /// Its name (the audit trail records it).
+        name: String,
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: Role,
+    },
+    /// Revoke an admin API token.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+    /// List admin API tokens.
+    List,
+}
+
+/// Exit statuses: 0 done, 1 server-side failure, 2 usage (clap), 3 not
+/// found, 4 refused (invalid input, conflict, bad bundle).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::NotFound(_)) => 3,
+        Some(
+            Error::Invalid(_)
+            | Error::Conflict(_)
+            | Error::BundleRefused(_)
+            | Error::Unauthorized(_)
+            | Error::Forbidden(_),
+        ) => 4,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOREBOOT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("noreboot-server: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("noreboot-server: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            storage,
+            listen,
+            register_per_minute,
+            checkin_interval,
+            request_timeout,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => Some(server::tls::server_config(c, k)?),
+                _ => None,
+            };
+            let ctx = Context::open(&storage.options(), Arc::new(SystemClock)).await?;
+            if ctx.trusted.is_empty() {
+                tracing::warn!(
+                    "no trusted keys in {}: every publication will be refused",
+                    ctx.trusted_dir.display()
+                );
+            }
+            if tls.is_none() && !listen.ip().is_loopback() {
+                tracing::warn!("serving plain HTTP on {listen}: put a TLS proxy in front of it");
+            }
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listen on {listen}"))?;
+            let addr = listener.local_addr().context("local address")?;
+            // Tests and scripts read the real port from this line.
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!("listening on {scheme}://{addr}");
+            let settings = Settings {
+                register_per_minute,
+                checkin_interval: Some(checkin_interval),
+                request_timeout: Duration::from_secs(request_timeout),
+            };
+            let db = ctx.db.clone();
+            let state = AppState::new(ctx, settings);
+            match tls {
+                Some(tls) => {
+                    let listener = listener.into_std().context("listener")?;
+                    api::serve_tls(listener, state, tls, shutdown_signal()).await
+                }
+                None => api::serve(listener, state, shutdown_signal()).await,
+            }
+            .context("serve")?;
+            db.close().await;
+            Ok(())
+        }
+        Command::Admin {
+            storage,
+            actor,
+            json,
+            command,
+        } => {
+            let ctx = Context::open(&storage.options(), Arc::new(SystemClock)).await?;
+            let actor = actor.unwrap_or_else(|| {
+                format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                )
+            });
+            let r = admin(&ctx, &actor, json, command).await;
+            ctx.db.close().await;
+            r
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn opt(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".to_string(), |l| l.to_string())
+}
+
+async fn admin(
+    ctx: &Context,
+    actor: &str,
+    json: bool,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Publish { file, feeds } => {
+            let bytes =
+                bundle::read_file(&file).map_err(|e| Error::BundleRefused(e.to_string()))?;
+            let p = ctx.publish(actor, bytes, &feeds).await?;
+            if json {
+                return print_json(&p);
+            }
+            println!(
+                "published {} level {} for {} ({}){}",
+                p.name,
+                p.level,
+                p.release,
+                p.build_id,
+                if p.new_kernel { ", a new kernel" } else { "" }
+            );
+            println!("bundle sha256 {} ({} bytes)", p.sha256, p.size);
+            println!(
+                "CVEs: {}",
+                if p.cves.is_empty() {
+                    "-".into()
+                } else {
+                    p.cves.join(" ")
+                }
+            );
+            if p.feeds.is_empty() {
+                println!(
+                    "released to no feed yet: `promote --kernel {} --level {} --to FEED`",
+                    p.build_id, p.level
+                );
+            } else {
+                println!("released to: {}", p.feeds.join(" "));
+            }
+        }
+        AdminCommand::Feed(FeedCommand::Create { name, delay_hours }) => {
+            let f = ctx.create_feed(actor, &name, delay_hours).await?;
+            if json {
+                return print_json(&f);
+            }
+            println!("created feed {} (delay {} h)", f.name, f.delay_hours);
+        }
+        AdminCommand::Feed(FeedCommand::List) => {
+            let feeds = ctx.feeds().await?;
+            if json {
+                return print_json(&feeds);
+            }
+            for f in feeds {
+                println!("{:<20} delay {:>4} h", f.name, f.delay_hours);
+            }
+        }
+        AdminCommand::Promote { kernel, level, to } => {
+            let level = server::validate::level("level", level)?;
+            let p = ctx.promote(actor, &kernel, level, &to).await?;
+            if json {
+                return print_json(&p);
+            }
+            if p.already {
+                println!(
+                    "level {} of {} was already released to {}",
+                    p.level, p.build_id, p.feed
+                );
+            } else {
+                println!("released level {} of {} to {}", p.level, p.build_id, p.feed);
+            }
+        }
+        AdminCommand::Pin {
+            feed,
+            kernel,
+            level,
+        } => {
+            let level = server::validate::level("level", level)?;
+            let s = ctx.pin(actor, &feed, &kernel, level).await?;
+            if json {
+                return print_json(&s);
+            }
+            println!(
+                "feed {} pinned to level {} for {}",
+                s.feed,
+                opt(s.level),
+                s.build_id
+            );
+        }
+        AdminCommand::Hold { feed, kernel } => {
+            let s = ctx.hold(actor, &feed, &kernel).await?;
+            if json {
+                return print_json(&s);
+            }
+            println!(
+                "feed {} held at level {} for {}",
+                s.feed,
+                opt(s.level),
+                s.build_id
+            );
+        }
+        AdminCommand::Unpin { feed, kernel } => {
+            let s = ctx.unpin(actor, &feed, &kernel).await?;
+            if json {
+                return print_json(&s);
+            }
+            println!(
+                "feed {} follows its releases for {} again: serving level {}",
+                s.feed,
+                s.build_id,
+                opt(s.serving)
+            );
+        }
+        AdminCommand::Rollback { feed, kernel } => {
+            let r = ctx.rollback(actor, &feed, &kernel).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "feed {} rolled back from level {} to {} for {} (withdrawn: {:?}); hosts move at their next check-in",
+                r.feed,
+                r.from,
+                opt(r.to),
+                r.build_id,
+                r.withdrawn
+            );
+        }
+        AdminCommand::Key(KeyCommand::Create { feed, note }) => {
+            let k = ctx.create_key(actor, &feed, &note).await?;
+            if json {
+                return print_json(&k);
+            }
+            println!(
+                "registration key {} for feed {} (shown once):",
+                k.id, k.feed
+            );
+            println!("{}", k.secret);
+        }
+        AdminCommand::Key(KeyCommand::Revoke { id }) => {
+            let k = ctx.revoke_key(actor, &id).await?;
+            if json {
+                return print_json(&k);
+            }
+            println!("revoked registration key {}", k.id);
+        }
+        AdminCommand::Key(KeyCommand::List) => {
+            let keys = ctx.keys().await?;
+            if json {
+                return print_json(&keys);
+            }
+            for k in keys {
+                let state = k
+                    .revoked_at
+                    .map_or("active".to_string(), |t| format!("revoked {}", rfc3339(t)));
+                println!("{}  {:<12} {:<28} {}", k.id, k.feed, state, k.note);
+            }
+        }
+        AdminCommand::Token(TokenCommand::Create { name, role }) => {
+            let t = ctx.create_token(actor, &name, role).await?;
+            if json {
+                return print_json(&t);
+            }
+            println!("{} token {} (shown once):", t.role.as_str(), t.name);
+            println!("{}", t.token);
+        }
+        AdminCommand::Token(TokenCommand::Revoke { name }) => {
+            ctx.revoke_token(actor, &name).await?;
+            if !json {
+                println!("revoked token {name}");
+            }
+        }
+        AdminCommand::Token(TokenCommand::List) => {
+            let tokens = ctx.tokens().await?;
+            if json {
+                return print_json(&tokens);
+            }
+            for t in tokens {
+                let state = t.revoked_at.map_or("active".to_string(), |at| {
+                    format!("revoked {}", rfc3339(at))
+                });
+                println!("{:<24} {:<10} {}", t.name, t.role, state);
+            }
+        }
+        AdminCommand::Hosts => {
+            let hosts = ctx.hosts().await?;
+            if json {
+                return print_json(&hosts);
+            }
+            for h in hosts {
+                println!(
+                    "{}  {:<24} {:<10} {:<24} level {:<3} last check-in {}",
+                    h.id,
+                    h.hostname,
+                    h.feed,
+                    h.kernel_release,
+                    h.level,
+                    h.last_checkin.map_or("never".into(), rfc3339)
+                );
+            }
+        }
+        AdminCommand::Kernels => {
+            let kernels = ctx.kernels().await?;
+            if json {
+                return print_json(&kernels);
+            }
+            for k in kernels {
+                println!(
+                    "{:<28} {}  {} levels, newest {}",
+                    k.release,
+                    k.build_id,
+                    k.levels,
+                    opt(k.newest_level)
+                );
+            }
+        }
+        AdminCommand::Levels { kernel } => {
+            let levels = ctx.levels(kernel.as_deref()).await?;
+            if json {
+                return print_json(&levels);
+            }
+            for l in levels {
+                let cves: Vec<&str> = l.cves.iter().map(|c| c.cve.as_str()).collect();
+                println!(
+                    "{} level {:<3} {:<28} {}  feeds [{}]  CVEs [{}]",
+                    l.build_id,
+                    l.level,
+                    l.name,
+                    rfc3339(l.published_at),
+                    l.feeds.join(" "),
+                    cves.join(" ")
+                );
+            }
+        }
+        AdminCommand::Audit { limit } => {
+            let entries = ctx.audit_log(limit).await?;
+            if json {
+                return print_json(&entries);
+            }
+            for a in entries {
+                println!(
+                    "{} {:<16} {:<14} {} {}",
+                    rfc3339(a.at),
+                    a.actor,
+                    a.action,
+                    a.target,
+                    a.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Bounds on every value that comes from outside (agents, admin requests,
+//! the command line) before it reaches the database: lengths, character
+//! sets, counts. Errors name the field, so a 400 says what to fix.
+
+use crate::error::{invalid, Error};
+
+/// Longest hostname (DNS names are at most 253 bytes).
+pub const MAX_HOSTNAME: usize = 255;
+/// `struct new_utsname` fields are 64 bytes.
+pub const MAX_RELEASE: usize = 64;
+/// `uname -v`, Debian and effective versions.
+pub const MAX_VERSION: usize = 256;
+/// GNU build-ids are 20 bytes in practice; bundles allow 64 hex digits.
+pub const MAX_BUILD_ID: usize = 64;
+/// Agent versions.
+pub const MAX_AGENT_VERSION: usize = 64;
+/// Tags per host, and each tag's length.
+pub const MAX_TAGS: usize = 64;
+/// One tag.
+pub const MAX_TAG: usize = 64;
+/// Free text (reasons, notes).
+pub const MAX_TEXT: usize = 16 * 1024;
+/// Skipped levels and stalled tasks per request.
+pub const MAX_LIST: usize = 256;
+/// One stalled task line.
+pub const MAX_TASK: usize = 4096;
+/// Feed and token names.
+pub const MAX_NAME: usize = 64;
+/// The longest delay a feed may have: a year.
+pub const MAX_DELAY_HOURS: i64 = 24 * 366;
+
+/// A string of at most `max` bytes without control characters; `nonempty`
+/// refuses "".
+pub fn text(field: &str, s: &str, max: usize, nonempty: bool) -> Result<(), Error> {
+    if nonempty && s.is_empty() {
+        return Err(invalid(format!("field `{field}`: must not be empty")));
+    }
+    if s.len() > max {
+        return Err(invalid(format!(
+            "field `{field}`: {} bytes, more than the limit of {max}",
+            s.len()
+        )));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(invalid(format!(
+            "field `{field}`: contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A one-line string: [`text`] without newlines or tabs.
+pub fn line(field: &str, s: &str, max: usize, nonempty: bool) -> Result<(), Error> {
+    text(field, s, max, nonempty)?;
+    if s.contains(['\n', '\t']) {
+        return Err(invalid(format!("field `{field}`: must be one line")));
+    }
+    Ok(())
+}
+
+/// A GNU build-id: lowercase hex, an even number of digits.
+pub fn build_id(field: &str, s: &str) -> Result<(), Error> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_BUILD_ID
+        && s.len().is_multiple_of(2)
+        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !ok {
+        return Err(invalid(format!(
+            "field `{field}`: {s:.80?} is not a build-id (lowercase hex, at most {MAX_BUILD_ID} digits)"
+        )));
+    }
+    Ok(())
+}
+
+/// A feed or token name: a lowercase letter or digit, then letters,
+/// digits, `-`, `_` or `.`.
+pub fn name(field: &str, s: &str) -> Result<(), Error> {
+    let mut bytes = s.bytes();
+    let ok = s.len() <= MAX_NAME
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if !ok {
+        return Err(invalid(format!(
+            "field `{field}`: {s:.80?} is not a valid name (lowercase letters, digits, `-`, `_`, `.`; at most {MAX_NAME})"
+        )));
+    }
+    Ok(())
+}
+
+/// A patch level as the API carries it (u32) turned into the database's
+/// integer, refusing 0 where a real level is meant.
+pub fn level(field: &str, l: u32) -> Result<i64, Error> {
+    if l == 0 {
+        return Err(invalid(format!("field `{field}`: levels start at 1")));
+    }
+    Ok(i64::from(l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_build_ids() {
+        assert!(name("feed", "stable").is_ok());
+        assert!(name("feed", "delayed-24h").is_ok());
+        assert!(name("feed", "").is_err());
+        assert!(name("feed", "Stable").is_err());
+        assert!(name("feed", "a/b").is_err());
+        assert!(build_id("b", "0123abcd").is_ok());
+        assert!(build_id("b", "0123ABCD").is_err());
+        assert!(build_id("b", "abc").is_err());
+        assert!(build_id("b", &"a".repeat(66)).is_err());
+    }
+
+    #[test]
+    fn text_limits() {
+        assert!(text("t", "ok\nmulti", 10, true).is_ok());
+        assert!(line("t", "ok\nmulti", 10, true).is_err());
+        assert!(text("t", "", 10, true).is_err());
+        assert!(text("t", "x\u{7}", 10, false).is_err());
+        assert!(text("t", &"x".repeat(11), 10, false).is_err());
+    }
+}

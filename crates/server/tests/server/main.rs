@@ -1,0 +1,11 @@
+//! noreboot-server's integration tests, one binary: each test starts a
+//! real server on 127.0.0.1 port 0 (in process, with a clock it controls,
+//! or the `noreboot-server` binary itself in `cli`) and talks to it over
+//! HTTP. Bundles are made and signed with the `bundle` crate.
+
+mod cli;
+mod common;
+mod feeds;
+mod flow;
+mod publish;
+mod security;

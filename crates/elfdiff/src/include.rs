@@ -5,12 +5,14 @@
 //! `__exit` code, replaced functions without an fentry call, new static
 //! locals in shared data sections, changed section groups.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use object::elf;
 
 use crate::compare::{changed_rodata, compare_symbol, Namer, Verdict};
-use crate::correlate::Correlation;
+use crate::correlate::{stem, Correlation};
 use crate::lines::LineMap;
-use crate::read::{Object, SymKind, SymbolId};
+use crate::read::{Object, SectionId, SymKind, SymbolId};
 use crate::report::{DataReport, FunctionReport, Outcome, Refusal, Report, Status};
 
 fn section_name(obj: &Object, id: SymbolId) -> String {
@@ -141,6 +143,88 @@ pub fn has_fentry(obj: &Object, id: SymbolId) -> bool {
         .iter()
         .take_while(|r| r.offset < s.value + 16)
         .any(|r| r.offset >= s.value && obj.symbol(r.symbol).name == "__fentry__")
+}
+
+/// A section group as the linker sees it: the signature it deduplicates
+/// by, whether it is COMDAT, and its members (relocation sections, which
+/// follow their targets, left out; compiler numbering stemmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GroupShape {
+    signature: String,
+    comdat: bool,
+    members: Vec<String>,
+}
+
+impl GroupShape {
+    fn describe(&self) -> String {
+        let kind = if self.comdat { "COMDAT " } else { "" };
+        format!("{kind}section group {}", self.signature)
+    }
+
+    /// What changed from `self` (original) to `new` (patched).
+    fn difference(&self, new: &GroupShape) -> String {
+        let mut out = Vec::new();
+        if self.signature != new.signature {
+            out.push(format!("signature {} -> {}", self.signature, new.signature));
+        }
+        if self.comdat != new.comdat {
+            out.push(format!("COMDAT {} -> {}", self.comdat, new.comdat));
+        }
+        let added: Vec<&str> = new
+            .members
+            .iter()
+            .filter(|m| !self.members.contains(m))
+            .map(String::as_str)
+            .collect();
+        let removed: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| !new.members.contains(m))
+            .map(String::as_str)
+            .collect();
+        if !added.is_empty() {
+            out.push(format!("members added {}", added.join(" ")));
+        }
+        if !removed.is_empty() {
+            out.push(format!("members removed {}", removed.join(" ")));
+        }
+        if out.is_empty() {
+            out.push(format!(
+                "members {} -> {}",
+                self.members.join(" "),
+                new.members.join(" ")
+            ));
+        }
+        out.join("; ")
+    }
+}
+
+/// The signature of group section `g`: the name of the symbol its
+/// `sh_info` names (for a section symbol, the section's name).
+fn group_signature(obj: &Object, g: SectionId) -> String {
+    obj.symbols
+        .get(obj.section(g).sh_info as usize)
+        .map(|s| s.name.clone())
+        .unwrap_or_default()
+}
+
+fn group_shape(obj: &Object, g: SectionId) -> GroupShape {
+    let flags = obj
+        .section(g)
+        .data
+        .get(..4)
+        .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    let mut members: Vec<String> = obj
+        .sections()
+        .filter(|(_, s)| s.group == Some(g) && !matches!(s.sh_type, elf::SHT_RELA | elf::SHT_REL))
+        .map(|(_, s)| stem(&s.name))
+        .collect();
+    members.sort();
+    GroupShape {
+        signature: group_signature(obj, g),
+        comdat: flags & elf::GRP_COMDAT != 0,
+        members,
+    }
 }
 
 /// Compares every function and object and builds the report.
@@ -305,25 +389,66 @@ pub fn analyse(
             });
         }
     }
-    for (&ps, &os) in &c.sec_p2o {
-        let (gp, go) = (patched.section(ps).group, orig.section(os).group);
-        let sig = |obj: &Object, g: Option<crate::read::SectionId>| {
-            g.and_then(|g| {
-                obj.symbols
-                    .get(obj.section(g).sh_info as usize)
-                    .map(|s| s.name.clone())
-            })
+    // Section groups: the linker keeps one copy of each group signature
+    // across the whole kernel, a live patch cannot redo that choice. What
+    // the patch carries must sit in a group that is the same in both
+    // objects — signature, kind and members — or in none.
+    let mut shapes_o = HashMap::new();
+    let mut shapes_p = HashMap::new();
+    for &p in &included {
+        let p = SymbolId(p);
+        let sp = patched.symbol(p);
+        let Some(psec) = sp.section else { continue };
+        let o = c.sym_p2o.get(&p).copied();
+        let pg = patched.section(psec).group;
+        let og = match o {
+            Some(o) => orig.symbol(o).section.and_then(|s| orig.section(s).group),
+            // A new symbol: the original's group of the same signature.
+            None => pg.and_then(|pg| {
+                let sig = group_signature(patched, pg);
+                orig.sections()
+                    .find(|(g, s)| s.sh_type == elf::SHT_GROUP && group_signature(orig, *g) == sig)
+                    .map(|(g, _)| g)
+            }),
         };
-        if sig(patched, gp) != sig(orig, go) {
-            refuse(
-                &patched.section(ps).name,
-                format!(
-                    "section group changed from {:?} to {:?}",
-                    sig(orig, go),
-                    sig(patched, gp)
-                ),
-            );
+        if pg.is_none() && og.is_none() {
+            continue;
         }
+        let shape_p = pg.map(|g| {
+            shapes_p
+                .entry(g)
+                .or_insert_with(|| group_shape(patched, g))
+                .clone()
+        });
+        let shape_o = og.map(|g| {
+            shapes_o
+                .entry(g)
+                .or_insert_with(|| group_shape(orig, g))
+                .clone()
+        });
+        let secname = &patched.section(psec).name;
+        let name = o.map_or(&sp.name, |o| &orig.symbol(o).name);
+        let why = match (shape_o, shape_p) {
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(a), Some(b)) => format!(
+                "section {secname} is in {}, which changed: {}",
+                b.describe(),
+                a.difference(&b)
+            ),
+            (None, Some(b)) if o.is_some() => {
+                format!("section {secname} joined {}", b.describe())
+            }
+            (None, Some(b)) => format!(
+                "section {secname} is in {}, which the original object does not have",
+                b.describe()
+            ),
+            (Some(a), None) => format!("section {secname} left {}", a.describe()),
+            (None, None) => continue,
+        };
+        refuse(
+            name,
+            format!("{why}; a live patch cannot reproduce the linker's group deduplication"),
+        );
     }
     // A marker for a function that is new, or that nothing correlates
     // with, is a mistake the author should hear about.

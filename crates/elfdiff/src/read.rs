@@ -13,6 +13,12 @@ use object::LittleEndian as LE;
 
 use crate::error::{Error, Result};
 
+/// Largest section size, entry size, symbol extent or relocation addend
+/// magnitude accepted: 2^57 bytes is all that 5-level paging can map, so
+/// anything larger is corruption. The bound also keeps the offset
+/// arithmetic of the later passes (`value + addend + 4`) inside `i64`.
+pub const MAX_EXTENT: u64 = 1 << 57;
+
 /// Index of a section in [`Object::sections`] (equals its ELF index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SectionId(pub u32);
@@ -291,6 +297,13 @@ impl Object {
                 .map_err(|err| bad(format!("name of section {i}: {err}")))?;
             let name = String::from_utf8_lossy(name).into_owned();
             let sh_type = sh.sh_type(e);
+            if sh.sh_size(e) > MAX_EXTENT || sh.sh_entsize(e) > MAX_EXTENT {
+                return Err(bad(format!(
+                    "section {i} ({name}) claims {} bytes in entries of {}, more than x86-64 can map",
+                    sh.sh_size(e),
+                    sh.sh_entsize(e)
+                )));
+            }
             let data = if sh_type == elf::SHT_NOBITS || sh_type == elf::SHT_NULL {
                 Vec::new()
             } else {
@@ -353,14 +366,24 @@ impl Object {
                     .map_err(|err| bad(format!("name of symbol {i}: {err}")))?;
                 String::from_utf8_lossy(raw).into_owned()
             };
+            let (value, size) = (sym.st_value(e), sym.st_size(e));
+            if let Some(sec) = section {
+                let s = &sections[sec.0 as usize];
+                if value.checked_add(size).is_none_or(|end| end > s.size) {
+                    return Err(bad(format!(
+                        "symbol {i} ({name}) at {value:#x} size {size} lies outside section {} ({}, {} bytes)",
+                        sec.0, s.name, s.size
+                    )));
+                }
+            }
             symbols.push(Symbol {
                 name,
                 kind,
                 bind: sym.st_bind(),
                 section,
                 st_shndx,
-                value: sym.st_value(e),
-                size: sym.st_size(e),
+                value,
+                size,
             });
         }
 
@@ -381,6 +404,12 @@ impl Object {
                 return Err(bad(format!(
                     "relocation section {} targets section {target}",
                     sections[i].name
+                )));
+            }
+            if matches!(sections[target].sh_type, elf::SHT_NOBITS | elf::SHT_NULL) {
+                return Err(bad(format!(
+                    "relocation section {} patches section {target} ({}), which has no bytes (type {})",
+                    sections[i].name, sections[target].name, sections[target].sh_type
                 )));
             }
             let (relas, _link) = sh
@@ -404,6 +433,12 @@ impl Object {
                     symbol: SymbolId(sym as u32),
                     addend: r.r_addend(e),
                 };
+                if reloc.addend.unsigned_abs() > MAX_EXTENT {
+                    return Err(bad(format!(
+                        "relocation at {:#x} in {} has addend {:#x}, beyond any x86-64 address",
+                        reloc.offset, sections[i].name, reloc.addend
+                    )));
+                }
                 let end = reloc.offset.checked_add(reloc.width().unwrap_or(0));
                 if end.is_none_or(|end| end > size) {
                     return Err(bad(format!(

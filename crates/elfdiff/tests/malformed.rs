@@ -8,6 +8,9 @@ use std::process::Command;
 
 use elfdiff::read::Object;
 use elfdiff::Error;
+use object::elf;
+use object::read::elf::{FileHeader, SectionHeader, Sym};
+use object::LittleEndian as LE;
 
 fn sample_object(dir: &Path) -> Vec<u8> {
     let src = dir.join("s.c");
@@ -107,4 +110,110 @@ fn wrong_kinds_of_input_are_named() {
     let err = Object::parse(p, &arm).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("only x86-64"), "{err}");
+}
+
+/// File offsets of the header and of the contents of section `name`.
+fn section_at(obj: &[u8], name: &str) -> (usize, usize) {
+    let h = elf::FileHeader64::<LE>::parse(obj).unwrap();
+    let table = h.sections(LE, obj).unwrap();
+    let (i, sh) = table
+        .iter()
+        .enumerate()
+        .find(|(_, sh)| table.section_name(LE, sh).unwrap() == name.as_bytes())
+        .unwrap_or_else(|| panic!("no section {name}"));
+    let header = h.e_shoff(LE) as usize + i * usize::from(h.e_shentsize(LE));
+    (header, sh.sh_offset(LE) as usize)
+}
+
+/// File offset of the symbol table entry of `name`.
+fn symbol_at(obj: &[u8], name: &str) -> usize {
+    let h = elf::FileHeader64::<LE>::parse(obj).unwrap();
+    let table = h.sections(LE, obj).unwrap();
+    let symtab = table.symbols(LE, obj, elf::SHT_SYMTAB).unwrap();
+    let i = symtab
+        .iter()
+        .position(|s| s.name(LE, symtab.strings()).unwrap() == name.as_bytes())
+        .unwrap_or_else(|| panic!("no symbol {name}"));
+    section_at(obj, ".symtab").1 + i * 24
+}
+
+fn put(m: &mut [u8], at: usize, bytes: &[u8]) {
+    m[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// The mutant must be refused as malformed (before the fix, each of these
+/// panicked in a later pass); the message is returned for checking.
+fn refused(good: &[u8], mutant: &[u8]) -> String {
+    let p = Path::new("mutant.o");
+    let orig = Object::parse(p, good).unwrap();
+    match Object::parse(p, mutant) {
+        Ok(o) => {
+            let _ = elfdiff::diff(&orig, &o);
+            panic!("the mutant parsed");
+        }
+        Err(err @ Error::Malformed { .. }) => err.to_string(),
+        Err(err) => panic!("not reported as malformed: {err}"),
+    }
+}
+
+/// Found by `cargo fuzz run read_object`: an addend near `i64::MAX`
+/// overflowed `addend + 4` where correlation looks for the target of a
+/// PC-relative reference.
+#[test]
+fn fuzz_relocation_addend_beyond_any_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sample_object(dir.path());
+    let mut m = good.clone();
+    let rela = section_at(&m, ".rela.text.f").1;
+    // Every entry: 24 bytes, the addend at +16.
+    for e in 0..2 {
+        put(&mut m, rela + e * 24 + 16, &i64::MAX.to_le_bytes());
+    }
+    let err = refused(&good, &m);
+    assert!(
+        err.contains("in .rela.text.f has addend 0x7fffffffffffffff, beyond any x86-64 address"),
+        "{err}"
+    );
+}
+
+/// The fuzzer's first crash also held a symbol reaching past its section
+/// (0xa00000000, 4294967291 bytes, in a 5-byte section); ending at
+/// `u64::MAX + 1`, as here, overflowed the end correlation computes.
+#[test]
+fn fuzz_symbol_outside_its_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sample_object(dir.path());
+    let mut m = good.clone();
+    let f = symbol_at(&m, "f");
+    put(&mut m, f + 8, &1u64.to_le_bytes()); // st_value
+    put(&mut m, f + 16, &u64::MAX.to_le_bytes()); // st_size
+    let err = refused(&good, &m);
+    assert!(
+        err.contains("(f) at 0x1 size 18446744073709551615 lies outside section"),
+        "{err}"
+    );
+    assert!(err.contains("(.text.f, "), "{err}");
+}
+
+/// Found by the fuzzer: relocations applied to a section whose type says
+/// it has no bytes (SHT_NULL, SHT_NOBITS) masked bytes that were never
+/// read, slicing past an empty buffer.
+#[test]
+fn fuzz_relocations_into_a_section_without_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = sample_object(dir.path());
+    for sh_type in [elf::SHT_NULL, elf::SHT_NOBITS] {
+        let mut m = good.clone();
+        let header = section_at(&m, ".text.f").0;
+        put(&mut m, header + 4, &sh_type.to_le_bytes());
+        let err = refused(&good, &m);
+        assert!(
+            err.contains("relocation section .rela.text.f patches section"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("(.text.f), which has no bytes (type {sh_type})")),
+            "{err}"
+        );
+    }
 }

@@ -8,6 +8,8 @@
 //! Layers, in the order a request meets them: `api` (HTTP, auth, limits)
 //! → `admin` / `fleet` (operations) → `store` and `target` (shared queries
 //! and the feed rule) → `db` and `blobs` (storage). Errors: see `error`.
+//! Compliance reports (`report`) are computed from the same reads and
+//! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard.
 
 pub mod admin;
 pub mod api;
@@ -18,6 +20,7 @@ pub mod db;
 pub mod error;
 pub mod fleet;
 pub mod model;
+pub mod report;
 pub mod secrets;
 pub mod store;
 pub mod target;

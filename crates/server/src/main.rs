@@ -74,6 +74,15 @@ enum Command {
         /// The certificate's PEM private key.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Compliance policy: days a fixed CVE may stay unpatched.
+        #[arg(long, default_value_t = server::report::DEFAULT_POLICY_DAYS)]
+        policy_days: i64,
+        /// Hours without a check-in after which a host counts as stale.
+        #[arg(long, default_value_t = server::report::DEFAULT_STALE_HOURS)]
+        stale_hours: i64,
+        /// Require this bearer token on /metrics (default: open).
+        #[arg(long, env = "NOREBOOT_SERVER_METRICS_TOKEN")]
+        metrics_token: Option<String>,
     },
     /// Act on the server's database directly.
     Admin {
@@ -171,12 +180,40 @@ enum AdminCommand {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Compliance reports: a table, or --csv / --json.
+    Report {
+        /// Which report.
+        #[arg(value_enum)]
+        kind: ReportKind,
+        /// Print CSV.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// Days a fixed CVE may stay unpatched.
+        #[arg(long, default_value_t = server::report::DEFAULT_POLICY_DAYS)]
+        policy_days: i64,
+        /// Hours without a check-in after which a host counts as stale.
+        #[arg(long, default_value_t = server::report::DEFAULT_STALE_HOURS)]
+        stale_hours: i64,
+    },
     /// The audit trail, newest first.
     Audit {
         /// How many entries.
         #[arg(short = 'n', long, default_value_t = 50)]
         limit: i64,
     },
+}
+
+/// The views of the compliance report.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReportKind {
+    /// Every host x CVE exposure.
+    Compliance,
+    /// Each host's standing.
+    Hosts,
+    /// Each CVE across the fleet.
+    Cves,
+    /// The fleet in numbers.
+    Summary,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,7 +323,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             request_timeout,
             tls_cert,
             tls_key,
+            policy_days,
+            stale_hours,
+            metrics_token,
         } => {
+            let policy =
+                server::report::Policy::default().with(Some(policy_days), Some(stale_hours))?;
             let tls = match (&tls_cert, &tls_key) {
                 (Some(c), Some(k)) => Some(server::tls::server_config(c, k)?),
                 _ => None,
@@ -312,6 +354,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 register_per_minute,
                 checkin_interval: Some(checkin_interval),
                 request_timeout: Duration::from_secs(request_timeout),
+                policy,
+                metrics_token,
             };
             let db = ctx.db.clone();
             let state = AppState::new(ctx, settings);
@@ -605,6 +649,59 @@ async fn admin(
                     cves.join(" ")
                 );
             }
+        }
+        AdminCommand::Report {
+            kind,
+            csv,
+            policy_days,
+            stale_hours,
+        } => {
+            let policy =
+                server::report::Policy::default().with(Some(policy_days), Some(stale_hours))?;
+            let c = ctx.compliance(policy).await?;
+            if json {
+                return match kind {
+                    ReportKind::Compliance => print_json(
+                        &serde_json::json!({"summary": c.summary, "exposures": c.exposures}),
+                    ),
+                    ReportKind::Hosts => {
+                        print_json(&serde_json::json!({"summary": c.summary, "hosts": c.hosts}))
+                    }
+                    ReportKind::Cves => {
+                        print_json(&serde_json::json!({"summary": c.summary, "cves": c.cves}))
+                    }
+                    ReportKind::Summary => print_json(&c.summary),
+                };
+            }
+            let table = match kind {
+                ReportKind::Compliance => c.exposures_table(),
+                ReportKind::Hosts => c.hosts_table(),
+                ReportKind::Cves => c.cves_table(),
+                ReportKind::Summary => c.summary_table(),
+            };
+            if csv {
+                print!("{}", table.to_csv());
+                return Ok(());
+            }
+            let s = &c.summary;
+            if let ReportKind::Summary = kind {
+                // One row reads better as a list.
+                for (k, v) in table.header.iter().zip(&table.rows[0]) {
+                    println!("{k:<18} {v}");
+                }
+                return Ok(());
+            }
+            print!("{}", table.to_text());
+            println!(
+                "{} hosts: {} protected, {} exposed, {} unsupported, {} breaching the {}-day policy, {} stale",
+                s.hosts_total,
+                s.hosts_protected,
+                s.hosts_exposed,
+                s.hosts_unsupported,
+                s.hosts_breaching,
+                s.policy_days,
+                s.hosts_stale
+            );
         }
         AdminCommand::Audit { limit } => {
             let entries = ctx.audit_log(limit).await?;

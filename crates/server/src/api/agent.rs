@@ -23,6 +23,7 @@ pub async fn register(
         .register_limiter
         .check(addr.ip(), state.ctx.clock.now())
     {
+        state.metrics.refused("rate_limited");
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -35,11 +36,14 @@ pub async fn register(
             .insert(header::RETRY_AFTER, HeaderValue::from(retry));
         return Err(r);
     }
-    let resp = state
-        .ctx
-        .register(&req)
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
+    let resp = state.ctx.register(&req).await.map_err(|e| {
+        match &e {
+            crate::Error::Unauthorized(_) => state.metrics.refused("unauthorized"),
+            crate::Error::Invalid(_) => state.metrics.refused("invalid"),
+            _ => {}
+        }
+        ApiError::from(e).into_response()
+    })?;
     Ok((StatusCode::CREATED, axum::Json(resp)))
 }
 
@@ -53,6 +57,10 @@ pub async fn checkin(
         .ctx
         .checkin(&host, &req, state.settings.checkin_interval)
         .await?;
+    state
+        .metrics
+        .checkins
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(axum::Json(resp))
 }
 

@@ -7,9 +7,13 @@
 
 pub mod admin;
 pub mod agent;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
+pub mod reports;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +44,10 @@ pub struct Settings {
     pub checkin_interval: Option<u64>,
     /// How long one request may take, body included.
     pub request_timeout: Duration,
+    /// The compliance reports' default policy.
+    pub policy: crate::report::Policy,
+    /// Bearer token `/metrics` requires (`None`: open).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -48,6 +56,8 @@ impl Default for Settings {
             register_per_minute: 30,
             checkin_interval: Some(4 * 3600),
             request_timeout: Duration::from_secs(120),
+            policy: crate::report::Policy::default(),
+            metrics_token: None,
         }
     }
 }
@@ -61,6 +71,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Registrations per address.
     pub register_limiter: RateLimiter,
+    /// Counters for `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -68,6 +80,7 @@ impl AppState {
     pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
         Arc::new(Self {
             register_limiter: RateLimiter::new(settings.register_per_minute),
+            metrics: metrics::Metrics::default(),
             ctx,
             settings,
         })
@@ -85,6 +98,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/report", post(agent::report))
         .route("/admin/hosts", get(admin::hosts))
         .route("/admin/reports", get(admin::reports))
+        .route("/admin/reports/compliance", get(reports::compliance))
+        .route("/admin/reports/hosts", get(reports::hosts))
+        .route("/admin/reports/cves", get(reports::cves))
+        .route("/admin/reports/summary", get(reports::summary))
         .route("/admin/kernels", get(admin::kernels))
         .route("/admin/levels", get(admin::levels))
         .route("/admin/feeds", get(admin::feeds).post(admin::create_feed))
@@ -103,12 +120,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/pin", post(admin::pin))
         .route("/admin/hold", post(admin::hold))
         .route("/admin/unpin", post(admin::unpin))
-        .route("/admin/rollback", post(admin::rollback));
+        .route("/admin/rollback", post(admin::rollback))
+        .route("/openapi.json", get(openapi::openapi));
     Router::new()
         .nest(protocol::API_PREFIX, api)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ui", get(dashboard::index))
+        .route(
+            "/ui/login",
+            get(dashboard::login_page).post(dashboard::login),
+        )
+        .route("/ui/logout", post(dashboard::logout))
+        .route("/ui/hosts", get(dashboard::hosts))
+        .route("/ui/kernels", get(dashboard::kernels))
+        .route("/ui/compliance", get(dashboard::compliance))
+        .route("/ui/audit", get(dashboard::audit))
         .layer(DefaultBodyLimit::max(MAX_JSON))
-        .with_state(state)
+        .with_state(state.clone())
         // Outermost first to see the request: a hard ceiling on any body
         // (checked against Content-Length before reading), the timeout,
         // panics turned into 500s, then JSON error bodies for all of them.
@@ -120,6 +149,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(publish_limit + MAX_JSON))
         .layer(TraceLayer::new_for_http())
+        // Outermost, so every answer is counted with its final status;
+        // `Router::layer` runs it per route, where `MatchedPath` is known.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            metrics::count_requests,
+        ))
 }
 
 /// Serves the API over TLS on `listener` until `shutdown` completes, then

@@ -83,6 +83,11 @@ impl TestServer {
         }
     }
 
+    /// The data directory (`admin --data` acts on the same database).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -5,7 +5,11 @@
 
 mod cli;
 mod common;
+mod dashboard;
 mod feeds;
 mod flow;
+mod metrics;
+mod openapi;
 mod publish;
+mod reports;
 mod security;

@@ -83,6 +83,10 @@ fn admin_reads() -> Vec<String> {
         "/api/v1/admin/feeds",
         "/api/v1/admin/audit",
         "/api/v1/admin/keys",
+        "/api/v1/admin/reports/compliance",
+        "/api/v1/admin/reports/hosts",
+        "/api/v1/admin/reports/cves",
+        "/api/v1/admin/reports/summary?format=csv",
     ]
     .iter()
     .map(|p| p.to_string())

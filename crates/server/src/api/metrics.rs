@@ -1,0 +1,176 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4).
+//!
+//! Open by default, like most exporters: it shows counts only — no host
+//! names, ids, tokens or CVEs — and route templates, never raw paths.
+//! `serve --metrics-token T` makes it require `Authorization: Bearer T`
+//! (Prometheus' `authorization` scrape setting) where counts alone are
+//! too much to show.
+//!
+//! Process counters (requests, check-ins, registration refusals) live in
+//! [`Metrics`] and restart at zero with the server, as Prometheus counters
+//! may; fleet figures (hosts by state, levels, reports by result) are read
+//! from the database at each scrape, so every replica reports the same.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sqlx::Row;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::error::{DbContext, Error};
+
+/// Counters kept by the running server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Successful check-ins.
+    pub checkins: AtomicU64,
+    /// Refused registrations by reason.
+    pub refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests by (route template, method, status).
+    pub requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+impl Metrics {
+    /// Counts a refused registration.
+    pub fn refused(&self, reason: &'static str) {
+        // A poisoned lock only means another thread panicked mid-increment;
+        // the map itself is still sound.
+        let mut m = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(reason).or_default() += 1;
+    }
+}
+
+/// Middleware counting every answer by route template, method and status.
+pub async fn count_requests(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    // Templates, not paths: a raw path (`/bundles/<sha>`) would make one
+    // series per bundle. Unknown paths all count as `unmatched`.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let resp = next.run(req).await;
+    let key = (route, method, resp.status().as_u16());
+    let mut m = s.metrics.requests.lock().unwrap_or_else(|p| p.into_inner());
+    *m.entry(key).or_default() += 1;
+    resp
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics`.
+pub async fn metrics(
+    State(s): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(want) = &s.settings.metrics_token {
+        let got = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compare hashes: equal-length digests, so the comparison's timing
+        // says nothing about how much of a guess was right.
+        let matches =
+            got.is_some_and(|g| crate::secrets::hash(g.trim()) == crate::secrets::hash(want));
+        if !matches {
+            return Err(Error::Unauthorized("metrics need the metrics bearer token".into()).into());
+        }
+    }
+    let mut out = String::new();
+    let c = s.ctx.compliance(s.settings.policy).await?;
+    let sum = &c.summary;
+    out.push_str("# HELP noreboot_hosts Registered hosts by compliance state.\n# TYPE noreboot_hosts gauge\n");
+    for (state, n) in [
+        ("protected", sum.hosts_protected),
+        ("exposed", sum.hosts_exposed),
+        ("unsupported", sum.hosts_unsupported),
+    ] {
+        let _ = writeln!(out, "noreboot_hosts{{state=\"{state}\"}} {n}");
+    }
+    out.push_str(
+        "# HELP noreboot_hosts_total Registered hosts.\n# TYPE noreboot_hosts_total gauge\n",
+    );
+    let _ = writeln!(out, "noreboot_hosts_total {}", sum.hosts_total);
+    out.push_str("# HELP noreboot_hosts_stale Hosts without a check-in within the staleness threshold.\n# TYPE noreboot_hosts_stale gauge\n");
+    let _ = writeln!(out, "noreboot_hosts_stale {}", sum.hosts_stale);
+    out.push_str("# HELP noreboot_hosts_breaching Hosts exposed to a fixed CVE for longer than the policy.\n# TYPE noreboot_hosts_breaching gauge\n");
+    let _ = writeln!(out, "noreboot_hosts_breaching {}", sum.hosts_breaching);
+
+    let pool = s.ctx.db.pool();
+    let row = sqlx::query("SELECT COUNT(*) FROM levels")
+        .fetch_one(pool)
+        .await
+        .ctx("count levels")?;
+    let levels: i64 = row.try_get(0).ctx("count levels")?;
+    out.push_str("# HELP noreboot_levels_published Patch levels published, all kernels.\n# TYPE noreboot_levels_published gauge\n");
+    let _ = writeln!(out, "noreboot_levels_published {levels}");
+
+    let rows =
+        sqlx::query("SELECT result, COUNT(*) FROM host_reports GROUP BY result ORDER BY result")
+            .fetch_all(pool)
+            .await
+            .ctx("count reports")?;
+    out.push_str("# HELP noreboot_host_reports_total Host reports received, by result.\n# TYPE noreboot_host_reports_total counter\n");
+    for r in rows {
+        let result: String = r.try_get(0).ctx("count reports")?;
+        let n: i64 = r.try_get(1).ctx("count reports")?;
+        let _ = writeln!(
+            out,
+            "noreboot_host_reports_total{{result=\"{}\"}} {n}",
+            label(&result)
+        );
+    }
+
+    out.push_str("# HELP noreboot_checkins_total Check-ins answered since the server started.\n# TYPE noreboot_checkins_total counter\n");
+    let _ = writeln!(
+        out,
+        "noreboot_checkins_total {}",
+        s.metrics.checkins.load(Ordering::Relaxed)
+    );
+
+    out.push_str("# HELP noreboot_registration_refusals_total Registrations refused since the server started, by reason.\n# TYPE noreboot_registration_refusals_total counter\n");
+    {
+        let m = s.metrics.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        for reason in ["rate_limited", "unauthorized", "invalid"] {
+            let n = m.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "noreboot_registration_refusals_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+
+    out.push_str("# HELP noreboot_http_requests_total HTTP requests answered since the server started.\n# TYPE noreboot_http_requests_total counter\n");
+    {
+        let m = s.metrics.requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((route, method, status), n) in m.iter() {
+            let _ = writeln!(
+                out,
+                "noreboot_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
+                label(route),
+                label(method)
+            );
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}

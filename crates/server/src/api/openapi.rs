@@ -1,0 +1,512 @@
+//! `GET /api/v1/openapi.json`: an OpenAPI 3.1 description of every route,
+//! written by hand from one table ([`OPS`]) rather than generated: the
+//! handlers take bodies from `protocol` and `serde_json` values, so a
+//! derive-based generator would need annotations on every type for little
+//! gain. The integration test `openapi` keeps the table honest: it checks
+//! that every route in `router()` is listed and every listed route exists.
+
+use serde_json::{json, Map, Value};
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy)]
+enum Auth {
+    /// Anyone.
+    None,
+    /// A host token.
+    Host,
+    /// Any admin token (admin or read-only).
+    AdminRead,
+    /// An admin token with the admin role.
+    AdminWrite,
+    /// The dashboard's session cookie (a login sets it).
+    Cookie,
+    /// Open, or the `--metrics-token` bearer token when configured.
+    Metrics,
+}
+
+/// One operation: method, path, summary, who, query parameters, request
+/// body schema (a `components.schemas` name), success status and type.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    auth: Auth,
+    query: &'static [(&'static str, &'static str)],
+    body: Option<&'static str>,
+    ok: (u16, &'static str),
+}
+
+const JSON: &str = "application/json";
+const REPORT_Q: &[(&str, &str)] = &[
+    ("format", "`json` (default) or `csv`"),
+    ("policy_days", "policy in days (default: the server's, 30)"),
+    (
+        "stale_hours",
+        "hours without check-in after which a host is stale",
+    ),
+];
+
+/// Every operation the server answers.
+const OPS: &[Op] = &[
+    Op {
+        method: "post",
+        path: "/api/v1/register",
+        summary:
+            "Register a host with a registration key; answers its token (rate limited per address)",
+        auth: Auth::None,
+        query: &[],
+        body: Some("RegisterRequest"),
+        ok: (201, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/checkin",
+        summary: "Record the host's state; answers its target level",
+        auth: Auth::Host,
+        query: &[],
+        body: Some("CheckinRequest"),
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/bundles/{sha256}",
+        summary: "Download a bundle of the host's kernel",
+        auth: Auth::Host,
+        query: &[],
+        body: None,
+        ok: (200, "application/octet-stream"),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/report",
+        summary: "Report what the host did with a level",
+        auth: Auth::Host,
+        query: &[],
+        body: Some("ReportRequest"),
+        ok: (204, ""),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/hosts",
+        summary: "Registered hosts",
+        auth: Auth::AdminRead,
+        query: &[],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/reports",
+        summary: "Host reports, newest first",
+        auth: Auth::AdminRead,
+        query: &[
+            ("host", "only this host id"),
+            ("limit", "how many (default 100)"),
+        ],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/reports/compliance",
+        summary: "Every host x CVE exposure with days exposed and policy breach",
+        auth: Auth::AdminRead,
+        query: REPORT_Q,
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/reports/hosts",
+        summary: "Each host's compliance standing",
+        auth: Auth::AdminRead,
+        query: REPORT_Q,
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/reports/cves",
+        summary: "Each CVE across the fleet",
+        auth: Auth::AdminRead,
+        query: REPORT_Q,
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/reports/summary",
+        summary: "Fleet compliance summary",
+        auth: Auth::AdminRead,
+        query: REPORT_Q,
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/kernels",
+        summary: "Kernels with published levels",
+        auth: Auth::AdminRead,
+        query: &[],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/levels",
+        summary: "Published levels with CVEs and feeds",
+        auth: Auth::AdminRead,
+        query: &[("kernel", "only this build-id")],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/feeds",
+        summary: "Feeds",
+        auth: Auth::AdminRead,
+        query: &[],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/feeds",
+        summary: "Create a feed",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: Some("CreateFeed"),
+        ok: (201, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/feeds/{feed}/kernels/{kernel}",
+        summary: "What a feed serves for one kernel, with its pin or hold",
+        auth: Auth::AdminRead,
+        query: &[],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/audit",
+        summary: "The audit trail, newest first",
+        auth: Auth::AdminRead,
+        query: &[("limit", "how many (default 100)")],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/admin/keys",
+        summary: "Registration keys (without secrets)",
+        auth: Auth::AdminRead,
+        query: &[],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/keys",
+        summary: "Create a registration key (the secret is in this answer only)",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: Some("CreateKey"),
+        ok: (201, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/keys/{id}/revoke",
+        summary: "Revoke a registration key",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/publish",
+        summary: "Publish a signed bundle (the body is the .nrb file)",
+        auth: Auth::AdminWrite,
+        query: &[("feed", "release to this feed (repeatable)")],
+        body: Some("Bundle"),
+        ok: (201, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/promote",
+        summary: "Release a level to a feed",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: Some("Promote"),
+        ok: (200, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/pin",
+        summary: "Serve exactly this level on a feed for one kernel",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: Some("Pin"),
+        ok: (200, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/hold",
+        summary: "Keep a feed at its current level for one kernel",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: Some("FeedKernel"),
+        ok: (200, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/unpin",
+        summary: "Remove a pin or hold",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: Some("FeedKernel"),
+        ok: (200, JSON),
+    },
+    Op {
+        method: "post",
+        path: "/api/v1/admin/rollback",
+        summary: "Withdraw the level a feed serves for one kernel",
+        auth: Auth::AdminWrite,
+        query: &[],
+        body: Some("FeedKernel"),
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/api/v1/openapi.json",
+        summary: "This document",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
+        path: "/healthz",
+        summary: "Liveness",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        ok: (200, "text/plain"),
+    },
+    Op {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus metrics (text exposition 0.0.4)",
+        auth: Auth::Metrics,
+        query: &[],
+        body: None,
+        ok: (200, "text/plain"),
+    },
+    Op {
+        method: "get",
+        path: "/ui",
+        summary: "Dashboard: redirects to the host list",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        ok: (303, ""),
+    },
+    Op {
+        method: "get",
+        path: "/ui/login",
+        summary: "Dashboard login form",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        ok: (200, "text/html"),
+    },
+    Op {
+        method: "post",
+        path: "/ui/login",
+        summary: "Dashboard login: an admin or read-only token in, a session cookie out",
+        auth: Auth::None,
+        query: &[],
+        body: Some("Login"),
+        ok: (303, ""),
+    },
+    Op {
+        method: "post",
+        path: "/ui/logout",
+        summary: "Dashboard logout: clears the cookie",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        ok: (303, ""),
+    },
+    Op {
+        method: "get",
+        path: "/ui/hosts",
+        summary: "Dashboard: hosts",
+        auth: Auth::Cookie,
+        query: &[
+            ("kernel", "build-id or release"),
+            ("level", "applied level"),
+            ("feed", "feed"),
+            ("tag", "tag"),
+            ("stale", "`1`: only stale hosts"),
+        ],
+        body: None,
+        ok: (200, "text/html"),
+    },
+    Op {
+        method: "get",
+        path: "/ui/kernels",
+        summary: "Dashboard: kernels and their levels",
+        auth: Auth::Cookie,
+        query: &[],
+        body: None,
+        ok: (200, "text/html"),
+    },
+    Op {
+        method: "get",
+        path: "/ui/compliance",
+        summary: "Dashboard: compliance",
+        auth: Auth::Cookie,
+        query: &[
+            ("policy_days", "policy in days"),
+            ("format", "`csv`: the exposures as CSV"),
+        ],
+        body: None,
+        ok: (200, "text/html"),
+    },
+    Op {
+        method: "get",
+        path: "/ui/audit",
+        summary: "Dashboard: audit trail",
+        auth: Auth::Cookie,
+        query: &[],
+        body: None,
+        ok: (200, "text/html"),
+    },
+];
+
+fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
+    let mut p = Map::new();
+    for (k, v) in props {
+        p.insert((*k).to_string(), v.clone());
+    }
+    json!({ "type": "object", "properties": p, "required": required })
+}
+
+fn schemas() -> Value {
+    let s = json!({"type": "string"});
+    let u = json!({"type": "integer", "minimum": 0});
+    let kernel = obj(
+        &[
+            ("release", s.clone()),
+            ("version", s.clone()),
+            ("build_id", s.clone()),
+        ],
+        &["release", "version", "build_id"],
+    );
+    json!({
+        "ErrorBody": obj(&[("error", s.clone())], &["error"]),
+        "Object": {"type": "object", "description": "See the endpoint's summary; fields as the admin CLI's --json shows them"},
+        "Kernel": kernel,
+        "RegisterRequest": obj(&[("registration_key", s.clone()), ("hostname", s.clone()), ("kernel", json!({"$ref": "#/components/schemas/Kernel"})), ("agent_version", s.clone()), ("tags", json!({"type": "array", "items": s}))], &["registration_key", "hostname", "kernel", "agent_version"]),
+        "CheckinRequest": obj(&[("kernel", json!({"$ref": "#/components/schemas/Kernel"})), ("level", u.clone()), ("effective_version", s.clone()), ("skipped", json!({"type": "array", "items": u})), ("agent_version", s.clone())], &["kernel", "level", "effective_version", "agent_version"]),
+        "ReportRequest": obj(&[("action", s.clone()), ("level", u.clone()), ("result", s.clone()), ("reason", s.clone()), ("stalled_tasks", json!({"type": "array", "items": s})), ("duration_ms", u.clone()), ("active_level", u.clone())], &["action", "level", "result", "duration_ms", "active_level"]),
+        "CreateFeed": obj(&[("name", s.clone()), ("delay_hours", u.clone())], &["name"]),
+        "CreateKey": obj(&[("feed", s.clone()), ("note", s.clone())], &["feed"]),
+        "Promote": obj(&[("kernel", s.clone()), ("level", u.clone()), ("feed", s.clone())], &["kernel", "level", "feed"]),
+        "Pin": obj(&[("feed", s.clone()), ("kernel", s.clone()), ("level", u)], &["feed", "kernel", "level"]),
+        "FeedKernel": obj(&[("feed", s.clone()), ("kernel", s.clone())], &["feed", "kernel"]),
+        "Login": obj(&[("token", s)], &["token"]),
+        "Bundle": {"type": "string", "format": "binary"},
+    })
+}
+
+fn operation(op: &Op) -> Value {
+    let mut params: Vec<Value> = Vec::new();
+    // Path parameters, from the `{name}` segments.
+    for seg in op.path.split('/') {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            params.push(
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}),
+            );
+        }
+    }
+    for (name, desc) in op.query {
+        params.push(json!({"name": name, "in": "query", "required": false, "description": desc, "schema": {"type": "string"}}));
+    }
+    let err = json!({"description": "error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
+    let mut responses = Map::new();
+    let (code, ct) = op.ok;
+    let ok = if ct.is_empty() {
+        json!({"description": "done"})
+    } else if ct == JSON {
+        json!({"description": "done", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Object"}}}})
+    } else {
+        json!({"description": "done", "content": {ct: {"schema": {"type": "string"}}}})
+    };
+    responses.insert(code.to_string(), ok);
+    responses.insert("4XX".into(), err.clone());
+    responses.insert("5XX".into(), err);
+    let mut o = json!({
+        "summary": op.summary,
+        "operationId": format!("{}{}", op.method, op.path.replace(['/', '{', '}', '.'], "_")),
+        "parameters": params,
+        "responses": responses,
+    });
+    let security = match op.auth {
+        Auth::None => json!([]),
+        Auth::Host => json!([{"hostToken": []}]),
+        Auth::AdminRead | Auth::AdminWrite => json!([{"adminToken": []}]),
+        Auth::Cookie => json!([{"dashboardCookie": []}]),
+        Auth::Metrics => json!([{}, {"metricsToken": []}]),
+    };
+    o["security"] = security;
+    if let Auth::AdminWrite = op.auth {
+        o["description"] = json!("Needs a token with the admin role; read-only tokens get 403.");
+    }
+    if let Some(schema) = op.body {
+        let ct = match schema {
+            "Bundle" => "application/octet-stream",
+            "Login" => "application/x-www-form-urlencoded",
+            _ => JSON,
+        };
+        o["requestBody"] = json!({"required": true, "content": {ct: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    }
+    o
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in OPS {
+        let entry = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[op.method] = operation(op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "noreboot-server",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Live patch distribution, fleet status, compliance reports. Every 4xx/5xx answer has an ErrorBody.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "hostToken": {"type": "http", "scheme": "bearer", "description": "A host token (nrh_...) from /register"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "An admin API token (admin or read-only role)"},
+                "metricsToken": {"type": "http", "scheme": "bearer", "description": "serve --metrics-token, when set"},
+                "dashboardCookie": {"type": "apiKey", "in": "cookie", "name": "noreboot_session"},
+            },
+        },
+    })
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> axum::Json<Value> {
+    axum::Json(document())
+}

@@ -113,12 +113,19 @@ fn two_hosts_on_two_feeds_follow_the_server() {
             "1",
         ),
     ];
-    for (i, (g, key, want)) in hosts.iter_mut().enumerate() {
+    for (i, (g, key, _)) in hosts.iter_mut().enumerate() {
         g.exec_ok(&format!("hostname host{i}")).unwrap();
         let (code, out) = agent(g, &format!("register --server {url} --key {key} --tag lab"));
         assert_eq!(code, 0, "{out}");
         let (code, _) = agent(g, "status");
         assert_eq!(code, 1, "registered, nothing applied yet");
+    }
+    // Both registered on the vulnerable kernel: exposed to the CVE level
+    // 1 fixes.
+    let summary = admin(&exe, &data, &["report", "summary"]);
+    assert_eq!(summary["hosts_exposed"].as_u64(), Some(2), "{summary}");
+    assert_eq!(summary["hosts_protected"].as_u64(), Some(0), "{summary}");
+    for (g, _, want) in hosts.iter_mut() {
         let (code, out) = agent(g, "update");
         assert_eq!(code, 0, "{out}");
         assert_eq!(cmdline_level(g), *want, "{out}");
@@ -126,6 +133,16 @@ fn two_hosts_on_two_feeds_follow_the_server() {
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("up to date"), "{out}");
     }
+    // The test host has every fix; the stable host still lacks level 2's
+    // CVE, which is published (only not yet on its feed).
+    let exposed = |data: &Path| {
+        let s = admin(&exe, data, &["report", "summary"]);
+        (
+            s["hosts_protected"].as_u64().unwrap(),
+            s["hosts_exposed"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(exposed(&data), (1, 1));
     // The server knows both, on their feeds, at their levels, and heard
     // their reports.
     let listed = admin(&exe, &data, &["hosts"]);
@@ -153,6 +170,7 @@ fn two_hosts_on_two_feeds_follow_the_server() {
     let (code, out) = agent(&mut hosts[1].0, "update");
     assert_eq!(code, 0, "{out}");
     assert_eq!(cmdline_level(&mut hosts[1].0), "2", "{out}");
+    assert_eq!(exposed(&data), (2, 0));
 
     // Roll the test feed back: the test host goes back to level 1.
     admin(
@@ -163,6 +181,7 @@ fn two_hosts_on_two_feeds_follow_the_server() {
     let (code, out) = agent(&mut hosts[0].0, "update");
     assert_eq!(code, 0, "{out}");
     assert_eq!(cmdline_level(&mut hosts[0].0), "1", "{out}");
+    assert_eq!(exposed(&data), (1, 1));
 
     // Server down: the update fails after its retries, the level stays.
     drop(server);

@@ -138,11 +138,16 @@ pub fn fixture() -> &'static Fixture {
         let ws = Workspace::fetch(&cache, &archive, &RELEASE.parse().unwrap()).unwrap();
         let tree = ws.source_tree(&cache, &archive).unwrap();
         let t = tree.dir().to_path_buf();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent-fixture");
+        let dir = option_env!("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join("agent-fixture");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let build = workspace_bin("noreboot-build", "build");
-        let agent = PathBuf::from(env!("CARGO_BIN_EXE_noreboot"));
+        let agent = option_env!("CARGO_BIN_EXE_noreboot")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_bin("noreboot", "agent"));
         run(Command::new(&build)
             .args(["keygen", "-o"])
             .arg(dir.join("keys")));

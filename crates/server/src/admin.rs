@@ -118,19 +118,22 @@ pub struct NewToken {
     pub token: String,
 }
 
+/// A bundle that passed [`Context::check_bundle`].
+#[derive(Debug)]
+pub struct Checked {
+    /// What verification found: the signed manifest and its signer.
+    pub verified: bundle::VerifiedBundle,
+    /// The bundle file.
+    pub bytes: Vec<u8>,
+    /// Its sha256.
+    pub sha256: String,
+}
+
 impl Context {
-    /// Verifies a bundle against the trusted keys, stores it by hash and
-    /// records the level (registering its kernel when new), released to
-    /// `feeds`. The level must be newer than every level of that kernel.
-    pub async fn publish(
-        &self,
-        actor: &str,
-        bytes: Vec<u8>,
-        feeds: &[String],
-    ) -> Result<Published, Error> {
-        for f in feeds {
-            validate::name("feed", f)?;
-        }
+    /// The check every publication passes: the bundle is signed by one of
+    /// the trusted keys, its manifest is valid and its module is the one
+    /// the manifest pins. Records nothing.
+    pub async fn check_bundle(&self, bytes: Vec<u8>) -> Result<Checked, Error> {
         if self.trusted.is_empty() {
             return Err(Error::BundleRefused(format!(
                 "no trusted keys are configured: put the minisign public keys (*.pub) bundles are signed with in {}",
@@ -147,6 +150,30 @@ impl Context {
         .await
         .map_err(|e| Error::Task(e.to_string()))?;
         let verified = verified.map_err(|e| Error::BundleRefused(e.to_string()))?;
+        Ok(Checked {
+            verified,
+            bytes,
+            sha256,
+        })
+    }
+
+    /// Verifies a bundle against the trusted keys, stores it by hash and
+    /// records the level (registering its kernel when new), released to
+    /// `feeds`. The level must be newer than every level of that kernel.
+    pub async fn publish(
+        &self,
+        actor: &str,
+        bytes: Vec<u8>,
+        feeds: &[String],
+    ) -> Result<Published, Error> {
+        for f in feeds {
+            validate::name("feed", f)?;
+        }
+        let Checked {
+            verified,
+            bytes,
+            sha256,
+        } = self.check_bundle(bytes).await?;
         let m = verified.manifest;
         let level = i64::from(m.level);
         let size = bytes.len() as i64;

@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod store;
 pub mod target;
 pub mod tls;
+pub mod transfer;
 pub mod validate;
 
 pub use context::{Context, Options};

@@ -16,6 +16,7 @@ use serde::Serialize;
 use server::api::{self, AppState, Settings};
 use server::clock::{rfc3339, SystemClock};
 use server::model::Role;
+use server::transfer::{ImportError, Outcome};
 use server::{Context, Error, Options};
 
 /// noreboot-server: live patch distribution and fleet status.
@@ -195,6 +196,35 @@ enum AdminCommand {
         #[arg(long, default_value_t = server::report::DEFAULT_STALE_HOURS)]
         stale_hours: i64,
     },
+    /// Write the published levels' bundles and an index.json into a
+    /// directory another server can import (and agents can use as their
+    /// update.directory).
+    Export {
+        /// The directory (created; must be empty unless --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this kernel build-id (repeatable).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Only levels released to this feed, and only this feed's
+        /// releases (repeatable).
+        #[arg(long = "feed")]
+        feeds: Vec<String>,
+        /// Replace the export in a non-empty directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check an export directory against its index.json, verify every
+    /// bundle, publish the levels not here yet and release them to the
+    /// index's feeds.
+    Import {
+        /// The export directory.
+        dir: PathBuf,
+        /// Release only to this feed (repeatable) [default: the index's
+        /// feeds that exist here].
+        #[arg(long = "feed")]
+        feeds: Vec<String>,
+    },
     /// The audit trail, newest first.
     Audit {
         /// How many entries.
@@ -272,7 +302,11 @@ enum TokenCommand {
 /// Exit statuses: 0 done, 1 server-side failure, 2 usage (clap), 3 not
 /// found, 4 refused (invalid input, conflict, bad bundle).
 fn exit_code(e: &anyhow::Error) -> u8 {
-    match e.downcast_ref::<Error>() {
+    let e = e
+        .downcast_ref::<ImportError>()
+        .map(|i| &i.error)
+        .or_else(|| e.downcast_ref::<Error>());
+    match e {
         Some(Error::NotFound(_)) => 3,
         Some(
             Error::Invalid(_)
@@ -701,6 +735,72 @@ async fn admin(
                 s.hosts_breaching,
                 s.policy_days,
                 s.hosts_stale
+            );
+        }
+        AdminCommand::Export {
+            out,
+            kernels,
+            feeds,
+            force,
+        } => {
+            let x = ctx.export(actor, &out, &kernels, &feeds, force).await?;
+            if json {
+                return print_json(&x);
+            }
+            for b in &x.bundles {
+                println!(
+                    "{}  {} {} level {:<3} feeds [{}]",
+                    b.file,
+                    b.kernel.release,
+                    b.kernel.build_id,
+                    b.level,
+                    b.feeds.join(" ")
+                );
+            }
+            if !x.removed.is_empty() {
+                println!("removed from the previous export: {}", x.removed.join(" "));
+            }
+            println!(
+                "exported {} bundle{} to {} (index.json last)",
+                x.bundles.len(),
+                if x.bundles.len() == 1 { "" } else { "s" },
+                x.dir
+            );
+        }
+        AdminCommand::Import { dir, feeds } => {
+            let i = ctx.import(actor, &dir, &feeds).await?;
+            if json {
+                return print_json(&i);
+            }
+            for l in &i.levels {
+                let what = match l.outcome {
+                    Outcome::Published => "published",
+                    Outcome::Present => "present  ",
+                    Outcome::Superseded => "skipped  ",
+                };
+                let note = match l.outcome {
+                    Outcome::Superseded => "  (a newer level is published here)".to_string(),
+                    _ if l.released.is_empty() => String::new(),
+                    _ => format!("  released to {}", l.released.join(" ")),
+                };
+                println!(
+                    "{what} {} {} level {} ({}){note}",
+                    l.release, l.build_id, l.level, l.file
+                );
+            }
+            if !i.feeds_missing.is_empty() {
+                println!(
+                    "feeds in the index that do not exist here (nothing released to them): {}",
+                    i.feeds_missing.join(" ")
+                );
+            }
+            let n = |o: Outcome| i.levels.iter().filter(|l| l.outcome == o).count();
+            println!(
+                "imported {}: {} published, {} present already, {} skipped",
+                i.dir,
+                n(Outcome::Published),
+                n(Outcome::Present),
+                n(Outcome::Superseded)
             );
         }
         AdminCommand::Audit { limit } => {

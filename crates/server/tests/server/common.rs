@@ -88,6 +88,11 @@ impl TestServer {
         self._dir.path().join("data")
     }
 
+    /// The directory of keys the server trusts (`admin --trusted-keys`).
+    pub fn trusted_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("trusted.d")
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -13,3 +13,4 @@ mod openapi;
 mod publish;
 mod reports;
 mod security;
+mod transfer;

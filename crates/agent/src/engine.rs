@@ -381,7 +381,7 @@ impl Agent {
         }
 
         if let Err(why) = self.health(&m.name, taint_before) {
-            let back = self.put_back(before.as_ref().map(|b| b.0), &m.name, &st);
+            let back = self.put_back(before.as_ref().map(|b| b.0), &m.name);
             self.store
                 .clear_marker(&self.build_id)
                 .map_err(AgentError::failed)?;
@@ -521,7 +521,7 @@ impl Agent {
 
     /// After a failed health check: the previous level back (from the
     /// cache), or no patch if there was none.
-    fn put_back(&self, previous: Option<u32>, failed: &str, st: &KernelState) -> String {
+    fn put_back(&self, previous: Option<u32>, failed: &str) -> String {
         match previous {
             Some(level) => {
                 let res = self.keys().and_then(|keys| {
@@ -529,7 +529,6 @@ impl Agent {
                     let (bytes, vb) = self.open_file(&path, &keys)?;
                     self.apply_inner(&bytes, &vb, Instant::now())
                 });
-                let _ = st;
                 match res {
                     Ok(_) => {
                         let _ = unload_when_free(failed);

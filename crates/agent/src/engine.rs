@@ -242,7 +242,7 @@ impl Agent {
     ) -> Result<ApplyReport, AgentError> {
         let started = Instant::now();
         let m = &vb.manifest;
-        let r = self.apply_inner(bytes, vb, started);
+        let r = self.apply_inner(bytes, vb, started, true);
         match &r {
             Ok(rep) => {
                 let result = if rep.changed { "ok" } else { "no-op" };
@@ -271,11 +271,16 @@ impl Agent {
         r
     }
 
+    /// `check_health: false` when putting a previous level back after a
+    /// failed health check: that level passed its own check before, and
+    /// checking it again with the same failing command would bounce
+    /// between the two levels for ever.
     fn apply_inner(
         &self,
         bytes: &[u8],
         vb: &bundle::VerifiedBundle,
         started: Instant,
+        check_health: bool,
     ) -> Result<ApplyReport, AgentError> {
         let m = &vb.manifest;
         self.check_kernel(m)?;
@@ -380,7 +385,12 @@ impl Agent {
             }
         }
 
-        if let Err(why) = self.health(&m.name, taint_before) {
+        let healthy = if check_health {
+            self.health(&m.name, taint_before)
+        } else {
+            Ok(())
+        };
+        if let Err(why) = healthy {
             let back = self.put_back(before.as_ref().map(|b| b.0), &m.name);
             self.store
                 .clear_marker(&self.build_id)
@@ -527,7 +537,7 @@ impl Agent {
                 let res = self.keys().and_then(|keys| {
                     let path = self.store.bundle_path(&self.build_id, level);
                     let (bytes, vb) = self.open_file(&path, &keys)?;
-                    self.apply_inner(&bytes, &vb, Instant::now())
+                    self.apply_inner(&bytes, &vb, Instant::now(), false)
                 });
                 match res {
                     Ok(_) => {

@@ -509,3 +509,33 @@ fn levels_survive_reboot_and_the_crash_guard_skips_a_level_that_crashed() {
         "{seq:?}"
     );
 }
+
+#[test]
+fn a_failed_health_check_puts_the_previous_level_back() {
+    let f = fixture();
+    let failing = config("15s", "1m", "\n[health]\ncommand = \"exit 3\"\n");
+    let mut cfg = guest_config(f, &config("15s", "1m", ""));
+    cfg.contents.push((
+        "/etc/noreboot/failing.toml".into(),
+        failing.into_bytes(),
+        0o644,
+    ));
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = agent(
+        &mut g,
+        "--config /etc/noreboot/failing.toml apply /root/l2.nrb",
+    );
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("failed its health check") && out.contains("level 1 is active again"),
+        "{out}"
+    );
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l1");
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert_eq!(code, 2, "{s}");
+}

@@ -294,3 +294,16 @@ pub fn checkin_request(build_id: &str, level: u32) -> CheckinRequest {
         agent_version: "0.1.0".into(),
     }
 }
+
+/// The stdout of a command that must have succeeded (status and both
+/// streams shown otherwise).
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

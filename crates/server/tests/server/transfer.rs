@@ -29,17 +29,6 @@ fn admin(s: &TestServer, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Asserts the exit status and answers stderr.
 fn fails(out: Output, code: i32) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();

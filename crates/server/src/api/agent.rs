@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use protocol::{CheckinRequest, CheckinResponse, RegisterRequest, RegisterResponse, ReportRequest};
 
 use super::error::ApiError;
-use super::extract::{Host, Json};
+use super::extract::{Host, HostToken, Json};
 use super::AppState;
 
 /// `POST /register`: a registration key → a host token (201).
@@ -50,13 +50,10 @@ pub async fn register(
 /// `POST /checkin`: the host's state in, its target level out.
 pub async fn checkin(
     State(state): State<Arc<AppState>>,
-    Host(host): Host,
+    HostToken(token): HostToken,
     Json(req): Json<CheckinRequest>,
 ) -> Result<axum::Json<CheckinResponse>, ApiError> {
-    let resp = state
-        .ctx
-        .checkin(&host, &req, state.settings.checkin_interval)
-        .await?;
+    let resp = state.checkins.checkin(&token, req).await?;
     state
         .metrics
         .checkins

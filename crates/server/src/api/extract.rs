@@ -1,6 +1,7 @@
 //! Request extractors: JSON bodies whose rejections become [`ApiError`]s
 //! with the parser's message, and the bearer-token identities — a host
-//! ([`Host`]), any admin token ([`AdminRead`]), an admin token with the
+//! ([`Host`]; [`HostToken`] only checks the form, for check-ins, which are
+//! authenticated in their batch), any admin token ([`AdminRead`]), an admin token with the
 //! admin role ([`AdminWrite`]). Authentication runs before the body is
 //! read, so an unauthenticated upload is refused without being buffered.
 
@@ -85,6 +86,19 @@ impl FromRequestParts<Arc<AppState>> for Host {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         Ok(Host(state.ctx.authenticate_host(token).await?))
+    }
+}
+
+/// A well-formed host token, not yet checked against the hosts: the
+/// check-in writer authenticates a whole batch in its one statement.
+#[derive(Debug)]
+pub struct HostToken(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for HostToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(HostToken(bearer(parts)?.to_string()))
     }
 }
 

@@ -73,14 +73,18 @@ pub struct AppState {
     pub register_limiter: RateLimiter,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// The check-in writer.
+    pub checkins: crate::checkin::Checkins,
 }
 
 impl AppState {
-    /// State for a server with these settings.
+    /// State for a server with these settings; starts the check-in
+    /// writer, so it must be called inside a tokio runtime.
     pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
         Arc::new(Self {
             register_limiter: RateLimiter::new(settings.register_per_minute),
             metrics: metrics::Metrics::default(),
+            checkins: crate::checkin::Checkins::start(ctx.clone(), settings.checkin_interval),
             ctx,
             settings,
         })

@@ -3,6 +3,7 @@
 //! or the `noreboot-server` binary itself in `cli`) and talks to it over
 //! HTTP. Bundles are made and signed with the `bundle` crate.
 
+mod checkin;
 mod cli;
 mod common;
 mod dashboard;

@@ -15,7 +15,7 @@ use crate::common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_noreboot-server");
 
 /// `noreboot-server admin` on `s`'s database, trusting what `s` trusts.
-fn admin(s: &TestServer, args: &[&str]) -> Output {
+pub(crate) fn admin(s: &TestServer, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("admin")
         .arg("--data")

@@ -6,10 +6,11 @@
 //! the host's target level.
 //!
 //! `cargo bench -p server --bench checkin [-- RUNS] [--db URL]
-//!  [--connections N] [--seconds S] [--hosts N]`
-//! (default 5 runs of 10 s, 64 connections, SQLite in a temporary data
-//! directory; `--db postgres://...` for PostgreSQL, whose database must
-//! be empty or hold only this benchmark's earlier data).
+//!  [--connections N] [--seconds S] [--hosts N]
+//! [--fsync]` (default 5 runs of 10 s, 64 connections, SQLite in a
+//! temporary data directory; `--db postgres://...` for PostgreSQL, whose
+//! database must be empty; `--fsync`: the server flushes every batch to
+//! disk, `serve --checkin-fsync`).
 
 #[allow(dead_code)]
 #[path = "../tests/server/common.rs"]
@@ -31,6 +32,7 @@ struct Args {
     connections: u32,
     seconds: u32,
     hosts: usize,
+    fsync: bool,
 }
 
 fn args() -> Args {
@@ -40,6 +42,7 @@ fn args() -> Args {
         connections: 64,
         seconds: 10,
         hosts: 10_000,
+        fsync: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -49,6 +52,7 @@ fn args() -> Args {
             "--connections" => a.connections = value("--connections").parse().unwrap(),
             "--seconds" => a.seconds = value("--seconds").parse().unwrap(),
             "--hosts" => a.hosts = value("--hosts").parse().unwrap(),
+            "--fsync" => a.fsync = true,
             "--bench" => {}
             n => {
                 if let Ok(n) = n.parse() {
@@ -112,7 +116,7 @@ async fn populate(opts: &Options, hosts: usize) -> Vec<String> {
     tokens
 }
 
-fn serve(exe: &Path, opts: &Options) -> (Server, u16) {
+fn serve(exe: &Path, opts: &Options, fsync: bool) -> (Server, u16) {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"])
         .arg(exe)
@@ -122,6 +126,9 @@ fn serve(exe: &Path, opts: &Options) -> (Server, u16) {
         .arg(opts.trusted_keys.as_ref().unwrap());
     if let Some(db) = &opts.db_url {
         cmd.args(["--db", db]);
+    }
+    if fsync {
+        cmd.arg("--checkin-fsync");
     }
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
@@ -155,6 +162,26 @@ struct Run {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Server CPU time (user + system) per check-in: what bounds the rate
+    /// on one core whatever else the machine runs.
+    cpu_us: f64,
+}
+
+/// CPU seconds (user + system) `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are
+    // the 14th and 15th fields, in clock ticks.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / clock_ticks()
+}
+
+/// USER_HZ, the unit of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 fn millis(s: &str) -> f64 {
@@ -172,7 +199,8 @@ fn millis(s: &str) -> f64 {
     }
 }
 
-fn wrk(port: u16, dir: &Path, a: &Args, seconds: u32) -> Run {
+fn wrk(server: u32, port: u16, dir: &Path, a: &Args, seconds: u32) -> Run {
+    let cpu_before = cpu_seconds(server);
     let out = Command::new("taskset")
         .args(["-c", "1", "wrk", "-t1", "--latency"])
         .arg(format!("-c{}", a.connections))
@@ -187,6 +215,7 @@ fn wrk(port: u16, dir: &Path, a: &Args, seconds: u32) -> Run {
         )
         .output()
         .expect("run wrk (apt-get install wrk; scripts/setup does)");
+    let cpu = cpu_seconds(server) - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "wrk failed: {text}");
     // Every answer must have been a 200 check-in: errors answered fast
@@ -202,7 +231,15 @@ fn wrk(port: u16, dir: &Path, a: &Args, seconds: u32) -> Run {
             .unwrap_or_else(|| panic!("no {prefix:?} in wrk output:\n{text}"))
             .trim()
     };
+    // "123456 requests in 10.00s, 45.67MB read"
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
     Run {
+        cpu_us: cpu * 1e6 / requests,
         rps: field("Requests/sec:").parse().unwrap(),
         p50_ms: millis(field("50%")),
         p99_ms: millis(field("99%")),
@@ -233,19 +270,21 @@ fn main() {
     }
     std::fs::write(dir.path().join("checkin.lua"), SCRIPT).unwrap();
 
-    let (server, port) = serve(&exe, &opts);
+    let (server, port) = serve(&exe, &opts, a.fsync);
     // Warm up: connections, caches, the database's pages.
-    let warm = wrk(port, dir.path(), &a, 3);
+    let pid = server.0.id();
+    let warm = wrk(pid, port, dir.path(), &a, 3);
     eprintln!("warm-up: {:.0} check-ins/s", warm.rps);
     let mut runs = Vec::new();
     for i in 0..a.runs {
-        let r = wrk(port, dir.path(), &a, a.seconds);
+        let r = wrk(pid, port, dir.path(), &a, a.seconds);
         eprintln!(
-            "run {}: {:.0} check-ins/s, p50 {:.2} ms, p99 {:.2} ms",
+            "run {}: {:.0} check-ins/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} µs/check-in",
             i + 1,
             r.rps,
             r.p50_ms,
-            r.p99_ms
+            r.p99_ms,
+            r.cpu_us
         );
         runs.push(r);
     }
@@ -255,14 +294,21 @@ fn main() {
     } else {
         "SQLite"
     };
+    let durability = if a.fsync {
+        "fsync per batch"
+    } else {
+        "crash-safe, no fsync"
+    };
     println!(
-        "check-ins, {backend}, {} hosts, {} connections, server on 1 core: \
-         {:.0}/s, p50 {:.2} ms, p99 {:.2} ms (median of {} runs of {} s)",
+        "check-ins, {backend} ({durability}), {} hosts, {} connections, server on 1 core: \
+         {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} µs/check-in \
+         (median of {} runs of {} s)",
         a.hosts,
         a.connections,
         median(runs.iter().map(|r| r.rps).collect()),
         median(runs.iter().map(|r| r.p50_ms).collect()),
         median(runs.iter().map(|r| r.p99_ms).collect()),
+        median(runs.iter().map(|r| r.cpu_us).collect()),
         runs.len(),
         a.seconds
     );

@@ -84,6 +84,12 @@ enum Command {
         /// Require this bearer token on /metrics (default: open).
         #[arg(long, env = "NOREBOOT_SERVER_METRICS_TOKEN")]
         metrics_token: Option<String>,
+        /// Flush every batch of check-ins to disk before acknowledging it
+        /// (survives power loss; default: acknowledged once the database
+        /// has it, which survives a crash of this process — agents resend
+        /// their whole state at every check-in).
+        #[arg(long)]
+        checkin_fsync: bool,
     },
     /// Act on the server's database directly.
     Admin {
@@ -360,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             policy_days,
             stale_hours,
             metrics_token,
+            checkin_fsync,
         } => {
             let policy =
                 server::report::Policy::default().with(Some(policy_days), Some(stale_hours))?;
@@ -390,6 +397,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 request_timeout: Duration::from_secs(request_timeout),
                 policy,
                 metrics_token,
+                checkin_durability: if checkin_fsync {
+                    server::checkin::Durability::PowerLoss
+                } else {
+                    server::checkin::Durability::Crash
+                },
             };
             let db = ctx.db.clone();
             let state = AppState::new(ctx, settings);

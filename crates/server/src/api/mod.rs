@@ -48,6 +48,8 @@ pub struct Settings {
     pub policy: crate::report::Policy,
     /// Bearer token `/metrics` requires (`None`: open).
     pub metrics_token: Option<String>,
+    /// When a check-in is acknowledged.
+    pub checkin_durability: crate::checkin::Durability,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(120),
             policy: crate::report::Policy::default(),
             metrics_token: None,
+            checkin_durability: crate::checkin::Durability::default(),
         }
     }
 }
@@ -84,7 +87,11 @@ impl AppState {
         Arc::new(Self {
             register_limiter: RateLimiter::new(settings.register_per_minute),
             metrics: metrics::Metrics::default(),
-            checkins: crate::checkin::Checkins::start(ctx.clone(), settings.checkin_interval),
+            checkins: crate::checkin::Checkins::start(
+                ctx.clone(),
+                settings.checkin_interval,
+                settings.checkin_durability,
+            ),
             ctx,
             settings,
         })

@@ -410,3 +410,43 @@ impl Client {
         Ok(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn unusable_ca_files_are_refused_with_the_reason() {
+        let not_pem = ca_file("just text\n");
+        let e = load_ca(not_pem.path()).unwrap_err().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        // A certificate block whose contents are no certificate.
+        let garbage = ca_file("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let e = load_ca(garbage.path()).unwrap_err().to_string();
+        assert!(e.contains("certificate 1 cannot be trusted as a CA"), "{e}");
+        assert!(e.contains(&garbage.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn tls_messages_say_what_to_change() {
+        use rustls::CertificateError as C;
+        let name = tls_message(&C::NotValidForName.into(), None);
+        assert!(name.contains("subject alternative names"), "{name}");
+        let expired = tls_message(&C::Expired.into(), None);
+        assert!(expired.contains("validity period"), "{expired}");
+        let ca = Path::new("/etc/noreboot/ca.pem");
+        let issuer = tls_message(&C::UnknownIssuer.into(), Some(ca));
+        assert!(
+            issuer.contains("not signed by a CA in server.ca (/etc/noreboot/ca.pem)"),
+            "{issuer}"
+        );
+        let other = tls_message(&rustls::Error::HandshakeNotComplete, None);
+        assert_eq!(other, rustls::Error::HandshakeNotComplete.to_string());
+    }
+}

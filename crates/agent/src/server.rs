@@ -4,6 +4,13 @@
 //! retried with exponential backoff when the server cannot be reached; a
 //! failure never touches the active level. The host's token is kept in
 //! `<state_dir>/server.json`, readable by root only.
+//!
+//! HTTPS trusts the public web PKI roots, or only the CA certificates in
+//! `server.ca` (an on-premises server with its own CA); an `https://` URL
+//! may name the server by IP address if its certificate lists that
+//! address. A TLS failure (an untrusted or mismatched certificate, a plain
+//! HTTP server) is not retried: waiting does not fix it, and the message
+//! says what does.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,9 +60,25 @@ pub enum ServerError {
         /// What is wrong.
         message: String,
     },
+    /// The TLS connection failed: retrying would not help.
+    #[error("server {url}: TLS failed: {message}")]
+    Tls {
+        /// What was asked.
+        url: String,
+        /// What went wrong, and what to do about it.
+        message: String,
+    },
     /// Local trouble (registration file, CA file).
     #[error("{0}")]
     Local(String),
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// Worth another try (connection refused, reset, timed out).
+    Transient(String),
+    /// TLS: the same again would fail the same way.
+    Tls(String),
 }
 
 /// What registration left on disk.
@@ -99,6 +122,81 @@ impl Registration {
     }
 }
 
+/// The certificates of `server.ca`, each checked as a trust anchor: a file
+/// with none, or with one that cannot anchor a chain, is refused here
+/// rather than failing every handshake later as "unknown issuer".
+fn load_ca(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, ServerError> {
+    let bad = |what: String| ServerError::Local(format!("server.ca {}: {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            // A bundle may carry other blocks (a key beside its
+            // certificate); only certificates are trusted.
+            Ok(_) => {}
+            Err(e) => return Err(bad(format!("not a valid PEM file: {e}"))),
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(c.der()))
+            .map_err(|e| {
+                bad(format!(
+                    "certificate {} cannot be trusted as a CA: {e}",
+                    i + 1
+                ))
+            })?;
+    }
+    Ok(certs)
+}
+
+/// What a TLS failure means for the operator.
+fn tls_message(e: &rustls::Error, ca: Option<&Path>) -> String {
+    use rustls::CertificateError as C;
+    let hint = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => Some(match ca {
+                Some(ca) => format!(
+                    "the server's certificate is not signed by a CA in server.ca ({})",
+                    ca.display()
+                ),
+                None => "the server's certificate is not signed by a public CA; if the server \
+                         has its own CA, set `ca` in the [server] section of the agent's \
+                         configuration to that CA's PEM certificate"
+                    .to_string(),
+            }),
+            C::NotValidForName | C::NotValidForNameContext { .. } => Some(
+                "the host in the server URL (name or IP address) is not among the \
+                 certificate's subject alternative names"
+                    .to_string(),
+            ),
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => Some(
+                "the certificate is outside its validity period (or this host's clock is wrong)"
+                    .to_string(),
+            ),
+            _ => None,
+        },
+        rustls::Error::InvalidMessage(_) => {
+            Some("is the server serving HTTPS on this port?".to_string())
+        }
+        _ => None,
+    };
+    match hint {
+        Some(h) => format!("{e}: {h}"),
+        None => e.to_string(),
+    }
+}
+
 /// A client for one server.
 pub struct Client {
     base: String,
@@ -119,20 +217,7 @@ impl Client {
             .http_status_as_error(false)
             .user_agent(format!("noreboot/{}", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &cfg.ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| ServerError::Local(format!("server.ca {}: {e}", ca.display())))?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|i| match i {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                return Err(ServerError::Local(format!(
-                    "server.ca {}: no PEM certificate in it",
-                    ca.display()
-                )));
-            }
+            let certs = load_ca(ca)?;
             b = b.tls_config(
                 ureq::tls::TlsConfig::builder()
                     .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
@@ -172,7 +257,11 @@ impl Client {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let result = self.once(method, &url, body, limit);
+            let result = match self.once(method, &url, body, limit) {
+                Ok(answer) => Ok(answer),
+                Err(Failure::Transient(e)) => Err(e),
+                Err(Failure::Tls(message)) => return Err(ServerError::Tls { url, message }),
+            };
             let retryable = match &result {
                 Ok((s, _)) => *s == 429 || *s >= 500,
                 Err(_) => true,
@@ -210,7 +299,7 @@ impl Client {
         url: &str,
         body: Option<&[u8]>,
         limit: u64,
-    ) -> Result<(u16, Vec<u8>), String> {
+    ) -> Result<(u16, Vec<u8>), Failure> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let resp = match method {
             "GET" => {
@@ -228,15 +317,30 @@ impl Client {
                 r.send(body.unwrap_or_default())
             }
         };
-        let mut resp = resp.map_err(|e| e.to_string())?;
+        let mut resp = resp.map_err(|e| self.failure(&e))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
             .with_config()
             .limit(limit)
             .read_to_vec()
-            .map_err(|e| format!("reading the answer: {e}"))?;
+            .map_err(|e| Failure::Transient(format!("reading the answer: {e}")))?;
         Ok((status, body))
+    }
+
+    /// Sorts a request's error: TLS failures apart, with what to do.
+    fn failure(&self, e: &ureq::Error) -> Failure {
+        let tls = match e {
+            ureq::Error::Rustls(r) => Some(r),
+            // The handshake's errors reach ureq wrapped in an io::Error.
+            ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+            ureq::Error::Tls(m) => return Failure::Tls((*m).to_string()),
+            _ => None,
+        };
+        match tls {
+            Some(r) => Failure::Tls(tls_message(r, self.retry.ca.as_deref())),
+            None => Failure::Transient(e.to_string()),
+        }
     }
 
     fn json<Req: Serialize, Resp: serde::de::DeserializeOwned>(
@@ -304,5 +408,45 @@ impl Client {
             });
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn unusable_ca_files_are_refused_with_the_reason() {
+        let not_pem = ca_file("just text\n");
+        let e = load_ca(not_pem.path()).unwrap_err().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        // A certificate block whose contents are no certificate.
+        let garbage = ca_file("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let e = load_ca(garbage.path()).unwrap_err().to_string();
+        assert!(e.contains("certificate 1 cannot be trusted as a CA"), "{e}");
+        assert!(e.contains(&garbage.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn tls_messages_say_what_to_change() {
+        use rustls::CertificateError as C;
+        let name = tls_message(&C::NotValidForName.into(), None);
+        assert!(name.contains("subject alternative names"), "{name}");
+        let expired = tls_message(&C::Expired.into(), None);
+        assert!(expired.contains("validity period"), "{expired}");
+        let ca = Path::new("/etc/noreboot/ca.pem");
+        let issuer = tls_message(&C::UnknownIssuer.into(), Some(ca));
+        assert!(
+            issuer.contains("not signed by a CA in server.ca (/etc/noreboot/ca.pem)"),
+            "{issuer}"
+        );
+        let other = tls_message(&rustls::Error::HandshakeNotComplete, None);
+        assert_eq!(other, rustls::Error::HandshakeNotComplete.to_string());
     }
 }

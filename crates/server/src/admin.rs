@@ -781,12 +781,12 @@ impl Context {
         Ok(Actor { name, role })
     }
 
-    /// Every host, by hostname.
+    /// Every host but the retired ones (see `hosts`), by hostname.
     pub async fn hosts(&self) -> Result<Vec<Host>, Error> {
         sqlx::query_as::<_, Host>(
             "SELECT id, hostname, feed, kernel_release, kernel_version, build_id, level, effective_version, \
              skipped, agent_version, tags, registration_key, registered_at, last_checkin \
-             FROM hosts ORDER BY hostname, id",
+             FROM hosts WHERE retired_at IS NULL ORDER BY hostname, id",
         )
         .fetch_all(self.db.pool())
         .await

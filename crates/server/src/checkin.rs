@@ -164,7 +164,11 @@ async fn writer(
         };
         for p in batch.drain(..) {
             let answer = match hosts.get(&p.token_hash) {
-                None => Err(Error::Unauthorized("unknown host token".into())),
+                // Unknown or retired: the single lookup says which.
+                None => match ctx.authenticate_token_hash(&p.token_hash).await {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(Error::Unauthorized("unknown host token".into())),
+                },
                 Some(feed) => target(&ctx, &mut targets, feed, &p.req.kernel.build_id, now)
                     .await
                     .map(|t| CheckinResponse {
@@ -321,7 +325,10 @@ fn update_sql(n: usize, backend: Backend) -> String {
             p[0], p[1], p[2], p[3], p[4], p[5], p[6]
         ));
     }
-    sql.push_str(") AS v WHERE hosts.token_hash = v.column1 RETURNING feed, token_hash, build_id");
+    sql.push_str(
+        ") AS v WHERE hosts.token_hash = v.column1 AND hosts.retired_at IS NULL \
+         RETURNING feed, token_hash, build_id",
+    );
     sql
 }
 

@@ -7,6 +7,7 @@ use protocol::{Kernel, RegisterRequest, RegisterResponse, ReportRequest};
 use sqlx::Row;
 
 use crate::blobs::{is_sha256, BlobError};
+use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{invalid, not_found, DbContext, Error};
 use crate::secrets;
@@ -52,15 +53,7 @@ impl Context {
             validate::MAX_AGENT_VERSION,
             true,
         )?;
-        if req.tags.len() > validate::MAX_TAGS {
-            return Err(invalid(format!(
-                "field `tags`: more than {} tags",
-                validate::MAX_TAGS
-            )));
-        }
-        for t in &req.tags {
-            validate::line("tags", t, validate::MAX_TAG, true)?;
-        }
+        validate::tags("tags", &req.tags)?;
         let key = sqlx::query(
             "SELECT id, feed, revoked_at FROM registration_keys WHERE secret_hash = $1",
         )
@@ -107,16 +100,30 @@ impl Context {
         })
     }
 
-    /// The host whose bearer token this is.
+    /// The host whose bearer token this is; a retired host's token is
+    /// refused (see `hosts`).
     pub async fn authenticate_host(&self, token: &str) -> Result<HostAuth, Error> {
-        let row = sqlx::query("SELECT id, feed, build_id FROM hosts WHERE token_hash = $1")
-            .bind(secrets::hash(token))
-            .fetch_optional(self.db.pool())
-            .await
-            .ctx("look up the host token")?
-            .ok_or_else(|| Error::Unauthorized("unknown host token".into()))?;
+        self.authenticate_token_hash(&secrets::hash(token)).await
+    }
+
+    /// [`Context::authenticate_host`] for a token already hashed.
+    pub async fn authenticate_token_hash(&self, token_hash: &str) -> Result<HostAuth, Error> {
+        let row =
+            sqlx::query("SELECT id, feed, build_id, retired_at FROM hosts WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(self.db.pool())
+                .await
+                .ctx("look up the host token")?
+                .ok_or_else(|| Error::Unauthorized("unknown host token".into()))?;
+        let id: String = row.try_get(0).ctx("read the host")?;
+        if let Some(at) = row.try_get::<Option<i64>, _>(3).ctx("read the host")? {
+            return Err(Error::Unauthorized(format!(
+                "host {id} was retired at {}: its token no longer works (register again to rejoin the fleet)",
+                rfc3339(at)
+            )));
+        }
         Ok(HostAuth {
-            id: row.try_get(0).ctx("read the host")?,
+            id,
             feed: row.try_get(1).ctx("read the host")?,
             build_id: row.try_get(2).ctx("read the host")?,
         })

@@ -2,12 +2,14 @@
 //! keeps the fleet's state. Bundles are published per kernel build-id as
 //! cumulative levels and released to feeds; hosts register with a key,
 //! check in, and are told the level their feed serves. The same
-//! operations ([`Context`]'s methods in `admin` and `fleet`) back the admin
-//! CLI and the HTTP API (`api`), and every admin action is audited.
+//! operations ([`Context`]'s methods in `admin`, `hosts` and `fleet`) back
+//! the admin CLI and the HTTP API (`api`), and every admin action is
+//! audited.
 //!
 //! Layers, in the order a request meets them: `api` (HTTP, auth, limits)
-//! → `admin` / `fleet` / `checkin` (operations; check-ins batched) → `store` and `target` (shared queries
-//! and the feed rule) → `db` and `blobs` (storage). Errors: see `error`.
+//! → `admin` / `hosts` / `fleet` / `checkin` (operations; check-ins are
+//! batched) → `store` and `target` (shared queries and the feed rule) →
+//! `db` and `blobs` (storage). Errors: see `error`.
 //! Compliance reports (`report`) are computed from the same reads and
 //! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard.
 
@@ -20,6 +22,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod fleet;
+pub mod hosts;
 pub mod model;
 pub mod report;
 pub mod secrets;

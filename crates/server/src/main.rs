@@ -1,5 +1,5 @@
 //! `noreboot-server`: `serve` runs the HTTP API; `admin` acts on the same
-//! database directly (publishing, feeds, keys, tokens, views), for the
+//! database directly (publishing, feeds, hosts, keys, tokens, views), for the
 //! first admin token and for scripts on the server machine. Arguments are
 //! parsed by clap, turned into a [`server::Options`], and every failure is
 //! mapped to an exit status in [`exit_code`].
@@ -177,8 +177,16 @@ enum AdminCommand {
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Registered hosts.
-    Hosts,
+    /// Registered hosts (retired ones are left out).
+    Hosts {
+        /// List the retired hosts instead.
+        #[arg(long)]
+        retired: bool,
+    },
+    /// Act on one host, named by its id or by a hostname only one active
+    /// host has: move it to another feed, set its tags, retire it.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Kernels with published levels.
     Kernels,
     /// Published levels.
@@ -264,6 +272,37 @@ enum FeedCommand {
     },
     /// List feeds.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// Move a host to another feed: its next check-in gets that feed's
+    /// level.
+    Move {
+        /// Host id, or a hostname only one active host has.
+        host: String,
+        /// The feed.
+        #[arg(long)]
+        feed: String,
+    },
+    /// Replace a host's tags.
+    Tags {
+        /// Host id, or a hostname only one active host has.
+        host: String,
+        /// The new tags (all of them).
+        #[arg(required_unless_present = "clear")]
+        tags: Vec<String>,
+        /// Remove every tag.
+        #[arg(long, conflicts_with = "tags")]
+        clear: bool,
+    },
+    /// Retire a decommissioned host: its token stops working at once, it
+    /// leaves the host list and the compliance reports; its reports are
+    /// kept.
+    Retire {
+        /// Host id, or a hostname only one active host has.
+        host: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -646,7 +685,68 @@ async fn admin(
                 println!("{:<24} {:<10} {}", t.name, t.role, state);
             }
         }
-        AdminCommand::Hosts => {
+        AdminCommand::Hosts { retired: true } => {
+            let hosts = ctx.retired_hosts().await?;
+            if json {
+                return print_json(&hosts);
+            }
+            for r in hosts {
+                println!(
+                    "{}  {:<24} {:<10} {:<24} level {:<3} retired {} by {}",
+                    r.host.id,
+                    r.host.hostname,
+                    r.host.feed,
+                    r.host.kernel_release,
+                    r.host.level,
+                    rfc3339(r.retired_at),
+                    r.retired_by
+                );
+            }
+        }
+        AdminCommand::Host(HostCommand::Move { host, feed }) => {
+            let m = ctx.move_host(actor, &host, &feed).await?;
+            if json {
+                return print_json(&m);
+            }
+            if m.from == m.to {
+                println!("host {} ({}) is on feed {} already", m.hostname, m.id, m.to);
+            } else {
+                println!(
+                    "moved host {} ({}) from feed {} to {}; its next check-in gets level {}",
+                    m.hostname,
+                    m.id,
+                    m.from,
+                    m.to,
+                    opt(m.serving)
+                );
+            }
+        }
+        AdminCommand::Host(HostCommand::Tags { host, tags, clear }) => {
+            // clap lets `--clear` through only without tags.
+            let tags = if clear { Vec::new() } else { tags };
+            let t = ctx.set_host_tags(actor, &host, &tags).await?;
+            if json {
+                return print_json(&t);
+            }
+            println!(
+                "host {} ({}) tags: [{}] (were [{}])",
+                t.hostname,
+                t.id,
+                t.to.join(" "),
+                t.from.join(" ")
+            );
+        }
+        AdminCommand::Host(HostCommand::Retire { host }) => {
+            let r = ctx.retire_host(actor, &host).await?;
+            if json {
+                return print_json(&r);
+            }
+            println!(
+                "retired host {} ({}) of feed {}: its token no longer works; reports kept: {}",
+                r.hostname, r.id, r.feed, r.reports
+            );
+        }
+        AdminCommand::Hosts { retired: false } => {
             let hosts = ctx.hosts().await?;
             if json {
                 return print_json(&hosts);

@@ -91,6 +91,22 @@ pub fn name(field: &str, s: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A host's tags: at most [`MAX_TAGS`], each a non-empty line of at most
+/// [`MAX_TAG`] bytes. The same rule for the tags a host registers with and
+/// those an admin sets.
+pub fn tags(field: &str, tags: &[String]) -> Result<(), Error> {
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(format!(
+            "field `{field}`: {} tags, more than the limit of {MAX_TAGS}",
+            tags.len()
+        )));
+    }
+    for t in tags {
+        line(field, t, MAX_TAG, true)?;
+    }
+    Ok(())
+}
+
 /// A patch level as the API carries it (u32) turned into the database's
 /// integer, refusing 0 where a real level is meant.
 pub fn level(field: &str, l: u32) -> Result<i64, Error> {
@@ -124,5 +140,16 @@ mod tests {
         assert!(text("t", "", 10, true).is_err());
         assert!(text("t", "x\u{7}", 10, false).is_err());
         assert!(text("t", &"x".repeat(11), 10, false).is_err());
+    }
+
+    #[test]
+    fn tag_limits() {
+        let t = |v: &[&str]| tags("tags", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(t(&[]).is_ok());
+        assert!(t(&["web", "eu-west 1"]).is_ok());
+        assert!(t(&[""]).is_err());
+        assert!(t(&["a\nb"]).is_err());
+        assert!(t(&[&"x".repeat(MAX_TAG + 1)]).is_err());
+        assert!(t(&vec!["x"; MAX_TAGS + 1]).is_err());
     }
 }

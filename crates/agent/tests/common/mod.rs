@@ -36,6 +36,25 @@ pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    // `cargo test` runs this test with the agent's CARGO_MANIFEST_DIR and
+    // CARGO_PKG_*. Build scripts that read those declare them
+    // rerun-if-env-changed (ring's does), so a nested cargo that inherits
+    // them reran ring's build script and rebuilt ring, rustls and the
+    // server above them on every test run (a minute here), and a plain
+    // `cargo build` rebuilt them back.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_CRATE_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                &*key,
+                "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&*key);
+        }
+    }
     if profile == "release" {
         cmd.arg("--release");
     }

@@ -1,6 +1,6 @@
-//! The dashboard under `/ui`: server-rendered HTML pages (hosts with
-//! filters, kernels and their levels, compliance, audit trail), no
-//! JavaScript, a little inline CSS.
+//! The dashboard under `/ui`: server-rendered HTML pages (hosts with their
+//! ids, feeds and tags, and filters; kernels and their levels; compliance;
+//! audit trail), no JavaScript, a little inline CSS.
 //!
 //! Sign-in: `/ui/login` takes an admin or read-only API token in a form
 //! and sets it as an `HttpOnly; SameSite=Strict` cookie scoped to `/ui`,
@@ -281,9 +281,10 @@ pub async fn hosts(
         shown += 1;
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}<br><code>{}</code></td><td>{}</td><td class=\"{}\">{}{}</td>\
+            "<tr><td>{}<br><code>{}</code></td><td>{}</td><td>{}<br><code>{}</code></td><td>{}</td><td class=\"{}\">{}{}</td>\
              <td>{}</td><td class=\"{}\">{}</td></tr>",
             esc(&h.hostname),
+            esc(&h.id),
             esc(&h.feed),
             esc(&h.kernel_release),
             esc(&h.build_id),

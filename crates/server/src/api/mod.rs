@@ -1,15 +1,16 @@
 //! The HTTP API: all routes in [`router`], the agent endpoints exactly as
-//! `protocol` documents them (`agent`), the admin endpoints behind
-//! bearer tokens with roles (`admin`), and the limits every request meets:
-//! body sizes (64 KiB of JSON, a bundle's maximum for publishing), a
-//! request timeout, registrations per address and minute, and JSON error
-//! bodies for every failure (`error`).
+//! `protocol` documents them (`agent`), the admin endpoints behind bearer
+//! tokens with roles (`admin`, `hosts`, `reports`), and the limits every
+//! request meets: body sizes (64 KiB of JSON, a bundle's maximum for
+//! publishing), a request timeout, registrations per address and minute,
+//! and JSON error bodies for every failure (`error`).
 
 pub mod admin;
 pub mod agent;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod hosts;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
@@ -108,6 +109,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/bundles/{sha256}", get(agent::bundle))
         .route("/report", post(agent::report))
         .route("/admin/hosts", get(admin::hosts))
+        .route("/admin/hosts/retired", get(hosts::retired))
+        .route("/admin/hosts/{host}/move", post(hosts::move_host))
+        .route("/admin/hosts/{host}/tags", post(hosts::set_tags))
+        .route("/admin/hosts/{host}/retire", post(hosts::retire))
         .route("/admin/reports", get(admin::reports))
         .route("/admin/reports/compliance", get(reports::compliance))
         .route("/admin/reports/hosts", get(reports::hosts))

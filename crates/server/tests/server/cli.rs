@@ -12,7 +12,7 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_noreboot-server");
 
-fn admin(data: &Path, args: &[&str]) -> Output {
+pub(crate) fn admin(data: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("admin")
         .arg("--data")

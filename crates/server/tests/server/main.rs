@@ -9,6 +9,7 @@ mod common;
 mod dashboard;
 mod feeds;
 mod flow;
+mod hosts;
 mod metrics;
 mod openapi;
 mod publish;

@@ -77,6 +77,7 @@ fn agent_endpoints(f: &Fixture) -> Vec<(Method, String, Option<Value>)> {
 fn admin_reads() -> Vec<String> {
     [
         "/api/v1/admin/hosts",
+        "/api/v1/admin/hosts/retired",
         "/api/v1/admin/reports",
         "/api/v1/admin/kernels",
         "/api/v1/admin/levels",
@@ -126,6 +127,18 @@ fn admin_writes(f: &Fixture) -> Vec<(String, Body)> {
         (
             "/api/v1/admin/rollback".into(),
             j(json!({"feed": "stable", "kernel": KERNEL_A})),
+        ),
+        (
+            format!("/api/v1/admin/hosts/{}/move", f.host_b.host_id),
+            j(json!({"feed": "test"})),
+        ),
+        (
+            format!("/api/v1/admin/hosts/{}/tags", f.host_b.host_id),
+            j(json!({"tags": ["db"]})),
+        ),
+        (
+            format!("/api/v1/admin/hosts/{}/retire", f.host_b.host_id),
+            j(json!({})),
         ),
     ]
 }

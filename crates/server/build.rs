@@ -1,5 +1,6 @@
-//! Build script: tells cargo to rebuild when a migration changes.
-// The migrations are embedded by `sqlx::migrate!`; rebuild when one changes.
+//! Rebuilds the server when a migration changes: `sqlx::migrate!` embeds
+//! the `migrations/` directory at compile time, which cargo does not watch.
+
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
 }

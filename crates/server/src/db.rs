@@ -224,6 +224,11 @@ pub fn redact(url: &str) -> String {
     out
 }
 
+/// The tests' own PostgreSQL server, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/server/pg.rs"]
+mod pg;
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -334,6 +339,33 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn postgres_opens_and_migrates_twice() {
+        let url = pg::empty_database();
+        let db = Db::open(&url).await.unwrap();
+        assert_eq!(db.backend(), Backend::Postgres);
+        db.close().await;
+        let db = Db::open(&url).await.unwrap();
+        let count = |sql: &'static str| {
+            let db = db.clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap()
+                    .get::<i64, _>(0)
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM feeds").await, 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM _sqlx_migrations").await,
+            MIGRATOR
+                .iter()
+                .filter(|m| m.migration_type.is_up_migration())
+                .count() as i64
+        );
+    }
+
     /// `writers` tasks each read max(id) + 1 from the audit table, wait,
     /// and insert that id, each in a transaction of its own from `begin`.
     /// `barrier`: all read before any writes (without serialisation they
@@ -392,9 +424,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn write_transactions_take_turns_on_postgres() {
+        write_transactions_take_turns(Db::open(&pg::database()).await.unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn write_transactions_take_turns_on_sqlite() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/n.db", dir.path().display());
         write_transactions_take_turns(Db::open(&url).await.unwrap()).await;
+    }
+
+    /// The control for the test above: it does see collisions when
+    /// transactions are not serialised.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn plain_postgres_transactions_collide_on_max_plus_one() {
+        let db = Db::open(&pg::database()).await.unwrap();
+        let results = max_plus_one_inserts(&db, 4, true, |db: Db| async move {
+            db.pool().begin().await.unwrap()
+        })
+        .await;
+        let committed: Vec<i64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(committed, [1], "{results:?}");
     }
 }

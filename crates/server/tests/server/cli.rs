@@ -1,9 +1,9 @@
 //! The `noreboot-server` binary: `serve` works with nothing but a data
-//! directory (database created in WAL mode, migrated, default feeds), and
-//! `admin` drives the same database — also while the server is running.
+//! directory (database created in WAL mode, migrated, default feeds) or a
+//! PostgreSQL URL, and `admin` drives the same database — also while the
+//! server is running.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use reqwest::StatusCode;
@@ -12,11 +12,10 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_noreboot-server");
 
-fn admin(data: &Path, args: &[&str]) -> Output {
+fn admin(data: &Storage, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("admin")
-        .arg("--data")
-        .arg(data)
+        .args(data.args())
         .args(["--as", "cli-test"])
         .args(args)
         .env("NOREBOOT_LOG", "warn")
@@ -38,14 +37,14 @@ impl Drop for Serving {
     }
 }
 
-fn serve(data: &Path) -> (Serving, String) {
+fn serve(data: &Storage) -> (Serving, String) {
     serve_with(data, &[])
 }
 
-fn serve_with(data: &Path, args: &[&str]) -> (Serving, String) {
+fn serve_with(data: &Storage, args: &[&str]) -> (Serving, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(data.args())
         .args(args)
         .env("NOREBOOT_LOG", "warn")
         .stdout(Stdio::piped())
@@ -66,13 +65,17 @@ fn serve_with(data: &Path, args: &[&str]) -> (Serving, String) {
 #[tokio::test]
 async fn serve_just_works_and_the_admin_cli_drives_it() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = Storage::new(&dir.path().join("data"));
     let (server, url) = serve(&data);
-    assert!(data.join("noreboot.db").exists());
-    // SQLite's header says WAL: read and write versions 2 (bytes 18, 19).
-    let header = std::fs::read(data.join("noreboot.db")).unwrap();
-    assert_eq!(header[18..20], [2, 2], "the database is not in WAL mode");
-    assert!(data.join("trusted.d").is_dir());
+    let file = data.data.join("noreboot.db");
+    if data.db_url.is_none() {
+        // SQLite's header says WAL: read and write versions 2 (bytes 18, 19).
+        let header = std::fs::read(&file).unwrap();
+        assert_eq!(header[18..20], [2, 2], "the database is not in WAL mode");
+    } else {
+        assert!(!file.exists(), "--db is ignored: {} exists", file.display());
+    }
+    assert!(data.data.join("trusted.d").is_dir());
 
     // Admin CLI against the running server's database.
     let token = last_line(&ok(admin(
@@ -103,7 +106,7 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
     assert!(err.contains("bundle refused: no trusted keys"), "{err}");
 
     key.public_key()
-        .write(&data.join("trusted.d/vendor.pub"))
+        .write(&data.data.join("trusted.d/vendor.pub"))
         .unwrap();
     let out = ok(admin(
         &data,
@@ -203,7 +206,7 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
 #[tokio::test]
 async fn serves_https_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = Storage::new(&dir.path().join("data"));
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_path = dir.path().join("cert.pem");
@@ -216,8 +219,8 @@ async fn serves_https_with_the_given_certificate() {
     let wrong_key = dir.path().join("wrong.pem");
     std::fs::write(&wrong_key, other.serialize_pem()).unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(data.args())
         .arg("--tls-cert")
         .arg(&cert_path)
         .arg("--tls-key")
@@ -273,7 +276,7 @@ async fn serves_https_with_the_given_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_checkins_survive_a_killed_server() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = Storage::new(&dir.path().join("data"));
     let reg = last_line(&ok(admin(&data, &["key", "create", "--feed", "stable"])));
     let token = last_line(&ok(admin(
         &data,
@@ -349,6 +352,47 @@ async fn acknowledged_checkins_survive_a_killed_server() {
         assert!(
             stored == level || stored == level + 1,
             "host {id}: acknowledged {level}, stored {stored}"
+        );
+    }
+}
+
+#[test]
+fn a_database_it_cannot_use_is_an_error_that_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |command: &[&str], db: &str| {
+        let out = Command::new(BIN)
+            .arg(command[0])
+            .arg("--data")
+            .arg(dir.path())
+            .args(["--db", db])
+            .args(&command[1..])
+            .env("NOREBOOT_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code(), err)
+    };
+    // A scheme this build does not know: refused as a usage error.
+    let (code, err) = run(&["admin", "feed", "list"], "mysql://root:s3cret@db/nr");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("unsupported") && !err.contains("s3cret"),
+        "{err}"
+    );
+    // A PostgreSQL server that is not there (loopback port 1 refuses):
+    // a server-side failure, with the URL but not its password.
+    for command in [
+        &["admin", "feed", "list"][..],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let (code, err) = run(command, "postgres://nr:s3cret@127.0.0.1:1/nr");
+        assert_eq!(code, Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains("cannot connect to the database postgres://nr:***@127.0.0.1:1/nr")
+                && err.contains("refused")
+                && !err.contains("s3cret"),
+            "{command:?}: {err}"
         );
     }
 }

@@ -7,14 +7,19 @@
 //!
 //! `cargo bench -p server --bench checkin [-- RUNS] [--db URL]
 //!  [--connections N] [--seconds S] [--hosts N]
-//! [--fsync]` (default 5 runs of 10 s, 64 connections, SQLite in a
-//! temporary data directory; `--db postgres://...` for PostgreSQL, whose
-//! database must be empty; `--fsync`: the server flushes every batch to
+//! [--fsync] [--postgres]` (default 5 runs of 10 s, 64 connections, SQLite
+//! in a temporary data directory; `--postgres`: a private PostgreSQL
+//! server started like the tests' but with fsync on, pinned to the
+//! server's core; `--db postgres://...` any other, whose database must
+//! be empty; `--fsync`: the server flushes every batch to
 //! disk, `serve --checkin-fsync`).
 
 #[allow(dead_code)]
 #[path = "../tests/server/common.rs"]
 mod common;
+#[allow(dead_code)]
+#[path = "../tests/server/pg.rs"]
+mod pg;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -49,6 +54,13 @@ fn args() -> Args {
         let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
         match arg.as_str() {
             "--db" => a.db = Some(value("--db")),
+            // A private PostgreSQL server (the tests'), with its defaults
+            // (fsync on) and on the server's core.
+            "--postgres" => {
+                std::env::set_var("NOREBOOT_PG_DURABLE", "1");
+                std::env::set_var("NOREBOOT_PG_CPUS", "0");
+                a.db = Some(pg::empty_database());
+            }
             "--connections" => a.connections = value("--connections").parse().unwrap(),
             "--seconds" => a.seconds = value("--seconds").parse().unwrap(),
             "--hosts" => a.hosts = value("--hosts").parse().unwrap(),

@@ -200,8 +200,7 @@ async fn writer_connection<'c>(
         if durability == Durability::Crash {
             let relax = match ctx.db.backend() {
                 Backend::Sqlite => "PRAGMA synchronous = NORMAL",
-                #[allow(unreachable_patterns)]
-                _ => "SET synchronous_commit = off",
+                Backend::Postgres => "SET synchronous_commit = off",
             };
             sqlx::query(relax)
                 .execute(&mut c)
@@ -412,5 +411,12 @@ mod tests {
         assert!(!sql.contains('$'));
         let sql = build_id_sql(3, Backend::Sqlite);
         assert_eq!(sql.matches('?').count(), 3 * 2);
+        let sql = update_sql(2, Backend::Postgres);
+        assert!(sql.contains("CAST($1 AS BIGINT)"), "{sql}");
+        assert!(
+            sql.contains("($9, $10, $11, CAST($12 AS BIGINT), $13, $14, $15)"),
+            "{sql}"
+        );
+        assert!(!sql.contains('?') && !sql.contains("$16"), "{sql}");
     }
 }

@@ -30,6 +30,16 @@ pub enum Error {
     /// Valid credentials without the right to do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The database server could not be reached, or refused the
+    /// connection.
+    #[error("cannot connect to the database {url}: {cause}")]
+    Connect {
+        /// The database URL, without its password.
+        url: String,
+        /// Why (not a `source`: the message says it already, and error
+        /// chains would say it again).
+        cause: sqlx::Error,
+    },
     /// A database operation failed.
     #[error("database: {context}: {source}")]
     Db {
@@ -54,7 +64,11 @@ impl Error {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            Error::Db { .. } | Error::Migrate(_) | Error::Blob(_) | Error::Task(_)
+            Error::Connect { .. }
+                | Error::Db { .. }
+                | Error::Migrate(_)
+                | Error::Blob(_)
+                | Error::Task(_)
         )
     }
 }

@@ -29,8 +29,10 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct Storage {
-    /// Database URL [default: sqlite://<data>/noreboot.db]
-    #[arg(long, env = "NOREBOOT_SERVER_DB")]
+    /// Database URL: sqlite://PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
+    /// (the database must exist) [default: sqlite://<data>/noreboot.db]
+    // The URL may hold a password: --help must not show it.
+    #[arg(long, env = "NOREBOOT_SERVER_DB", hide_env_values = true)]
     db: Option<String>,
     /// Data directory: bundles, and the default database.
     #[arg(long, env = "NOREBOOT_SERVER_DATA", default_value = "./noreboot-data")]
@@ -369,7 +371,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NOREBOOT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // PostgreSQL's notices ("relation ... already exists,
+                // skipping" at every start) are not news.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -44,7 +44,11 @@ impl From<Error> for ApiError {
             Error::BundleRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Db { .. } | Error::Migrate(_) | Error::Blob(_) | Error::Task(_) => {
+            Error::Connect { .. }
+            | Error::Db { .. }
+            | Error::Migrate(_)
+            | Error::Blob(_)
+            | Error::Task(_) => {
                 tracing::error!("internal error: {e}");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,9 +1,9 @@
 //! The `noreboot-server` binary: `serve` works with nothing but a data
-//! directory (database created in WAL mode, migrated, default feeds), and
-//! `admin` drives the same database — also while the server is running.
+//! directory (database created in WAL mode, migrated, default feeds) or a
+//! PostgreSQL URL, and `admin` drives the same database — also while the
+//! server is running.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use reqwest::StatusCode;
@@ -12,11 +12,10 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_noreboot-server");
 
-pub(crate) fn admin(data: &Path, args: &[&str]) -> Output {
+pub(crate) fn admin(storage: &Storage, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("admin")
-        .arg("--data")
-        .arg(data)
+        .args(storage.args())
         .args(["--as", "cli-test"])
         .args(args)
         .env("NOREBOOT_LOG", "warn")
@@ -38,14 +37,14 @@ impl Drop for Serving {
     }
 }
 
-fn serve(data: &Path) -> (Serving, String) {
-    serve_with(data, &[])
+fn serve(storage: &Storage) -> (Serving, String) {
+    serve_with(storage, &[])
 }
 
-fn serve_with(data: &Path, args: &[&str]) -> (Serving, String) {
+fn serve_with(storage: &Storage, args: &[&str]) -> (Serving, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(storage.args())
         .args(args)
         .env("NOREBOOT_LOG", "warn")
         .stdout(Stdio::piped())
@@ -66,22 +65,26 @@ fn serve_with(data: &Path, args: &[&str]) -> (Serving, String) {
 #[tokio::test]
 async fn serve_just_works_and_the_admin_cli_drives_it() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (server, url) = serve(&data);
-    assert!(data.join("noreboot.db").exists());
-    // SQLite's header says WAL: read and write versions 2 (bytes 18, 19).
-    let header = std::fs::read(data.join("noreboot.db")).unwrap();
-    assert_eq!(header[18..20], [2, 2], "the database is not in WAL mode");
-    assert!(data.join("trusted.d").is_dir());
+    let storage = Storage::new(&dir.path().join("data"));
+    let (server, url) = serve(&storage);
+    let file = storage.data.join("noreboot.db");
+    if storage.db_url.is_none() {
+        // SQLite's header says WAL: read and write versions 2 (bytes 18, 19).
+        let header = std::fs::read(&file).unwrap();
+        assert_eq!(header[18..20], [2, 2], "the database is not in WAL mode");
+    } else {
+        assert!(!file.exists(), "--db is ignored: {} exists", file.display());
+    }
+    assert!(storage.data.join("trusted.d").is_dir());
 
     // Admin CLI against the running server's database.
     let token = last_line(&ok(admin(
-        &data,
+        &storage,
         &["token", "create", "ops", "--role", "admin"],
     )));
     assert!(token.starts_with("nra_"));
     let reg = last_line(&ok(admin(
-        &data,
+        &storage,
         &["key", "create", "--feed", "stable", "--note", "rack 4"],
     )));
     assert!(reg.starts_with("nrk_"));
@@ -95,7 +98,7 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
     .unwrap();
     // Not trusted yet: refused, exit status 4, the reason on stderr.
     let out = admin(
-        &data,
+        &storage,
         &["publish", bundle_path.to_str().unwrap(), "--feed", "stable"],
     );
     assert_eq!(out.status.code(), Some(4));
@@ -103,10 +106,10 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
     assert!(err.contains("bundle refused: no trusted keys"), "{err}");
 
     key.public_key()
-        .write(&data.join("trusted.d/vendor.pub"))
+        .write(&storage.data.join("trusted.d/vendor.pub"))
         .unwrap();
     let out = ok(admin(
-        &data,
+        &storage,
         &["publish", bundle_path.to_str().unwrap(), "--feed", "stable"],
     ));
     assert!(out.contains("published noreboot_test_1 level 1"), "{out}");
@@ -133,13 +136,13 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
         .unwrap();
     assert_eq!(c.target.unwrap().level, 1);
 
-    let hosts = ok(admin(&data, &["hosts"]));
+    let hosts = ok(admin(&storage, &["hosts"]));
     assert!(
         hosts.contains("web-1") && hosts.contains("stable"),
         "{hosts}"
     );
     let levels: serde_json::Value = serde_json::from_str(&ok(admin(
-        &data,
+        &storage,
         &["--json", "levels", "--kernel", KERNEL_A],
     )))
     .unwrap();
@@ -147,7 +150,7 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
 
     // Exit statuses: 3 not found, 4 refused, 2 usage.
     let out = admin(
-        &data,
+        &storage,
         &[
             "promote", "--kernel", KERNEL_A, "--level", "7", "--to", "test",
         ],
@@ -158,9 +161,9 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = admin(&data, &["feed", "create", "stable"]);
+    let out = admin(&storage, &["feed", "create", "stable"]);
     assert_eq!(out.status.code(), Some(4));
-    let out = admin(&data, &["token", "create", "x", "--role", "root"]);
+    let out = admin(&storage, &["token", "create", "x", "--role", "root"]);
     assert_eq!(out.status.code(), Some(2));
 
     // The audit trail, over HTTP with the CLI-made token.
@@ -188,7 +191,7 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
     drop(server);
 
     // State survives a restart.
-    let (_server, url) = serve(&data);
+    let (_server, url) = serve(&storage);
     let s = reqwest::Client::new()
         .get(format!("{url}/api/v1/admin/hosts"))
         .bearer_auth(&token)
@@ -203,7 +206,7 @@ async fn serve_just_works_and_the_admin_cli_drives_it() {
 #[tokio::test]
 async fn serves_https_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let storage = Storage::new(&dir.path().join("data"));
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_path = dir.path().join("cert.pem");
@@ -216,8 +219,8 @@ async fn serves_https_with_the_given_certificate() {
     let wrong_key = dir.path().join("wrong.pem");
     std::fs::write(&wrong_key, other.serialize_pem()).unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(storage.args())
         .arg("--tls-cert")
         .arg(&cert_path)
         .arg("--tls-key")
@@ -228,7 +231,7 @@ async fn serves_https_with_the_given_certificate() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not go together"));
 
     let (_server, url) = serve_with(
-        &data,
+        &storage,
         &[
             "--tls-cert",
             cert_path.to_str().unwrap(),
@@ -237,7 +240,7 @@ async fn serves_https_with_the_given_certificate() {
         ],
     );
     let addr: std::net::SocketAddr = url.strip_prefix("https://").unwrap().parse().unwrap();
-    let reg = last_line(&ok(admin(&data, &["key", "create", "--feed", "test"])));
+    let reg = last_line(&ok(admin(&storage, &["key", "create", "--feed", "test"])));
     let http = reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
@@ -273,13 +276,13 @@ async fn serves_https_with_the_given_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_checkins_survive_a_killed_server() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let reg = last_line(&ok(admin(&data, &["key", "create", "--feed", "stable"])));
+    let storage = Storage::new(&dir.path().join("data"));
+    let reg = last_line(&ok(admin(&storage, &["key", "create", "--feed", "stable"])));
     let token = last_line(&ok(admin(
-        &data,
+        &storage,
         &["token", "create", "ops", "--role", "read-only"],
     )));
-    let (mut server, url) = serve(&data);
+    let (mut server, url) = serve(&storage);
     let http = reqwest::Client::new();
     let mut hosts = Vec::new();
     for i in 0..8 {
@@ -326,7 +329,7 @@ async fn acknowledged_checkins_survive_a_killed_server() {
         "no check-in was acknowledged: {acked:?}"
     );
 
-    let (_server, url) = serve(&data);
+    let (_server, url) = serve(&storage);
     let fleet: serde_json::Value = http
         .get(format!("{url}/api/v1/admin/hosts"))
         .bearer_auth(&token)
@@ -349,6 +352,47 @@ async fn acknowledged_checkins_survive_a_killed_server() {
         assert!(
             stored == level || stored == level + 1,
             "host {id}: acknowledged {level}, stored {stored}"
+        );
+    }
+}
+
+#[test]
+fn a_database_it_cannot_use_is_an_error_that_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |command: &[&str], db: &str| {
+        let out = Command::new(BIN)
+            .arg(command[0])
+            .arg("--data")
+            .arg(dir.path())
+            .args(["--db", db])
+            .args(&command[1..])
+            .env("NOREBOOT_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code(), err)
+    };
+    // A scheme this build does not know: refused as a usage error.
+    let (code, err) = run(&["admin", "feed", "list"], "mysql://root:s3cret@db/nr");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("unsupported") && !err.contains("s3cret"),
+        "{err}"
+    );
+    // A PostgreSQL server that is not there (loopback port 1 refuses):
+    // a server-side failure, with the URL but not its password.
+    for command in [
+        &["admin", "feed", "list"][..],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let (code, err) = run(command, "postgres://nr:s3cret@127.0.0.1:1/nr");
+        assert_eq!(code, Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains("cannot connect to the database postgres://nr:***@127.0.0.1:1/nr")
+                && err.contains("refused")
+                && !err.contains("s3cret"),
+            "{command:?}: {err}"
         );
     }
 }

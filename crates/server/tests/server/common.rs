@@ -1,5 +1,12 @@
 //! The test server and helpers to make bundles, keys and requests.
+//!
+//! Every test runs on SQLite (a file in its temporary directory) or, with
+//! `NOREBOOT_TEST_DB=postgres`, on a fresh database of the test process's
+//! own PostgreSQL server (`pg`). [`Storage`] says which, to the library
+//! and to the `noreboot-server` binary alike.
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bundle::manifest::{Cve, Function, Kernel, Manifest, Target, FORMAT};
@@ -23,6 +30,41 @@ pub const KERNEL_B: &str = "fedcba9876543210fedcba9876543210fedcba98";
 /// The actor the tests' direct admin calls are audited as.
 pub const ACTOR: &str = "test";
 
+/// Where a test's server keeps its state: a data directory and, on
+/// PostgreSQL, a database of its own.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// The data directory (bundles; the SQLite database).
+    pub data: PathBuf,
+    /// `None`: SQLite in `data`; else the PostgreSQL database URL.
+    pub db_url: Option<String>,
+}
+
+impl Storage {
+    /// `data`, with a new database on the backend `NOREBOOT_TEST_DB`
+    /// names (`sqlite`, the default, or `postgres`).
+    pub fn new(data: &Path) -> Self {
+        let db_url = match std::env::var("NOREBOOT_TEST_DB").as_deref() {
+            Err(_) | Ok("" | "sqlite") => None,
+            Ok("postgres") => Some(crate::pg::database()),
+            Ok(other) => panic!("NOREBOOT_TEST_DB={other:?}: use sqlite or postgres"),
+        };
+        Self {
+            data: data.to_path_buf(),
+            db_url,
+        }
+    }
+
+    /// The `noreboot-server` options that name it: `--data`, `--db`.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a = vec!["--data".into(), self.data.clone().into()];
+        if let Some(url) = &self.db_url {
+            a.extend(["--db".into(), url.into()]);
+        }
+        a
+    }
+}
+
 /// A server on 127.0.0.1 with its own data directory and clock.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
@@ -35,6 +77,8 @@ pub struct TestServer {
     pub key: SecretKey,
     /// An HTTP client.
     pub http: Client,
+    /// Where it keeps its state.
+    pub storage: Storage,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: TempDir,
@@ -58,9 +102,10 @@ impl TestServer {
         std::fs::create_dir_all(&trusted).unwrap();
         key.public_key().write(&trusted.join("test.pub")).unwrap();
         let clock = Arc::new(ManualClock::new(T0));
+        let storage = Storage::new(&dir.path().join("data"));
         let opts = Options {
-            db_url: None,
-            data_dir: dir.path().join("data"),
+            db_url: storage.db_url.clone(),
+            data_dir: storage.data.clone(),
             trusted_keys: Some(trusted),
         };
         let ctx = Context::open(&opts, clock.clone()).await.unwrap();
@@ -77,19 +122,15 @@ impl TestServer {
             clock,
             key,
             http: Client::new(),
+            storage,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
         }
     }
 
-    /// The data directory (`admin --data` acts on the same database).
-    pub fn data_dir(&self) -> std::path::PathBuf {
-        self._dir.path().join("data")
-    }
-
     /// The directory of keys the server trusts (`admin --trusted-keys`).
-    pub fn trusted_dir(&self) -> std::path::PathBuf {
+    pub fn trusted_dir(&self) -> PathBuf {
         self._dir.path().join("trusted.d")
     }
 

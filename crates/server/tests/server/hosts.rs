@@ -525,9 +525,10 @@ async fn the_admin_cli_moves_tags_and_retires_hosts() {
     let key = s.reg_key("stable").await;
     let h = s.register(&key, "cli-host", KERNEL_A).await;
     assert!(s.checkin(&h.token, KERNEL_A, 0).await.target.is_none());
-    let data = s.data_dir();
-
-    let out = ok(cli(&data, &["host", "move", "cli-host", "--feed", "test"]));
+    let out = ok(cli(
+        &s.storage,
+        &["host", "move", "cli-host", "--feed", "test"],
+    ));
     assert!(
         out.contains("moved host cli-host") && out.contains("gets level 1"),
         "{out}"
@@ -537,33 +538,33 @@ async fn the_admin_cli_moves_tags_and_retires_hosts() {
     assert_eq!(c.target.unwrap().level, 1);
 
     let out = ok(cli(
-        &data,
+        &s.storage,
         &["--json", "host", "tags", "cli-host", "db", "eu"],
     ));
     let t: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(t["to"], json!(["db", "eu"]), "{out}");
     // Clearing takes --clear, so a forgotten argument does not wipe tags.
-    let out = cli(&data, &["host", "tags", "cli-host"]);
+    let out = cli(&s.storage, &["host", "tags", "cli-host"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(listed(&s, &h.host_id).await.unwrap().1, json!(["db", "eu"]));
-    let out = cli(&data, &["host", "tags", "cli-host", "db", "--clear"]);
+    let out = cli(&s.storage, &["host", "tags", "cli-host", "db", "--clear"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    ok(cli(&data, &["host", "tags", "cli-host", "--clear"]));
+    ok(cli(&s.storage, &["host", "tags", "cli-host", "--clear"]));
     assert_eq!(listed(&s, &h.host_id).await.unwrap().1, json!([]));
 
     // Exit statuses: 4 ambiguous, 3 unknown.
     let twin = s.register(&key, "cli-host", KERNEL_A).await;
-    let out = cli(&data, &["host", "retire", "cli-host"]);
+    let out = cli(&s.storage, &["host", "retire", "cli-host"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("ambiguous") && err.contains(&h.host_id) && err.contains(&twin.host_id),
         "{err}"
     );
-    let out = cli(&data, &["host", "move", "nosuch", "--feed", "test"]);
+    let out = cli(&s.storage, &["host", "move", "nosuch", "--feed", "test"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 
-    let out = ok(cli(&data, &["host", "retire", &h.host_id]));
+    let out = ok(cli(&s.storage, &["host", "retire", &h.host_id]));
     assert!(out.contains("retired host cli-host"), "{out}");
     let (st, body) = s
         .call(
@@ -574,14 +575,14 @@ async fn the_admin_cli_moves_tags_and_retires_hosts() {
         )
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
-    let active: Value = serde_json::from_str(&ok(cli(&data, &["--json", "hosts"]))).unwrap();
+    let active: Value = serde_json::from_str(&ok(cli(&s.storage, &["--json", "hosts"]))).unwrap();
     assert_eq!(active.as_array().unwrap().len(), 1, "{active}");
     assert_eq!(active[0]["id"], twin.host_id.as_str());
     let retired: Value =
-        serde_json::from_str(&ok(cli(&data, &["--json", "hosts", "--retired"]))).unwrap();
+        serde_json::from_str(&ok(cli(&s.storage, &["--json", "hosts", "--retired"]))).unwrap();
     assert_eq!(retired[0]["id"], h.host_id.as_str(), "{retired}");
     assert_eq!(retired[0]["retired_by"], "cli-test");
-    let text = ok(cli(&data, &["hosts", "--retired"]));
+    let text = ok(cli(&s.storage, &["hosts", "--retired"]));
     assert!(
         text.contains(&h.host_id) && text.contains("by cli-test"),
         "{text}"

@@ -1,7 +1,8 @@
 //! noreboot-server's integration tests, one binary: each test starts a
 //! real server on 127.0.0.1 port 0 (in process, with a clock it controls,
 //! or the `noreboot-server` binary itself in `cli`) and talks to it over
-//! HTTP. Bundles are made and signed with the `bundle` crate.
+//! HTTP. Bundles are made and signed with the `bundle` crate. Each runs on
+//! SQLite, or with `NOREBOOT_TEST_DB=postgres` on PostgreSQL (`common`).
 
 mod checkin;
 mod cli;
@@ -12,6 +13,7 @@ mod flow;
 mod hosts;
 mod metrics;
 mod openapi;
+mod pg;
 mod publish;
 mod reports;
 mod security;

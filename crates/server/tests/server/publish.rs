@@ -173,7 +173,7 @@ async fn publish_to_unknown_feed_records_nothing() {
 async fn no_trusted_keys_refuses_everything_with_the_directory_named() {
     let dir = tempfile::tempdir().unwrap();
     let opts = server::Options {
-        db_url: None,
+        db_url: Storage::new(dir.path()).db_url,
         data_dir: dir.path().to_path_buf(),
         trusted_keys: None,
     };

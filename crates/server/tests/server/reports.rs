@@ -248,8 +248,7 @@ async fn admin_cli_prints_reports_as_table_csv_and_json() {
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_noreboot-server"))
             .arg("admin")
-            .arg("--data")
-            .arg(s.data_dir())
+            .args(s.storage.args())
             .args(["report"])
             .args(args)
             .env("NOREBOOT_LOG", "warn")

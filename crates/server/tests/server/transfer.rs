@@ -18,8 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_noreboot-server");
 pub(crate) fn admin(s: &TestServer, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("admin")
-        .arg("--data")
-        .arg(s.data_dir())
+        .args(s.storage.args())
         .arg("--trusted-keys")
         .arg(s.trusted_dir())
         .args(["--as", "cli-test"])

@@ -300,6 +300,22 @@ fn main() {
         );
         runs.push(r);
     }
+    // How the writer batched them, from the server's own metrics.
+    let metrics = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    eprintln!(
+        "check-ins per batch: {:.1} on average",
+        counter("noreboot_checkins_total ") / counter("noreboot_checkin_batches_total ")
+    );
     drop(server);
     let backend = if a.db.as_deref().is_some_and(|u| u.starts_with("postgres")) {
         "PostgreSQL"

@@ -1,17 +1,23 @@
 //! Check-ins at fleet scale. Every check-in is authenticated and recorded
-//! durably before it is answered, but not in a transaction of its own:
-//! requests queue for one writer task, which authenticates and records
-//! everything that queued up while the previous batch was being written
-//! in one transaction (one `UPDATE ... FROM (VALUES ...) RETURNING` for
-//! the batch, one commit; see [`Durability`]), then answers each request
-//! with the level its host's feed serves. Those answers come from a cache keyed by (feed,
-//! build-id): an entry is good while the audit trail's newest id, read in
-//! the same batch, is unchanged — every admin action that can change a
-//! target writes the audit trail in its own transaction, whichever process
-//! made it — and for at most [`TARGET_TTL`] seconds, because delayed feeds
-//! release levels by the clock alone.
+//! before it is answered, but not in a transaction of its own: requests
+//! queue for one writer task, which authenticates and records everything
+//! that queued up while the previous batch was being written in one
+//! transaction (one `UPDATE ... FROM (VALUES ...) RETURNING` for the
+//! batch, one commit; see [`Durability`]), then answers each request with
+//! the level its host's feed serves. On a SQLite file the batch is written
+//! by a thread with a direct connection, and WAL checkpoints run on a
+//! thread of their own ([`Store`]); otherwise through sqlx.
+//!
+//! Answers come from a cache keyed by (feed, build-id): an entry is good
+//! while the audit trail's newest id, read in the same batch, is
+//! unchanged — every admin action that can change a target writes the
+//! audit trail in its own transaction, whichever process made it — and
+//! for at most [`TARGET_TTL`] seconds, because delayed feeds release
+//! levels by the clock alone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use protocol::{CheckinRequest, CheckinResponse, TargetLevel, API_PREFIX};
 use sqlx::{AnyConnection, Connection, Row};
@@ -37,6 +43,7 @@ pub const TARGET_TTL: i64 = 1;
 #[derive(Debug, Clone)]
 pub struct Checkins {
     queue: mpsc::Sender<Pending>,
+    batches: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -53,8 +60,20 @@ impl Checkins {
     /// answer suggests to agents.
     pub fn start(ctx: Context, next_checkin_seconds: Option<u64>, durability: Durability) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(ctx, rx, next_checkin_seconds, durability));
-        Self { queue }
+        let batches = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer(
+            ctx,
+            rx,
+            next_checkin_seconds,
+            durability,
+            batches.clone(),
+        ));
+        Self { queue, batches }
+    }
+
+    /// Batches recorded so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Records the check-in of the host whose token this is; answers the
@@ -124,25 +143,86 @@ pub enum Durability {
     PowerLoss,
 }
 
+/// What a batch's write answers: the feed of each token that belongs to
+/// an active host, and the audit trail's newest id.
+type Recorded = (HashMap<String, String>, i64);
+
+/// Where batches are written.
+enum Store {
+    /// Through sqlx, on a connection of the writer's own, made on first
+    /// use and again after a failure (PostgreSQL; an in-memory SQLite
+    /// database, which no other connection can open).
+    Sqlx(Option<AnyConnection>),
+    /// A SQLite file, by a thread of its own with a direct connection:
+    /// a batch crosses to it and back once, where sqlx's SQLite driver
+    /// hands every statement and every returned row between threads
+    /// (measured: a third of the server's time under check-in load).
+    Sqlite(std::sync::mpsc::Sender<Job>),
+}
+
+/// A batch for the SQLite thread; it comes back with the reply.
+struct Job {
+    batch: Vec<Pending>,
+    now: i64,
+    reply: oneshot::Sender<(Vec<Pending>, Result<Recorded, Error>)>,
+}
+
 async fn writer(
     ctx: Context,
     mut rx: mpsc::Receiver<Pending>,
     next_checkin_seconds: Option<u64>,
     durability: Durability,
+    batches: Arc<AtomicU64>,
 ) {
+    let mut store = open_store(&ctx, durability).await;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut statements: Vec<Option<String>> = vec![None; MAX_BATCH.ilog2() as usize + 1];
+    let mut statements = Statements::default();
     let mut targets: HashMap<(String, String), Target> = HashMap::new();
     let mut generation = None;
-    let mut conn = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Let every request that is ready to be read join this batch
+        // first: a batch's fixed cost (commit, WAL header, the hand-over
+        // to the SQLite thread) is then paid by many check-ins under load.
+        // With nothing else ready, the yield returns at once.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
         let now = ctx.clock.now();
-        let recorded = match writer_connection(&ctx, &mut conn, durability).await {
-            Ok(c) => record(c, ctx.db.backend(), &mut statements, &batch, now).await,
-            Err(e) => Err(e),
+        let recorded = match &mut store {
+            Store::Sqlite(jobs) => {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    batch: std::mem::take(&mut batch),
+                    now,
+                    reply,
+                };
+                match jobs.send(job) {
+                    Ok(()) => match answer.await {
+                        Ok((back, recorded)) => {
+                            batch = back;
+                            recorded
+                        }
+                        // The thread is gone with the batch and its
+                        // reply channels: its hosts see the writer stop.
+                        Err(_) => continue,
+                    },
+                    Err(std::sync::mpsc::SendError(job)) => {
+                        batch = job.batch;
+                        Err(Error::Task("the SQLite check-in thread stopped".into()))
+                    }
+                }
+            }
+            Store::Sqlx(conn) => {
+                record_sqlx(&ctx, conn, durability, &mut statements, &batch, now).await
+            }
         };
         let hosts = match recorded {
             Ok((hosts, audit_head)) => {
+                batches.fetch_add(1, Ordering::Relaxed);
                 if generation != Some(audit_head) {
                     targets.clear();
                     generation = Some(audit_head);
@@ -151,9 +231,6 @@ async fn writer(
             }
             Err(e) => {
                 tracing::error!("recording {} check-ins failed: {e}", batch.len());
-                // A fresh connection for the next batch, in case this
-                // one is what failed.
-                conn = None;
                 for p in batch.drain(..) {
                     let _ = p.reply.send(Err(Error::Task(format!(
                         "recording the check-in failed: {e}"
@@ -182,13 +259,231 @@ async fn writer(
     }
 }
 
-/// The writer's own connection, taken out of the pool so its durability
-/// setting never reaches the admin actions that share the pool.
-async fn writer_connection<'c>(
-    ctx: &Context,
-    conn: &'c mut Option<AnyConnection>,
+/// The direct SQLite store when the database is a SQLite file, else sqlx.
+async fn open_store(ctx: &Context, durability: Durability) -> Store {
+    if ctx.db.backend() != Backend::Sqlite {
+        return Store::Sqlx(None);
+    }
+    // SQLite itself says which file the pool opened ("" in memory).
+    let file = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        .fetch_one(ctx.db.pool())
+        .await
+        .and_then(|row| row.try_get::<String, _>(0));
+    let path = match file {
+        Ok(f) if !f.is_empty() => std::path::PathBuf::from(f),
+        Ok(_) => return Store::Sqlx(None),
+        Err(e) => {
+            tracing::warn!(
+                "cannot tell the SQLite database's file ({e}): check-ins go through sqlx"
+            );
+            return Store::Sqlx(None);
+        }
+    };
+    let (jobs, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("checkin-sqlite".into())
+        .spawn(move || sqlite_thread(&path, durability, rx));
+    match spawned {
+        Ok(_) => Store::Sqlite(jobs),
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the SQLite check-in thread ({e}): check-ins go through sqlx"
+            );
+            Store::Sqlx(None)
+        }
+    }
+}
+
+/// The SQL text of each batch size, made once.
+#[derive(Default)]
+struct Statements(Vec<Option<String>>);
+
+impl Statements {
+    fn update(&mut self, size: usize, backend: Backend) -> &str {
+        let i = size.ilog2() as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, None);
+        }
+        self.0[i].get_or_insert_with(|| update_sql(size, backend))
+    }
+}
+
+/// The batch with each host once — its newest check-in: the same host
+/// twice in one UPDATE ... FROM would leave it to chance which row wins.
+fn unique(batch: &[Pending]) -> (Vec<&Pending>, HashMap<&str, &Pending>) {
+    let mut by_token: HashMap<&str, &Pending> = HashMap::with_capacity(batch.len());
+    for p in batch {
+        by_token.insert(&p.token_hash, p);
+    }
+    (by_token.values().copied().collect(), by_token)
+}
+
+/// Runs batches for [`Store::Sqlite`] until the writer goes away. The
+/// connection is opened on first use and again after a failure.
+fn sqlite_thread(
+    path: &std::path::Path,
     durability: Durability,
-) -> Result<&'c mut AnyConnection, Error> {
+    jobs: std::sync::mpsc::Receiver<Job>,
+) {
+    // Checkpoints run beside the writer, not inside one of its commits:
+    // a commit that crosses SQLite's checkpoint threshold copies the
+    // whole WAL back into the database file first (measured: the p99 of
+    // check-ins doubled). Ends when this thread drops `_alive`.
+    let (_alive, stop) = std::sync::mpsc::channel::<()>();
+    let ckpt_path = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("checkin-ckpt".into())
+        .spawn(move || checkpointer(&ckpt_path, stop));
+    if let Err(e) = spawned {
+        tracing::warn!(
+            "cannot start the WAL checkpoint thread ({e}): check-ins checkpoint themselves"
+        );
+    }
+    let mut conn = None;
+    let mut statements = Statements::default();
+    for job in jobs {
+        let recorded = match &mut conn {
+            Some(c) => record_sqlite(c, &mut statements, &job.batch, job.now),
+            None => open_sqlite(path, durability)
+                .and_then(|c| record_sqlite(conn.insert(c), &mut statements, &job.batch, job.now)),
+        };
+        if recorded.is_err() {
+            conn = None;
+        }
+        let _ = job.reply.send((job.batch, recorded));
+    }
+}
+
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// WAL pages after which the writer checkpoints by itself after all:
+/// only if the checkpointer cannot keep up (or could not start).
+const WRITER_CHECKPOINT_PAGES: u32 = 50_000;
+
+/// Runs a passive checkpoint (it never blocks the writer) every
+/// [`CHECKPOINT_EVERY`] until `stop`'s sender is dropped.
+fn checkpointer(path: &std::path::Path, stop: std::sync::mpsc::Receiver<()>) {
+    let mut conn = None;
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
+        if conn.is_none() {
+            match open_sqlite(path, Durability::PowerLoss) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    tracing::warn!("WAL checkpoint thread: {e}");
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_ref().expect("set above");
+        if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!("WAL checkpoint: {e}");
+            conn = None;
+        }
+    }
+}
+
+fn open_sqlite(
+    path: &std::path::Path,
+    durability: Durability,
+) -> Result<rusqlite::Connection, Error> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ctx("open the database for check-ins")?;
+    // As the pool's connections: wait for the write lock rather than
+    // fail, map pages rather than read them.
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .ctx("set the check-in connection's busy timeout")?;
+    let sync = match durability {
+        Durability::Crash => "NORMAL",
+        Durability::PowerLoss => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA mmap_size = 268435456; PRAGMA cache_size = -32768; \
+         PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+    ))
+    .ctx("set up the check-in connection")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn record_sqlite(
+    conn: &mut rusqlite::Connection,
+    statements: &mut Statements,
+    batch: &[Pending],
+    now: i64,
+) -> Result<Recorded, Error> {
+    let (rows, by_token) = unique(batch);
+    let size = rows.len().next_power_of_two();
+    let tx = conn.transaction().ctx("begin recording check-ins")?;
+    let mut hosts = HashMap::with_capacity(rows.len());
+    let mut moved = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(statements.update(size, Backend::Sqlite))
+            .ctx("prepare recording check-ins")?;
+        stmt.raw_bind_parameter(1, now).ctx("record check-ins")?;
+        for i in 0..size {
+            let p = rows[i.min(rows.len() - 1)];
+            let k = 2 + i * 7;
+            let r = &p.req;
+            stmt.raw_bind_parameter(k, p.token_hash.as_str())
+                .and_then(|()| stmt.raw_bind_parameter(k + 1, r.kernel.release.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(k + 2, r.kernel.version.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(k + 3, i64::from(r.level)))
+                .and_then(|()| stmt.raw_bind_parameter(k + 4, r.effective_version.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(k + 5, p.skipped.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(k + 6, r.agent_version.as_str()))
+                .ctx("record check-ins")?;
+        }
+        let mut returned = stmt.raw_query();
+        while let Some(row) = returned.next().ctx("record check-ins")? {
+            let feed: String = row.get(0).ctx("read recorded check-ins")?;
+            let token_hash: String = row.get(1).ctx("read recorded check-ins")?;
+            let build_id: String = row.get(2).ctx("read recorded check-ins")?;
+            if let Some(p) = by_token.get(token_hash.as_str()) {
+                if p.req.kernel.build_id != build_id {
+                    moved.push(*p);
+                }
+            }
+            hosts.insert(token_hash, feed);
+        }
+    }
+    if !moved.is_empty() {
+        let mut stmt = tx
+            .prepare(&build_id_sql(moved.len(), Backend::Sqlite))
+            .ctx("prepare recording changed kernels")?;
+        for (i, p) in moved.iter().enumerate() {
+            stmt.raw_bind_parameter(1 + 2 * i, p.token_hash.as_str())
+                .and_then(|()| stmt.raw_bind_parameter(2 + 2 * i, p.req.kernel.build_id.as_str()))
+                .ctx("record changed kernels")?;
+        }
+        stmt.raw_execute().ctx("record changed kernels")?;
+    }
+    let audit_head: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM audit")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .ctx("read the audit trail's head")?;
+    tx.commit().ctx("commit check-ins")?;
+    Ok((hosts, audit_head))
+}
+
+/// [`record_sqlite`] through sqlx, on the writer's own connection, taken
+/// out of the pool so its durability setting never reaches the admin
+/// actions that share the pool. A failure drops the connection.
+async fn record_sqlx(
+    ctx: &Context,
+    conn: &mut Option<AnyConnection>,
+    durability: Durability,
+    statements: &mut Statements,
+    batch: &[Pending],
+    now: i64,
+) -> Result<Recorded, Error> {
+    let backend = ctx.db.backend();
     if conn.is_none() {
         let mut c = ctx
             .db
@@ -198,7 +493,7 @@ async fn writer_connection<'c>(
             .ctx("connect the check-in writer")?
             .detach();
         if durability == Durability::Crash {
-            let relax = match ctx.db.backend() {
+            let relax = match backend {
                 Backend::Sqlite => "PRAGMA synchronous = NORMAL",
                 Backend::Postgres => "SET synchronous_commit = off",
             };
@@ -209,28 +504,25 @@ async fn writer_connection<'c>(
         }
         *conn = Some(c);
     }
-    Ok(conn.as_mut().expect("set above"))
+    let c = conn.as_mut().expect("set above");
+    let recorded = record_sqlx_on(c, backend, statements, batch, now).await;
+    if recorded.is_err() {
+        *conn = None;
+    }
+    recorded
 }
 
-/// Writes the batch in one transaction; answers the feed of each token
-/// that belongs to a host, and the audit trail's newest id.
-async fn record(
+async fn record_sqlx_on(
     conn: &mut AnyConnection,
     backend: Backend,
-    statements: &mut [Option<String>],
+    statements: &mut Statements,
     batch: &[Pending],
     now: i64,
-) -> Result<(HashMap<String, String>, i64), Error> {
-    // The newest check-in of a host in the batch wins; the same host twice
-    // in one UPDATE ... FROM would leave it to chance.
-    let mut unique: HashMap<&str, &Pending> = HashMap::with_capacity(batch.len());
-    for p in batch {
-        unique.insert(&p.token_hash, p);
-    }
-    let rows: Vec<&Pending> = unique.into_values().collect();
+) -> Result<Recorded, Error> {
+    let (rows, by_token) = unique(batch);
     let size = rows.len().next_power_of_two();
-    let sql = statements[size.ilog2() as usize].get_or_insert_with(|| update_sql(size, backend));
-    let mut query = sqlx::query(sql.as_str()).bind(now);
+    let sql = statements.update(size, backend);
+    let mut query = sqlx::query(sql).bind(now);
     for i in 0..size {
         let p = rows[i.min(rows.len() - 1)];
         query = query
@@ -250,7 +542,7 @@ async fn record(
         let feed: String = row.try_get(0).ctx("read recorded check-ins")?;
         let token_hash: String = row.try_get(1).ctx("read recorded check-ins")?;
         let build_id: String = row.try_get(2).ctx("read recorded check-ins")?;
-        if let Some(p) = rows.iter().find(|p| p.token_hash == token_hash) {
+        if let Some(p) = by_token.get(token_hash.as_str()) {
             if p.req.kernel.build_id != build_id {
                 moved.push(*p);
             }

@@ -48,6 +48,14 @@ pub enum Error {
         /// The cause.
         source: sqlx::Error,
     },
+    /// The check-in writer's direct SQLite connection failed.
+    #[error("database: {context}: {source}")]
+    Sqlite {
+        /// What the server was doing.
+        context: &'static str,
+        /// The cause.
+        source: rusqlite::Error,
+    },
     /// Running the schema migrations failed.
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -66,6 +74,7 @@ impl Error {
             self,
             Error::Connect { .. }
                 | Error::Db { .. }
+                | Error::Sqlite { .. }
                 | Error::Migrate(_)
                 | Error::Blob(_)
                 | Error::Task(_)
@@ -82,6 +91,12 @@ pub trait DbContext<T> {
 impl<T> DbContext<T> for Result<T, sqlx::Error> {
     fn ctx(self, context: &'static str) -> Result<T, Error> {
         self.map_err(|source| Error::Db { context, source })
+    }
+}
+
+impl<T> DbContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, Error> {
+        self.map_err(|source| Error::Sqlite { context, source })
     }
 }
 

@@ -46,6 +46,7 @@ impl From<Error> for ApiError {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Connect { .. }
             | Error::Db { .. }
+            | Error::Sqlite { .. }
             | Error::Migrate(_)
             | Error::Blob(_)
             | Error::Task(_) => {

@@ -139,6 +139,12 @@ pub async fn metrics(
         "noreboot_checkins_total {}",
         s.metrics.checkins.load(Ordering::Relaxed)
     );
+    out.push_str("# HELP noreboot_checkin_batches_total Batches the check-in writer recorded (check-ins per batch: noreboot_checkins_total over this).\n# TYPE noreboot_checkin_batches_total counter\n");
+    let _ = writeln!(
+        out,
+        "noreboot_checkin_batches_total {}",
+        s.checkins.batches()
+    );
 
     out.push_str("# HELP noreboot_registration_refusals_total Registrations refused since the server started, by reason.\n# TYPE noreboot_registration_refusals_total counter\n");
     {

@@ -6,7 +6,7 @@
 //! batch, one commit; see [`Durability`]), then answers each request with
 //! the level its host's feed serves. On a SQLite file the batch is written
 //! by a thread with a direct connection, and WAL checkpoints run on a
-//! thread of their own ([`Store`]); otherwise through sqlx.
+//! thread of their own (`Store`); otherwise through sqlx.
 //!
 //! Answers come from a cache keyed by (feed, build-id): an entry is good
 //! while the audit trail's newest id, read in the same batch, is

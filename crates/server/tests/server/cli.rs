@@ -275,6 +275,17 @@ async fn serves_https_with_the_given_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_checkins_survive_a_killed_server() {
+    killed_mid_load(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_checkins_survive_a_killed_server_flushing_each_batch() {
+    killed_mid_load(&["--checkin-fsync"]).await;
+}
+
+/// Check-ins under load, the server killed (SIGKILL) and restarted with
+/// `serve_args`: every acknowledged check-in is there.
+async fn killed_mid_load(serve_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::new(&dir.path().join("data"));
     let reg = last_line(&ok(admin(&storage, &["key", "create", "--feed", "stable"])));
@@ -282,7 +293,7 @@ async fn acknowledged_checkins_survive_a_killed_server() {
         &storage,
         &["token", "create", "ops", "--role", "read-only"],
     )));
-    let (mut server, url) = serve(&storage);
+    let (mut server, url) = serve_with(&storage, serve_args);
     let http = reqwest::Client::new();
     let mut hosts = Vec::new();
     for i in 0..8 {

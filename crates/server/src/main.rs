@@ -84,7 +84,7 @@ enum Command {
         #[arg(long, default_value_t = server::report::DEFAULT_STALE_HOURS)]
         stale_hours: i64,
         /// Require this bearer token on /metrics (default: open).
-        #[arg(long, env = "NOREBOOT_SERVER_METRICS_TOKEN")]
+        #[arg(long, env = "NOREBOOT_SERVER_METRICS_TOKEN", hide_env_values = true)]
         metrics_token: Option<String>,
         /// Flush every batch of check-ins to disk before acknowledging it
         /// (survives power loss; default: acknowledged once the database

@@ -407,3 +407,24 @@ fn a_database_it_cannot_use_is_an_error_that_says_why() {
         );
     }
 }
+
+#[test]
+fn help_never_shows_secrets_from_the_environment() {
+    for cmd in [&["serve", "--help"][..], &["admin", "--help"][..]] {
+        let out = Command::new(BIN)
+            .args(cmd)
+            .env("NOREBOOT_SERVER_METRICS_TOKEN", "metrics-secret-1234")
+            .env(
+                "NOREBOOT_SERVER_DB",
+                "postgres://nr:db-secret-5678@localhost/nr",
+            )
+            .output()
+            .unwrap();
+        let help = ok(out);
+        assert!(help.contains("--db"), "{cmd:?}: {help}");
+        assert!(
+            !help.contains("metrics-secret-1234") && !help.contains("db-secret-5678"),
+            "{cmd:?} shows a secret: {help}"
+        );
+    }
+}

@@ -411,6 +411,25 @@ fn open_sqlite(
     Ok(conn)
 }
 
+/// One row the batch's UPDATE returned (feed, token hash, stored
+/// build-id): the token's host is known, and it moved if the build-id it
+/// reports is not the stored one.
+fn recorded_row<'a>(
+    by_token: &HashMap<&str, &'a Pending>,
+    feed: String,
+    token_hash: String,
+    stored_build_id: &str,
+    hosts: &mut HashMap<String, String>,
+    moved: &mut Vec<&'a Pending>,
+) {
+    if let Some(p) = by_token.get(token_hash.as_str()) {
+        if p.req.kernel.build_id != stored_build_id {
+            moved.push(*p);
+        }
+    }
+    hosts.insert(token_hash, feed);
+}
+
 fn record_sqlite(
     conn: &mut rusqlite::Connection,
     statements: &mut Statements,
@@ -442,15 +461,14 @@ fn record_sqlite(
         }
         let mut returned = stmt.raw_query();
         while let Some(row) = returned.next().ctx("record check-ins")? {
-            let feed: String = row.get(0).ctx("read recorded check-ins")?;
-            let token_hash: String = row.get(1).ctx("read recorded check-ins")?;
-            let build_id: String = row.get(2).ctx("read recorded check-ins")?;
-            if let Some(p) = by_token.get(token_hash.as_str()) {
-                if p.req.kernel.build_id != build_id {
-                    moved.push(*p);
-                }
-            }
-            hosts.insert(token_hash, feed);
+            recorded_row(
+                &by_token,
+                row.get(0).ctx("read recorded check-ins")?,
+                row.get(1).ctx("read recorded check-ins")?,
+                &row.get::<_, String>(2).ctx("read recorded check-ins")?,
+                &mut hosts,
+                &mut moved,
+            );
         }
     }
     if !moved.is_empty() {
@@ -539,15 +557,14 @@ async fn record_sqlx_on(
     let mut hosts = HashMap::with_capacity(returned.len());
     let mut moved = Vec::new();
     for row in returned {
-        let feed: String = row.try_get(0).ctx("read recorded check-ins")?;
-        let token_hash: String = row.try_get(1).ctx("read recorded check-ins")?;
-        let build_id: String = row.try_get(2).ctx("read recorded check-ins")?;
-        if let Some(p) = by_token.get(token_hash.as_str()) {
-            if p.req.kernel.build_id != build_id {
-                moved.push(*p);
-            }
-        }
-        hosts.insert(token_hash, feed);
+        recorded_row(
+            &by_token,
+            row.try_get(0).ctx("read recorded check-ins")?,
+            row.try_get(1).ctx("read recorded check-ins")?,
+            &row.try_get::<String, _>(2).ctx("read recorded check-ins")?,
+            &mut hosts,
+            &mut moved,
+        );
     }
     if !moved.is_empty() {
         // Hosts that booted another kernel: rare, and the only check-ins

@@ -210,6 +210,18 @@ impl Ctx<'_> {
                 }
             }
         };
+        self.outside(b, name, local, from, addend)
+    }
+
+    /// A reference to kernel symbol `name`, which the patch does not carry.
+    fn outside(
+        &mut self,
+        b: &mut Builder,
+        name: String,
+        local: bool,
+        from: &str,
+        addend: i64,
+    ) -> Result<Ref, EmitError> {
         match self.resolver.resolve(&name, local) {
             Ok(Outside::Export) => {
                 self.exports.insert(name.clone());
@@ -262,6 +274,68 @@ impl Ctx<'_> {
             }),
         }
         Ok(())
+    }
+
+    /// Rewrites the runtime-constant site at `place` of carried section
+    /// `sec` into a load of its variable and returns the reference the
+    /// load's displacement (at `place + 1`) needs. The kernel fills the
+    /// site's immediate at boot and never in a module, so the patch
+    /// reads the variable instead, as the module build of the same code
+    /// does: `movabs $imm64, %r` (REX.W [+B], B8+r, imm64; 10 bytes)
+    /// becomes `mov var(%rip), %r` (REX.W [+R], 8B, ModRM 00 r 101,
+    /// disp32; 7 bytes) and a 3-byte nop.
+    fn runtime_ptr_load(
+        &mut self,
+        b: &mut Builder,
+        sec: BSec,
+        place: u64,
+        site: &special::RuntimeSite,
+        function: &str,
+    ) -> Result<Ref, EmitError> {
+        let unsupported = |why: &str| {
+            EmitError::Output(format!(
+                "{function}: runtime constant {} at {:#x} ({}): {why}",
+                site.variable, place, site.table
+            ))
+        };
+        if site.kind != special::RuntimeKind::Ptr {
+            return Err(unsupported("only pointer constants can be carried"));
+        }
+        let SectionData::Data(d) = &mut b.sections.get_mut(sec).data else {
+            return Err(unsupported("not in code"));
+        };
+        let v = d.to_mut();
+        let at = usize::try_from(place).unwrap_or(usize::MAX);
+        if at < 2 || at.saturating_add(8) > v.len() {
+            return Err(unsupported("the site is not inside the function"));
+        }
+        let (rex, op) = (v[at - 2], v[at - 1]);
+        let imm = u64::from_le_bytes(v[at..at + 8].try_into().unwrap_or_default());
+        if rex & 0xfe != 0x48
+            || !(0xb8..=0xbf).contains(&op)
+            || imm != special::RUNTIME_PTR_PLACEHOLDER
+        {
+            return Err(unsupported(&format!(
+                "expected movabs $0x{:x}, found bytes {:02x?}",
+                special::RUNTIME_PTR_PLACEHOLDER,
+                &v[at - 2..at + 8]
+            )));
+        }
+        let reg = op - 0xb8;
+        let start = at - 2;
+        v[start..start + 10].copy_from_slice(&[
+            0x48 | ((rex & 1) << 2),
+            0x8b,
+            (reg << 3) | 0b101,
+            0,
+            0,
+            0,
+            0,
+            0x0f,
+            0x1f,
+            0x00,
+        ]);
+        self.outside(b, site.variable.clone(), false, function, -4)
     }
 
     fn patched_to_orig(&self, p: SymbolId) -> Option<SymbolId> {
@@ -379,6 +453,10 @@ pub fn emit(
 
     // Relocations of the carried ranges, rewritten.
     let mut records: Vec<Record> = Vec::new();
+    let mut runtime: HashMap<SectionId, Vec<special::RuntimeSite>> = HashMap::new();
+    for site in special::runtime_sites(patched) {
+        runtime.entry(site.section).or_default().push(site);
+    }
     for &(s, nsid) in &new_sections {
         let sym = patched.symbol(s);
         let Some(sec) = sym.section else { continue };
@@ -408,6 +486,30 @@ pub fn emit(
                 if at + w <= v.len() {
                     v[at..at + w].fill(0);
                 }
+            }
+        }
+        for site in runtime.get(&sec).into_iter().flatten() {
+            if site.offset < sym.value || site.offset >= sym.value + sym.size {
+                continue;
+            }
+            let place = site.offset - sym.value;
+            let load = ctx.runtime_ptr_load(&mut b, nsid, place, site, &sym.name)?;
+            match load {
+                Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
+                    r_offset: place + 1,
+                    symbol: Some(id),
+                    r_type: elf::R_X86_64_PC32,
+                    r_addend: addend,
+                }),
+                Ref::Klp(object, name, sympos, addend) => records.push(Record {
+                    section: nsid,
+                    place: place + 1,
+                    r_type: elf::R_X86_64_PC32,
+                    object,
+                    name,
+                    sympos,
+                    addend,
+                }),
             }
         }
         if !relas.is_empty() {

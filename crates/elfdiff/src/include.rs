@@ -450,6 +450,29 @@ pub fn analyse(
             format!("{why}; a live patch cannot reproduce the linker's group deduplication"),
         );
     }
+    // Runtime constants: the kernel writes their values into its code once,
+    // at boot. A pointer constant becomes a load of the variable when the
+    // patch is emitted (what a module build of the same code does); a
+    // shift count has no such form, so a function using one cannot be
+    // carried.
+    let carried: HashSet<u32> = included.iter().copied().collect();
+    for site in crate::special::runtime_sites(patched) {
+        if site.kind == crate::special::RuntimeKind::Ptr {
+            continue;
+        }
+        let Some(f) = crate::correlate::symbol_at(patched, site.section, site.offset as i64) else {
+            continue;
+        };
+        if carried.contains(&f.0) {
+            refuse(
+                &patched.symbol(f).name,
+                format!(
+                    "uses runtime constant {} ({}): the kernel writes it into its code only at boot, and a patch cannot receive it",
+                    site.variable, site.table
+                ),
+            );
+        }
+    }
     // A marker for a function that is new, or that nothing correlates
     // with, is a mistake the author should hear about.
     for name in &ignored {

@@ -100,6 +100,71 @@ pub fn entries(obj: &Object, sec: SectionId) -> Option<Vec<Entry>> {
     Some(out)
 }
 
+/// What a runtime-constant table (6.12 on) patches: the kernel writes a
+/// value it learns at boot straight into the code, once, while its text is
+/// still writable, and never into modules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// `runtime_const_ptr(sym)`: the 8-byte immediate of a
+    /// `movabs $0x0123456789abcdef, %reg`.
+    Ptr,
+    /// `runtime_const_shift_right_32(val, sym)`: the count of a `shrl $12`.
+    Shift,
+    /// A `runtime_*` table of a kind this version does not know.
+    Other,
+}
+
+/// One site a runtime-constant table points at.
+#[derive(Debug, Clone)]
+pub struct RuntimeSite {
+    /// The table's kind.
+    pub kind: RuntimeKind,
+    /// The kernel variable whose value the site receives.
+    pub variable: String,
+    /// The code section holding the site.
+    pub section: SectionId,
+    /// Offset of the patched bytes in that section.
+    pub offset: u64,
+    /// The table, for messages.
+    pub table: String,
+}
+
+/// The placeholder `runtime_const_ptr()` compiles in.
+pub const RUNTIME_PTR_PLACEHOLDER: u64 = 0x0123_4567_89ab_cdef;
+
+/// Every site of the object's runtime-constant tables (`runtime_ptr_X`,
+/// `runtime_shift_X`: one `.long site - .` per use of variable X).
+pub fn runtime_sites(obj: &Object) -> Vec<RuntimeSite> {
+    let mut out = Vec::new();
+    for (_, s) in obj.sections() {
+        let Some(rest) = s.name.strip_prefix("runtime_") else {
+            continue;
+        };
+        let (kind, variable) = if let Some(v) = rest.strip_prefix("ptr_") {
+            (RuntimeKind::Ptr, v)
+        } else if let Some(v) = rest.strip_prefix("shift_") {
+            (RuntimeKind::Shift, v)
+        } else {
+            (RuntimeKind::Other, rest)
+        };
+        for r in &s.relocs {
+            let t = obj.symbol(r.symbol);
+            let (Some(section), Ok(offset)) = (t.section, u64::try_from(t.value as i64 + r.addend))
+            else {
+                continue;
+            };
+            out.push(RuntimeSite {
+                kind,
+                variable: variable.to_string(),
+                section,
+                offset,
+                table: s.name.clone(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

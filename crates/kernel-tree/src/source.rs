@@ -23,6 +23,9 @@ pub struct SourceTree {
     cache: Cache,
     /// The name of a scratch copy (its own lock).
     scratch: Option<String>,
+    /// Make variables that make this host's toolchain probe like the
+    /// kernel's build machine did (see [`toolchain_overrides`]).
+    overrides: Vec<String>,
 }
 
 /// Where a compile with replaced files keeps the originals until they are
@@ -40,12 +43,15 @@ impl Workspace {
         let series = self.release().series().to_string();
         let dir = root.join(format!("linux-source-{series}"));
         let (cc, _) = self.kernel_compiler()?;
+        let config_text = std::fs::read_to_string(self.config())
+            .map_err(|e| Error::io("read", self.config(), e))?;
         let tree = SourceTree {
             dir: dir.clone(),
             release: self.release().to_string(),
             cc,
             cache: cache.clone(),
             scratch: None,
+            overrides: toolchain_overrides(&config_text),
         };
         let done = root.join(".prepared");
         if done.exists() {
@@ -114,6 +120,21 @@ impl Workspace {
     }
 }
 
+/// Kconfig (6.12 on) records what it probes of the toolchain as config
+/// values (`CONFIG_RUSTC_VERSION`, `CONFIG_RUSTC_LLVM_VERSION`). A kernel
+/// built where no Rust compiler was found says 0; on a host that has one
+/// (every noreboot build host: it is written in Rust), `olddefconfig`
+/// would record the host's version, so the config would no longer be the
+/// image's. Pointing kbuild at a compiler that does not exist makes the
+/// probe answer 0 again. A kernel built with Rust keeps the host's rustc.
+fn toolchain_overrides(config: &str) -> Vec<String> {
+    if config.lines().any(|l| l == "CONFIG_RUSTC_VERSION=0") {
+        vec!["RUSTC=noreboot-kernel-built-without-rustc".into()]
+    } else {
+        Vec::new()
+    }
+}
+
 fn run(mut cmd: Command, package: &str, dir: &Path) -> Result<()> {
     let out = cmd.output().map_err(|e| Error::spawn(&cmd, package, e))?;
     if !out.status.success() {
@@ -153,6 +174,7 @@ impl SourceTree {
         cmd.current_dir(&self.dir)
             .arg(format!("CC={}", self.cc))
             .arg(format!("KERNELRELEASE={}", self.release))
+            .args(&self.overrides)
             .args(targets)
             .env_remove("ARCH")
             .env_remove("CROSS_COMPILE")
@@ -217,6 +239,7 @@ impl SourceTree {
             cc: self.cc.clone(),
             cache: self.cache.clone(),
             scratch: Some(name),
+            overrides: self.overrides.clone(),
         }))
     }
 
@@ -561,4 +584,22 @@ pub fn extract_files(tarball: &Path, files: &[&str], dest: &Path) -> Result<()> 
         .arg("--strip-components=1")
         .args(files.iter().map(|f| format!("{top}/{f}")));
     run(tar, "tar", dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::toolchain_overrides;
+
+    #[test]
+    fn rust_probe_hidden_only_for_kernels_built_without_rustc() {
+        // Debian 12's 6.12 kernels: built where no rustc was found.
+        let without = "CONFIG_CC_VERSION_TEXT=\"gcc-12\"\nCONFIG_RUSTC_VERSION=0\nCONFIG_RUSTC_LLVM_VERSION=0\n";
+        assert_eq!(
+            toolchain_overrides(without),
+            ["RUSTC=noreboot-kernel-built-without-rustc"]
+        );
+        // A kernel built with Rust needs the real compiler; 6.1 has no probe.
+        assert!(toolchain_overrides("CONFIG_RUSTC_VERSION=108500\n").is_empty());
+        assert!(toolchain_overrides("CONFIG_RUST_IS_AVAILABLE=y\n").is_empty());
+    }
 }

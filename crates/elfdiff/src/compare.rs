@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::correlate::{symbol_at, Correlation};
+use crate::correlate::Correlation;
 use crate::lines::LineMap;
 use crate::read::{Object, Reloc, SymKind, SymbolId};
 
@@ -81,10 +81,9 @@ pub fn target(obj: &Object, r: &Reloc, name_of: &dyn Fn(SymbolId) -> Option<Stri
         return Target::Section(sym.name.clone(), r.addend);
     };
     let s = obj.section(sec);
-    let off = r.addend + bias;
-    match symbol_at(obj, sec, off) {
+    match crate::correlate::section_target(obj, sec, r.addend, r.is_pc_relative()) {
         Some(id) => {
-            let delta = off - obj.symbol(id).value as i64 - bias;
+            let delta = r.addend - obj.symbol(id).value as i64;
             match name_of(id) {
                 Some(n) => Target::Symbol(n, delta),
                 None => Target::NewSymbol(obj.symbol(id).name.clone(), delta),

@@ -217,11 +217,28 @@ pub fn reloc_target(obj: &Object, r: &crate::read::Reloc) -> Option<SymbolId> {
     if t.kind != SymKind::Section {
         return Some(r.symbol);
     }
-    symbol_at(
-        obj,
-        t.section?,
-        r.addend + if r.is_pc_relative() { 4 } else { 0 },
-    )
+    section_target(obj, t.section?, r.addend, r.is_pc_relative())
+}
+
+/// The symbol a section-relative reference (section symbol + `addend`)
+/// points into. A PC-relative field counts from the end of its
+/// instruction, which is the field's end (`addend` = offset - 4) unless
+/// an immediate follows it: `movb $1, x(%rip)` has offset - 5, `movl $v,
+/// x(%rip)` offset - 8. Each distance is tried, nearest first. Where
+/// neighbours make that ambiguous (1-byte `.data..once` flags), the symbol
+/// found is in the same input section, which the kernel holds laid out as
+/// in the object, so the symbol plus the adjusted addend still reaches
+/// the same byte.
+pub fn section_target(
+    obj: &Object,
+    sec: SectionId,
+    addend: i64,
+    pc_relative: bool,
+) -> Option<SymbolId> {
+    let tails: &[i64] = if pc_relative { &[4, 5, 6, 8] } else { &[0] };
+    tails
+        .iter()
+        .find_map(|t| symbol_at(obj, sec, addend.checked_add(*t)?))
 }
 
 /// The function or object symbol of `sec` that covers `offset`.

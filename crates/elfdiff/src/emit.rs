@@ -17,7 +17,7 @@ use object::build::Id;
 use object::elf;
 
 use crate::compare::Namer;
-use crate::correlate::{reloc_target, symbol_at, Correlation};
+use crate::correlate::{reloc_target, section_target, Correlation};
 use crate::include::is_child_part;
 use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
 use crate::report::Report;
@@ -144,7 +144,6 @@ impl Ctx<'_> {
     /// How reference `r` (in the patched object) is expressed in the output.
     fn reference(&mut self, b: &mut Builder, r: &Reloc, from: &str) -> Result<Ref, EmitError> {
         let t = self.patched.symbol(r.symbol);
-        let bias = if r.is_pc_relative() { 4 } else { 0 };
         // Merged strings and constants (named `.LC*` labels or section
         // symbols), and the symbol-less code fragments of alternatives and
         // static_cpu_has(), travel whole with whatever refers to them.
@@ -169,7 +168,7 @@ impl Ctx<'_> {
             if self.merge_kept.contains(&sec) {
                 return Ok(Ref::Sym(self.sym_ids[r.symbol.0 as usize - 1], r.addend));
             }
-            match symbol_at(self.patched, sec, r.addend + bias) {
+            match section_target(self.patched, sec, r.addend, r.is_pc_relative()) {
                 Some(s) => (s, r.addend - self.patched.symbol(s).value as i64),
                 None => {
                     return Err(EmitError::Unresolved {

@@ -1,0 +1,9 @@
+//# outcome: changed
+//# changed: arm
+/* Stores of an immediate into static data: the reference's addend is the
+   variable's offset - 5 (movb) or - 8 (movl), not - 4, because the
+   immediate follows the displacement. */
+static char armed;
+static int limit;
+void arm(int v) { armed = 1; limit = 200; if (v > 1) armed = 2; }
+int armed_limit(void) { return armed ? limit : 0; }

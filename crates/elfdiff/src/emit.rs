@@ -430,6 +430,12 @@ pub fn emit(
         let src = patched.section(sec);
         let (start, size) = (sym.value, sym.size.max(if src.size > 0 { 1 } else { 0 }));
         let size = if size == 0 { src.size } else { size };
+        // Call padding (6.12: -fpatchable-function-entry=16,16): the nops
+        // before a function are where the kernel writes call-depth
+        // accounting thunks, for modules too, after checking they are
+        // nops. The function keeps them.
+        let pad = padding_before(patched, s);
+        let (start, size) = (start - pad, size + pad);
         let ns = add_like(&mut b, src);
         ns.data = if src.sh_type == elf::SHT_NOBITS {
             SectionData::UninitializedData(size)
@@ -460,13 +466,16 @@ pub fn emit(
         let sym = patched.symbol(s);
         let Some(sec) = sym.section else { continue };
         let src = patched.section(sec);
+        // Where the carried range begins (before the function when it
+        // keeps its padding).
+        let start = ctx.carried[&s].1;
         let mut relas = Vec::new();
         for r in src
             .relocs
             .iter()
             .filter(|r| r.offset >= sym.value && r.offset < sym.value + sym.size.max(1))
         {
-            let place = r.offset - sym.value;
+            let place = r.offset - start;
             ctx.rewrite(&mut b, r, &src.name, nsid, place, &mut relas, &mut records)?;
         }
         // Livepatch places must hold zeros: the kernel writes them.
@@ -491,7 +500,7 @@ pub fn emit(
             if site.offset < sym.value || site.offset >= sym.value + sym.size {
                 continue;
             }
-            let place = site.offset - sym.value;
+            let place = site.offset - start;
             let load = ctx.runtime_ptr_load(&mut b, nsid, place, site, &sym.name)?;
             match load {
                 Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
@@ -797,6 +806,28 @@ pub fn emit(
     };
     check(&emitted)?;
     Ok(emitted)
+}
+
+/// Bytes of nop padding (0x90, or int3 0xcc) between the start of a
+/// function's own section and the function: the padding the compiler put
+/// before it. Zero when the function shares its section with anything.
+fn padding_before(obj: &Object, id: SymbolId) -> u64 {
+    let sym = obj.symbol(id);
+    let Some(sec) = sym.section else { return 0 };
+    let s = obj.section(sec);
+    if sym.kind != SymKind::Func || s.sh_type == elf::SHT_NOBITS {
+        return 0;
+    }
+    let alone = s.symbols.iter().all(|&o| {
+        let t = obj.symbol(o);
+        o == id || !matches!(t.kind, SymKind::Func | SymKind::Object) || t.value >= sym.value
+    });
+    let before = s.data.get(..sym.value as usize).unwrap_or_default();
+    if alone && before.iter().all(|&b| b == 0x90 || b == 0xcc) {
+        sym.value
+    } else {
+        0
+    }
 }
 
 /// A new output section with the name and attributes of `src` (data set

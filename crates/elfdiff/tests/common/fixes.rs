@@ -1,5 +1,6 @@
-//! The schema of `kernel-fixes.toml`, the real-fix selection shared by
-//! the differ's kernel test and the factory's. Each test reads the fields
+//! The schema of `kernel-fixes.toml` and `kernel-fixes-6.12.toml`, the
+//! real-fix selections shared by the differ's kernel test and the
+//! factory's. Each test reads the fields
 //! it needs.
 #![allow(dead_code)]
 
@@ -81,7 +82,27 @@ impl Fix {
     }
 }
 
-/// The selection, parsed.
+/// The selections, by file name: the Debian 6.1 kernel's (the factory
+/// builds and verifies these) and the 6.12 kernel's.
+pub const SELECTIONS: &[(&str, &str)] = &[
+    ("kernel-fixes.toml", include_str!("../kernel-fixes.toml")),
+    (
+        "kernel-fixes-6.12.toml",
+        include_str!("../kernel-fixes-6.12.toml"),
+    ),
+];
+
+/// The 6.1 selection, parsed.
 pub fn load() -> Fixes {
-    toml::from_str(include_str!("../kernel-fixes.toml")).expect("kernel-fixes.toml")
+    load_named("kernel-fixes.toml")
+}
+
+/// The selection in `name` (one of [`SELECTIONS`]), parsed.
+pub fn load_named(name: &str) -> Fixes {
+    let text = SELECTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no selection {name}"))
+        .1;
+    toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }

@@ -810,7 +810,8 @@ pub fn emit(
 
 /// Bytes of nop padding (0x90, or int3 0xcc) between the start of a
 /// function's own section and the function: the padding the compiler put
-/// before it. Zero when the function shares its section with anything.
+/// before it, which objtool (`--prefix`) names `__pfx_<function>`. Zero
+/// when the function shares its section with anything else.
 fn padding_before(obj: &Object, id: SymbolId) -> u64 {
     let sym = obj.symbol(id);
     let Some(sec) = sym.section else { return 0 };
@@ -818,9 +819,13 @@ fn padding_before(obj: &Object, id: SymbolId) -> u64 {
     if sym.kind != SymKind::Func || s.sh_type == elf::SHT_NOBITS {
         return 0;
     }
+    let prefix = format!("__pfx_{}", sym.name);
     let alone = s.symbols.iter().all(|&o| {
         let t = obj.symbol(o);
-        o == id || !matches!(t.kind, SymKind::Func | SymKind::Object) || t.value >= sym.value
+        o == id
+            || !matches!(t.kind, SymKind::Func | SymKind::Object)
+            || t.value >= sym.value
+            || t.name == prefix
     });
     let before = s.data.get(..sym.value as usize).unwrap_or_default();
     if alone && before.iter().all(|&b| b == 0x90 || b == 0xcc) {

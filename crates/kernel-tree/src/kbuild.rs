@@ -56,11 +56,18 @@ impl Workspace {
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let config = std::fs::read_to_string(self.config())
+            .map_err(|e| Error::io("read", self.config(), e))?;
         let mut cmd = Command::new("make");
         cmd.arg("-C")
             .arg(self.headers_dir())
             .arg(format!("M={}", out.display()))
             .arg(format!("-j{jobs}"))
+            .args(crate::source::make_overrides(
+                &config,
+                &self.headers_dir().join("tools/objtool/objtool"),
+                out,
+            )?)
             .arg("modules")
             // Variables from a calling make or a cross setup would change
             // what kbuild builds.

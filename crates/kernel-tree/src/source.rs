@@ -24,7 +24,7 @@ pub struct SourceTree {
     /// The name of a scratch copy (its own lock).
     scratch: Option<String>,
     /// Make variables that make this host's toolchain probe like the
-    /// kernel's build machine did (see [`toolchain_overrides`]).
+    /// kernel's build did (see [`make_overrides`]).
     overrides: Vec<String>,
 }
 
@@ -51,7 +51,7 @@ impl Workspace {
             cc,
             cache: cache.clone(),
             scratch: None,
-            overrides: toolchain_overrides(&config_text),
+            overrides: make_overrides(&config_text, &dir.join("tools/objtool/objtool"), &root)?,
         };
         let done = root.join(".prepared");
         if done.exists() {
@@ -120,19 +120,53 @@ impl Workspace {
     }
 }
 
-/// Kconfig (6.12 on) records what it probes of the toolchain as config
-/// values (`CONFIG_RUSTC_VERSION`, `CONFIG_RUSTC_LLVM_VERSION`). A kernel
-/// built where no Rust compiler was found says 0; on a host that has one
-/// (every noreboot build host: it is written in Rust), `olddefconfig`
-/// would record the host's version, so the config would no longer be the
-/// image's. Pointing kbuild at a compiler that does not exist makes the
-/// probe answer 0 again. A kernel built with Rust keeps the host's rustc.
-fn toolchain_overrides(config: &str) -> Vec<String> {
-    if config.lines().any(|l| l == "CONFIG_RUSTC_VERSION=0") {
-        vec!["RUSTC=noreboot-kernel-built-without-rustc".into()]
-    } else {
-        Vec::new()
+/// Make variables for every kbuild run against this kernel (its source
+/// tree or its headers), from its config; `objtool` is the kernel's own
+/// objtool and `scratch` a directory for the wrapper described below.
+///
+/// - Kconfig (6.12 on) records what it probes of the toolchain as config
+///   values (`CONFIG_RUSTC_VERSION`). A kernel built where no Rust
+///   compiler was found says 0; on a host that has one (every noreboot
+///   build host: it is written in Rust), `olddefconfig` would record the
+///   host's version, so the config would no longer be the image's.
+///   Pointing kbuild at a compiler that does not exist makes the probe
+///   answer 0 again. A kernel built with Rust keeps the host's rustc.
+/// - With IBT (`CONFIG_X86_KERNEL_IBT`, 6.12's Debian kernels), kbuild
+///   runs objtool once over vmlinux.o and over each linked module instead
+///   of over each object, so a single object compiled for diffing would
+///   lack what objtool adds (ORC, return and call sites, nops for
+///   default-off jump labels), and a patch module's link would run
+///   objtool over the already-complete patch parts. Clearing
+///   `delay-objtool` restores the per-object runs non-IBT kernels use,
+///   with the kernel's own objtool flags except `--ibt`, which objtool
+///   only accepts on linked objects: a wrapper drops it. (It would only
+///   add seal records, which let the kernel turn unused ENDBRs into nops;
+///   a patch keeps its ENDBRs.)
+pub(crate) fn make_overrides(config: &str, objtool: &Path, scratch: &Path) -> Result<Vec<String>> {
+    let set = |name: &str| config.lines().any(|l| l == name);
+    let mut vars = Vec::new();
+    if set("CONFIG_RUSTC_VERSION=0") {
+        vars.push("RUSTC=noreboot-kernel-built-without-rustc".into());
     }
+    if set("CONFIG_X86_KERNEL_IBT=y") && !set("CONFIG_LTO_CLANG=y") {
+        let wrapper = scratch.join("noreboot-objtool");
+        let script = format!(
+            "#!/bin/sh\n# noreboot: the kernel's objtool on single objects, without --ibt\n# (see make_overrides in noreboot's kernel-tree crate).\nfor a do\n\tshift\n\t[ \"$a\" = --ibt ] || set -- \"$@\" \"$a\"\ndone\nexec '{}' \"$@\"\n",
+            objtool.display()
+        );
+        if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(script.as_str()) {
+            std::fs::create_dir_all(scratch).map_err(|e| Error::io("create", scratch, e))?;
+            let partial = scratch.join(".noreboot-objtool.partial");
+            std::fs::write(&partial, &script).map_err(|e| Error::io("write", &partial, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod", &partial, e))?;
+            std::fs::rename(&partial, &wrapper).map_err(|e| Error::io("move", &partial, e))?;
+        }
+        vars.push("delay-objtool=".into());
+        vars.push(format!("objtool={}", wrapper.display()));
+    }
+    Ok(vars)
 }
 
 fn run(mut cmd: Command, package: &str, dir: &Path) -> Result<()> {
@@ -588,18 +622,45 @@ pub fn extract_files(tarball: &Path, files: &[&str], dest: &Path) -> Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use super::toolchain_overrides;
+    use super::make_overrides;
 
     #[test]
-    fn rust_probe_hidden_only_for_kernels_built_without_rustc() {
-        // Debian 12's 6.12 kernels: built where no rustc was found.
-        let without = "CONFIG_CC_VERSION_TEXT=\"gcc-12\"\nCONFIG_RUSTC_VERSION=0\nCONFIG_RUSTC_LLVM_VERSION=0\n";
+    fn overrides_follow_the_config() {
+        let dir = std::env::temp_dir().join(format!("noreboot-overrides-{}", std::process::id()));
+        let objtool = std::path::Path::new("/kernel/tools/objtool/objtool");
+        // Debian 12's 6.12 kernels: built where no rustc was found, with IBT.
+        let debian_6_12 = "CONFIG_CC_VERSION_TEXT=\"gcc-12\"\nCONFIG_RUSTC_VERSION=0\nCONFIG_RUSTC_LLVM_VERSION=0\nCONFIG_X86_KERNEL_IBT=y\n";
+        let wrapper = dir.join("noreboot-objtool");
         assert_eq!(
-            toolchain_overrides(without),
-            ["RUSTC=noreboot-kernel-built-without-rustc"]
+            make_overrides(debian_6_12, objtool, &dir).unwrap(),
+            [
+                "RUSTC=noreboot-kernel-built-without-rustc".to_string(),
+                "delay-objtool=".into(),
+                format!("objtool={}", wrapper.display())
+            ]
         );
-        // A kernel built with Rust needs the real compiler; 6.1 has no probe.
-        assert!(toolchain_overrides("CONFIG_RUSTC_VERSION=108500\n").is_empty());
-        assert!(toolchain_overrides("CONFIG_RUST_IS_AVAILABLE=y\n").is_empty());
+        // The wrapper passes every argument but --ibt, in order.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sed 's|^exec .*|printf \"<%s>\" \"$@\"|' {} | sh -s -- --hacks=jump_label --ibt --orc 'a b'",
+                wrapper.display()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "<--hacks=jump_label><--orc><a b>"
+        );
+        // A kernel built with Rust needs the real compiler; 6.1 has no
+        // probe and no IBT; Clang LTO objects are bitcode, objtool only
+        // ever sees the link.
+        let none = |c: &str| make_overrides(c, objtool, &dir).unwrap().is_empty();
+        assert!(none("CONFIG_RUSTC_VERSION=108500\n"));
+        assert!(none(
+            "CONFIG_RUST_IS_AVAILABLE=y\n# CONFIG_X86_KERNEL_IBT is not set\n"
+        ));
+        assert!(none("CONFIG_X86_KERNEL_IBT=y\nCONFIG_LTO_CLANG=y\n"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

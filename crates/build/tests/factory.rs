@@ -89,91 +89,10 @@ fn real_debian_fixes_build_load_and_verify() {
     let mut failures = Vec::new();
     let mut verified = Vec::new();
     for fix in &chosen {
-        let key = Path::new(&fix.file)
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .replace('-', "_");
-        let patch = out.join(format!("{key}.patch"));
-        std::fs::write(
-            &patch,
-            unified_diff(
-                &fix.file,
-                &tree.dir().join(&fix.file),
-                &newer.join(&fix.file),
-            ),
-        )
-        .unwrap();
-        let dir = out.join(&key);
-        let name = format!("fix_{key}");
-        let (code, m, stderr, line) = build(&[
-            "--kernel",
-            &spec.release,
-            "--patch",
-            patch.to_str().unwrap(),
-            "--name",
-            &name,
-            "--verify",
-            "-o",
-            dir.to_str().unwrap(),
-        ]);
-        if code != 0 {
-            failures.push(format!(
-                "{} ({}): exit {code}\n{stderr}\n  reproduce: {line}",
-                fix.file, fix.why
-            ));
-            continue;
+        match build_fix(&spec.release, tree.dir(), &newer, &out, fix) {
+            Ok(target) => verified.push((fix.file.clone(), target, fix.header)),
+            Err(e) => failures.push(e),
         }
-        let target = fix.module.as_deref().unwrap_or("vmlinux");
-        // Every target: a header fix reaches several objects, maybe in
-        // several targets.
-        let got: BTreeMap<String, BTreeSet<String>> = m["targets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                let functions = t["functions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|f| stem(f[0].as_str().unwrap()))
-                    .collect();
-                (t["object"].as_str().unwrap().to_string(), functions)
-            })
-            .collect();
-        let want: BTreeMap<String, BTreeSet<String>> = fix
-            .targets()
-            .into_iter()
-            .map(|(t, f)| (t, f.iter().map(|f| stem(f)).collect()))
-            .collect();
-        if got != want {
-            failures.push(format!(
-                "{}: replaced {got:?}, expected {want:?}\n  reproduce: {line}",
-                fix.file
-            ));
-        }
-        if !fix.klp_syms.is_empty() {
-            let relocs = klp_relocations(&dir.join(format!("{name}.ko")));
-            for (function, syms) in &fix.klp_syms {
-                let want: BTreeSet<String> = syms.iter().cloned().collect();
-                let got = relocs.get(function).cloned().unwrap_or_default();
-                if got != want {
-                    failures.push(format!(
-                        "{}: {function}'s livepatch relocations reference {got:?}, expected {want:?}\n  reproduce: {line}",
-                        fix.file
-                    ));
-                }
-            }
-        }
-        let v = &m["verify"];
-        if v["problems"]
-            .as_array()
-            .map(|p| !p.is_empty())
-            .unwrap_or(true)
-        {
-            failures.push(format!("{}: verify: {}\n  reproduce: {line}", fix.file, v));
-        }
-        verified.push((fix.file.clone(), target.to_string(), fix.header));
     }
     // Fixes to code this configuration does not build are refused, naming
     // the file.
@@ -225,6 +144,99 @@ fn real_debian_fixes_build_load_and_verify() {
         verified.iter().filter(|(_, _, header)| *header).count() >= 2,
         "{verified:?}"
     );
+}
+
+/// Builds one real fix of a selection into a module and `--verify`s it in
+/// a guest of `release`; checks the functions replaced per target and,
+/// where the selection names them, the livepatch symbols. Returns the
+/// fix's own target.
+fn build_fix(
+    release: &str,
+    tree: &Path,
+    newer: &Path,
+    out: &Path,
+    fix: &fixes::Fix,
+) -> Result<String, String> {
+    let key = Path::new(&fix.file)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .replace('-', "_");
+    let patch = out.join(format!("{key}.patch"));
+    std::fs::write(
+        &patch,
+        unified_diff(&fix.file, &tree.join(&fix.file), &newer.join(&fix.file)),
+    )
+    .unwrap();
+    let dir = out.join(&key);
+    let name = format!("fix_{key}");
+    let (code, m, stderr, line) = build(&[
+        "--kernel",
+        release,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        &name,
+        "--verify",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    if code != 0 {
+        return Err(format!(
+            "{} ({}): exit {code}\n{stderr}\n  reproduce: {line}",
+            fix.file, fix.why
+        ));
+    }
+    let target = fix.module.as_deref().unwrap_or("vmlinux");
+    // Every target: a header fix reaches several objects, maybe in
+    // several targets.
+    let got: BTreeMap<String, BTreeSet<String>> = m["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let functions = t["functions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| stem(f[0].as_str().unwrap()))
+                .collect();
+            (t["object"].as_str().unwrap().to_string(), functions)
+        })
+        .collect();
+    let want: BTreeMap<String, BTreeSet<String>> = fix
+        .targets()
+        .into_iter()
+        .map(|(t, f)| (t, f.iter().map(|f| stem(f)).collect()))
+        .collect();
+    if got != want {
+        return Err(format!(
+            "{}: replaced {got:?}, expected {want:?}\n  reproduce: {line}",
+            fix.file
+        ));
+    }
+    if !fix.klp_syms.is_empty() {
+        let relocs = klp_relocations(&dir.join(format!("{name}.ko")));
+        for (function, syms) in &fix.klp_syms {
+            let want: BTreeSet<String> = syms.iter().cloned().collect();
+            let got = relocs.get(function).cloned().unwrap_or_default();
+            if got != want {
+                return Err(format!(
+                    "{}: {function}'s livepatch relocations reference {got:?}, expected {want:?}\n  reproduce: {line}",
+                    fix.file
+                ));
+            }
+        }
+    }
+    let v = &m["verify"];
+    if v["problems"]
+        .as_array()
+        .map(|p| !p.is_empty())
+        .unwrap_or(true)
+    {
+        return Err(format!("{}: verify: {}\n  reproduce: {line}", fix.file, v));
+    }
+    Ok(target.to_string())
 }
 
 /// The `.klp.sym` symbols (without the prefix) each function's livepatch
@@ -419,4 +431,126 @@ fn classic_cases_are_observable_in_the_guest() {
     assert_eq!(code, 4, "{stderr}\n  reproduce: {line}");
     assert!(stderr.contains("kern_table"), "{stderr}");
     assert!(!dir.join("layout.ko").exists());
+}
+
+/// The 6.12 kernel Debian 12 ships (bookworm-security): IBT, call padding,
+/// call-depth tracking, runtime constants. Real fixes between 6.12.107 and
+/// 6.12.117 (the `factory` selection of elfdiff's kernel-fixes-6.12.toml),
+/// each built and verified in a 6.12 guest.
+#[test]
+fn real_debian_6_12_fixes_build_load_and_verify() {
+    let spec = fixes::load_named("kernel-fixes-6.12.toml");
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap()).unwrap();
+    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let fixed = ws
+        .other_source(&cache, &archive, &spec.fixed_version)
+        .unwrap();
+    let out = out_dir("real-6.12");
+    let newer = out.join("fixed-sources");
+    let chosen: Vec<&fixes::Fix> = spec
+        .fix
+        .iter()
+        .filter(|f| f.outcome == "changed" && f.factory)
+        .collect();
+    let files: Vec<&str> = chosen.iter().map(|f| f.file.as_str()).collect();
+    extract_files(&fixed, &files, &newer).unwrap();
+    let mut failures = Vec::new();
+    let mut verified = Vec::new();
+    for fix in &chosen {
+        match build_fix(&spec.release, tree.dir(), &newer, &out, fix) {
+            Ok(target) => verified.push((fix.file.clone(), target)),
+            Err(e) => failures.push(e),
+        }
+    }
+    eprintln!("verified {} real 6.12 fixes: {verified:?}", verified.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(verified.len() >= 8, "{verified:?}");
+    assert!(verified.iter().filter(|(_, t)| t != "vmlinux").count() >= 2);
+}
+
+/// A carried function with a runtime constant (6.12): ptrace_request()
+/// inlines access_ok(), whose bound USER_PTR_MAX the kernel writes into
+/// its own code at boot and never into a module. The patch loads the
+/// variable instead: the module holds no placeholder and refers to
+/// USER_PTR_MAX, and in the guest the check program
+/// (tests/guest/ptrace_check.c, static) runs the rewritten bound check
+/// with a valid pointer and one above the bound.
+#[test]
+fn runtime_constant_is_loaded_from_its_variable_in_a_6_12_guest() {
+    let release = "6.12.107+deb12-cloud-amd64";
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &release.parse().unwrap()).unwrap();
+    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let out = out_dir("runtime-const");
+    let patch = edit_patch(
+        "ptrace_mark",
+        tree.dir(),
+        "kernel/ptrace.c",
+        &[(
+            "\tcase PTRACE_GETSIGMASK: {\n\t\tsigset_t *mask;\n\n",
+            "\tcase PTRACE_GETSIGMASK: {\n\t\tsigset_t *mask;\n\n\t\tif (addr == 0x6e72) {\n\t\t\tret = 0x6e72;\n\t\t\tbreak;\n\t\t}\n",
+        )],
+        &out,
+    );
+    let program = out.join("ptrace_check");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/ptrace_check.c");
+    let st = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&program)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc -static {}", src.display());
+    let encoded = Command::new("base64").arg(&program).output().unwrap();
+    assert!(encoded.status.success());
+    let check = out.join("ptrace.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "base64 -d > /tmp/ptrace_check <<'EOF'\n{}EOF\nchmod +x /tmp/ptrace_check\nexec /tmp/ptrace_check\n",
+            String::from_utf8(encoded.stdout).unwrap()
+        ),
+    )
+    .unwrap();
+    let dir = out.join("module");
+    let (code, m, stderr, line) = build(&[
+        "--kernel",
+        release,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "runtime_const",
+        "--verify",
+        "--check",
+        check.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}\n  reproduce: {line}");
+    let functions: Vec<&str> = m["targets"][0]["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[0].as_str().unwrap())
+        .collect();
+    assert_eq!(functions, ["ptrace_request"]);
+    let v = &m["verify"];
+    assert!(
+        v["checks"][0]["before"] != 0 && v["checks"][0]["after"] == 0,
+        "the check did not flip: {v}\n  reproduce: {line}"
+    );
+    // The module reads the exported variable and holds no placeholder.
+    let ko = std::fs::read(dir.join("runtime_const.ko")).unwrap();
+    assert!(!ko
+        .windows(8)
+        .any(|w| w == 0x0123_4567_89ab_cdef_u64.to_le_bytes()));
+    let obj = elfdiff::read::Object::parse(Path::new("runtime_const.ko"), &ko).unwrap();
+    assert!(
+        obj.symbols()
+            .any(|(_, s)| s.name == "USER_PTR_MAX" && s.is_undefined()),
+        "no reference to USER_PTR_MAX"
+    );
 }

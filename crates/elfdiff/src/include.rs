@@ -34,6 +34,13 @@ fn is_init_or_exit(section: &str) -> bool {
     .any(|p| section == *p || section.starts_with(&format!("{p}.")))
 }
 
+/// objtool's name for the call padding before a function
+/// (`__pfx_<function>`, `--prefix`; `__cfi_<function>` with kCFI): not a
+/// function of its own, it travels with the function it precedes.
+fn is_padding_label(s: &crate::read::Symbol) -> bool {
+    s.kind == SymKind::Func && (s.name.starts_with("__pfx_") || s.name.starts_with("__cfi_"))
+}
+
 /// Code that must never be instrumented (entry code, `noinstr`).
 fn is_noinstr(section: &str) -> bool {
     [".noinstr.text", ".entry.text", ".cpuidle.text"]
@@ -256,7 +263,7 @@ pub fn analyse(
 
     for (p, sp) in patched.symbols() {
         let Some(sec) = sp.section else { continue };
-        if !is_runtime(patched, sec) {
+        if !is_runtime(patched, sec) || is_padding_label(sp) {
             continue;
         }
         let psec = section_name(patched, p);

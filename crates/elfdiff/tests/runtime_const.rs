@@ -31,6 +31,17 @@ extern unsigned int d_hash_shift;
 		:"+r" (__ret));						\
 	__ret; })
 int access_ok(unsigned long p) { return p <= runtime_const_ptr(USER_PTR_MAX); }
+/* The same site with a register that needs REX.B (movabs) / REX.R (mov). */
+int access_ok_r9(unsigned long p) {
+	register unsigned long limit asm("r9");
+	asm volatile("mov %1,%0\n1:\n"
+		".pushsection runtime_ptr_USER_PTR_MAX,\"a\"\n\t"
+		".long 1b - %c2 - .\n"
+		".popsection"
+		:"=r" (limit)
+		:"i" ((unsigned long)0x0123456789abcdefull), "i" (sizeof(long)));
+	return p <= limit;
+}
 unsigned int hash_of(unsigned int h) { return runtime_const_shift_right_32(h, d_hash_shift); }
 "#;
 
@@ -81,12 +92,14 @@ fn pointer_constant_becomes_a_load_of_its_variable() {
     let orig = compile(
         &d,
         "orig",
-        "long check(unsigned long p) { return access_ok(p) ? 0 : -14; }",
+        "long check(unsigned long p) { return access_ok(p) ? 0 : -14; }\n\
+         long check_r9(unsigned long p) { return access_ok_r9(p) ? 0 : -14; }",
     );
     let patched = compile(
         &d,
         "patched",
-        "long check(unsigned long p) { return access_ok(p + 1) ? 0 : -22; }",
+        "long check(unsigned long p) { return access_ok(p + 1) ? 0 : -22; }\n\
+         long check_r9(unsigned long p) { return access_ok_r9(p + 1) ? 0 : -22; }",
     );
     let (c, report) = elfdiff::analyse(&orig, &patched, None);
     assert_eq!(report.outcome, elfdiff::Outcome::Changed, "{report}");
@@ -120,7 +133,11 @@ fn pointer_constant_becomes_a_load_of_its_variable() {
             }
         }
     }
-    assert_eq!(loads, 1, "one load of USER_PTR_MAX in {:?}", e.functions);
+    assert_eq!(
+        loads, 2,
+        "one load of USER_PTR_MAX in each of {:?}",
+        e.functions
+    );
     assert!(e.exports.contains(&"USER_PTR_MAX".to_string()));
     // objdump agrees on the instruction.
     let obj = d.join("out.o");
@@ -131,12 +148,17 @@ fn pointer_constant_becomes_a_load_of_its_variable() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&dis.stdout);
-    assert!(
-        text.lines()
-            .any(|l| l.contains("mov    0x0(%rip),%r") || l.contains("mov    0x0(%rip),%e")),
+    let loads: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("mov    0x0(%rip),%r"))
+        .collect();
+    assert_eq!(loads.len(), 2, "{text}");
+    assert!(loads.iter().any(|l| l.contains("%r9")), "{text}");
+    assert_eq!(
+        text.matches("R_X86_64_PC32\tUSER_PTR_MAX-0x4").count(),
+        2,
         "{text}"
     );
-    assert!(text.contains("R_X86_64_PC32\tUSER_PTR_MAX-0x4"), "{text}");
 }
 
 #[test]

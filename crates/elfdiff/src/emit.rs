@@ -475,7 +475,8 @@ pub fn emit(
         i += 1;
     }
 
-    let mut b = Builder::read(&*patched.raw)
+    let raw = without_groups(patched)?;
+    let mut b = Builder::read(&*raw)
         .map_err(|e| EmitError::Output(format!("re-reading {}: {e}", patched.path.display())))?;
     let sec_ids: Vec<BSec> = b.sections.iter().map(|s| s.id()).collect();
     let sym_ids: Vec<BSym> = b.symbols.iter().map(|s| s.id()).collect();
@@ -880,6 +881,11 @@ pub fn emit(
         }
     }
     b.delete_orphans();
+    // No group section survives, so no section may claim membership in one
+    // (carried and merge sections copy their flags from group members).
+    for sec in b.sections.iter_mut() {
+        sec.sh_flags &= !u64::from(elf::SHF_GROUP);
+    }
     // Carried symbols stay; a global new function must not clash with the
     // kernel's: the patch glue refers to it through its own symbol.
     let mut out = Vec::new();
@@ -906,6 +912,42 @@ pub fn emit(
     };
     check(&emitted)?;
     Ok(emitted)
+}
+
+/// The patched object's bytes as `object::build::elf` can read them: its
+/// `SHT_GROUP` headers retyped `SHT_PROGBITS`, since the builder refuses
+/// group sections and the output drops them anyway (of the original
+/// sections it keeps only the symbol and string tables and merged
+/// constants). The analysis has already refused changed groups.
+fn without_groups(patched: &Object) -> Result<std::borrow::Cow<'_, [u8]>, EmitError> {
+    use object::read::elf::FileHeader;
+    let groups: Vec<SectionId> = patched
+        .sections()
+        .filter(|(_, s)| s.sh_type == elf::SHT_GROUP)
+        .map(|(id, _)| id)
+        .collect();
+    if groups.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(&patched.raw));
+    }
+    let bad = |what: &str| EmitError::Output(format!("{}: {what}", patched.path.display()));
+    let header = elf::FileHeader64::<object::LittleEndian>::parse(&*patched.raw)
+        .map_err(|e| bad(&e.to_string()))?;
+    let shoff = header.e_shoff(object::LittleEndian);
+    let shentsize = u64::from(header.e_shentsize(object::LittleEndian));
+    let mut raw = patched.raw.clone();
+    for g in groups {
+        // sh_type is the second 32-bit field of a section header.
+        let at = u64::from(g.0)
+            .checked_mul(shentsize)
+            .and_then(|o| o.checked_add(shoff))
+            .and_then(|o| o.checked_add(4))
+            .and_then(|o| usize::try_from(o).ok());
+        let field = at
+            .and_then(|at| raw.get_mut(at..at.checked_add(4)?))
+            .ok_or_else(|| bad(&format!("section header {} lies outside the file", g.0)))?;
+        field.copy_from_slice(&elf::SHT_PROGBITS.to_le_bytes());
+    }
+    Ok(std::borrow::Cow::Owned(raw))
 }
 
 /// A new output section with the name and attributes of `src` (data set
@@ -944,14 +986,20 @@ fn add_rela(
     rs.data = SectionData::Relocation(relas);
 }
 
-/// Re-reads the output and checks its invariants: it parses; every
-/// relocation targets a symbol defined in the output or a declared export;
+/// Re-reads the output and checks its invariants: it parses; no section
+/// group or group member is left; every relocation targets a symbol defined in the output or a declared export;
 /// every special-section entry points into carried code; the records are
 /// whole.
 pub fn check(e: &Emitted) -> Result<(), EmitError> {
     let o = Object::parse("emitted.o".as_ref(), &e.bytes)
         .map_err(|err| EmitError::Output(format!("re-reading: {err}")))?;
     for (_, s) in o.sections() {
+        if s.sh_type == elf::SHT_GROUP || s.sh_flags & u64::from(elf::SHF_GROUP) != 0 {
+            return Err(EmitError::Output(format!(
+                "{} is (in) a section group, which the output does not carry",
+                s.name
+            )));
+        }
         for r in &s.relocs {
             let t = o.symbol(r.symbol);
             let ok = if t.is_undefined() {

@@ -1,14 +1,16 @@
 //! Passes 6 and 7, resolve and emit: the output object holds the included
 //! functions and data (each in a section of its own, so functions that share
 //! a named section such as `.sched.text` are carried one by one), the merged
-//! strings and constants they use, and the special-section entries of the
-//! included functions. Every reference to something the patch does not
-//! carry is resolved against the running kernel through a [`Resolver`]: an
-//! exported symbol becomes an ordinary undefined symbol; anything else
-//! becomes a livepatch relocation record in `.noreboot.klp` (place, type,
-//! addend, object, name, sympos) for the post-link conversion to
-//! `.klp.rela.*` sections — linkers would mangle those if emitted now. The
-//! output is re-read and its invariants checked before it is returned.
+//! strings and constants they use, the special-section entries of the
+//! included functions, and of `.altinstr_replacement` only the fragments
+//! the kept `.altinstructions` entries point at. Every reference to
+//! something the patch does not carry is resolved against the running
+//! kernel through a [`Resolver`]: an exported symbol becomes an ordinary
+//! undefined symbol; anything else becomes a livepatch relocation record in
+//! `.noreboot.klp` (place, type, addend, object, name, sympos) for the
+//! post-link conversion to `.klp.rela.*` sections — linkers would mangle
+//! those if emitted now. The output is re-read and its invariants checked
+//! before it is returned.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -45,9 +47,21 @@ pub trait Resolver {
     fn resolve(&self, name: &str, local: bool) -> Result<Outside, String>;
 }
 
-/// Symbol-less code fragments referenced from functions and tables; kept
-/// whole (their own references are resolved like any other).
-pub const WHOLE_SECTIONS: &[&str] = &[".altinstr_replacement", ".altinstr_aux"];
+/// Symbol-less code referenced from functions and tables; kept whole (its
+/// own references are resolved like any other). `.altinstr_aux` holds the
+/// slow paths of `static_cpu_has()`, entered by jumps from code, and nothing
+/// in the object marks where one ends.
+pub const WHOLE_SECTIONS: &[&str] = &[".altinstr_aux"];
+
+/// Alternative replacements: carried fragment by fragment, see [`Fragments`].
+pub const ALT_REPLACEMENT: &str = ".altinstr_replacement";
+/// The alternatives table whose entries delimit [`ALT_REPLACEMENT`].
+pub const ALT_TABLE: &str = ".altinstructions";
+
+/// Largest `.altinstr_replacement` alignment honoured when fragments are
+/// placed; a larger one (never seen, 1 is usual) is refused rather than
+/// padded for.
+const MAX_FRAGMENT_ALIGN: u64 = 4096;
 
 /// Name of the livepatch record section.
 pub const KLP_RECORDS: &str = ".noreboot.klp";
@@ -70,7 +84,8 @@ pub struct Emitted {
     pub exports: Vec<String>,
     /// Livepatch records: (object, name, sympos).
     pub livepatch: Vec<(String, String, u32)>,
-    /// Special sections: (name, entries kept, entries in the patched object).
+    /// Special sections: (name, entries kept, entries in the patched
+    /// object); for `.altinstr_replacement`, fragments instead of entries.
     pub special: Vec<(String, usize, usize)>,
     /// Entries of carried functions deliberately left out, and why.
     pub notes: Vec<String>,
@@ -100,8 +115,6 @@ pub enum EmitError {
     Output(String),
 }
 
-/// A livepatch record before encoding: output section, place, type,
-/// object, symbol, sympos, addend.
 /// A livepatch relocation record: where (output section and offset), the
 /// original relocation type and addend, and the kernel symbol.
 struct Record {
@@ -122,6 +135,78 @@ enum Ref {
     Klp(String, String, u32, i64),
 }
 
+/// `.altinstr_replacement` cut into fragments. The offsets
+/// `.altinstructions` entries point at (and the section start) are the
+/// boundaries; a fragment runs to the next boundary or the section end.
+/// Taking the boundaries from the object, not from `struct alt_instr`,
+/// works for every kernel's layout (12 bytes on 6.1, 14 on 6.12). An empty
+/// replacement shares its offset with the next one, so keeping it keeps
+/// that neighbour's bytes too: unused, but harmless.
+struct Fragments {
+    /// The section in the patched object.
+    section: SectionId,
+    /// Fragment starts, ascending; the first is 0.
+    starts: Vec<u64>,
+    /// The section's size, where the last fragment ends.
+    size: u64,
+    /// The output section and its section symbol, once a fragment is kept.
+    out: Option<(BSec, BSym)>,
+    /// Kept fragments by index → their offset in the output section.
+    kept: HashMap<usize, u64>,
+    /// The output section's bytes.
+    data: Vec<u8>,
+    /// Kept fragments whose relocations still need rewriting.
+    pending: Vec<usize>,
+}
+
+impl Fragments {
+    /// The fragments of `patched`'s `.altinstr_replacement`, if it has one.
+    fn of(patched: &Object) -> Option<Fragments> {
+        let section = patched.section_by_name(ALT_REPLACEMENT)?;
+        let size = patched.section(section).size;
+        let mut starts = BTreeSet::from([0u64]);
+        if let Some(table) = patched.section_by_name(ALT_TABLE) {
+            for r in &patched.section(table).relocs {
+                let t = patched.symbol(r.symbol);
+                if t.section != Some(section) {
+                    continue;
+                }
+                // Table fields are `.long label - .`: the addend is the
+                // label's offset, with no instruction-length bias.
+                if let Ok(off) = u64::try_from(t.value as i64 + r.addend) {
+                    if off <= size {
+                        starts.insert(off);
+                    }
+                }
+            }
+        }
+        Some(Fragments {
+            section,
+            starts: starts.into_iter().collect(),
+            size,
+            out: None,
+            kept: HashMap::new(),
+            data: Vec::new(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// Start and end of fragment `i`.
+    fn range(&self, i: usize) -> (u64, u64) {
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.size);
+        (self.starts[i], end)
+    }
+
+    /// The fragment holding `off`, or starting there (an empty replacement
+    /// at the section end).
+    fn index_of(&self, off: i64) -> Option<usize> {
+        let off = u64::try_from(off).ok()?;
+        let i = self.starts.partition_point(|&s| s <= off).checked_sub(1)?;
+        let (start, end) = self.range(i);
+        (off < end || off == start).then_some(i)
+    }
+}
+
 struct Ctx<'a> {
     orig: &'a Object,
     patched: &'a Object,
@@ -133,6 +218,8 @@ struct Ctx<'a> {
     merge_kept: HashSet<SectionId>,
     /// Kept-whole sections whose relocations still need rewriting.
     whole_pending: Vec<SectionId>,
+    /// `.altinstr_replacement`, carried fragment by fragment.
+    fragments: Option<Fragments>,
     sym_ids: Vec<BSym>,
     /// New section symbols of the carried sections, by builder index.
     section_syms: HashMap<usize, BSym>,
@@ -141,12 +228,31 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// How reference `r` (in the patched object) is expressed in the output.
-    fn reference(&mut self, b: &mut Builder, r: &Reloc, from: &str) -> Result<Ref, EmitError> {
+    /// How reference `r` (in the patched object's section `from_sec`) is
+    /// expressed in the output.
+    fn reference(
+        &mut self,
+        b: &mut Builder,
+        r: &Reloc,
+        from_sec: SectionId,
+    ) -> Result<Ref, EmitError> {
+        let from = self.patched.section(from_sec).name.as_str();
         let t = self.patched.symbol(r.symbol);
+        let bias = if r.is_pc_relative() { 4 } else { 0 };
+        if t.section.is_some() && t.section == self.fragments.as_ref().map(|f| f.section) {
+            // A relative field in code is followed by the end of its
+            // instruction (`jmp 1f`: addend = target - 4); in a table it is
+            // `label - .` and the addend is the target itself.
+            let code_bias = if self.patched.section(from_sec).is_text() {
+                bias
+            } else {
+                0
+            };
+            return self.fragment_ref(b, r, t.value as i64 + r.addend + code_bias, from);
+        }
         // Merged strings and constants (named `.LC*` labels or section
-        // symbols), and the symbol-less code fragments of alternatives and
-        // static_cpu_has(), travel whole with whatever refers to them.
+        // symbols), and the symbol-less slow paths of static_cpu_has(),
+        // travel whole with whatever refers to them.
         if let Some(sec) = t.section {
             let s = self.patched.section(sec);
             if s.sh_flags & u64::from(elf::SHF_MERGE) != 0
@@ -242,14 +348,77 @@ impl Ctx<'_> {
         }
     }
 
-    /// Rewrites relocation `r`, now at `place` of output section `sec`:
-    /// an ordinary relocation, or a livepatch record.
+    /// The reference `r`, reaching `target` in `.altinstr_replacement`,
+    /// against the fragment holding it in the output (kept now if it was
+    /// not yet).
+    fn fragment_ref(
+        &mut self,
+        b: &mut Builder,
+        r: &Reloc,
+        target: i64,
+        from: &str,
+    ) -> Result<Ref, EmitError> {
+        let patched = self.patched;
+        let Some(f) = self.fragments.as_mut() else {
+            return Err(EmitError::Output(format!("{ALT_REPLACEMENT} vanished")));
+        };
+        let i = f.index_of(target).ok_or_else(|| EmitError::Unresolved {
+            name: format!("{ALT_REPLACEMENT}{target:+}"),
+            from: from.to_string(),
+            reason: format!("outside the section's {} bytes", f.size),
+        })?;
+        let (start, end) = f.range(i);
+        let src = patched.section(f.section);
+        let (out, ssym) = *f.out.get_or_insert_with(|| {
+            let out = add_like(b, src).id();
+            let ss = b.symbols.add();
+            ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
+            ss.section = Some(out);
+            (out, ss.id())
+        });
+        self.section_syms.insert(out.index(), ssym);
+        let new_start = match f.kept.get(&i) {
+            Some(&n) => n,
+            None => {
+                // Each fragment keeps its offset modulo the section's
+                // alignment; the padding is never executed.
+                let align = src.sh_addralign.max(1);
+                if align > MAX_FRAGMENT_ALIGN {
+                    return Err(EmitError::Output(format!(
+                        "{ALT_REPLACEMENT} asks for {align}-byte alignment"
+                    )));
+                }
+                let pad = (start % align + align - f.data.len() as u64 % align) % align;
+                f.data.resize(f.data.len() + pad as usize, 0xcc);
+                let bytes = src.data.get(start as usize..end as usize).ok_or_else(|| {
+                    EmitError::Output(format!(
+                        "{ALT_REPLACEMENT} fragment {start:#x}..{end:#x} has no bytes"
+                    ))
+                })?;
+                let n = f.data.len() as u64;
+                f.data.extend_from_slice(bytes);
+                f.kept.insert(i, n);
+                f.pending.push(i);
+                n
+            }
+        };
+        // The addend moves with the fragment; whatever the bias, the place
+        // it reaches stays the same byte of the fragment.
+        Ok(Ref::Sym(
+            ssym,
+            r.addend + self.patched.symbol(r.symbol).value as i64 - start as i64 + new_start as i64,
+        ))
+    }
+
+    /// Rewrites relocation `r` of the patched object's section `from`, now
+    /// at `place` of output section `sec`: an ordinary relocation, or a
+    /// livepatch record.
     #[allow(clippy::too_many_arguments)]
     fn rewrite(
         &mut self,
         b: &mut Builder,
         r: &Reloc,
-        from: &str,
+        from: SectionId,
         sec: BSec,
         place: u64,
         relas: &mut Vec<object::build::elf::Relocation>,
@@ -380,7 +549,8 @@ pub fn emit(
         i += 1;
     }
 
-    let mut b = Builder::read(&*patched.raw)
+    let raw = without_groups(patched)?;
+    let mut b = Builder::read(&*raw)
         .map_err(|e| EmitError::Output(format!("re-reading {}: {e}", patched.path.display())))?;
     let sec_ids: Vec<BSec> = b.sections.iter().map(|s| s.id()).collect();
     let sym_ids: Vec<BSym> = b.symbols.iter().map(|s| s.id()).collect();
@@ -416,6 +586,7 @@ pub fn emit(
         carried: HashMap::new(),
         merge_kept,
         whole_pending: Vec::new(),
+        fragments: Fragments::of(patched),
         sym_ids: sym_ids.clone(),
         section_syms: HashMap::new(),
         undefined: HashMap::new(),
@@ -476,25 +647,7 @@ pub fn emit(
             .filter(|r| r.offset >= sym.value && r.offset < sym.value + sym.size.max(1))
         {
             let place = r.offset - start;
-            ctx.rewrite(&mut b, r, &src.name, nsid, place, &mut relas, &mut records)?;
-        }
-        // Livepatch places must hold zeros: the kernel writes them.
-        if let SectionData::Data(d) = &mut b.sections.get_mut(nsid).data {
-            for rec in records.iter().filter(|rec| rec.section == nsid) {
-                let w = (Reloc {
-                    offset: 0,
-                    r_type: rec.r_type,
-                    symbol: SymbolId(0),
-                    addend: 0,
-                })
-                .width()
-                .unwrap_or(0) as usize;
-                let at = rec.place as usize;
-                let v = d.to_mut();
-                if at + w <= v.len() {
-                    v[at..at + w].fill(0);
-                }
-            }
+            ctx.rewrite(&mut b, r, sec, nsid, place, &mut relas, &mut records)?;
         }
         for site in runtime.get(&sec).into_iter().flatten() {
             if site.offset < sym.value || site.offset >= sym.value + sym.size {
@@ -569,7 +722,7 @@ pub fn emit(
             data.extend_from_slice(&s.data[e.offset as usize..(e.offset + e.size) as usize]);
             for r in &e.relocs {
                 let place = base + (r.offset - e.offset);
-                ctx.rewrite(&mut b, r, &s.name, ns, place, &mut relas, &mut records)?;
+                ctx.rewrite(&mut b, r, sid, ns, place, &mut relas, &mut records)?;
             }
             let late = records[records_len..]
                 .iter()
@@ -622,24 +775,83 @@ pub fn emit(
         n.data = SectionData::Data(data.into());
     }
 
-    // Relocations of sections kept whole (which may pull in more).
-    while let Some(sec) = ctx.whole_pending.pop() {
-        let src = patched.section(sec);
-        let bsec = sec_ids[sec.0 as usize - 1];
-        let mut relas = Vec::new();
-        for r in &src.relocs {
+    // Relocations of sections kept whole and of kept alternative
+    // fragments, each of which may pull in more of either.
+    let mut fragment_relas = Vec::new();
+    loop {
+        if let Some(sec) = ctx.whole_pending.pop() {
+            let src = patched.section(sec);
+            let bsec = sec_ids[sec.0 as usize - 1];
+            let mut relas = Vec::new();
+            for r in &src.relocs {
+                ctx.rewrite(&mut b, r, sec, bsec, r.offset, &mut relas, &mut records)?;
+            }
+            if !relas.is_empty() {
+                add_rela(&mut b, bsec, symtab, relas);
+            }
+            continue;
+        }
+        let Some(f) = ctx.fragments.as_mut() else {
+            break;
+        };
+        let Some(i) = f.pending.pop() else { break };
+        let ((start, end), sec) = (f.range(i), f.section);
+        let (Some((out, _)), Some(&new_start)) = (f.out, f.kept.get(&i)) else {
+            return Err(EmitError::Output(format!(
+                "{ALT_REPLACEMENT} fragment {start:#x} pending but not placed"
+            )));
+        };
+        for r in patched
+            .section(sec)
+            .relocs
+            .iter()
+            .filter(|r| r.offset >= start && r.offset < end)
+        {
+            // A boundary inside an instruction's relocated field would cut
+            // that field apart.
+            if r.offset + r.width().unwrap_or(0) > end {
+                return Err(EmitError::Output(format!(
+                    "{ALT_REPLACEMENT}: the relocation at {:#x} crosses the fragment end {end:#x}",
+                    r.offset
+                )));
+            }
+            let place = new_start + (r.offset - start);
             ctx.rewrite(
                 &mut b,
                 r,
-                &src.name,
-                bsec,
-                r.offset,
-                &mut relas,
+                sec,
+                out,
+                place,
+                &mut fragment_relas,
                 &mut records,
             )?;
         }
-        if !relas.is_empty() {
-            add_rela(&mut b, bsec, symtab, relas);
+    }
+    if let Some(f) = ctx.fragments.take() {
+        special_report.push((ALT_REPLACEMENT.to_string(), f.kept.len(), f.starts.len()));
+        if let Some((out, _)) = f.out {
+            b.sections.get_mut(out).data = SectionData::Data(f.data.into());
+            if !fragment_relas.is_empty() {
+                add_rela(&mut b, out, symtab, fragment_relas);
+            }
+        }
+    }
+
+    // Livepatch places must hold zeros: the kernel writes them.
+    for rec in &records {
+        let w = (Reloc {
+            offset: 0,
+            r_type: rec.r_type,
+            symbol: SymbolId(0),
+            addend: 0,
+        })
+        .width()
+        .unwrap_or(0) as usize;
+        if let SectionData::Data(d) = &mut b.sections.get_mut(rec.section).data {
+            let at = rec.place as usize;
+            if let Some(field) = d.to_mut().get_mut(at..at.saturating_add(w)) {
+                field.fill(0);
+            }
         }
     }
 
@@ -780,6 +992,11 @@ pub fn emit(
         }
     }
     b.delete_orphans();
+    // No group section survives, so no section may claim membership in one
+    // (carried and merge sections copy their flags from group members).
+    for sec in b.sections.iter_mut() {
+        sec.sh_flags &= !u64::from(elf::SHF_GROUP);
+    }
     // Carried symbols stay; a global new function must not clash with the
     // kernel's: the patch glue refers to it through its own symbol.
     let mut out = Vec::new();
@@ -835,6 +1052,42 @@ fn padding_before(obj: &Object, id: SymbolId) -> u64 {
     }
 }
 
+/// The patched object's bytes as `object::build::elf` can read them: its
+/// `SHT_GROUP` headers retyped `SHT_PROGBITS`, since the builder refuses
+/// group sections and the output drops them anyway (of the original
+/// sections it keeps only the symbol and string tables and merged
+/// constants). The analysis has already refused changed groups.
+fn without_groups(patched: &Object) -> Result<std::borrow::Cow<'_, [u8]>, EmitError> {
+    use object::read::elf::FileHeader;
+    let groups: Vec<SectionId> = patched
+        .sections()
+        .filter(|(_, s)| s.sh_type == elf::SHT_GROUP)
+        .map(|(id, _)| id)
+        .collect();
+    if groups.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(&patched.raw));
+    }
+    let bad = |what: &str| EmitError::Output(format!("{}: {what}", patched.path.display()));
+    let header = elf::FileHeader64::<object::LittleEndian>::parse(&*patched.raw)
+        .map_err(|e| bad(&e.to_string()))?;
+    let shoff = header.e_shoff(object::LittleEndian);
+    let shentsize = u64::from(header.e_shentsize(object::LittleEndian));
+    let mut raw = patched.raw.clone();
+    for g in groups {
+        // sh_type is the second 32-bit field of a section header.
+        let at = u64::from(g.0)
+            .checked_mul(shentsize)
+            .and_then(|o| o.checked_add(shoff))
+            .and_then(|o| o.checked_add(4))
+            .and_then(|o| usize::try_from(o).ok());
+        let field = at
+            .and_then(|at| raw.get_mut(at..at.checked_add(4)?))
+            .ok_or_else(|| bad(&format!("section header {} lies outside the file", g.0)))?;
+        field.copy_from_slice(&elf::SHT_PROGBITS.to_le_bytes());
+    }
+    Ok(std::borrow::Cow::Owned(raw))
+}
+
 /// A new output section with the name and attributes of `src` (data set
 /// by the caller).
 fn add_like<'b, 'd>(
@@ -871,14 +1124,20 @@ fn add_rela(
     rs.data = SectionData::Relocation(relas);
 }
 
-/// Re-reads the output and checks its invariants: it parses; every
-/// relocation targets a symbol defined in the output or a declared export;
+/// Re-reads the output and checks its invariants: it parses; no section
+/// group or group member is left; every relocation targets a symbol defined in the output or a declared export;
 /// every special-section entry points into carried code; the records are
 /// whole.
 pub fn check(e: &Emitted) -> Result<(), EmitError> {
     let o = Object::parse("emitted.o".as_ref(), &e.bytes)
         .map_err(|err| EmitError::Output(format!("re-reading: {err}")))?;
     for (_, s) in o.sections() {
+        if s.sh_type == elf::SHT_GROUP || s.sh_flags & u64::from(elf::SHF_GROUP) != 0 {
+            return Err(EmitError::Output(format!(
+                "{} is (in) a section group, which the output does not carry",
+                s.name
+            )));
+        }
         for r in &s.relocs {
             let t = o.symbol(r.symbol);
             let ok = if t.is_undefined() {
@@ -927,4 +1186,37 @@ pub fn check(e: &Emitted) -> Result<(), EmitError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fragments(starts: &[u64], size: u64) -> Fragments {
+        Fragments {
+            section: SectionId(1),
+            starts: starts.to_vec(),
+            size,
+            out: None,
+            kept: HashMap::new(),
+            data: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn fragments_run_to_the_next_boundary() {
+        let f = fragments(&[0, 5, 10], 10);
+        assert_eq!(f.index_of(0), Some(0));
+        assert_eq!(f.index_of(4), Some(0));
+        assert_eq!(f.index_of(5), Some(1));
+        assert_eq!(f.range(1), (5, 10));
+        // An empty replacement at the very end is a fragment of its own.
+        assert_eq!(f.index_of(10), Some(2));
+        assert_eq!(f.range(2), (10, 10));
+        assert_eq!(f.index_of(11), None);
+        assert_eq!(f.index_of(-1), None);
+        // Without a boundary there, the section end is in no fragment.
+        assert_eq!(fragments(&[0, 5], 10).index_of(10), None);
+    }
 }

@@ -1,10 +1,17 @@
 //! Small C cases: each directory under `tests/cases` holds `orig.c` and
 //! `patched.c`; directive lines in `patched.c` (`//# key: values`) state the
 //! expected outcome, the exact sets of changed/new/line-only/removed
-//! functions, changed and new data, refusals (`subject: text`), and a
-//! known emit limitation (`emit-error: text`, the error emit fails with). Both
-//! files are compiled by gcc with kernel-like flags inside the test; a
-//! failure prints the one command that reproduces it.
+//! functions, changed and new data, refusals (`subject: text`), a known emit
+//! limitation (`emit-error: text`, the error emit fails with), and checks of
+//! the emitted object: `special: NAME KEPT/TOTAL` (what emit reports for a
+//! special section), `section-bytes: NAME HEX…` (the output section's exact
+//! bytes), `relocs: NAME TARGET…` (the exact set of symbols its relocations
+//! name, section symbols by their section) and `lands: FROM INTO OFFSET…`
+//! (where FROM's relocations into section INTO land, in order). Every
+//! emitted object must also be accepted by `readelf -S -W` and `ld -r` and
+//! hold no section group. Both files are compiled by gcc with kernel-like
+//! flags inside the test; a failure prints the one command that reproduces
+//! it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -53,6 +60,15 @@ struct Expect {
     notes: Vec<String>,
     /// A known limitation of the emit pass: emitting fails with this text.
     emit_error: Option<String>,
+    /// `special`: (section, kept, total) as emit reports it.
+    special: Vec<(String, usize, usize)>,
+    /// `section-bytes`: an output section's exact contents.
+    bytes: Vec<(String, Vec<u8>)>,
+    /// `relocs`: the names an output section's relocations target.
+    relocs: Vec<(String, BTreeSet<String>)>,
+    /// `lands`: offsets in section `.1` that section `.0`'s relocations
+    /// into it reach, in relocation order.
+    lands: Vec<(String, String, Vec<i64>)>,
 }
 
 fn directives(src: &Path) -> Expect {
@@ -69,6 +85,42 @@ fn directives(src: &Path) -> Expect {
             "outcome" => e.outcome = Some(val.to_string()),
             "note" => e.notes.push(val.to_string()),
             "emit-error" => e.emit_error = Some(val.to_string()),
+            "special" => {
+                let parsed = val.split_once(' ').and_then(|(name, counts)| {
+                    let (k, t) = counts.trim().split_once('/')?;
+                    Some((name.to_string(), k.parse().ok()?, t.parse().ok()?))
+                });
+                e.special.push(
+                    parsed.unwrap_or_else(|| panic!("special needs `NAME KEPT/TOTAL`: {line:?}")),
+                );
+            }
+            "section-bytes" | "relocs" | "lands" => {
+                let mut words = val.split_whitespace().map(str::to_string);
+                let name = words
+                    .next()
+                    .unwrap_or_else(|| panic!("{key} needs a section: {line:?}"));
+                match key {
+                    "section-bytes" => e.bytes.push((
+                        name,
+                        words
+                            .map(|w| {
+                                u8::from_str_radix(&w, 16)
+                                    .unwrap_or_else(|_| panic!("bad byte {w:?}: {line:?}"))
+                            })
+                            .collect(),
+                    )),
+                    "relocs" => e.relocs.push((name, words.collect())),
+                    _ => {
+                        let into = words
+                            .next()
+                            .unwrap_or_else(|| panic!("lands needs FROM INTO: {line:?}"));
+                        let offsets = words
+                            .map(|w| w.parse().unwrap_or_else(|_| panic!("bad offset {w:?}")))
+                            .collect();
+                        e.lands.push((name, into, offsets));
+                    }
+                }
+            }
             "refused" => {
                 let (subject, text) = val
                     .split_once(':')
@@ -199,6 +251,7 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
                 if got != want {
                     problems.push(format!("emitted functions {got:?}, expected {want:?}"));
                 }
+                problems.extend(check_output(&expect, &e, &out.join("out.o")));
                 let mcount = e.special.iter().find(|(n, _, _)| n == "__mcount_loc");
                 if let Some((_, kept, _)) = mcount {
                     let fentry = want.len()
@@ -228,6 +281,103 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
             p.display()
         ))
     }
+}
+
+/// The emitted object against the case's output directives, and against
+/// the tools that will consume it: `readelf` reads it without complaint and
+/// `ld -r` links it; no section group survives (the output carries no
+/// group section, so a member flag would dangle).
+fn check_output(expect: &Expect, e: &elfdiff::emit::Emitted, path: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, kept, total) in &expect.special {
+        let got = e.special.iter().find(|(n, _, _)| n == name);
+        if got.map(|(_, k, t)| (*k, *t)) != Some((*kept, *total)) {
+            problems.push(format!(
+                "special {name}: got {got:?}, expected {kept}/{total}"
+            ));
+        }
+    }
+    let o = match Object::parse(path, &e.bytes) {
+        Ok(o) => o,
+        Err(err) => return vec![format!("emitted object does not parse: {err}")],
+    };
+    let section = |name: &str| o.section_by_name(name).map(|id| o.section(id));
+    for (name, want) in &expect.bytes {
+        match section(name) {
+            Some(s) if &s.data == want => {}
+            Some(s) => problems.push(format!(
+                "output {name} holds {:02x?}, expected {want:02x?}",
+                s.data
+            )),
+            None => problems.push(format!("output has no {name}")),
+        }
+    }
+    for (name, want) in &expect.relocs {
+        let got: BTreeSet<String> = section(name)
+            .map(|s| {
+                s.relocs
+                    .iter()
+                    .map(|r| o.symbol(r.symbol).name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if &got != want {
+            problems.push(format!(
+                "output {name} relocations target {got:?}, expected {want:?}"
+            ));
+        }
+    }
+    for (from, into, want) in &expect.lands {
+        let got: Vec<i64> = section(from)
+            .map(|s| {
+                s.relocs
+                    .iter()
+                    .filter_map(|r| {
+                        let t = o.symbol(r.symbol);
+                        let sec = o.section(t.section?);
+                        (sec.name == *into).then_some(t.value as i64 + r.addend)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if &got != want {
+            problems.push(format!(
+                "output {from} lands in {into} at {got:?}, expected {want:?}"
+            ));
+        }
+    }
+    for (_, s) in o.sections() {
+        if s.sh_type == object::elf::SHT_GROUP
+            || s.sh_flags & u64::from(object::elf::SHF_GROUP) != 0
+        {
+            problems.push(format!("output section {} is (in) a section group", s.name));
+        }
+    }
+    let readelf = Command::new("readelf")
+        .args(["-S", "-W"])
+        .arg(path)
+        .output()
+        .expect("binutils are a setup requirement");
+    if !readelf.status.success() || !readelf.stderr.is_empty() {
+        problems.push(format!(
+            "readelf -S -W on the output: {}",
+            String::from_utf8_lossy(&readelf.stderr)
+        ));
+    }
+    let ld = Command::new("ld")
+        .arg("-r")
+        .arg("-o")
+        .arg(path.with_extension("ld.o"))
+        .arg(path)
+        .output()
+        .expect("binutils are a setup requirement");
+    if !ld.status.success() || !ld.stderr.is_empty() {
+        problems.push(format!(
+            "ld -r on the output: {}",
+            String::from_utf8_lossy(&ld.stderr)
+        ));
+    }
+    problems
 }
 
 /// Test resolution: statics of the object are livepatch references,

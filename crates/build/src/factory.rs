@@ -320,11 +320,11 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir())?;
         for m in wanted {
             let ko = index
-                .path(m)
+                .path(m)?
                 .with_context(|| format!("module {m} is not in {}", ws.modules_dir().display()))?;
             modules.insert(
                 m.to_string(),
-                (Object::read(ko)?, klp::KernelSymbols::from_module(ko)?),
+                (Object::read(&ko)?, klp::KernelSymbols::from_module(&ko)?),
             );
         }
     }

@@ -111,7 +111,7 @@ fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
     assert!(!String::from_utf8_lossy(&sections.stdout).contains(".debug_"));
     assert!(dir.join("late_binfmt.ko.debug").is_file());
     let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir()).unwrap();
-    let target = index.path("binfmt_misc").unwrap().to_path_buf();
+    let target = index.path("binfmt_misc").unwrap().unwrap();
 
     let cfg = lab::GuestConfig::for_workspace(&ws)
         .with_file(&ko, "/root/late_binfmt.ko")

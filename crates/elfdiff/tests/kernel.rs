@@ -53,6 +53,7 @@ fn check_selection(name: &str) {
     let ksyms = klp::KernelSymbols::from_vmlinux(&table.vmlinux).unwrap();
     let symvers = klp::Symvers::read(&ws.module_symvers()).unwrap();
     let mut failures = Vec::new();
+    let mut special_kept = BTreeSet::new();
     for obj in &spec.large_objects {
         let o = out.join(obj.replace('/', "_"));
         tree.compile(obj, DIFF_CFLAGS, &o).unwrap();
@@ -137,6 +138,12 @@ fn check_selection(name: &str) {
                     if got != want {
                         problems.push(format!("emitted {:?}, expected {want:?}", e.functions));
                     }
+                    special_kept.extend(
+                        e.special
+                            .iter()
+                            .filter(|(_, k, _)| *k > 0)
+                            .map(|(n, _, _)| n.clone()),
+                    );
                     if !e
                         .special
                         .iter()
@@ -172,6 +179,17 @@ fn check_selection(name: &str) {
                 p.display()
             ));
         }
+    }
+    eprintln!("{name}: special sections with entries kept: {special_kept:?}");
+    let missing: Vec<&String> = spec
+        .special_kept
+        .iter()
+        .filter(|s| !special_kept.contains(*s))
+        .collect();
+    if !missing.is_empty() {
+        failures.push(format!(
+            "no emitted object kept an entry of {missing:?} (kept: {special_kept:?})"
+        ));
     }
     assert!(
         failures.is_empty(),

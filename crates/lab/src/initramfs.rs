@@ -303,17 +303,33 @@ pub struct ModuleIndex {
     by_name: BTreeMap<String, PathBuf>,
 }
 
+/// Module file endings: plain, and the compressions distributions use
+/// (Debian's 6.12 modules are `.ko.xz`).
+const MODULE_ENDINGS: &[&str] = &[".ko", ".ko.xz", ".ko.zst"];
+
 /// Module names treat `-` and `_` alike.
 fn module_key(name: &str) -> String {
-    name.trim_end_matches(".ko").replace('-', "_")
+    let stem = MODULE_ENDINGS
+        .iter()
+        .find_map(|e| name.strip_suffix(e))
+        .unwrap_or(name);
+    stem.replace('-', "_")
 }
+
+/// Where an uncompressed copy of compressed modules is kept, under the
+/// modules directory.
+const UNCOMPRESSED_DIR: &str = ".noreboot-uncompressed";
 
 impl ModuleIndex {
     /// Indexes every `.ko` under `modules_dir`.
     pub fn new(modules_dir: &Path) -> Result<ModuleIndex, LabError> {
         let mut by_name = BTreeMap::new();
         let mut stack = vec![modules_dir.to_path_buf()];
+        let ours = modules_dir.join(UNCOMPRESSED_DIR);
         while let Some(dir) = stack.pop() {
+            if dir == ours {
+                continue;
+            }
             let rd = std::fs::read_dir(&dir).map_err(|e| LabError::io("list", &dir, e))?;
             for entry in rd {
                 let entry = entry.map_err(|e| LabError::io("list", &dir, e))?;
@@ -324,7 +340,7 @@ impl ModuleIndex {
                 } else if let Some(name) = p
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .filter(|n| n.ends_with(".ko"))
+                    .filter(|n| MODULE_ENDINGS.iter().any(|e| n.ends_with(e)))
                 {
                     by_name.insert(module_key(name), p);
                 }
@@ -336,9 +352,58 @@ impl ModuleIndex {
         })
     }
 
-    /// The `.ko` of a module (`-` and `_` alike).
-    pub fn path(&self, name: &str) -> Option<&Path> {
-        self.by_name.get(&module_key(name)).map(PathBuf::as_path)
+    /// The `.ko` of a module (`-` and `_` alike), uncompressed: a
+    /// compressed module is decompressed once, beside the index's tree.
+    pub fn path(&self, name: &str) -> Result<Option<PathBuf>, LabError> {
+        self.by_name
+            .get(&module_key(name))
+            .map(|f| self.uncompressed(f))
+            .transpose()
+    }
+
+    /// `file` itself when it is a plain `.ko`, else its decompressed copy
+    /// (made atomically: a partial file is renamed into place).
+    fn uncompressed(&self, file: &Path) -> Result<PathBuf, LabError> {
+        let name = file.to_string_lossy();
+        let Some((stem, ending)) = [".ko.xz", ".ko.zst"]
+            .iter()
+            .find_map(|e| name.strip_suffix(e).map(|s| (s.to_string(), *e)))
+        else {
+            return Ok(file.to_path_buf());
+        };
+        let rel = Path::new(&stem)
+            .strip_prefix(&self.root)
+            .unwrap_or(Path::new(&stem))
+            .to_path_buf();
+        let out = self
+            .root
+            .join(UNCOMPRESSED_DIR)
+            .join(rel)
+            .with_extension("ko");
+        if out.exists() {
+            return Ok(out);
+        }
+        let bad = |reason: String| LabError::Module {
+            name: file.display().to_string(),
+            reason,
+        };
+        let input = std::fs::File::open(file).map_err(|e| LabError::io("open", file, e))?;
+        let mut data = Vec::new();
+        let read = match ending {
+            ".ko.xz" => {
+                std::io::Read::read_to_end(&mut xz2::read::XzDecoder::new(input), &mut data)
+            }
+            _ => ruzstd::decoding::StreamingDecoder::new(input)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut data)),
+        };
+        read.map_err(|e| bad(format!("cannot decompress {ending}: {e}")))?;
+        let dir = out.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| LabError::io("create", dir, e))?;
+        let partial = out.with_extension(format!("ko.partial{}", std::process::id()));
+        std::fs::write(&partial, &data).map_err(|e| LabError::io("write", &partial, e))?;
+        std::fs::rename(&partial, &out).map_err(|e| LabError::io("move", &partial, e))?;
+        Ok(out)
     }
 
     /// `names` and everything they depend on, dependencies first.
@@ -371,13 +436,14 @@ impl ModuleIndex {
             name: key.to_string(),
             reason: format!("no such module under {}", self.root.display()),
         })?;
+        let file = self.uncompressed(file)?;
         path.push(key.to_string());
-        for dep in module_depends(file)? {
+        for dep in module_depends(&file)? {
             self.visit(&module_key(&dep), done, path, order)?;
         }
         path.pop();
         done.insert(key.to_string());
-        order.push(file.clone());
+        order.push(file);
         Ok(())
     }
 }
@@ -420,6 +486,71 @@ pub fn module_depends(ko: &Path) -> Result<Vec<String>, LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A module-shaped object: an ELF with a `.modinfo` naming its
+    /// dependencies.
+    fn fake_module(dir: &Path, name: &str, depends: &str) -> PathBuf {
+        let src = dir.join(format!("{name}.c"));
+        std::fs::write(
+            &src,
+            format!("__attribute__((section(\".modinfo\"), used)) static const char d[] = \"depends={depends}\";\n"),
+        )
+        .unwrap();
+        let out = dir.join(format!("{name}.ko"));
+        let st = std::process::Command::new("gcc")
+            .args(["-c", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::remove_file(src).unwrap();
+        out
+    }
+
+    #[test]
+    fn compressed_modules_are_indexed_and_decompressed_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("kernel/drivers");
+        std::fs::create_dir_all(&root).unwrap();
+        let plain = fake_module(&root, "base-dep", "");
+        let top = fake_module(&root, "top_mod", "base_dep");
+        let original = std::fs::read(&top).unwrap();
+        // top_mod.ko.xz, as Debian's 6.12 ships its modules.
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
+        std::io::Write::write_all(&mut xz, &original).unwrap();
+        std::fs::write(root.join("top_mod.ko.xz"), xz.finish().unwrap()).unwrap();
+        std::fs::remove_file(&top).unwrap();
+
+        let index = ModuleIndex::new(tmp.path()).unwrap();
+        let got = index.path("top-mod").unwrap().unwrap();
+        assert!(
+            got.starts_with(tmp.path().join(UNCOMPRESSED_DIR)),
+            "{got:?}"
+        );
+        assert_eq!(std::fs::read(&got).unwrap(), original);
+        assert_eq!(index.path("base_dep").unwrap().unwrap(), plain);
+        // Dependencies come first, read from the decompressed .modinfo.
+        assert_eq!(
+            index.resolve(&["top_mod".into()]).unwrap(),
+            [plain, got.clone()]
+        );
+        // A second index does not pick up its own copies as modules.
+        let again = ModuleIndex::new(tmp.path()).unwrap();
+        assert_eq!(again.by_name.len(), 2);
+        assert_eq!(again.path("top_mod").unwrap().unwrap(), got);
+        // Corrupt data is an error naming the file.
+        std::fs::write(root.join("broken.ko.xz"), b"not xz").unwrap();
+        let err = ModuleIndex::new(tmp.path())
+            .unwrap()
+            .path("broken")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("broken.ko.xz") && err.contains("decompress"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parents_come_first_and_bad_paths_are_refused() {

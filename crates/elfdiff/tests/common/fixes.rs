@@ -13,6 +13,11 @@ pub struct Fixes {
     pub fixed_version: String,
     #[serde(default)]
     pub large_objects: Vec<String>,
+    /// Special sections of which the emitted objects of the selection,
+    /// together, must keep at least one entry: the kernel's tables the
+    /// selection is known to exercise.
+    #[serde(default)]
+    pub special_kept: Vec<String>,
     pub fix: Vec<Fix>,
 }
 

@@ -239,6 +239,31 @@ pub fn section_target(
     tails
         .iter()
         .find_map(|t| symbol_at(obj, sec, addend.checked_add(*t)?))
+        .or_else(|| label_at(obj, sec, addend.checked_add(tails[0])?))
+}
+
+/// A label (`STT_NOTYPE`, as assembler-made tables define them: the BTF ID
+/// lists of `.BTF_ids`) at `offset`, or the nearest one before it that
+/// covers it; for sections no function or object symbol describes.
+fn label_at(obj: &Object, sec: SectionId, offset: i64) -> Option<SymbolId> {
+    let off = u64::try_from(offset).ok()?;
+    obj.section(sec)
+        .symbols
+        .iter()
+        .copied()
+        .filter(|s| {
+            let sym = obj.symbol(*s);
+            sym.kind == SymKind::NoType
+                && !sym.name.is_empty()
+                && sym.value <= off
+                && (off < sym.value + sym.size || sym.value == off)
+        })
+        .max_by_key(|s| {
+            let sym = obj.symbol(*s);
+            // The nearest; at one place a bare label (the name C code
+            // uses, e.g. a BTF_SET's) before a sized one.
+            (sym.value, sym.size == 0)
+        })
 }
 
 /// The function or object symbol of `sec` that covers `offset`.

@@ -51,7 +51,11 @@ impl Workspace {
             cc,
             cache: cache.clone(),
             scratch: None,
-            overrides: make_overrides(&config_text, &dir.join("tools/objtool/objtool"), &root)?,
+            overrides: make_overrides(
+                &config_text,
+                &dir.join("tools/objtool/objtool"),
+                self.dir(),
+            )?,
         };
         let done = root.join(".prepared");
         if done.exists() {

@@ -373,13 +373,11 @@ impl ModuleIndex {
         };
         let rel = Path::new(&stem)
             .strip_prefix(&self.root)
-            .unwrap_or(Path::new(&stem))
-            .to_path_buf();
+            .unwrap_or(Path::new(&stem));
         let out = self
             .root
             .join(UNCOMPRESSED_DIR)
-            .join(rel)
-            .with_extension("ko");
+            .join(format!("{}.ko", rel.display()));
         if out.exists() {
             return Ok(out);
         }
@@ -388,16 +386,25 @@ impl ModuleIndex {
             reason,
         };
         let input = std::fs::File::open(file).map_err(|e| LabError::io("open", file, e))?;
+        // Far above any real module (the largest are tens of MiB): a
+        // corrupt stream must not fill the disk.
+        const LIMIT: u64 = 1 << 30;
         let mut data = Vec::new();
         let read = match ending {
-            ".ko.xz" => {
-                std::io::Read::read_to_end(&mut xz2::read::XzDecoder::new(input), &mut data)
-            }
+            ".ko.xz" => std::io::Read::read_to_end(
+                &mut std::io::Read::take(xz2::read::XzDecoder::new(input), LIMIT + 1),
+                &mut data,
+            ),
             _ => ruzstd::decoding::StreamingDecoder::new(input)
                 .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut data)),
+                .and_then(|d| {
+                    std::io::Read::read_to_end(&mut std::io::Read::take(d, LIMIT + 1), &mut data)
+                }),
         };
         read.map_err(|e| bad(format!("cannot decompress {ending}: {e}")))?;
+        if data.len() as u64 > LIMIT {
+            return Err(bad(format!("decompresses to more than {LIMIT} bytes")));
+        }
         let dir = out.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| LabError::io("create", dir, e))?;
         let partial = out.with_extension(format!("ko.partial{}", std::process::id()));

@@ -21,35 +21,12 @@ use elfdiff::correlate::stem;
 use elfdiff::read::Object;
 use elfdiff::report::Status;
 
-/// The flags the kernel's build uses that shape object layout, plus the
-/// function and data sections noreboot-build adds.
-const CFLAGS: &[&str] = &[
-    "-c",
-    "-O2",
-    "-fno-pic",
-    "-mcmodel=kernel",
-    "-mno-red-zone",
-    "-ffunction-sections",
-    "-fdata-sections",
-    "-pg",
-    "-mfentry",
-    "-mrecord-mcount",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-stack-protector",
-    "-fno-jump-tables",
-    "-fno-common",
-    "-w",
-];
+#[path = "common/gcc.rs"]
+mod gcc;
+use gcc::TestResolver;
 
 fn compile(src: &Path, out: &Path) {
-    let st = Command::new("gcc")
-        .args(CFLAGS)
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .status()
-        .expect("gcc is a setup requirement");
-    assert!(st.success(), "gcc failed on {}", src.display());
+    gcc::compile(src, out, &[]);
 }
 
 #[derive(Default, Debug)]
@@ -378,23 +355,6 @@ fn check_output(expect: &Expect, e: &elfdiff::emit::Emitted, path: &Path) -> Vec
         ));
     }
     problems
-}
-
-/// Test resolution: statics of the object are livepatch references,
-/// everything undefined is taken as exported.
-struct TestResolver;
-
-impl elfdiff::emit::Resolver for TestResolver {
-    fn resolve(&self, _name: &str, local: bool) -> Result<elfdiff::emit::Outside, String> {
-        Ok(if local {
-            elfdiff::emit::Outside::Livepatch {
-                object: "vmlinux".into(),
-                sympos: 0,
-            }
-        } else {
-            elfdiff::emit::Outside::Export
-        })
-    }
 }
 
 #[test]

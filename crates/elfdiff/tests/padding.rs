@@ -5,52 +5,19 @@
 //! carried function must keep its padding.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use elfdiff::read::Object;
 
+#[path = "common/gcc.rs"]
+mod gcc;
+
 fn compile(dir: &Path, name: &str, body: &str) -> Object {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, body).unwrap();
-    let out = dir.join(format!("{name}.o"));
-    let st = Command::new("gcc")
-        .args([
-            "-c",
-            "-O2",
-            "-fno-pic",
-            "-mcmodel=kernel",
-            "-mno-red-zone",
-            "-ffunction-sections",
-            "-fdata-sections",
-            "-pg",
-            "-mfentry",
-            "-mrecord-mcount",
-            "-fcf-protection=branch",
-            "-fpatchable-function-entry=16,16",
-            "-fno-asynchronous-unwind-tables",
-        ])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .expect("gcc is a setup requirement");
-    assert!(st.success(), "gcc failed on {}", src.display());
-    Object::read(&out).unwrap()
-}
-
-struct Exported;
-
-impl elfdiff::emit::Resolver for Exported {
-    fn resolve(&self, _name: &str, local: bool) -> Result<elfdiff::emit::Outside, String> {
-        Ok(if local {
-            elfdiff::emit::Outside::Livepatch {
-                object: "vmlinux".into(),
-                sympos: 0,
-            }
-        } else {
-            elfdiff::emit::Outside::Export
-        })
-    }
+    gcc::compile_source(
+        dir,
+        name,
+        body,
+        &["-fcf-protection=branch", "-fpatchable-function-entry=16,16"],
+    )
 }
 
 #[test]
@@ -70,7 +37,7 @@ fn carried_functions_keep_their_call_padding() {
     );
     let (c, report) = elfdiff::analyse(&orig, &patched, None);
     assert_eq!(report.outcome, elfdiff::Outcome::Changed, "{report}");
-    let e = elfdiff::emit::emit(&orig, &patched, &c, &report, &Exported).unwrap();
+    let e = elfdiff::emit::emit(&orig, &patched, &c, &report, &gcc::TestResolver).unwrap();
     std::fs::write(dir.join("out.o"), &e.bytes).unwrap();
     let out = Object::parse(Path::new("out.o"), &e.bytes).unwrap();
     let (id, f) = out.symbols().find(|(_, s)| s.name == "f").unwrap();

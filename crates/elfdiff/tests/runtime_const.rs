@@ -45,45 +45,17 @@ int access_ok_r9(unsigned long p) {
 unsigned int hash_of(unsigned int h) { return runtime_const_shift_right_32(h, d_hash_shift); }
 "#;
 
+#[path = "common/gcc.rs"]
+mod gcc;
+
 fn compile(dir: &Path, name: &str, body: &str) -> Object {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, format!("{PRELUDE}\n{body}\n")).unwrap();
-    let out = dir.join(format!("{name}.o"));
-    let st = Command::new("gcc")
-        .args([
-            "-c",
-            "-O2",
-            "-fno-pic",
-            "-mcmodel=kernel",
-            "-mno-red-zone",
-            "-ffunction-sections",
-            "-fdata-sections",
-            "-pg",
-            "-mfentry",
-            "-mrecord-mcount",
-            "-fno-asynchronous-unwind-tables",
-        ])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .expect("gcc is a setup requirement");
-    assert!(st.success(), "gcc failed on {}", src.display());
-    Object::read(&out).unwrap()
+    gcc::compile_source(dir, name, &format!("{PRELUDE}\n{body}\n"), &[])
 }
 
 fn dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-struct Exported;
-
-impl elfdiff::emit::Resolver for Exported {
-    fn resolve(&self, _name: &str, _local: bool) -> Result<elfdiff::emit::Outside, String> {
-        Ok(elfdiff::emit::Outside::Export)
-    }
 }
 
 #[test]
@@ -105,7 +77,7 @@ fn pointer_constant_becomes_a_load_of_its_variable() {
     assert_eq!(report.outcome, elfdiff::Outcome::Changed, "{report}");
     // access_ok is inlined into check, or called: either way the carried
     // code holds the site exactly once.
-    let e = elfdiff::emit::emit(&orig, &patched, &c, &report, &Exported).unwrap();
+    let e = elfdiff::emit::emit(&orig, &patched, &c, &report, &gcc::TestResolver).unwrap();
     let out = Object::parse(Path::new("out.o"), &e.bytes).unwrap();
     let mut loads = 0;
     for (_, s) in out.sections() {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kernel_tree::source::extract_files;
+use kernel_tree::source::{extract_files, SourceTree};
 use kernel_tree::{AptArchive, Cache, Workspace};
 
 #[path = "../../elfdiff/tests/common/fixes.rs"]
@@ -60,15 +60,7 @@ fn unified_diff(rel: &str, old: &Path, new: &Path) -> String {
 #[test]
 fn real_debian_fixes_build_load_and_verify() {
     let spec = fixes::load();
-    let cache = Cache::from_env().unwrap();
-    let archive = AptArchive::new();
-    let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap()).unwrap();
-    let tree = ws.source_tree(&cache, &archive).unwrap();
-    let fixed = ws
-        .other_source(&cache, &archive, &spec.fixed_version)
-        .unwrap();
     let out = out_dir("real");
-    let newer = out.join("fixed-sources");
     let chosen: Vec<&fixes::Fix> = spec
         .fix
         .iter()
@@ -84,7 +76,7 @@ fn real_debian_fixes_build_load_and_verify() {
         .chain(&not_built)
         .map(|f| f.file.as_str())
         .collect();
-    extract_files(&fixed, &files, &newer).unwrap();
+    let (tree, newer) = fixed_sources(&spec, &files, &out);
 
     let mut failures = Vec::new();
     let mut verified = Vec::new();
@@ -144,6 +136,29 @@ fn real_debian_fixes_build_load_and_verify() {
         verified.iter().filter(|(_, _, header)| *header).count() >= 2,
         "{verified:?}"
     );
+}
+
+/// The prepared source tree of `release`'s kernel workspace.
+fn source_tree(release: &str) -> SourceTree {
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &release.parse().unwrap()).unwrap();
+    ws.source_tree(&cache, &archive).unwrap()
+}
+
+/// A selection's source tree, and `files` as its newer source package has
+/// them, extracted into `out/fixed-sources` (returned).
+fn fixed_sources(spec: &fixes::Fixes, files: &[&str], out: &Path) -> (SourceTree, PathBuf) {
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::new();
+    let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap()).unwrap();
+    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let fixed = ws
+        .other_source(&cache, &archive, &spec.fixed_version)
+        .unwrap();
+    let newer = out.join("fixed-sources");
+    extract_files(&fixed, files, &newer).unwrap();
+    (tree, newer)
 }
 
 /// Builds one real fix of a selection into a module and `--verify`s it in
@@ -294,10 +309,7 @@ fn edit_patch(case: &str, tree: &Path, rel: &str, edits: &[(&str, &str)], out: &
 #[test]
 fn classic_cases_are_observable_in_the_guest() {
     let release = "6.1.0-47-cloud-amd64";
-    let cache = Cache::from_env().unwrap();
-    let archive = AptArchive::new();
-    let ws = Workspace::fetch(&cache, &archive, &release.parse().unwrap()).unwrap();
-    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let tree = source_tree(release);
     let t = tree.dir();
     let out = out_dir("classic");
     let check = |name: &str, body: &str| -> PathBuf {
@@ -440,22 +452,14 @@ fn classic_cases_are_observable_in_the_guest() {
 #[test]
 fn real_debian_6_12_fixes_build_load_and_verify() {
     let spec = fixes::load_named("kernel-fixes-6.12.toml");
-    let cache = Cache::from_env().unwrap();
-    let archive = AptArchive::new();
-    let ws = Workspace::fetch(&cache, &archive, &spec.release.parse().unwrap()).unwrap();
-    let tree = ws.source_tree(&cache, &archive).unwrap();
-    let fixed = ws
-        .other_source(&cache, &archive, &spec.fixed_version)
-        .unwrap();
     let out = out_dir("real-6.12");
-    let newer = out.join("fixed-sources");
     let chosen: Vec<&fixes::Fix> = spec
         .fix
         .iter()
         .filter(|f| f.outcome == "changed" && f.factory)
         .collect();
     let files: Vec<&str> = chosen.iter().map(|f| f.file.as_str()).collect();
-    extract_files(&fixed, &files, &newer).unwrap();
+    let (tree, newer) = fixed_sources(&spec, &files, &out);
     let mut failures = Vec::new();
     let mut verified = Vec::new();
     for fix in &chosen {
@@ -480,10 +484,7 @@ fn real_debian_6_12_fixes_build_load_and_verify() {
 #[test]
 fn runtime_constant_is_loaded_from_its_variable_in_a_6_12_guest() {
     let release = "6.12.107+deb12-cloud-amd64";
-    let cache = Cache::from_env().unwrap();
-    let archive = AptArchive::new();
-    let ws = Workspace::fetch(&cache, &archive, &release.parse().unwrap()).unwrap();
-    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let tree = source_tree(release);
     let out = out_dir("runtime-const");
     let patch = edit_patch(
         "ptrace_mark",

@@ -346,7 +346,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         for f in report
             .functions
             .iter()
-            .filter(|f| f.status == Status::Changed && !elfdiff::include::is_child_part(&f.name))
+            .filter(|f| f.status == Status::Changed && !f.fragment)
         {
             let (pos, sym) = resolver
                 .replaced(&f.name)

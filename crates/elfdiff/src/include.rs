@@ -1,9 +1,10 @@
 //! Pass 4, include: decides, from the comparison, what the live patch
-//! carries — changed and new functions, new data, new copies of changed
-//! read-only data — and refuses what it cannot carry safely: changed
-//! initial values or sizes of existing writable data, changed `__init` and
-//! `__exit` code, replaced functions without an fentry call, new static
-//! locals in shared data sections, changed section groups.
+//! carries, what it leaves out under a stated rule (line-only changes,
+//! init and exit code, author-ignored functions, removed functions,
+//! dropped exports: the report's `not_carried`), and what it refuses —
+//! changed data that code left with the running kernel still uses,
+//! functions ftrace cannot redirect, changed section groups. A changed
+//! fragment without an fentry call brings in the functions that enter it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,7 +14,7 @@ use crate::compare::{changed_rodata, compare_symbol, Namer, Verdict};
 use crate::correlate::{stem, Correlation};
 use crate::lines::LineMap;
 use crate::read::{Object, SectionId, SymKind, SymbolId};
-use crate::report::{DataReport, FunctionReport, Outcome, Refusal, Report, Status};
+use crate::report::{DataReport, FunctionReport, NotCarried, Outcome, Refusal, Report, Status};
 
 fn section_name(obj: &Object, id: SymbolId) -> String {
     obj.symbol(id)
@@ -110,18 +111,24 @@ pub const IGNORE_SECTION: &str = ".discard.noreboot.ignore";
 
 /// Functions the patched object's author marked intentionally unchanged.
 pub fn ignored_functions(obj: &Object) -> HashSet<String> {
+    marked(obj, IGNORE_SECTION)
+}
+
+/// The symbols an author's marker section points at (one pointer each,
+/// against the symbol or against its section at the symbol's offset).
+fn marked(obj: &Object, section: &str) -> HashSet<String> {
     let mut out = HashSet::new();
     for (_, sec) in obj.sections() {
-        if sec.name != IGNORE_SECTION {
+        if sec.name != section {
             continue;
         }
         for r in &sec.relocs {
             let t = obj.symbol(r.symbol);
             if t.kind == SymKind::Section {
-                // Against the function's section: the function at the
-                // addend.
                 if let Some(f) = obj.symbols.iter().find(|x| {
-                    x.section == t.section && x.kind == SymKind::Func && x.value as i64 == r.addend
+                    x.section == t.section
+                        && matches!(x.kind, SymKind::Func | SymKind::Object)
+                        && x.value as i64 == r.addend
                 }) {
                     out.insert(f.name.clone());
                 }
@@ -234,7 +241,44 @@ fn group_shape(obj: &Object, g: SectionId) -> GroupShape {
     }
 }
 
-/// Compares every function and object and builds the report.
+/// Section of the records `NOREBOOT_DATA_REDIRECTED(var)` emits: one
+/// pointer per changed read-only object whose remaining references in the
+/// running kernel the patch author's callbacks point at the patch's copy.
+pub const REDIRECTED_SECTION: &str = ".discard.noreboot.redirected";
+
+/// Data objects the patched object's author declared redirected by their
+/// callbacks.
+pub fn redirected_data(obj: &Object) -> HashSet<String> {
+    marked(obj, REDIRECTED_SECTION)
+}
+
+/// Compiler-made pieces of a function (`.cold`, `.part.N`, `.isra.N`,
+/// `.constprop.N`, `.lto_priv.N`, `.localalias`): when one has no fentry
+/// call of its own, the kernel reaches it only through the functions that
+/// enter it.
+pub fn is_fragment(name: &str) -> bool {
+    name.split('.').skip(1).any(|p| {
+        matches!(
+            p,
+            "cold" | "part" | "isra" | "constprop" | "lto_priv" | "localalias"
+        )
+    })
+}
+
+/// One function of either object while the pass decides about it.
+struct Func {
+    /// Patched symbol (`None` for removed functions).
+    p: Option<SymbolId>,
+    /// Original symbol (`None` for new functions).
+    o: Option<SymbolId>,
+    report: FunctionReport,
+}
+
+/// Compares every function and object and builds the report. Statuses
+/// come first (compare), then changes spread from fragments to the
+/// functions that enter them, then each changed function is carried,
+/// left out with a stated rule, or refused; data last, once it is known
+/// which code the patch replaces.
 pub fn analyse(
     orig: &Object,
     patched: &Object,
@@ -244,23 +288,113 @@ pub fn analyse(
     let namer = Namer::new(orig, patched, c);
     let rodata = changed_rodata(orig, patched, &namer, c);
     let ignored = ignored_functions(patched);
-    // A `.cold` part follows its parent.
-    let is_ignored = |name: &str| {
-        ignored.contains(name) || ignored.contains(name.split(".cold").next().unwrap_or(name))
-    };
-    let mut ignored_seen: HashSet<String> = HashSet::new();
-    let mut functions = Vec::new();
-    let mut data = Vec::new();
-    let mut refusals = Vec::new();
-    let mut included: Vec<u32> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
-    let mut refuse = |subject: &str, reason: String| {
-        refusals.push(Refusal {
+    let mut out = Decisions::default();
+
+    let (mut funcs, changed_data, ignored_seen) =
+        compare_all(orig, patched, c, &namer, &rodata, lines, &ignored, &mut out);
+    escalate_fragments(orig, patched, &mut funcs, &mut out);
+    decide_functions(orig, patched, &mut funcs, &mut out);
+    decide_data(orig, patched, &funcs, &changed_data, &mut out);
+    check_groups(orig, patched, c, &mut out);
+    check_runtime_constants(patched, &mut out);
+    // A marker for a function that is new, or that nothing correlates
+    // with, is a mistake the author should hear about.
+    for name in &ignored {
+        if !ignored_seen.contains(name) {
+            out.refuse(
+                name,
+                "marked unchanged (NOREBOOT_IGNORE_FUNCTION) but it is not a function of the original object".into(),
+            );
+        }
+    }
+    out.finish(orig, patched, funcs)
+}
+
+/// What the pass has decided so far.
+#[derive(Default)]
+struct Decisions {
+    data: Vec<DataReport>,
+    refusals: Vec<Refusal>,
+    included: Vec<u32>,
+    notes: Vec<String>,
+    not_carried: Vec<NotCarried>,
+}
+
+impl Decisions {
+    fn refuse(&mut self, subject: &str, reason: String) {
+        self.refusals.push(Refusal {
             subject: subject.to_string(),
             reason,
-        })
-    };
+        });
+    }
 
+    fn leave_out(&mut self, subject: &str, rule: &'static str, reason: String) {
+        self.not_carried.push(NotCarried {
+            subject: subject.to_string(),
+            rule,
+            reason,
+        });
+    }
+
+    fn finish(mut self, orig: &Object, patched: &Object, funcs: Vec<Func>) -> Report {
+        let mut functions: Vec<FunctionReport> = funcs.into_iter().map(|f| f.report).collect();
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        self.data.sort_by(|a, b| a.name.cmp(&b.name));
+        self.notes.sort();
+        self.notes.dedup();
+        self.not_carried
+            .sort_by(|a, b| (&a.subject, a.rule).cmp(&(&b.subject, b.rule)));
+        self.not_carried.dedup();
+        self.refusals
+            .sort_by(|a, b| (&a.subject, &a.reason).cmp(&(&b.subject, &b.reason)));
+        self.refusals.dedup();
+        self.included.sort_unstable();
+        self.included.dedup();
+        let outcome = if !self.refusals.is_empty() {
+            Outcome::Refused
+        } else if !self.included.is_empty() {
+            Outcome::Changed
+        } else {
+            Outcome::NoChange
+        };
+        Report {
+            orig: orig.path.clone(),
+            patched: patched.path.clone(),
+            outcome,
+            functions,
+            data: self.data,
+            refusals: self.refusals,
+            notes: self.notes,
+            not_carried: self.not_carried,
+            included: self.included,
+        }
+    }
+}
+
+/// An existing data object whose contents differ: (original, patched,
+/// reasons).
+type ChangedData = (SymbolId, SymbolId, Vec<String>);
+
+/// Compare: the status of every function; new data carried; changed data
+/// set aside for [`decide_data`]. Returns the functions, the changed data
+/// and the author-ignored functions met.
+#[allow(clippy::too_many_arguments)]
+fn compare_all(
+    orig: &Object,
+    patched: &Object,
+    c: &Correlation,
+    namer: &Namer,
+    rodata: &HashSet<String>,
+    lines: Option<&LineMap>,
+    ignored: &HashSet<String>,
+    out: &mut Decisions,
+) -> (Vec<Func>, Vec<ChangedData>, HashSet<String>) {
+    // A `.cold` part follows its parent.
+    let parent = |name: &str| name.split(".cold").next().unwrap_or(name).to_string();
+    let is_ignored = |name: &str| ignored.contains(name) || ignored.contains(&parent(name));
+    let mut ignored_seen = HashSet::new();
+    let mut funcs = Vec::new();
+    let mut changed_data = Vec::new();
     for (p, sp) in patched.symbols() {
         let Some(sec) = sp.section else { continue };
         if !is_runtime(patched, sec) || is_padding_label(sp) {
@@ -270,109 +404,84 @@ pub fn analyse(
         match (sp.kind, c.sym_p2o.get(&p)) {
             (SymKind::Func, Some(&o)) => {
                 let so = orig.symbol(o);
-                let verdict = compare_symbol(orig, patched, &namer, o, p, &rodata, lines);
+                let verdict = compare_symbol(orig, patched, namer, o, p, rodata, lines);
+                if is_ignored(&sp.name) {
+                    ignored_seen.insert(parent(&sp.name));
+                }
                 let (status, reasons) = match verdict {
                     Verdict::Same => (Status::Unchanged, Vec::new()),
                     Verdict::LineOnly => (Status::LineOnly, Vec::new()),
                     Verdict::Changed(r) if is_ignored(&sp.name) => (Status::Ignored, r),
                     Verdict::Changed(r) => (Status::Changed, r),
                 };
-                if is_ignored(&sp.name) {
-                    ignored_seen.insert(
-                        sp.name
-                            .split(".cold")
-                            .next()
-                            .unwrap_or(&sp.name)
-                            .to_string(),
-                    );
-                }
-                if status == Status::Changed {
-                    let osec = section_name(orig, o);
-                    if is_noinstr(&osec) {
-                        refuse(&so.name, format!("changed {osec} code (noinstr/entry): it must never be traced, so ftrace cannot redirect it"));
-                    } else if is_init_or_exit(&osec) || is_init_or_exit(&psec) {
-                        refuse(&so.name, format!("changed {osec} code: it ran at boot or runs at unload, a live patch cannot replace it"));
-                    } else if !is_child_part(&so.name) && !has_fentry(orig, o) {
-                        refuse(
-                            &so.name,
-                            "has no fentry call (notrace/noinstr): ftrace cannot redirect it"
-                                .into(),
-                        );
-                    }
-                }
-                if status == Status::Changed {
-                    included.push(p.0);
-                }
-                functions.push(FunctionReport {
-                    name: so.name.clone(),
-                    patched_name: (so.name != sp.name).then(|| sp.name.clone()),
-                    status,
-                    reasons,
-                    section: psec,
+                funcs.push(Func {
+                    p: Some(p),
+                    o: Some(o),
+                    report: FunctionReport {
+                        name: so.name.clone(),
+                        patched_name: (so.name != sp.name).then(|| sp.name.clone()),
+                        status,
+                        reasons,
+                        section: psec,
+                        fragment: false,
+                    },
                 });
             }
-            (SymKind::Func, None) => {
-                if is_init_or_exit(&psec) {
-                    refuse(
-                        &sp.name,
-                        format!("new {psec} code cannot run in a live patch"),
-                    );
-                }
-                included.push(p.0);
-                functions.push(FunctionReport {
+            (SymKind::Func, None) => funcs.push(Func {
+                p: Some(p),
+                o: None,
+                report: FunctionReport {
                     name: sp.name.clone(),
                     patched_name: None,
                     status: Status::New,
                     reasons: Vec::new(),
                     section: psec,
-                });
-            }
+                    fragment: false,
+                },
+            }),
             (SymKind::Object, Some(&o)) => {
-                let so = orig.symbol(o);
-                let osec = orig.symbol(o).section.map(|s| orig.section(s));
-                let writable = osec.is_some_and(|s| s.is_writable());
                 if let Verdict::Changed(reasons) =
-                    compare_symbol(orig, patched, &namer, o, p, &HashSet::new(), None)
+                    compare_symbol(orig, patched, namer, o, p, &HashSet::new(), None)
                 {
-                    if is_descriptor_section(&psec) {
-                        // Follows its function (see is_descriptor_section).
-                    } else if so.size != sp.size {
-                        refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
-                    } else if writable {
-                        refuse(&so.name, format!("initial value of existing data changed ({}): the running kernel keeps the old value", reasons.join("; ")));
-                    } else {
-                        included.push(p.0);
-                        data.push(DataReport {
-                            name: so.name.clone(),
-                            status: Status::Changed,
-                            section: psec,
-                            reasons,
-                        });
+                    // Descriptors follow their function (see
+                    // is_descriptor_section).
+                    if !is_descriptor_section(&psec) {
+                        changed_data.push((o, p, reasons));
                     }
-                }
-            }
-            (SymKind::Object, None) if export_of(&sp.name, &psec).is_some() => {
-                // The running kernel's export table cannot grow; a module
-                // needing the symbol must wait for a reboot.
-                if let Some(name) = export_of(&sp.name, &psec) {
-                    notes.push(format!(
-                        "export of {name} dropped: the running kernel's export table cannot grow, the patch carries the function, unexported, until a reboot"
-                    ));
                 }
             }
             (SymKind::Object, None) => {
-                if let Some(sec) = sp.section {
-                    let shared = patched.section(sec).symbols.iter().any(|other| {
-                        *other != p
-                            && patched.symbol(*other).kind == SymKind::Object
-                            && c.sym_p2o.contains_key(other)
-                    });
-                    if shared && patched.section(sec).is_writable() {
-                        refuse(&sp.name, format!("new data in the shared section {psec}, which the running kernel already holds (build with -fdata-sections)"));
-                    }
+                if let Some(name) = export_of(&sp.name, &psec) {
+                    // The running kernel's export table cannot grow; a
+                    // module needing the symbol must wait for a reboot.
+                    out.notes.push(format!(
+                        "export of {name} dropped: the running kernel's export table cannot grow, the patch carries the function, unexported, until a reboot"
+                    ));
+                    out.leave_out(
+                        &sp.name,
+                        "export-dropped",
+                        format!("the running kernel's export table cannot grow: {name} is carried unexported until a reboot"),
+                    );
+                    continue;
                 }
-                included.push(p.0);
-                data.push(DataReport {
+                if is_init_or_exit(&psec) {
+                    out.leave_out(
+                        &sp.name,
+                        "init-data",
+                        format!("new {psec} data: only init or exit code uses it, and that code is not carried"),
+                    );
+                    continue;
+                }
+                let shared = patched.section(sec).symbols.iter().any(|other| {
+                    *other != p
+                        && patched.symbol(*other).kind == SymKind::Object
+                        && c.sym_p2o.contains_key(other)
+                });
+                if shared && patched.section(sec).is_writable() {
+                    out.refuse(&sp.name, format!("new data in the shared section {psec}, which the running kernel already holds (build with -fdata-sections)"));
+                }
+                out.included.push(p.0);
+                out.data.push(DataReport {
                     name: sp.name.clone(),
                     status: Status::New,
                     section: psec,
@@ -385,24 +494,339 @@ pub fn analyse(
     for (o, so) in orig.symbols() {
         if so.kind == SymKind::Func
             && so.section.is_some_and(|s| is_runtime(orig, s))
+            && !is_padding_label(so)
             && !c.sym_o2p.contains_key(&o)
         {
-            functions.push(FunctionReport {
-                name: so.name.clone(),
-                patched_name: None,
-                status: Status::Removed,
-                reasons: Vec::new(),
-                section: section_name(orig, o),
+            funcs.push(Func {
+                p: None,
+                o: Some(o),
+                report: FunctionReport {
+                    name: so.name.clone(),
+                    patched_name: None,
+                    status: Status::Removed,
+                    reasons: Vec::new(),
+                    section: section_name(orig, o),
+                    fragment: false,
+                },
             });
         }
     }
-    // Section groups: the linker keeps one copy of each group signature
-    // across the whole kernel, a live patch cannot redo that choice. What
-    // the patch carries must sit in a group that is the same in both
-    // objects — signature, kind and members — or in none.
+    (funcs, changed_data, ignored_seen)
+}
+
+/// A changed fragment without an fentry call is never entered through
+/// ftrace: the functions that enter it are replaced with it, up to ones
+/// the kernel can redirect.
+fn escalate_fragments(orig: &Object, patched: &Object, funcs: &mut [Func], out: &mut Decisions) {
+    let needs_parent = |f: &Func| {
+        f.report.status == Status::Changed
+            && is_fragment(&f.report.name)
+            && !f.o.is_some_and(|o| has_fentry(orig, o))
+    };
+    let mut work: Vec<usize> = (0..funcs.len()).filter(|&i| needs_parent(&funcs[i])).collect();
+    if work.is_empty() {
+        return;
+    }
+    let users = crate::correlate::users(patched);
+    let by_patched: HashMap<SymbolId, usize> = funcs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| Some((f.p?, i)))
+        .collect();
+    let mut done = HashSet::new();
+    while let Some(i) = work.pop() {
+        if !done.insert(i) {
+            continue;
+        }
+        let Some(p) = funcs[i].p else { continue };
+        let fragment = funcs[i].report.name.clone();
+        let entering: Vec<usize> = users
+            .get(&p)
+            .into_iter()
+            .flatten()
+            .filter(|u| **u != p)
+            .filter_map(|u| by_patched.get(u).copied())
+            .collect();
+        if entering.is_empty() {
+            out.refuse(
+                &fragment,
+                "changed, has no fentry call of its own, and no function of the object enters it: the kernel would never run the new code".into(),
+            );
+            continue;
+        }
+        for e in entering {
+            let f = &mut funcs[e];
+            match f.report.status {
+                Status::Unchanged | Status::LineOnly => {
+                    f.report.status = Status::Changed;
+                    f.report
+                        .reasons
+                        .push(format!("enters the changed fragment {fragment}"));
+                    if needs_parent(&funcs[e]) {
+                        work.push(e);
+                    }
+                }
+                Status::Ignored => out.notes.push(format!(
+                    "{} enters the changed fragment {fragment} but is marked unchanged by the patch author: the kernel's copy keeps entering the old fragment",
+                    f.report.name
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Each changed, new, line-only or ignored function: carried, left out
+/// under a stated rule, or refused.
+fn decide_functions(orig: &Object, patched: &Object, funcs: &mut [Func], out: &mut Decisions) {
+    for f in funcs.iter_mut() {
+        let name = f.report.name.clone();
+        let psec = f.report.section.clone();
+        let osec = f.o.map(|o| section_name(orig, o)).unwrap_or_default();
+        let init = [osec.as_str(), psec.as_str()]
+            .into_iter()
+            .find(|s| is_init_or_exit(s));
+        match f.report.status {
+            Status::Changed | Status::New => {
+                let Some(p) = f.p else { continue };
+                let new = f.o.is_none();
+                if let Some(sec) = init {
+                    let (rule, when) = if sec.starts_with(".exit") {
+                        ("exit-code", "runs when its module is removed, from the running kernel's own copy")
+                    } else {
+                        ("init-code", "ran once, at boot or when its module was loaded; a module loaded after the patch runs its own copy")
+                    };
+                    let what = if new { "new" } else { "changed" };
+                    let touches = runtime_data_touched(patched, p);
+                    let setup = if touches.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; the state it sets up in {} is what the running kernel keeps",
+                            touches.join(", ")
+                        )
+                    };
+                    out.leave_out(&name, rule, format!("{what} {sec} code {when}{setup}"));
+                    continue;
+                }
+                if !new && is_noinstr(&osec) {
+                    out.refuse(&name, format!("changed {osec} code (noinstr/entry): it must never be traced, so ftrace cannot redirect it"));
+                    continue;
+                }
+                let fentry = match f.o {
+                    Some(o) => has_fentry(orig, o),
+                    None => has_fentry(patched, p),
+                };
+                if is_fragment(&name) && !fentry {
+                    // Entered only from carried functions (see
+                    // escalate_fragments): carried, never redirected.
+                    f.report.fragment = true;
+                } else if !new && !fentry {
+                    out.refuse(
+                        &name,
+                        "has no fentry call (notrace/noinstr): ftrace cannot redirect it".into(),
+                    );
+                    continue;
+                }
+                out.included.push(p.0);
+            }
+            Status::LineOnly => out.leave_out(
+                &name,
+                "line-only",
+                "only __LINE__ numbers differ (a line moved above it): the kernel's copy behaves the same".into(),
+            ),
+            Status::Ignored => out.leave_out(
+                &name,
+                "author-ignored",
+                "marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays".into(),
+            ),
+            Status::Removed if init.is_none() => out.leave_out(
+                &name,
+                "removed",
+                "gone from the fixed source: the running kernel keeps its copy, which replaced code no longer calls".into(),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Runtime data (not init, not descriptors) that function `f` refers to.
+fn runtime_data_touched(obj: &Object, f: SymbolId) -> Vec<String> {
+    let s = obj.symbol(f);
+    let Some(sec) = s.section else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = obj
+        .section(sec)
+        .relocs
+        .iter()
+        .filter(|r| r.offset >= s.value && r.offset < s.value + s.size.max(1))
+        .filter_map(|r| crate::correlate::reloc_target(obj, r))
+        .filter(|t| {
+            let ts = obj.symbol(*t);
+            ts.kind == SymKind::Object
+                && ts.section.is_some_and(|ds| {
+                    let d = obj.section(ds);
+                    d.is_alloc() && !is_init_or_exit(&d.name) && !is_descriptor_section(&d.name)
+                })
+        })
+        .map(|t| obj.symbol(t).name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The places in `obj` that refer to data object `target`, outside the
+/// symbols in `except`: `container+offset` for each (descriptor sections,
+/// which follow their functions, and sections the kernel does not keep
+/// are not places).
+fn references_to(obj: &Object, target: SymbolId, except: &HashSet<SymbolId>) -> Vec<String> {
+    let t = obj.symbol(target);
+    // With -fdata-sections an object has its section to itself, so any
+    // reference relative to that section is a reference to it.
+    let own_section = t.section.filter(|s| obj.section(*s).symbols.len() == 1);
+    let mut out = Vec::new();
+    for (sid, sec) in obj.sections() {
+        if !is_runtime(obj, sid) || is_descriptor_section(&sec.name) {
+            continue;
+        }
+        for r in &sec.relocs {
+            let rs = obj.symbol(r.symbol);
+            let hits = r.symbol == target
+                || (rs.kind == SymKind::Section && rs.section.is_some() && rs.section == own_section)
+                || crate::correlate::reloc_target(obj, r) == Some(target);
+            if !hits {
+                continue;
+            }
+            let at = r.offset as i64;
+            match crate::correlate::symbol_at(obj, sid, at) {
+                Some(c) if c == target || except.contains(&c) => {}
+                Some(c) => {
+                    let cs = obj.symbol(c);
+                    out.push(format!("{}+{:#x}", cs.name, r.offset - cs.value));
+                }
+                None => out.push(format!("{}+{:#x}", sec.name, r.offset)),
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Changed initial values of existing data. A patch can carry its own copy
+/// of read-only data only when every reference to it is from code the
+/// patch replaces (or from data it carries): any other reference keeps
+/// the running kernel on the old contents while the new code assumes the
+/// new ones. Writable data keeps its state in the running kernel, so a
+/// changed initial value or size is always refused.
+fn decide_data(
+    orig: &Object,
+    patched: &Object,
+    funcs: &[Func],
+    changed: &[ChangedData],
+    out: &mut Decisions,
+) {
+    let redirected = redirected_data(patched);
+    let carried: HashSet<u32> = out.included.iter().copied().collect();
+    let mut replaced: HashSet<SymbolId> = funcs
+        .iter()
+        .filter(|f| f.p.is_some_and(|p| carried.contains(&p.0)))
+        .filter_map(|f| f.o)
+        .collect();
+    let mut pending: Vec<(SymbolId, SymbolId, &Vec<String>)> = Vec::new();
+    let advice = "replace its users with the fix too, or use a shadow variable, or point the running kernel's references at the patch's copy from a pre-patch callback (and back from a post-unpatch callback) and declare that with NOREBOOT_DATA_REDIRECTED";
+    for (o, p, reasons) in changed {
+        let (so, sp) = (orig.symbol(*o), patched.symbol(*p));
+        let osec = so.section.map(|s| orig.section(s));
+        let secname = osec.map(|s| s.name.clone()).unwrap_or_default();
+        if is_init_or_exit(&secname) {
+            out.leave_out(
+                &so.name,
+                "init-data",
+                format!("{secname} data changed ({}): only init or exit code uses it", reasons.join("; ")),
+            );
+            continue;
+        }
+        if so.size != sp.size {
+            out.refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
+        } else if osec.is_some_and(|s| s.is_writable()) {
+            out.refuse(&so.name, format!("initial value of existing data changed ({}): the running kernel keeps the old value and the state it holds; set the new value from a pre-patch callback, or keep new state in a shadow variable", reasons.join("; ")));
+        } else {
+            // Carried as a copy unless a reference stays behind; decided
+            // together below, since carried data may refer to other
+            // carried data.
+            replaced.insert(*o);
+            pending.push((*o, *p, reasons));
+        }
+    }
+    // Drop, until nothing changes, copies that something left with the
+    // running kernel still refers to.
+    let mut refused: HashMap<SymbolId, Vec<String>> = HashMap::new();
+    loop {
+        let mut more = false;
+        for (o, p, _) in &pending {
+            if refused.contains_key(o) {
+                continue;
+            }
+            let so = orig.symbol(*o);
+            let mut staying = references_to(orig, *o, &replaced);
+            if !so.is_local() {
+                staying.push("other objects of the kernel (it is global)".into());
+            }
+            if !staying.is_empty() && !redirected.contains(&patched.symbol(*p).name) {
+                replaced.remove(o);
+                refused.insert(*o, staying);
+                more = true;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    for (o, p, reasons) in pending {
+        let so = orig.symbol(o);
+        let psec = section_name(patched, p);
+        if let Some(staying) = refused.get(&o) {
+            out.refuse(
+                &so.name,
+                format!(
+                    "initial value of read-only data changed ({}): the patch would carry its own copy, but these references stay with the running kernel's old copy: {}; {advice}({})",
+                    reasons.join("; "),
+                    staying.join(", "),
+                    so.name
+                ),
+            );
+            continue;
+        }
+        if redirected.contains(&patched.symbol(p).name) {
+            let staying = references_to(orig, o, &replaced);
+            out.notes.push(format!(
+                "{} changed: the patch carries its own copy; the references {} are redirected by the patch author's callbacks (NOREBOOT_DATA_REDIRECTED)",
+                so.name,
+                if staying.is_empty() { "from other objects".to_string() } else { staying.join(", ") }
+            ));
+        }
+        out.included.push(p.0);
+        out.data.push(DataReport {
+            name: so.name.clone(),
+            status: Status::Changed,
+            section: psec,
+            reasons: reasons.clone(),
+        });
+    }
+}
+
+/// Section groups: the linker keeps one copy of each group signature
+/// across the whole kernel, a live patch cannot redo that choice. What the
+/// patch carries must sit in a group that is the same in both objects —
+/// signature, kind and members — or in none.
+fn check_groups(orig: &Object, patched: &Object, c: &Correlation, out: &mut Decisions) {
     let mut shapes_o = HashMap::new();
     let mut shapes_p = HashMap::new();
-    for &p in &included {
+    let mut refusals = Vec::new();
+    for &p in &out.included {
         let p = SymbolId(p);
         let sp = patched.symbol(p);
         let Some(psec) = sp.section else { continue };
@@ -452,17 +876,22 @@ pub fn analyse(
             (Some(a), None) => format!("section {secname} left {}", a.describe()),
             (None, None) => continue,
         };
-        refuse(
-            name,
+        refusals.push((
+            name.clone(),
             format!("{why}; a live patch cannot reproduce the linker's group deduplication"),
-        );
+        ));
     }
-    // Runtime constants: the kernel writes their values into its code once,
-    // at boot. A pointer constant becomes a load of the variable when the
-    // patch is emitted (what a module build of the same code does); a
-    // shift count has no such form, so a function using one cannot be
-    // carried.
-    let carried: HashSet<u32> = included.iter().copied().collect();
+    for (name, why) in refusals {
+        out.refuse(&name, why);
+    }
+}
+
+/// Runtime constants: the kernel writes their values into its code once,
+/// at boot. A pointer constant becomes a load of the variable when the
+/// patch is emitted (what a module build of the same code does); a shift
+/// count has no such form, so a function using one cannot be carried.
+fn check_runtime_constants(patched: &Object, out: &mut Decisions) {
+    let carried: HashSet<u32> = out.included.iter().copied().collect();
     for site in crate::special::runtime_sites(patched) {
         if site.kind == crate::special::RuntimeKind::Ptr {
             continue;
@@ -471,7 +900,7 @@ pub fn analyse(
             continue;
         };
         if carried.contains(&f.0) {
-            refuse(
+            out.refuse(
                 &patched.symbol(f).name,
                 format!(
                     "uses runtime constant {} ({}): the kernel writes it into its code only at boot, and a patch cannot receive it",
@@ -479,42 +908,5 @@ pub fn analyse(
                 ),
             );
         }
-    }
-    // A marker for a function that is new, or that nothing correlates
-    // with, is a mistake the author should hear about.
-    for name in &ignored {
-        if !ignored_seen.contains(name) {
-            refuse(
-                name,
-                "marked unchanged (NOREBOOT_IGNORE_FUNCTION) but it is not a function of the original object".into(),
-            );
-        }
-    }
-    functions.sort_by(|a, b| a.name.cmp(&b.name));
-    data.sort_by(|a, b| a.name.cmp(&b.name));
-    notes.sort();
-    notes.dedup();
-    refusals.sort_by(|a, b| (&a.subject, &a.reason).cmp(&(&b.subject, &b.reason)));
-    refusals.dedup();
-    let outcome = if !refusals.is_empty() {
-        Outcome::Refused
-    } else if functions
-        .iter()
-        .any(|f| matches!(f.status, Status::Changed | Status::New))
-        || !data.is_empty()
-    {
-        Outcome::Changed
-    } else {
-        Outcome::NoChange
-    };
-    Report {
-        orig: orig.path.clone(),
-        patched: patched.path.clone(),
-        outcome,
-        functions,
-        data,
-        refusals,
-        notes,
-        included,
     }
 }

@@ -40,6 +40,11 @@ pub struct FunctionReport {
     pub reasons: Vec<String>,
     /// Section it lives in (patched side when present).
     pub section: String,
+    /// A compiler-made fragment without an fentry call of its own
+    /// (`.cold`, `.part.N`, …): carried, but reached only through the
+    /// carried functions that enter it, never redirected by ftrace.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fragment: bool,
 }
 
 /// A data object that is new or changed.
@@ -62,6 +67,21 @@ pub struct Refusal {
     /// The function, object or section concerned.
     pub subject: String,
     /// Why it cannot be live-patched.
+    pub reason: String,
+}
+
+/// A difference between the objects that the patch does not carry, and
+/// the rule that allowed leaving it out: what the live kernel will not
+/// get, for a reviewer to see at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotCarried {
+    /// The function, data or export concerned.
+    pub subject: String,
+    /// The rule that let it stay out (`line-only`, `init-code`,
+    /// `exit-code`, `init-data`, `author-ignored`, `removed`,
+    /// `export-dropped`).
+    pub rule: &'static str,
+    /// Why leaving it out is sound, or what the running kernel keeps.
     pub reason: String,
 }
 
@@ -107,6 +127,10 @@ pub struct Report {
     /// What the patch deliberately leaves out, and why (e.g. new exports).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Every difference the patch does not carry, with the rule that
+    /// allowed it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_carried: Vec<NotCarried>,
     /// Patched-object symbols (ELF indices) the patch carries: changed and
     /// new functions, new data, new copies of changed read-only data.
     #[serde(skip)]
@@ -114,6 +138,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// `--strict`: every difference the patch would not carry becomes a
+    /// refusal, so a patch is built only when it carries all of them.
+    pub fn make_strict(&mut self) {
+        for n in self.not_carried.drain(..) {
+            self.refusals.push(Refusal {
+                subject: n.subject,
+                reason: format!("not carried ({}): {} (--strict)", n.rule, n.reason),
+            });
+        }
+        if !self.refusals.is_empty() {
+            self.outcome = Outcome::Refused;
+        }
+    }
+
     /// Names of functions with `status`.
     pub fn names(&self, status: Status) -> Vec<&str> {
         self.functions
@@ -181,6 +219,9 @@ impl fmt::Display for Report {
         writeln!(f, "  {unchanged} functions unchanged")?;
         for n in &self.notes {
             writeln!(f, "  note: {n}")?;
+        }
+        for n in &self.not_carried {
+            writeln!(f, "  not carried ({}) {}: {}", n.rule, n.subject, n.reason)?;
         }
         for r in &self.refusals {
             writeln!(f, "  REFUSED {}: {}", r.subject, r.reason)?;

@@ -34,6 +34,10 @@ struct Expect {
     outcome: Option<String>,
     sets: Vec<(String, BTreeSet<String>)>,
     refused: Vec<(String, String)>,
+    /// `not-carried: SUBJECT: RULE[: text]`.
+    not_carried: Vec<(String, String, String)>,
+    /// `strict-refused: SUBJECT: text`: a refusal under `--strict`.
+    strict_refused: Vec<(String, String)>,
     notes: Vec<String>,
     /// A known limitation of the emit pass: emitting fails with this text.
     emit_error: Option<String>,
@@ -98,12 +102,24 @@ fn directives(src: &Path) -> Expect {
                     }
                 }
             }
-            "refused" => {
+            "refused" | "strict-refused" => {
                 let (subject, text) = val
                     .split_once(':')
-                    .unwrap_or_else(|| panic!("refused needs `subject: text`: {line:?}"));
-                e.refused
-                    .push((subject.trim().to_string(), text.trim().to_string()));
+                    .unwrap_or_else(|| panic!("{key} needs `subject: text`: {line:?}"));
+                let pair = (subject.trim().to_string(), text.trim().to_string());
+                if key == "refused" {
+                    e.refused.push(pair);
+                } else {
+                    e.strict_refused.push(pair);
+                }
+            }
+            "not-carried" => {
+                let mut parts = val.splitn(3, ':').map(|p| p.trim().to_string());
+                let (Some(subject), Some(rule)) = (parts.next(), parts.next()) else {
+                    panic!("not-carried needs `subject: rule[: text]`: {line:?}");
+                };
+                e.not_carried
+                    .push((subject, rule, parts.next().unwrap_or_default()));
             }
             "changed" | "new" | "line-only" | "removed" | "ignored" | "data-changed"
             | "data-new" => {
@@ -195,6 +211,35 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
             ));
         }
     }
+    for (subject, rule, text) in &expect.not_carried {
+        if !report
+            .not_carried
+            .iter()
+            .any(|n| &n.subject == subject && n.rule == rule && n.reason.contains(text.as_str()))
+        {
+            problems.push(format!(
+                "expected {subject} not carried under rule {rule} with {text:?}, not carried: {:?}",
+                report.not_carried
+            ));
+        }
+    }
+    if !expect.strict_refused.is_empty() {
+        let mut strict = report.clone();
+        strict.make_strict();
+        for (subject, text) in &expect.strict_refused {
+            if strict.outcome != elfdiff::Outcome::Refused
+                || !strict
+                    .refusals
+                    .iter()
+                    .any(|r| &r.subject == subject && r.reason.contains(text.as_str()))
+            {
+                problems.push(format!(
+                    "under --strict, expected refusal of {subject} containing {text:?}, got {:?}",
+                    strict.refusals
+                ));
+            }
+        }
+    }
     if expect.refused.is_empty() && !report.refusals.is_empty() {
         problems.push(format!("unexpected refusals {:?}", report.refusals));
     }
@@ -213,11 +258,15 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
                     .is_some_and(|want| err.to_string().contains(want)) => {}
             Ok(e) => {
                 std::fs::write(out.join("out.o"), &e.bytes).unwrap();
+                // Carried: what the report includes (init and exit code
+                // stay out), .cold parts aside (they travel with parents).
                 let want: BTreeSet<String> = report
                     .functions
                     .iter()
                     .filter(|f| matches!(f.status, Status::Changed | Status::New))
+                    .filter(|f| !f.section.starts_with(".init") && !f.section.starts_with(".exit"))
                     .map(|f| stem(f.patched_name.as_deref().unwrap_or(&f.name)))
+                    .filter(|n| !n.contains(".cold"))
                     .collect();
                 let got: BTreeSet<String> = e
                     .functions
@@ -231,12 +280,7 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
                 problems.extend(check_output(&expect, &e, &out.join("out.o")));
                 let mcount = e.special.iter().find(|(n, _, _)| n == "__mcount_loc");
                 if let Some((_, kept, _)) = mcount {
-                    let fentry = want.len()
-                        - report
-                            .functions
-                            .iter()
-                            .filter(|f| f.status == Status::New && f.section.starts_with(".init"))
-                            .count();
+                    let fentry = want.len();
                     if *kept != fentry {
                         problems.push(format!(
                             "__mcount_loc keeps {kept} entries for {fentry} functions"

@@ -1,4 +1,5 @@
-//# outcome: refused
+//# outcome: no-change
 //# changed: setup
-//# refused: setup: changed .init.text code
+//# not-carried: setup: init-code: ran once, at boot
+//# strict-refused: setup: not carried (init-code)
 __attribute__((section(".init.text"))) int setup(int v) { return v * 4; }

@@ -292,6 +292,12 @@ mod tests {
                 objects: vec!["kernel/kallsyms.o".into()],
                 matched: Vec::new(),
                 notes: vec!["note".into()],
+                not_carried: vec![factory::NotCarried {
+                    object: "kernel/kallsyms.o".into(),
+                    subject: "kallsyms_init".into(),
+                    rule: "init-code".into(),
+                    reason: "ran at boot".into(),
+                }],
             }],
             cves: vec!["CVE-2024-1086".into()],
             description: "d".into(),

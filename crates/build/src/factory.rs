@@ -40,6 +40,9 @@ pub struct Options {
     pub sign: Option<(PathBuf, PathBuf)>,
     /// Output directory.
     pub out: PathBuf,
+    /// Refuse instead of leaving any difference out (init code, line-only
+    /// changes, …): the patch carries every difference or is not built.
+    pub strict: bool,
 }
 
 /// Why a build stopped without a module, as distinct outcomes.
@@ -68,6 +71,22 @@ pub struct TargetReport {
     pub matched: Vec<Matched>,
     /// What the patch deliberately leaves out, and why.
     pub notes: Vec<String>,
+    /// Every difference between the original and patched objects that the
+    /// module does not carry, with the rule that allowed it.
+    pub not_carried: Vec<NotCarried>,
+}
+
+/// One difference the module does not carry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NotCarried {
+    /// The compiled object it was found in.
+    pub object: String,
+    /// Function, data or export.
+    pub subject: String,
+    /// The rule that allowed leaving it out.
+    pub rule: String,
+    /// What the running kernel keeps, and why that is sound.
+    pub reason: String,
 }
 
 /// The build's manifest (written as `manifest.json`).
@@ -256,6 +275,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     let mut refusals = Vec::new();
     let mut unchanged = Vec::new();
     let mut ignored: Vec<(String, String)> = Vec::new();
+    let mut left_out: Vec<(String, NotCarried)> = Vec::new();
     for ((obj, info), (o, p)) in affected
         .objects
         .iter()
@@ -270,7 +290,21 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             ),
             None => None,
         };
-        let (c, report) = elfdiff::analyse(&orig, &patched, map.as_ref());
+        let (c, mut report) = elfdiff::analyse(&orig, &patched, map.as_ref());
+        if opts.strict {
+            report.make_strict();
+        }
+        left_out.extend(report.not_carried.iter().map(|n| {
+            (
+                info.target.name().to_string(),
+                NotCarried {
+                    object: obj.clone(),
+                    subject: n.subject.clone(),
+                    rule: n.rule.to_string(),
+                    reason: n.reason.clone(),
+                },
+            )
+        }));
         for f in report.names(Status::Ignored) {
             ignored.push((info.target.name().to_string(), format!("{obj}: {f} changed but is marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays")));
         }
@@ -289,11 +323,17 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         return Err(Stop::Refused(refusals).into());
     }
     if diffs.is_empty() {
-        return Err(Stop::NoChange(format!(
-            "no function of {} differs after the fix",
+        let mut why = format!(
+            "nothing of {} that the running kernel uses differs after the fix",
             unchanged.join(", ")
-        ))
-        .into());
+        );
+        for (_, n) in &left_out {
+            why.push_str(&format!(
+                "\n  not carried ({}) {}: {}: {}",
+                n.rule, n.object, n.subject, n.reason
+            ));
+        }
+        return Err(Stop::NoChange(why).into());
     }
     progress.done(
         "diff",
@@ -411,9 +451,15 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                 objects: Vec::new(),
                 matched: Vec::new(),
                 notes: Vec::new(),
+                not_carried: Vec::new(),
             });
-        t.notes
-            .extend(emitted.notes.iter().map(|n| format!("{obj}: {n}")));
+        t.notes.extend(
+            report
+                .notes
+                .iter()
+                .chain(&emitted.notes)
+                .map(|n| format!("{obj}: {n}")),
+        );
 
         t.functions.extend(functions);
         t.new_functions
@@ -429,6 +475,13 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             None => targets.values_mut().next().context("no target")?,
         };
         t.notes.push(note);
+    }
+    for (target, n) in left_out {
+        let t = match targets.get_mut(&target) {
+            Some(t) => t,
+            None => targets.values_mut().next().context("no target")?,
+        };
+        t.not_carried.push(n);
     }
     progress.done(
         "match",

@@ -71,6 +71,11 @@ struct BuildArgs {
     /// Output directory: the .ko and manifest.json.
     #[arg(short = 'o', long, value_name = "OUTDIR")]
     out: Option<PathBuf>,
+    /// Refuse when any difference would be left out of the module (init
+    /// and exit code, line-only changes, author-ignored functions, …)
+    /// instead of listing it as not carried.
+    #[arg(long)]
+    strict: bool,
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -114,6 +119,10 @@ enum Cmd {
         /// The patched object is part of this target: vmlinux or a module.
         #[arg(long, default_value = "vmlinux")]
         object_of: String,
+        /// Refuse instead of leaving any difference out (see the factory's
+        /// --strict).
+        #[arg(long)]
+        strict: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -222,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             symvers,
             kernel,
             object_of,
+            strict,
             json,
         } => {
             let o = Object::read(&orig)?;
@@ -237,7 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let (c, report) = elfdiff::analyse(&o, &p, map.as_ref());
+            let (c, mut report) = elfdiff::analyse(&o, &p, map.as_ref());
+            if strict {
+                report.make_strict();
+            }
             let mut emitted = None;
             if let (Some(out), Outcome::Changed) = (&output, report.outcome) {
                 let (ksyms, exports) =
@@ -304,6 +317,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         checks: a.checks,
         sign: a.sign_key.zip(a.sign_cert),
         out,
+        strict: a.strict,
     };
     let manifest = factory::build(&opts)?;
     if a.json {
@@ -323,6 +337,12 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(" ")
             );
+            for n in &t.not_carried {
+                println!(
+                    "  not carried ({}) {}: {}: {}",
+                    n.rule, n.object, n.subject, n.reason
+                );
+            }
         }
         println!(
             "wrote {} and manifest.json to {}",

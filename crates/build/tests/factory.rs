@@ -289,6 +289,132 @@ fn klp_relocations(ko: &Path) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// A `--check` script that runs the static program built from
+/// `tests/guest/NAME.c` in the guest (the initramfs has no compiler).
+fn static_check(name: &str, out: &Path) -> PathBuf {
+    let program = out.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guest/{name}.c"));
+    let st = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&program)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc -static {}", src.display());
+    let encoded = Command::new("base64").arg(&program).output().unwrap();
+    assert!(encoded.status.success());
+    let check = out.join(format!("{name}.sh"));
+    std::fs::write(
+        &check,
+        format!(
+            "base64 -d > /tmp/{name} <<'EOF'\n{}EOF\nchmod +x /tmp/{name}\nexec /tmp/{name}\n",
+            String::from_utf8(encoded.stdout).unwrap()
+        ),
+    )
+    .unwrap();
+    check
+}
+
+/// The netlabel fix of Debian 6.1.192-3 tightens a const netlink policy and
+/// deletes the handler's own length check; the running kernel's generic
+/// netlink family keeps pointing at its old policy. Built as it is, the
+/// patch would run the new handler without any check: it is refused,
+/// naming the reference that stays behind. With the author's callback
+/// (tests/guest/netlabel_callback.c, the worked example of
+/// docs/factory.md) it builds, and in the guest a too-short IPv4
+/// address/mask pair, accepted by the unpatched kernel, is rejected by the
+/// policy as the fixed kernel rejects it (tests/guest/netlabel_check.c).
+#[test]
+fn netlabel_policy_fix_is_refused_alone_and_verified_with_its_callback() {
+    let spec = fixes::load();
+    let out = out_dir("netlabel");
+    let file = "net/netlabel/netlabel_unlabeled.c";
+    let (tree, newer) = fixed_sources(&spec, &[file], &out);
+    let fix = out.join("netlabel.patch");
+    std::fs::write(
+        &fix,
+        unified_diff(file, &tree.dir().join(file), &newer.join(file)),
+    )
+    .unwrap();
+    let dir = out.join("alone");
+    let (code, _, stderr, line) = build(&[
+        "--kernel",
+        &spec.release,
+        "--patch",
+        fix.to_str().unwrap(),
+        "--name",
+        "netlabel_alone",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 4, "{stderr}\n  reproduce: {line}");
+    assert!(
+        stderr.contains("netlbl_unlabel_genl_policy: initial value of read-only data changed")
+            && stderr.contains(
+                "stay with the running kernel's old copy: netlbl_unlabel_gnl_family+0x30"
+            )
+            && stderr.contains("NOREBOOT_DATA_REDIRECTED(netlbl_unlabel_genl_policy)"),
+        "{stderr}\n  reproduce: {line}"
+    );
+
+    let callback = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/netlabel_callback.c"),
+    )
+    .unwrap();
+    let authored = out.join("authored");
+    std::fs::create_dir_all(&authored).unwrap();
+    let edited = authored.join("netlabel_unlabeled.c");
+    let fixed = std::fs::read_to_string(newer.join(file)).unwrap();
+    std::fs::write(&edited, format!("{fixed}\n{callback}")).unwrap();
+    let patch = out.join("netlabel-with-callback.patch");
+    std::fs::write(&patch, unified_diff(file, &tree.dir().join(file), &edited)).unwrap();
+    let check = static_check("netlabel_check", &out);
+    let dir = out.join("module");
+    let (code, m, stderr, line) = build(&[
+        "--kernel",
+        &spec.release,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "netlabel_policy",
+        "--verify",
+        "--check",
+        check.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}\n  reproduce: {line}");
+    let t = &m["targets"][0];
+    let functions: BTreeSet<&str> = t["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        functions,
+        BTreeSet::from(["netlbl_unlabel_addrinfo_get", "netlbl_unlhsh_add"])
+    );
+    assert!(
+        t["notes"]
+            .to_string()
+            .contains("redirected by the patch author's callbacks"),
+        "{t}"
+    );
+    let v = &m["verify"];
+    assert!(
+        v["checks"][0]["before"] == 1 && v["checks"][0]["after"] == 0,
+        "the policy check did not flip: {v}\n  reproduce: {line}"
+    );
+    assert!(
+        v["checks"][0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("binary attribute size out of range"),
+        "{v}"
+    );
+}
+
 /// Writes a patch of `file` replacing `from` with `to` (first occurrence).
 fn edit_patch(case: &str, tree: &Path, rel: &str, edits: &[(&str, &str)], out: &Path) -> PathBuf {
     let orig = std::fs::read_to_string(tree.join(rel)).unwrap();
@@ -496,26 +622,7 @@ fn runtime_constant_is_loaded_from_its_variable_in_a_6_12_guest() {
         )],
         &out,
     );
-    let program = out.join("ptrace_check");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/ptrace_check.c");
-    let st = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&program)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "gcc -static {}", src.display());
-    let encoded = Command::new("base64").arg(&program).output().unwrap();
-    assert!(encoded.status.success());
-    let check = out.join("ptrace.sh");
-    std::fs::write(
-        &check,
-        format!(
-            "base64 -d > /tmp/ptrace_check <<'EOF'\n{}EOF\nchmod +x /tmp/ptrace_check\nexec /tmp/ptrace_check\n",
-            String::from_utf8(encoded.stdout).unwrap()
-        ),
-    )
-    .unwrap();
+    let check = static_check("ptrace_check", &out);
     let dir = out.join("module");
     let (code, m, stderr, line) = build(&[
         "--kernel",

@@ -523,7 +523,9 @@ fn escalate_fragments(orig: &Object, patched: &Object, funcs: &mut [Func], out: 
             && is_fragment(&f.report.name)
             && !f.o.is_some_and(|o| has_fentry(orig, o))
     };
-    let mut work: Vec<usize> = (0..funcs.len()).filter(|&i| needs_parent(&funcs[i])).collect();
+    let mut work: Vec<usize> = (0..funcs.len())
+        .filter(|&i| needs_parent(&funcs[i]))
+        .collect();
     if work.is_empty() {
         return;
     }
@@ -694,7 +696,9 @@ fn references_to(obj: &Object, target: SymbolId, except: &HashSet<SymbolId>) -> 
         for r in &sec.relocs {
             let rs = obj.symbol(r.symbol);
             let hits = r.symbol == target
-                || (rs.kind == SymKind::Section && rs.section.is_some() && rs.section == own_section)
+                || (rs.kind == SymKind::Section
+                    && rs.section.is_some()
+                    && rs.section == own_section)
                 || crate::correlate::reloc_target(obj, r) == Some(target);
             if !hits {
                 continue;
@@ -745,7 +749,10 @@ fn decide_data(
             out.leave_out(
                 &so.name,
                 "init-data",
-                format!("{secname} data changed ({}): only init or exit code uses it", reasons.join("; ")),
+                format!(
+                    "{secname} data changed ({}): only init or exit code uses it",
+                    reasons.join("; ")
+                ),
             );
             continue;
         }

@@ -25,6 +25,16 @@
  *
  *     NOREBOOT_IGNORE_FUNCTION(kthreadd);
  *
+ * A fix that changes a read-only table (a netlink policy, an ops table)
+ * which the running kernel also reaches from elsewhere (a registered
+ * structure points at it) is refused: code the patch does not replace
+ * would keep using the old table. When the author's callbacks point
+ * those references at the patch's copy (pre_patch) and back
+ * (post_unpatch), the table is declared redirected, and the patch
+ * carries its own copy:
+ *
+ *     NOREBOOT_DATA_REDIRECTED(netlbl_unlabel_genl_policy);
+ *
  * Shadow variables (data a fix adds to existing structures whose layout
  * must not change) use the kernel's own API directly: klp_shadow_alloc,
  * klp_shadow_get, klp_shadow_get_or_alloc, klp_shadow_free and
@@ -53,5 +63,9 @@ struct klp_object;
 #define NOREBOOT_IGNORE_FUNCTION(fn)						\
 	static void *__noreboot_ignore_##fn					\
 	__used __section(".discard.noreboot.ignore") = (void *)(fn)
+
+#define NOREBOOT_DATA_REDIRECTED(var)						\
+	static const void *__noreboot_redirected_##var				\
+	__used __section(".discard.noreboot.redirected") = (const void *)(var)
 
 #endif

@@ -74,6 +74,8 @@ pub fn is_descriptor_section(name: &str) -> bool {
     const SPECIAL: &[&str] = &[
         "__dyndbg",
         "__dyndbg_classes",
+        // Dynamic debug descriptors before 5.9 (renamed __dyndbg).
+        "__verbose",
         "__bug_table",
         "__ex_table",
         "__jump_table",
@@ -101,36 +103,17 @@ pub fn is_descriptor_section(name: &str) -> bool {
 /// code stays, so it is not excluded here).
 pub fn is_runtime(obj: &Object, sec: crate::read::SectionId) -> bool {
     let s = obj.section(sec);
-    s.is_alloc() && !s.name.starts_with(".discard")
+    s.is_alloc() && !s.name.starts_with(".discard") && !crate::markers::is_marker_section(&s.name)
 }
 
 /// Section of the records `NOREBOOT_IGNORE_FUNCTION(fn)` emits: one
 /// pointer per function the patch author declares intentionally unchanged.
 pub const IGNORE_SECTION: &str = ".discard.noreboot.ignore";
 
-/// Functions the patched object's author marked intentionally unchanged.
+/// Functions the patched object's author marked intentionally unchanged
+/// (`NOREBOOT_IGNORE_FUNCTION` or kpatch's `KPATCH_IGNORE_FUNCTION`).
 pub fn ignored_functions(obj: &Object) -> HashSet<String> {
-    let mut out = HashSet::new();
-    for (_, sec) in obj.sections() {
-        if sec.name != IGNORE_SECTION {
-            continue;
-        }
-        for r in &sec.relocs {
-            let t = obj.symbol(r.symbol);
-            if t.kind == SymKind::Section {
-                // Against the function's section: the function at the
-                // addend.
-                if let Some(f) = obj.symbols.iter().find(|x| {
-                    x.section == t.section && x.kind == SymKind::Func && x.value as i64 == r.addend
-                }) {
-                    out.insert(f.name.clone());
-                }
-            } else {
-                out.insert(t.name.clone());
-            }
-        }
-    }
-    out
+    crate::markers::ignored_functions(obj).into_iter().collect()
 }
 
 /// `.cold` (and `.part`-less) fragments gcc splits off a function: entered
@@ -244,6 +227,7 @@ pub fn analyse(
     let namer = Namer::new(orig, patched, c);
     let rodata = changed_rodata(orig, patched, &namer, c);
     let ignored = ignored_functions(patched);
+    let ignored_sections = crate::markers::ignored_sections(patched);
     // A `.cold` part follows its parent.
     let is_ignored = |name: &str| {
         ignored.contains(name) || ignored.contains(name.split(".cold").next().unwrap_or(name))
@@ -274,6 +258,7 @@ pub fn analyse(
                 let (status, reasons) = match verdict {
                     Verdict::Same => (Status::Unchanged, Vec::new()),
                     Verdict::LineOnly => (Status::LineOnly, Vec::new()),
+                    Verdict::Changed(r) if ignored_sections.contains(&psec) => (Status::Ignored, r),
                     Verdict::Changed(r) if is_ignored(&sp.name) => (Status::Ignored, r),
                     Verdict::Changed(r) => (Status::Changed, r),
                 };
@@ -334,8 +319,9 @@ pub fn analyse(
                 if let Verdict::Changed(reasons) =
                     compare_symbol(orig, patched, &namer, o, p, &HashSet::new(), None)
                 {
-                    if is_descriptor_section(&psec) {
-                        // Follows its function (see is_descriptor_section).
+                    if is_descriptor_section(&psec) || ignored_sections.contains(&psec) {
+                        // Follows its function (see is_descriptor_section),
+                        // or the author ignores its section.
                     } else if so.size != sp.size {
                         refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
                     } else if writable {
@@ -480,13 +466,19 @@ pub fn analyse(
             );
         }
     }
+    for name in crate::markers::forced_functions(patched) {
+        refuse(
+            &name,
+            "marked KPATCH_FORCE_UNSAFE: kernel livepatch cannot skip its consistency model; drop the marker (the transition waits until no task runs the function)".into(),
+        );
+    }
     // A marker for a function that is new, or that nothing correlates
     // with, is a mistake the author should hear about.
     for name in &ignored {
         if !ignored_seen.contains(name) {
             refuse(
                 name,
-                "marked unchanged (NOREBOOT_IGNORE_FUNCTION) but it is not a function of the original object".into(),
+                "marked unchanged (NOREBOOT_IGNORE_FUNCTION or KPATCH_IGNORE_FUNCTION) but it is not a function of the original object".into(),
             );
         }
     }

@@ -763,7 +763,12 @@ pub fn emit(
         special_report.push((s.name.clone(), kept, entries.len()));
         // A stride only the kernel knew (the last entry may lack its
         // padding): the output's entries are whole, and say their size.
-        if let (0, Some(&stride)) = (s.sh_entsize, patched.entry_sizes.get(&s.name)) {
+        let hinted = patched
+            .entry_sizes
+            .get(&s.name)
+            .copied()
+            .filter(|&e| special::inferred_entry_size(patched, sid) != Some(e));
+        if let (0, Some(stride)) = (s.sh_entsize, hinted) {
             data.resize((data.len() as u64).next_multiple_of(stride) as usize, 0);
             b.sections.get_mut(ns).sh_entsize = stride;
         }

@@ -64,7 +64,7 @@ pub fn parse_entry_size(arg: &str) -> Result<(String, u64), LayoutError> {
 /// The sizes of the [`TABLE_STRUCTS`] in the `.BTF` section of the ELF file
 /// at `path` (a kernel's vmlinux, or any object `pahole -J` encoded):
 /// section name → size. Structures the BTF does not hold are left out; a
-/// file without `.BTF` gives an empty map. Only the section headers and
+/// file without `.BTF` bytes gives an empty map. Only the section headers and
 /// the `.BTF` section are read, not the (large) rest of the file.
 pub fn from_btf_file(path: &Path) -> Result<BTreeMap<String, u64>, LayoutError> {
     let io = |source| LayoutError::Io {
@@ -82,7 +82,12 @@ pub fn from_btf_file(path: &Path) -> Result<BTreeMap<String, u64>, LayoutError> 
     let sections = header
         .sections(LE, &cache)
         .map_err(|e| bad(format!("section table: {e}")))?;
-    let Some((_, btf)) = sections.section_by_name(LE, b".BTF") else {
+    // A debug-only copy of vmlinux (`objcopy --only-keep-debug`) keeps the
+    // header of `.BTF` but not its bytes: nothing known then.
+    let Some((_, btf)) = sections
+        .section_by_name(LE, b".BTF")
+        .filter(|(_, s)| s.sh_type(LE) != elf::SHT_NOBITS)
+    else {
         return Ok(BTreeMap::new());
     };
     let data = btf

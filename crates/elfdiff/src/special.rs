@@ -58,7 +58,14 @@ pub fn entry_size(obj: &Object, sec: SectionId) -> Option<u64> {
             .all(|r| r.offset.saturating_add(r.width().unwrap_or(0)) <= s.size);
         return (e > 0 && inside).then_some(e);
     }
-    if s.relocs.is_empty() {
+    inferred_entry_size(obj, sec)
+}
+
+/// The entry size the object's own relocation layout tells (see
+/// [`entry_size`]), ignoring `sh_entsize` and sizes known from outside.
+pub fn inferred_entry_size(obj: &Object, sec: SectionId) -> Option<u64> {
+    let s = obj.section(sec);
+    if s.relocs.is_empty() || s.size == 0 {
         return None;
     }
     let e = (1..=s.size.min(256)).find(|&e| {

@@ -81,7 +81,9 @@ enum Cmd {
     /// Compare an object before and after a fix, function by function.
     ///
     /// Exit status: 0 changed (a patch can carry it), 3 no change,
-    /// 4 refused (the report says why), 1 error, 2 usage.
+    /// 4 refused (the report says why; also input of a kind not compared,
+    /// such as LLVM bitcode, and a special section whose entry size is
+    /// unknown), 1 error, 2 usage.
     Diff {
         /// The object compiled from the original source.
         orig: PathBuf,

@@ -111,22 +111,43 @@ fn layout_repeats(relocs: &[Reloc], e: u64, entries: u64) -> bool {
     })
 }
 
-/// Every entry's relocations are of the same types and reach code or
-/// not in the same places, `per` relocations an entry. Offsets alone
-/// repeat at a fraction of the true stride when every field of an entry is
-/// relocated (4.x: `__ex_table` from, to and handler, `__jump_table` code,
-/// target and key); what the fields point at does not.
+/// What a table field points at, for telling fields apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Into a function.
+    Function,
+    /// Into code no function symbol covers (`.fixup`, `.text..refcount`,
+    /// `.altinstr_replacement`).
+    LooseCode,
+    /// Data, strings, or a symbol of another object.
+    Other,
+}
+
+fn reach(obj: &Object, r: &Reloc) -> Reach {
+    let code = obj
+        .symbol(r.symbol)
+        .section
+        .is_some_and(|s| obj.section(s).is_text());
+    let function = crate::correlate::reloc_target(obj, r)
+        .is_some_and(|t| obj.symbol(t).kind == crate::read::SymKind::Func);
+    match (code, function) {
+        (true, true) => Reach::Function,
+        (true, false) => Reach::LooseCode,
+        (false, _) => Reach::Other,
+    }
+}
+
+/// Every entry's relocations are of the same types and reach the same
+/// kinds of place, `per` relocations an entry, and each entry reaches
+/// code. Offsets alone repeat at a fraction of the true stride when every
+/// field of an entry is relocated (4.x: `__ex_table` from, to and handler,
+/// or from and a `.fixup` landing; `__jump_table` code, target and key);
+/// what the fields point at does not.
 fn kinds_repeat(obj: &Object, relocs: &[Reloc], per: usize) -> bool {
-    let kind = |r: &Reloc| {
-        let code = obj
-            .symbol(r.symbol)
-            .section
-            .is_some_and(|s| obj.section(s).is_text());
-        (r.r_type, code)
-    };
+    let kind = |r: &Reloc| (r.r_type, reach(obj, r));
     let first: Vec<_> = relocs.iter().take(per).map(kind).collect();
     per > 0
-        && first.iter().any(|(_, code)| *code)
+        && first.iter().any(|(_, k)| *k != Reach::Other)
         && relocs
             .chunks(per)
             .all(|c| c.iter().map(kind).eq(first.iter().copied()))

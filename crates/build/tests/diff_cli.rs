@@ -38,7 +38,8 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Compiles a case's two sources with `cc` and `extra` flags.
 fn compile(cc: &str, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
-    let out = tmp(&format!("{name}-{cc}"));
+    // Tests run in parallel: each compilation has a directory of its own.
+    let out = tmp(&format!("{name}-{cc}{}", extra.concat()));
     let objs = ["orig", "patched"].map(|v| {
         let o = out.join(format!("{v}.o"));
         let st = Command::new(cc)
@@ -130,27 +131,40 @@ fn a_single_entry_table_needs_its_entry_size_and_takes_it_from_the_command_line(
 fn clang_objects_diff_and_emit() {
     let dir = tmp("clang-kernel");
     let (map, symvers) = kernel(&dir);
-    for name in [
+    // Flags of clang-built kernels and what they add: address-significance
+    // tables always, basic-block address maps (SHT_LLVM_BB_ADDR_MAP),
+    // call padding, ENDBR, split functions, stack-size sections, DWARF 5.
+    let flags: &[&[&str]] = &[
+        &[],
+        &["-g", "-gdwarf-5"],
+        &["-fbasic-block-sections=labels"],
+        &["-fpatchable-function-entry=16,16", "-fcf-protection=branch"],
+        &["-fsplit-machine-functions", "-fstack-size-section"],
+    ];
+    let names = [
         "clang-call-graph-profile",
         "one-changed",
         "string-changed",
         "sched-text",
-    ] {
-        let (o, p) = compile("clang", name, &[]);
-        let out = dir.join(format!("{name}.o"));
-        let r = diff(
-            &o,
-            &p,
-            &[
-                "--symbols",
-                map.to_str().unwrap(),
-                "--symvers",
-                symvers.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(r.status.code(), Some(0), "{name}: {}", show(&r));
+    ];
+    for (i, extra) in flags.iter().enumerate() {
+        for name in names {
+            let (o, p) = compile("clang", name, extra);
+            let out = dir.join(format!("{name}-{i}.o"));
+            let r = diff(
+                &o,
+                &p,
+                &[
+                    "--symbols",
+                    map.to_str().unwrap(),
+                    "--symvers",
+                    symvers.to_str().unwrap(),
+                    "-o",
+                    out.to_str().unwrap(),
+                ],
+            );
+            assert_eq!(r.status.code(), Some(0), "{name} {extra:?}: {}", show(&r));
+        }
     }
 }
 

@@ -261,7 +261,12 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     let ksyms = klp::KernelSymbols::from_vmlinux(&symbols.vmlinux)?;
     let symvers = klp::Symvers::read(&ws.module_symvers())?;
     // Special sections' entry sizes, where an object alone cannot tell.
-    let entry_sizes = elfdiff::layout::from_btf_file(&symbols.vmlinux)?;
+    // Unreadable BTF leaves the objects' own layout to tell them; a table
+    // that cannot then is refused by name.
+    let entry_sizes = elfdiff::layout::from_btf_file(&symbols.vmlinux).unwrap_or_else(|e| {
+        eprintln!("noreboot-build: note: entry sizes from the kernel's BTF: {e}");
+        Default::default()
+    });
     let mut diffs = Vec::new();
     let mut refusals = Vec::new();
     let mut unchanged = Vec::new();

@@ -428,9 +428,20 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<bundling::Usage>().is_some() {
         return 2;
     }
+    // Well-formed input that cannot be patched is a refusal, wherever it
+    // is met: an object of a kind not compared, a special section whose
+    // entries neither the object nor the kernel delimits.
+    let unpatchable = matches!(
+        err.downcast_ref::<elfdiff::Error>(),
+        Some(elfdiff::Error::Unsupported { .. })
+    ) || matches!(
+        err.downcast_ref::<elfdiff::emit::EmitError>(),
+        Some(elfdiff::emit::EmitError::UnknownLayout(_))
+    );
     match err.downcast_ref::<factory::Stop>() {
         Some(factory::Stop::NoChange(_)) => 3,
         Some(factory::Stop::Refused(_)) => 4,
+        None if unpatchable => 4,
         None => 1,
     }
 }

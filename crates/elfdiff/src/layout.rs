@@ -46,16 +46,21 @@ pub enum LayoutError {
         what: String,
     },
     /// An `--entry-size` argument that is not `SECTION=N` with N > 0.
-    #[error("entry size {0:?}: expected SECTION=BYTES, e.g. .parainstructions=16")]
+    #[error("entry size {0:?}: expected SECTION=BYTES, 1 to 4096, e.g. .parainstructions=16")]
     Argument(String),
 }
+
+/// Largest entry size taken from outside the object: no kernel table has
+/// entries near it (`struct _ddebug`, the largest, is 56 bytes), and the
+/// emit pass pads a short last entry up to it.
+pub const MAX_ENTRY_SIZE: u64 = 4096;
 
 /// Parses one `--entry-size` argument, `SECTION=N`.
 pub fn parse_entry_size(arg: &str) -> Result<(String, u64), LayoutError> {
     let bad = || LayoutError::Argument(arg.to_string());
     let (name, n) = arg.split_once('=').ok_or_else(bad)?;
     let n: u64 = n.trim().parse().map_err(|_| bad())?;
-    if name.is_empty() || n == 0 || n > crate::read::MAX_EXTENT {
+    if name.is_empty() || n == 0 || n > MAX_ENTRY_SIZE {
         return Err(bad());
     }
     Ok((name.to_string(), n))
@@ -172,7 +177,7 @@ mod tests {
             parse_entry_size(".parainstructions=16").unwrap(),
             (".parainstructions".to_string(), 16)
         );
-        for bad in ["", "=16", ".x", ".x=0", ".x=-1", ".x=sixteen"] {
+        for bad in ["", "=16", ".x", ".x=0", ".x=-1", ".x=sixteen", ".x=4097"] {
             assert!(parse_entry_size(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -596,3 +596,45 @@ fn implicit_addend(data: &[u8], r: &Reloc) -> Option<i64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(offset: u64, r_type: u32) -> Reloc {
+        Reloc {
+            offset,
+            r_type,
+            symbol: SymbolId(0),
+            addend: 0,
+        }
+    }
+
+    #[test]
+    fn rel_addends_come_from_the_patched_bytes() {
+        let data = [0xfc, 0xff, 0xff, 0xff, 8, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            implicit_addend(&data, &rel(0, elf::R_X86_64_PC32)),
+            Some(-4)
+        );
+        assert_eq!(implicit_addend(&data, &rel(4, elf::R_X86_64_64)), Some(8));
+        assert_eq!(implicit_addend(&data, &rel(9, elf::R_X86_64_NONE)), Some(0));
+        // Outside the section, or a type of unknown width: no addend.
+        assert_eq!(implicit_addend(&data, &rel(10, elf::R_X86_64_32)), None);
+        assert_eq!(
+            implicit_addend(&data, &rel(u64::MAX, elf::R_X86_64_64)),
+            None
+        );
+        assert_eq!(implicit_addend(&data, &rel(0, elf::R_X86_64_TPOFF32)), None);
+    }
+
+    #[test]
+    fn other_toolchains_section_types_are_known_to_be_unreadable_by_the_builder() {
+        assert!(builder_cannot_read(0x6fff_4c03)); // SHT_LLVM_ADDRSIG
+        assert!(builder_cannot_read(0x6fff_4c08)); // SHT_LLVM_BB_ADDR_MAP
+        assert!(builder_cannot_read(0x6fff_4c09)); // SHT_LLVM_CALL_GRAPH_PROFILE
+        assert!(!builder_cannot_read(elf::SHT_PROGBITS));
+        assert!(!builder_cannot_read(elf::SHT_LLVM_DEPENDENT_LIBRARIES));
+        assert!(!builder_cannot_read(elf::SHT_GROUP));
+    }
+}

@@ -56,7 +56,7 @@ pub fn entry_size(obj: &Object, sec: SectionId) -> Option<u64> {
             .relocs
             .iter()
             .all(|r| r.offset.saturating_add(r.width().unwrap_or(0)) <= s.size);
-        return (e > 0 && inside).then_some(e);
+        return (e > 0 && e <= crate::layout::MAX_ENTRY_SIZE && inside).then_some(e);
     }
     inferred_entry_size(obj, sec)
 }

@@ -319,9 +319,13 @@ pub fn analyse(
                 if let Verdict::Changed(reasons) =
                     compare_symbol(orig, patched, &namer, o, p, &HashSet::new(), None)
                 {
-                    if is_descriptor_section(&psec) || ignored_sections.contains(&psec) {
-                        // Follows its function (see is_descriptor_section),
-                        // or the author ignores its section.
+                    if is_descriptor_section(&psec) {
+                        // Follows its function (see is_descriptor_section).
+                    } else if ignored_sections.contains(&psec) {
+                        notes.push(format!(
+                            "{} changed but its section {psec} is ignored by the patch author (KPATCH_IGNORE_SECTION): the kernel keeps the old value",
+                            so.name
+                        ));
                     } else if so.size != sp.size {
                         refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
                     } else if writable {

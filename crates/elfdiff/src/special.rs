@@ -48,12 +48,12 @@ pub fn entry_size(obj: &Object, sec: SectionId) -> Option<u64> {
     if s.size == 0 {
         return None;
     }
-    if s.sh_entsize > 0 && s.size.is_multiple_of(s.sh_entsize) {
-        return Some(s.sh_entsize);
-    }
     // A table has bytes (a NOBITS section claiming a size has none).
     if s.data.len() as u64 != s.size {
         return None;
+    }
+    if s.sh_entsize > 0 && s.size.is_multiple_of(s.sh_entsize) {
+        return Some(s.sh_entsize);
     }
     if let Some(&e) = obj.entry_sizes.get(&s.name) {
         let inside = s

@@ -159,6 +159,9 @@ struct Affected {
 }
 
 const NOREBOOT_HEADER: &str = include_str!("../include/noreboot/livepatch.h");
+/// kpatch's author macros, for fixes written for kpatch
+/// (`#include "kpatch-macros.h"`); `elfdiff::markers` reads what they write.
+const KPATCH_HEADER: &str = include_str!("../include/kpatch-macros.h");
 
 /// Runs the pipeline.
 pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
@@ -239,8 +242,13 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         .join("noreboot-include");
     std::fs::create_dir_all(include_dir.join("noreboot"))?;
     let header = include_dir.join("noreboot/livepatch.h");
-    if std::fs::read_to_string(&header).ok().as_deref() != Some(NOREBOOT_HEADER) {
-        std::fs::write(&header, NOREBOOT_HEADER)?;
+    for (header, text) in [
+        (header, NOREBOOT_HEADER),
+        (include_dir.join("kpatch-macros.h"), KPATCH_HEADER),
+    ] {
+        if std::fs::read_to_string(&header).ok().as_deref() != Some(text) {
+            std::fs::write(&header, text)?;
+        }
     }
     let cflags = format!("{DIFF_CFLAGS} -I{}", include_dir.display());
     let objects: Vec<&str> = affected.objects.keys().map(String::as_str).collect();
@@ -256,7 +264,17 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         .context("compiling the original source")?;
     let patched_objs = scratch
         .compile_like(&tree, &objects, cores, &patched_dir)
-        .context("compiling the patched source")?;
+        .map_err(|e| {
+            let what = if matches!(e, kernel_tree::Error::CompileFailed { .. }) {
+                format!(
+                    "the fix does not compile against {}'s source (it may need changes from other files of the same change)",
+                    ws.release()
+                )
+            } else {
+                "compiling the patched source".to_string()
+            };
+            anyhow::Error::from(e).context(what)
+        })?;
     // Removing the scratch tree takes about a second of file system work:
     // done beside the CPU-bound phases that follow.
     let cleanup = std::thread::spawn(move || drop(scratch));
@@ -271,6 +289,13 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     // 4. Diff; refusals stop the build.
     let ksyms = klp::KernelSymbols::from_vmlinux(&symbols.vmlinux)?;
     let symvers = klp::Symvers::read(&ws.module_symvers())?;
+    // Special sections' entry sizes, where an object alone cannot tell.
+    // Unreadable BTF leaves the objects' own layout to tell them; a table
+    // that cannot then is refused by name.
+    let entry_sizes = elfdiff::layout::from_btf_file(&symbols.vmlinux).unwrap_or_else(|e| {
+        eprintln!("noreboot-build: note: entry sizes from the kernel's BTF: {e}");
+        Default::default()
+    });
     let mut diffs = Vec::new();
     let mut refusals = Vec::new();
     let mut unchanged = Vec::new();
@@ -281,8 +306,10 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         .iter()
         .zip(orig_objs.iter().zip(&patched_objs))
     {
-        let orig = Object::read(o)?;
-        let patched = Object::read(p)?;
+        let mut orig = Object::read(o)?;
+        let mut patched = Object::read(p)?;
+        orig.entry_sizes = entry_sizes.clone();
+        patched.entry_sizes = entry_sizes.clone();
         let map = match affected.line_diffs.get(&info.source) {
             Some(d) => Some(
                 elfdiff::lines::LineMap::from_unified_diff(d)
@@ -715,38 +742,13 @@ fn affected_objects(
 }
 
 /// Callbacks the author declared with the macros of
-/// `<noreboot/livepatch.h>`: (kind, function symbol).
+/// `<noreboot/livepatch.h>` or kpatch's: (kind, function symbol).
 fn callbacks(patched: &Object) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for (_, s) in patched.sections() {
-        let Some(kind) = s.name.strip_prefix(".discard.noreboot.callback.") else {
-            continue;
-        };
-        if !klp::module::CALLBACK_KINDS.contains(&kind) {
-            bail!("unknown callback kind {kind} in {}", patched.path.display());
-        }
-        for r in &s.relocs {
-            let t = patched.symbol(r.symbol);
-            let name = if t.kind == elfdiff::read::SymKind::Section {
-                // A section symbol: the function is the one at the addend.
-                let sec = t.section.context("callback into no section")?;
-                patched
-                    .symbols
-                    .iter()
-                    .find(|x| {
-                        x.section == Some(sec)
-                            && x.kind == elfdiff::read::SymKind::Func
-                            && x.value as i64 == r.addend
-                    })
-                    .map(|x| x.name.clone())
-                    .context("callback function not found")?
-            } else {
-                t.name.clone()
-            };
-            out.push((kind.to_string(), name));
-        }
-    }
-    Ok(out)
+    Ok(elfdiff::markers::callbacks(patched)
+        .with_context(|| format!("reading the callbacks of {}", patched.path.display()))?
+        .into_iter()
+        .map(|c| (c.kind, c.function))
+        .collect())
 }
 
 /// Checks a built module: vermagic names the kernel, the livepatch flag

@@ -36,7 +36,9 @@ struct Cli {
 /// Build a live patch module from a kernel fix.
 ///
 /// Exit status: 0 built, 3 the fix changes no code, 4 refused (cannot be
-/// applied live; the reasons are printed), 1 error, 2 usage.
+/// applied live; the reasons are printed), 5 the fix does not compile
+/// against this kernel's source (the compiler's first errors are printed),
+/// 1 error, 2 usage.
 #[derive(clap::Args)]
 struct BuildArgs {
     /// The exact kernel release the patch is for.
@@ -79,6 +81,9 @@ struct BuildArgs {
     /// Print the manifest as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// On a compile failure, also print the full compiler command line.
+    #[arg(long)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -86,7 +91,9 @@ enum Cmd {
     /// Compare an object before and after a fix, function by function.
     ///
     /// Exit status: 0 changed (a patch can carry it), 3 no change,
-    /// 4 refused (the report says why), 1 error, 2 usage.
+    /// 4 refused (the report says why; also input of a kind not compared,
+    /// such as LLVM bitcode, and a special section whose entry size is
+    /// unknown), 1 error, 2 usage.
     Diff {
         /// The object compiled from the original source.
         orig: PathBuf,
@@ -123,6 +130,13 @@ enum Cmd {
         /// --strict).
         #[arg(long)]
         strict: bool,
+        /// The entry size of a special section, for objects whose kernel is
+        /// not at hand (repeatable): a table with a single entry cannot
+        /// reveal it, e.g. `.parainstructions=16` (sizeof(struct
+        /// paravirt_patch_site)). With --kernel, or --symbols naming a
+        /// vmlinux, sizes come from the kernel's BTF; this overrides them.
+        #[arg(long = "entry-size", value_name = "SECTION=BYTES", value_parser = parse_entry_size)]
+        entry_sizes: Vec<(String, u64)>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -232,10 +246,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kernel,
             object_of,
             strict,
+            entry_sizes,
             json,
         } => {
-            let o = Object::read(&orig)?;
-            let p = Object::read(&patched)?;
+            let (mut o, mut p) = match (Object::read(&orig), Object::read(&patched)) {
+                (Ok(o), Ok(p)) => (o, p),
+                (Err(e), _) | (_, Err(e)) => return refuse_or_fail(e.into()),
+            };
             let map = match &lines_from {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
@@ -253,10 +270,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let mut emitted = None;
             if let (Some(out), Outcome::Changed) = (&output, report.outcome) {
-                let (ksyms, exports) =
+                let (ksyms, exports, vmlinux) =
                     kernel_symbols(symbols.as_deref(), symvers.as_deref(), kernel.as_deref())?;
+                let mut sizes = match &vmlinux {
+                    Some(v) => elfdiff::layout::from_btf_file(v)?,
+                    None => Default::default(),
+                };
+                sizes.extend(entry_sizes);
+                o.entry_sizes = sizes.clone();
+                p.entry_sizes = sizes;
                 let resolver = klp::KernelResolver::new(&ksyms, &exports, &object_of, &o)?;
-                let e = elfdiff::emit::emit(&o, &p, &c, &report, &resolver)?;
+                let e = match elfdiff::emit::emit(&o, &p, &c, &report, &resolver) {
+                    Ok(e) => e,
+                    Err(e) => return refuse_or_fail(e.into()),
+                };
                 std::fs::write(out, &e.bytes)
                     .with_context(|| format!("writing {}", out.display()))?;
                 emitted = Some(e);
@@ -353,12 +380,45 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The kernel's symbols and exports from explicit files or a workspace.
+/// `noreboot-build diff`'s answer to an error: input that is well formed
+/// but cannot be patched — an object of a kind not compared (another
+/// machine, LLVM bitcode), a special section whose entries the object does
+/// not delimit — is a refusal with its reason (exit 4); anything else is a
+/// tool error.
+fn refuse_or_fail(err: anyhow::Error) -> anyhow::Result<ExitCode> {
+    let hint = match err.downcast_ref::<elfdiff::emit::EmitError>() {
+        Some(elfdiff::emit::EmitError::UnknownLayout(section)) => {
+            let section = section.trim_end_matches(" (output)");
+            Some(format!(
+                "; give the size of one entry with --entry-size {section}=BYTES (sizeof the kernel's structure for that table), or the kernel with --kernel"
+            ))
+        }
+        _ => None,
+    };
+    let unsupported = matches!(
+        err.downcast_ref::<elfdiff::Error>(),
+        Some(elfdiff::Error::Unsupported { .. })
+    );
+    if hint.is_none() && !unsupported {
+        return Err(err);
+    }
+    println!("refused: {err:#}{}", hint.unwrap_or_default());
+    Ok(ExitCode::from(4))
+}
+
+/// Parses `--entry-size SECTION=BYTES`.
+fn parse_entry_size(arg: &str) -> Result<(String, u64), String> {
+    elfdiff::layout::parse_entry_size(arg).map_err(|e| e.to_string())
+}
+
+/// The kernel's symbols and exports from explicit files or a workspace,
+/// and the kernel's vmlinux when there is one (its BTF knows the special
+/// sections' entry sizes).
 fn kernel_symbols(
     symbols: Option<&std::path::Path>,
     symvers: Option<&std::path::Path>,
     kernel: Option<&str>,
-) -> anyhow::Result<(klp::KernelSymbols, klp::Symvers)> {
+) -> anyhow::Result<(klp::KernelSymbols, klp::Symvers, Option<PathBuf>)> {
     if let Some(release) = kernel {
         let cache = kernel_tree::Cache::from_env()?;
         let archive = kernel_tree::AptArchive::new();
@@ -367,18 +427,25 @@ fn kernel_symbols(
         return Ok((
             klp::KernelSymbols::from_vmlinux(&table.vmlinux)?,
             klp::Symvers::read(&ws.module_symvers())?,
+            Some(table.vmlinux.clone()),
         ));
     }
     let (Some(sym), Some(sv)) = (symbols, symvers) else {
         anyhow::bail!("--output needs --kernel, or --symbols with --symvers");
     };
     let head = std::fs::read(sym).with_context(|| format!("reading {}", sym.display()))?;
-    let ksyms = if head.starts_with(b"\x7fELF") {
-        klp::KernelSymbols::from_vmlinux(sym)?
+    let (ksyms, vmlinux) = if head.starts_with(b"\x7fELF") {
+        (
+            klp::KernelSymbols::from_vmlinux(sym)?,
+            Some(sym.to_path_buf()),
+        )
     } else {
-        klp::KernelSymbols::from_system_map(sym, &String::from_utf8_lossy(&head))?
+        (
+            klp::KernelSymbols::from_system_map(sym, &String::from_utf8_lossy(&head))?,
+            None,
+        )
     };
-    Ok((ksyms, klp::Symvers::read(sv)?))
+    Ok((ksyms, klp::Symvers::read(sv)?, vmlinux))
 }
 
 /// The one place errors become exit codes.
@@ -386,18 +453,48 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<bundling::Usage>().is_some() {
         return 2;
     }
+    // Well-formed input that cannot be patched is a refusal, wherever it
+    // is met: an object of a kind not compared, a special section whose
+    // entries neither the object nor the kernel delimits.
+    let unpatchable = matches!(
+        err.downcast_ref::<elfdiff::Error>(),
+        Some(elfdiff::Error::Unsupported { .. })
+    ) || matches!(
+        err.downcast_ref::<elfdiff::emit::EmitError>(),
+        Some(elfdiff::emit::EmitError::UnknownLayout(_))
+    );
+    if err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<kernel_tree::Error>(),
+            Some(kernel_tree::Error::CompileFailed { .. })
+        )
+    }) {
+        return 5;
+    }
     match err.downcast_ref::<factory::Stop>() {
         Some(factory::Stop::NoChange(_)) => 3,
         Some(factory::Stop::Refused(_)) => 4,
+        None if unpatchable => 4,
         None => 1,
     }
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let verbose = cli.build.verbose;
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("noreboot-build: error: {e:#}");
+            if let Some(kernel_tree::Error::CompileFailed { command, .. }) =
+                e.chain().find_map(|c| c.downcast_ref::<kernel_tree::Error>())
+            {
+                if verbose {
+                    eprintln!("the command was: {command}");
+                } else {
+                    eprintln!("(--verbose prints the compiler command)");
+                }
+            }
             ExitCode::from(exit_code(&e))
         }
     }

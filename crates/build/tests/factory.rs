@@ -415,6 +415,58 @@ fn netlabel_policy_fix_is_refused_alone_and_verified_with_its_callback() {
     );
 }
 
+/// A fix that needs what other files of its change would bring (here a
+/// helper no header declares) does not compile against the kernel's
+/// source: the build says so first, with the compiler's own error lines,
+/// exits 5, and prints the command line only with --verbose.
+#[test]
+fn a_fix_that_does_not_compile_says_so_first() {
+    let release = fixes::load().release;
+    let tree = source_tree(&release);
+    let out = out_dir("no-compile");
+    let patch = edit_patch(
+        "needs_helper",
+        tree.dir(),
+        "fs/proc/cmdline.c",
+        &[(
+            "seq_puts(m, saved_command_line);",
+            "seq_puts(m, saved_command_line);\n\thelper_from_another_file(m);",
+        )],
+        &out,
+    );
+    let dir = out.join("module");
+    let args = [
+        "--kernel",
+        &release,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "needs_helper",
+        "-o",
+        dir.to_str().unwrap(),
+    ];
+    let (code, _, stderr, line) = build(&args);
+    assert_eq!(code, 5, "{stderr}\n  reproduce: {line}");
+    let error = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("noreboot-build: error:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        error.starts_with("noreboot-build: error: the fix does not compile against")
+            && error.contains("error: implicit declaration of function")
+            && error.contains("helper_from_another_file")
+            && !error.contains("gcc ")
+            && !error.contains("objtool"),
+        "{error}\n  reproduce: {line}"
+    );
+    let mut verbose = args.to_vec();
+    verbose.push("--verbose");
+    let (code, _, stderr, line) = build(&verbose);
+    assert_eq!(code, 5, "{stderr}\n  reproduce: {line}");
+    assert!(stderr.contains("the command was: "), "{stderr}");
+}
+
 /// Writes a patch of `file` replacing `from` with `to` (first occurrence).
 fn edit_patch(case: &str, tree: &Path, rel: &str, edits: &[(&str, &str)], out: &Path) -> PathBuf {
     let orig = std::fs::read_to_string(tree.join(rel)).unwrap();

@@ -51,7 +51,7 @@ pub trait Resolver {
 /// own references are resolved like any other). `.altinstr_aux` holds the
 /// slow paths of `static_cpu_has()`, entered by jumps from code, and nothing
 /// in the object marks where one ends.
-pub const WHOLE_SECTIONS: &[&str] = &[".altinstr_aux"];
+pub const WHOLE_SECTIONS: &[&str] = &[".altinstr_aux", ".fixup", ".text..refcount"];
 
 /// Alternative replacements: carried fragment by fragment, see [`Fragments`].
 pub const ALT_REPLACEMENT: &str = ".altinstr_replacement";
@@ -553,6 +553,19 @@ pub fn emit(
     let mut b = Builder::read(&*raw)
         .map_err(|e| EmitError::Output(format!("re-reading {}: {e}", patched.path.display())))?;
     let sec_ids: Vec<BSec> = b.sections.iter().map(|s| s.id()).collect();
+    // LLVM names sections from the symbol string table (one `.strtab`);
+    // the builder reads that as the symbols' and needs its own for names.
+    if !b
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, SectionData::SectionString))
+    {
+        let shstrtab = b.sections.add();
+        shstrtab.name = b".shstrtab".to_vec().into();
+        shstrtab.sh_type = elf::SHT_STRTAB;
+        shstrtab.sh_addralign = 1;
+        shstrtab.data = SectionData::SectionString;
+    }
     let sym_ids: Vec<BSym> = b.symbols.iter().map(|s| s.id()).collect();
     let symtab = b
         .sections
@@ -748,6 +761,17 @@ pub fn emit(
             kept += 1;
         }
         special_report.push((s.name.clone(), kept, entries.len()));
+        // A stride only the kernel knew (the last entry may lack its
+        // padding): the output's entries are whole, and say their size.
+        let hinted = patched
+            .entry_sizes
+            .get(&s.name)
+            .copied()
+            .filter(|&e| special::inferred_entry_size(patched, sid) != Some(e));
+        if let (0, Some(stride)) = (s.sh_entsize, hinted) {
+            data.resize((data.len() as u64).next_multiple_of(stride) as usize, 0);
+            b.sections.get_mut(ns).sh_entsize = stride;
+        }
         b.sections.get_mut(ns).data = SectionData::Data(data.into());
         if kept == 0 {
             b.sections.get_mut(ns).delete = true;
@@ -1053,15 +1077,17 @@ fn padding_before(obj: &Object, id: SymbolId) -> u64 {
 }
 
 /// The patched object's bytes as `object::build::elf` can read them: its
-/// `SHT_GROUP` headers retyped `SHT_PROGBITS`, since the builder refuses
-/// group sections and the output drops them anyway (of the original
+/// `SHT_GROUP` headers, and those of types the builder does not know
+/// (LLVM's `SHT_LLVM_ADDRSIG`, `SHT_LLVM_BB_ADDR_MAP`, …, see
+/// [`crate::read::builder_cannot_read`]), retyped `SHT_PROGBITS`: the
+/// builder refuses them and the output drops them anyway (of the original
 /// sections it keeps only the symbol and string tables and merged
 /// constants). The analysis has already refused changed groups.
 fn without_groups(patched: &Object) -> Result<std::borrow::Cow<'_, [u8]>, EmitError> {
     use object::read::elf::FileHeader;
     let groups: Vec<SectionId> = patched
         .sections()
-        .filter(|(_, s)| s.sh_type == elf::SHT_GROUP)
+        .filter(|(_, s)| s.sh_type == elf::SHT_GROUP || crate::read::builder_cannot_read(s.sh_type))
         .map(|(id, _)| id)
         .collect();
     if groups.is_empty() {

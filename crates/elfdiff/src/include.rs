@@ -6,7 +6,7 @@
 //! functions ftrace cannot redirect, changed section groups. A changed
 //! fragment without an fentry call brings in the functions that enter it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use object::elf;
 
@@ -75,6 +75,8 @@ pub fn is_descriptor_section(name: &str) -> bool {
     const SPECIAL: &[&str] = &[
         "__dyndbg",
         "__dyndbg_classes",
+        // Dynamic debug descriptors before 5.9 (renamed __dyndbg).
+        "__verbose",
         "__bug_table",
         "__ex_table",
         "__jump_table",
@@ -102,42 +104,13 @@ pub fn is_descriptor_section(name: &str) -> bool {
 /// code stays, so it is not excluded here).
 pub fn is_runtime(obj: &Object, sec: crate::read::SectionId) -> bool {
     let s = obj.section(sec);
-    s.is_alloc() && !s.name.starts_with(".discard")
+    s.is_alloc() && !s.name.starts_with(".discard") && !crate::markers::is_marker_section(&s.name)
 }
 
-/// Section of the records `NOREBOOT_IGNORE_FUNCTION(fn)` emits: one
-/// pointer per function the patch author declares intentionally unchanged.
-pub const IGNORE_SECTION: &str = ".discard.noreboot.ignore";
-
-/// Functions the patched object's author marked intentionally unchanged.
+/// Functions the patched object's author marked intentionally unchanged
+/// (`NOREBOOT_IGNORE_FUNCTION` or kpatch's `KPATCH_IGNORE_FUNCTION`).
 pub fn ignored_functions(obj: &Object) -> HashSet<String> {
-    marked(obj, IGNORE_SECTION)
-}
-
-/// The symbols an author's marker section points at (one pointer each,
-/// against the symbol or against its section at the symbol's offset).
-fn marked(obj: &Object, section: &str) -> HashSet<String> {
-    let mut out = HashSet::new();
-    for (_, sec) in obj.sections() {
-        if sec.name != section {
-            continue;
-        }
-        for r in &sec.relocs {
-            let t = obj.symbol(r.symbol);
-            if t.kind == SymKind::Section {
-                if let Some(f) = obj.symbols.iter().find(|x| {
-                    x.section == t.section
-                        && matches!(x.kind, SymKind::Func | SymKind::Object)
-                        && x.value as i64 == r.addend
-                }) {
-                    out.insert(f.name.clone());
-                }
-            } else {
-                out.insert(t.name.clone());
-            }
-        }
-    }
-    out
+    crate::markers::ignored_functions(obj).into_iter().collect()
 }
 
 /// `.cold` (and `.part`-less) fragments gcc splits off a function: entered
@@ -241,17 +214,6 @@ fn group_shape(obj: &Object, g: SectionId) -> GroupShape {
     }
 }
 
-/// Section of the records `NOREBOOT_DATA_REDIRECTED(var)` emits: one
-/// pointer per changed read-only object whose remaining references in the
-/// running kernel the patch author's callbacks point at the patch's copy.
-pub const REDIRECTED_SECTION: &str = ".discard.noreboot.redirected";
-
-/// Data objects the patched object's author declared redirected by their
-/// callbacks.
-pub fn redirected_data(obj: &Object) -> HashSet<String> {
-    marked(obj, REDIRECTED_SECTION)
-}
-
 /// Compiler-made pieces of a function (`.cold`, `.part.N`, `.isra.N`,
 /// `.constprop.N`, `.lto_priv.N`, `.localalias`): when one has no fentry
 /// call of its own, the kernel reaches it only through the functions that
@@ -290,20 +252,35 @@ pub fn analyse(
     let ignored = ignored_functions(patched);
     let mut out = Decisions::default();
 
-    let (mut funcs, changed_data, ignored_seen) =
-        compare_all(orig, patched, c, &namer, &rodata, lines, &ignored, &mut out);
+    let ignored_sections = crate::markers::ignored_sections(patched);
+    let (mut funcs, changed_data, ignored_seen) = compare_all(
+        orig,
+        patched,
+        c,
+        &namer,
+        &rodata,
+        lines,
+        (&ignored, &ignored_sections),
+        &mut out,
+    );
     escalate_fragments(orig, patched, &mut funcs, &mut out);
     decide_functions(orig, patched, &mut funcs, &mut out);
     decide_data(orig, patched, &funcs, &changed_data, &mut out);
     check_groups(orig, patched, c, &mut out);
     check_runtime_constants(patched, &mut out);
+    for name in crate::markers::forced_functions(patched) {
+        out.refuse(
+            &name,
+            "marked KPATCH_FORCE_UNSAFE: kernel livepatch cannot skip its consistency model; drop the marker (the transition waits until no task runs the function)".into(),
+        );
+    }
     // A marker for a function that is new, or that nothing correlates
     // with, is a mistake the author should hear about.
     for name in &ignored {
         if !ignored_seen.contains(name) {
             out.refuse(
                 name,
-                "marked unchanged (NOREBOOT_IGNORE_FUNCTION) but it is not a function of the original object".into(),
+                "marked unchanged (NOREBOOT_IGNORE_FUNCTION or KPATCH_IGNORE_FUNCTION) but it is not a function of the original object".into(),
             );
         }
     }
@@ -386,7 +363,7 @@ fn compare_all(
     namer: &Namer,
     rodata: &HashSet<String>,
     lines: Option<&LineMap>,
-    ignored: &HashSet<String>,
+    (ignored, ignored_sections): (&HashSet<String>, &BTreeSet<String>),
     out: &mut Decisions,
 ) -> (Vec<Func>, Vec<ChangedData>, HashSet<String>) {
     // A `.cold` part follows its parent.
@@ -411,6 +388,7 @@ fn compare_all(
                 let (status, reasons) = match verdict {
                     Verdict::Same => (Status::Unchanged, Vec::new()),
                     Verdict::LineOnly => (Status::LineOnly, Vec::new()),
+                    Verdict::Changed(r) if ignored_sections.contains(&psec) => (Status::Ignored, r),
                     Verdict::Changed(r) if is_ignored(&sp.name) => (Status::Ignored, r),
                     Verdict::Changed(r) => (Status::Changed, r),
                 };
@@ -443,9 +421,19 @@ fn compare_all(
                 if let Verdict::Changed(reasons) =
                     compare_symbol(orig, patched, namer, o, p, &HashSet::new(), None)
                 {
-                    // Descriptors follow their function (see
-                    // is_descriptor_section).
-                    if !is_descriptor_section(&psec) {
+                    if ignored_sections.contains(&psec) {
+                        out.notes.push(format!(
+                            "{} changed but its section {psec} is ignored by the patch author (KPATCH_IGNORE_SECTION): the kernel keeps the old value",
+                            orig.symbol(o).name
+                        ));
+                        out.leave_out(
+                            &orig.symbol(o).name,
+                            "author-ignored",
+                            format!("its section {psec} is ignored by the patch author (KPATCH_IGNORE_SECTION): the kernel keeps the old value"),
+                        );
+                    } else if !is_descriptor_section(&psec) {
+                        // Descriptors follow their function (see
+                        // is_descriptor_section).
                         changed_data.push((o, p, reasons));
                     }
                 }
@@ -640,7 +628,7 @@ fn decide_functions(orig: &Object, patched: &Object, funcs: &mut [Func], out: &m
             Status::Ignored => out.leave_out(
                 &name,
                 "author-ignored",
-                "marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays".into(),
+                "marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION, KPATCH_IGNORE_FUNCTION or KPATCH_IGNORE_SECTION): the kernel's own copy stays".into(),
             ),
             Status::Removed if init.is_none() => out.leave_out(
                 &name,
@@ -732,7 +720,7 @@ fn decide_data(
     changed: &[ChangedData],
     out: &mut Decisions,
 ) {
-    let redirected = redirected_data(patched);
+    let redirected = crate::markers::redirected_data(patched);
     let carried: HashSet<u32> = out.included.iter().copied().collect();
     let mut replaced: HashSet<SymbolId> = funcs
         .iter()

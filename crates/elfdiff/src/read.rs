@@ -5,6 +5,7 @@
 //! whose tables point outside the file, is an error naming the object and
 //! the offending section or symbol — never a panic.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use object::elf;
@@ -146,6 +147,43 @@ impl Section {
     }
 }
 
+/// Section types of other toolchains that `object::build::elf` (which the
+/// emit pass edits the patched object with) refuses, all of them metadata
+/// the output drops: LLVM's address-significance table
+/// (`SHT_LLVM_ADDRSIG`), basic-block address maps, call-graph profile,
+/// linker options and the like (the `0x6fff4c00` range, but for
+/// `SHT_LLVM_DEPENDENT_LIBRARIES`, which the builder reads), and any type
+/// outside the standard, GNU and x86-64 ones.
+pub fn builder_cannot_read(sh_type: u32) -> bool {
+    const KNOWN: &[u32] = &[
+        elf::SHT_NULL,
+        elf::SHT_PROGBITS,
+        elf::SHT_SYMTAB,
+        elf::SHT_STRTAB,
+        elf::SHT_RELA,
+        elf::SHT_HASH,
+        elf::SHT_DYNAMIC,
+        elf::SHT_NOTE,
+        elf::SHT_NOBITS,
+        elf::SHT_REL,
+        elf::SHT_DYNSYM,
+        elf::SHT_INIT_ARRAY,
+        elf::SHT_FINI_ARRAY,
+        elf::SHT_PREINIT_ARRAY,
+        elf::SHT_SYMTAB_SHNDX,
+        elf::SHT_RELR,
+        elf::SHT_CREL,
+        elf::SHT_LLVM_DEPENDENT_LIBRARIES,
+        elf::SHT_GNU_ATTRIBUTES,
+        elf::SHT_GNU_HASH,
+        elf::SHT_GNU_VERSYM,
+        elf::SHT_GNU_VERDEF,
+        elf::SHT_GNU_VERNEED,
+        elf::SHT_X86_64_UNWIND,
+    ];
+    !KNOWN.contains(&sh_type) && sh_type != elf::SHT_GROUP
+}
+
 /// Symbol kinds elfdiff distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -206,6 +244,11 @@ pub struct Object {
     pub symbols: Vec<Symbol>,
     /// The file's bytes, for the emit pass (which edits a copy).
     pub raw: Vec<u8>,
+    /// Entry sizes of special sections known from outside the object (the
+    /// kernel's BTF, or `--entry-size`), by section name: a table with a
+    /// single entry, or whose last entry lacks its trailing padding, does
+    /// not reveal its stride (see [`crate::special::entry_size`]).
+    pub entry_sizes: BTreeMap<String, u64>,
 }
 
 impl Object {
@@ -269,6 +312,12 @@ impl Object {
             path: path.to_path_buf(),
             what,
         };
+        if data.starts_with(b"BC\xc0\xde") || data.starts_with(&[0xde, 0xc0, 0x17, 0x0b]) {
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                what: "LLVM bitcode, not machine code (an LTO build): compile without -flto".into(),
+            });
+        }
         let header = elf::FileHeader64::<LE>::parse(data)
             .map_err(|e| bad(format!("not a 64-bit little-endian ELF file: {e}")))?;
         let e = LE;
@@ -389,16 +438,14 @@ impl Object {
 
         // Relocations, attached to the section they patch.
         for (i, sh) in table.iter().enumerate() {
-            match sh.sh_type(e) {
-                elf::SHT_RELA => {}
-                elf::SHT_REL => {
-                    return Err(Error::Unsupported {
-                        path: path.to_path_buf(),
-                        what: format!("REL section {} (x86-64 objects use RELA)", sections[i].name),
-                    })
-                }
+            let is_rela = match sh.sh_type(e) {
+                elf::SHT_RELA => true,
+                // x86-64 objects use RELA, but LLVM writes REL for its
+                // call-graph profile (`.rel.llvm.call-graph-profile`): the
+                // addend is then read from the patched bytes.
+                elf::SHT_REL => false,
                 _ => continue,
-            }
+            };
             let target = sh.sh_info(e) as usize;
             if target == 0 || target >= sections.len() {
                 return Err(bad(format!(
@@ -412,14 +459,39 @@ impl Object {
                     sections[i].name, sections[target].name, sections[target].sh_type
                 )));
             }
-            let (relas, _link) = sh
-                .rela(e, data)
-                .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
-                .ok_or_else(|| bad(format!("relocation section {} is empty", sections[i].name)))?;
+            let raw_relocs: Vec<(u64, u32, u32, Option<i64>)> = if is_rela {
+                let (relas, _link) = sh
+                    .rela(e, data)
+                    .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
+                    .ok_or_else(|| {
+                        bad(format!("relocation section {} is empty", sections[i].name))
+                    })?;
+                relas
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.r_offset(e),
+                            r.r_type(e, false),
+                            r.r_sym(e, false),
+                            Some(r.r_addend(e)),
+                        )
+                    })
+                    .collect()
+            } else {
+                let (rels, _link) = sh
+                    .rel(e, data)
+                    .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
+                    .ok_or_else(|| {
+                        bad(format!("relocation section {} is empty", sections[i].name))
+                    })?;
+                rels.iter()
+                    .map(|r| (r.r_offset.get(e), r.r_type(e), r.r_sym(e), None))
+                    .collect()
+            };
             let size = sections[target].size;
-            let mut relocs = Vec::with_capacity(relas.len());
-            for r in relas {
-                let sym = r.r_sym(e, false) as usize;
+            let mut relocs = Vec::with_capacity(raw_relocs.len());
+            for (r_offset, r_type, r_sym, r_addend) in raw_relocs {
+                let sym = r_sym as usize;
                 if sym >= symbols.len() {
                     return Err(bad(format!(
                         "relocation in {} refers to symbol {sym} of {}",
@@ -427,12 +499,21 @@ impl Object {
                         symbols.len()
                     )));
                 }
-                let reloc = Reloc {
-                    offset: r.r_offset(e),
-                    r_type: r.r_type(e, false),
+                let mut reloc = Reloc {
+                    offset: r_offset,
+                    r_type,
                     symbol: SymbolId(sym as u32),
-                    addend: r.r_addend(e),
+                    addend: r_addend.unwrap_or(0),
                 };
+                if r_addend.is_none() {
+                    reloc.addend =
+                        implicit_addend(&sections[target].data, &reloc).ok_or_else(|| {
+                            bad(format!(
+                                "REL relocation at {:#x} in {} (type {}) has no readable addend",
+                                reloc.offset, sections[i].name, reloc.r_type
+                            ))
+                        })?;
+                }
                 if reloc.addend.unsigned_abs() > MAX_EXTENT {
                     return Err(bad(format!(
                         "relocation at {:#x} in {} has addend {:#x}, beyond any x86-64 address",
@@ -494,6 +575,66 @@ impl Object {
             sections,
             symbols,
             raw: data.to_vec(),
+            entry_sizes: BTreeMap::new(),
         })
+    }
+}
+
+/// The addend a REL relocation keeps in the bytes it patches: the field's
+/// little-endian value, sign-extended. `None` for a type whose width is
+/// unknown or a field outside the section.
+fn implicit_addend(data: &[u8], r: &Reloc) -> Option<i64> {
+    let at = usize::try_from(r.offset).ok()?;
+    match r.width()? {
+        0 => Some(0),
+        4 => Some(i64::from(i32::from_le_bytes(
+            data.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))),
+        8 => Some(i64::from_le_bytes(
+            data.get(at..at.checked_add(8)?)?.try_into().ok()?,
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(offset: u64, r_type: u32) -> Reloc {
+        Reloc {
+            offset,
+            r_type,
+            symbol: SymbolId(0),
+            addend: 0,
+        }
+    }
+
+    #[test]
+    fn rel_addends_come_from_the_patched_bytes() {
+        let data = [0xfc, 0xff, 0xff, 0xff, 8, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            implicit_addend(&data, &rel(0, elf::R_X86_64_PC32)),
+            Some(-4)
+        );
+        assert_eq!(implicit_addend(&data, &rel(4, elf::R_X86_64_64)), Some(8));
+        assert_eq!(implicit_addend(&data, &rel(9, elf::R_X86_64_NONE)), Some(0));
+        // Outside the section, or a type of unknown width: no addend.
+        assert_eq!(implicit_addend(&data, &rel(10, elf::R_X86_64_32)), None);
+        assert_eq!(
+            implicit_addend(&data, &rel(u64::MAX, elf::R_X86_64_64)),
+            None
+        );
+        assert_eq!(implicit_addend(&data, &rel(0, elf::R_X86_64_TPOFF32)), None);
+    }
+
+    #[test]
+    fn other_toolchains_section_types_are_known_to_be_unreadable_by_the_builder() {
+        assert!(builder_cannot_read(0x6fff_4c03)); // SHT_LLVM_ADDRSIG
+        assert!(builder_cannot_read(0x6fff_4c08)); // SHT_LLVM_BB_ADDR_MAP
+        assert!(builder_cannot_read(0x6fff_4c09)); // SHT_LLVM_CALL_GRAPH_PROFILE
+        assert!(!builder_cannot_read(elf::SHT_PROGBITS));
+        assert!(!builder_cannot_read(elf::SHT_LLVM_DEPENDENT_LIBRARIES));
+        assert!(!builder_cannot_read(elf::SHT_GROUP));
     }
 }

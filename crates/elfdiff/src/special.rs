@@ -3,9 +3,10 @@
 //! return thunk sites, lock prefixes, paravirt sites, ORC unwind data,
 //! fentry records. Each entry belongs to the function its first code
 //! reference points into; the patch keeps exactly the entries of included
-//! functions. Entry sizes come from the object: the section's `sh_entsize`
+//! functions. Entry sizes come from the object — the section's `sh_entsize`
 //! when set, else the smallest size at which every entry carries the same
-//! relocation layout — never a per-kernel-version constant.
+//! relocation layout — or from the kernel the object was built for
+//! ([`crate::layout`]); never from a per-kernel-version constant.
 
 use crate::read::{Object, Reloc, SectionId};
 
@@ -32,21 +33,64 @@ pub fn is_special(name: &str) -> bool {
     SPECIAL_SECTIONS.contains(&name)
 }
 
-/// The entry size of a relocated table: `sh_entsize`, or inferred from
-/// the relocation layout. `None` when no size explains the layout.
+/// The entry size (array stride) of a relocated table: `sh_entsize`;
+/// else the size known from outside the object ([`Object::entry_sizes`]:
+/// the kernel's BTF or `--entry-size`), provided every relocation lies in
+/// an entry; else inferred from the relocation layout. `None` when nothing
+/// explains the layout — and when the only explanation is one entry
+/// spanning the whole section while its relocations reach more than one
+/// function: that is several entries whose stride the object cannot tell
+/// (a single-entry table, or the 4.x `.parainstructions`, whose last entry
+/// lacks its trailing padding), and guessing would hand the kernel entries
+/// of functions the patch does not carry.
 pub fn entry_size(obj: &Object, sec: SectionId) -> Option<u64> {
     let s = obj.section(sec);
     if s.size == 0 {
         return None;
     }
+    // A table has bytes (a NOBITS section claiming a size has none).
+    if s.data.len() as u64 != s.size {
+        return None;
+    }
     if s.sh_entsize > 0 && s.size.is_multiple_of(s.sh_entsize) {
         return Some(s.sh_entsize);
     }
-    if s.relocs.is_empty() {
+    if let Some(&e) = obj.entry_sizes.get(&s.name) {
+        let inside = s
+            .relocs
+            .iter()
+            .all(|r| r.offset.saturating_add(r.width().unwrap_or(0)) <= s.size);
+        return (e > 0 && e <= crate::layout::MAX_ENTRY_SIZE && inside).then_some(e);
+    }
+    inferred_entry_size(obj, sec)
+}
+
+/// The entry size the object's own relocation layout tells (see
+/// [`entry_size`]), ignoring `sh_entsize` and sizes known from outside.
+pub fn inferred_entry_size(obj: &Object, sec: SectionId) -> Option<u64> {
+    let s = obj.section(sec);
+    if s.relocs.is_empty() || s.size == 0 {
         return None;
     }
-    (1..=s.size.min(256))
-        .find(|&e| s.size.is_multiple_of(e) && layout_repeats(&s.relocs, e, s.size / e))
+    let e = (1..=s.size.min(256)).find(|&e| {
+        s.size.is_multiple_of(e)
+            && layout_repeats(&s.relocs, e, s.size / e)
+            && kinds_repeat(obj, &s.relocs, s.relocs.len() / (s.size / e) as usize)
+    })?;
+    (e < s.size || functions_reached(obj, &s.relocs) <= 1).then_some(e)
+}
+
+/// How many distinct functions `relocs` point into.
+fn functions_reached(obj: &Object, relocs: &[Reloc]) -> usize {
+    relocs
+        .iter()
+        .filter_map(|r| crate::correlate::reloc_target(obj, r))
+        .map(|t| obj.symbol(t))
+        .filter(|t| t.kind == crate::read::SymKind::Func)
+        // A `.cold` part belongs to its parent.
+        .map(|t| t.name.split(".cold").next().unwrap_or_default())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 /// Every entry has at least one relocation and the same set of
@@ -71,6 +115,48 @@ fn layout_repeats(relocs: &[Reloc], e: u64, entries: u64) -> bool {
     })
 }
 
+/// What a table field points at, for telling fields apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Into a function.
+    Function,
+    /// Into code no function symbol covers (`.fixup`, `.text..refcount`,
+    /// `.altinstr_replacement`).
+    LooseCode,
+    /// Data, strings, or a symbol of another object.
+    Other,
+}
+
+fn reach(obj: &Object, r: &Reloc) -> Reach {
+    let code = obj
+        .symbol(r.symbol)
+        .section
+        .is_some_and(|s| obj.section(s).is_text());
+    let function = crate::correlate::reloc_target(obj, r)
+        .is_some_and(|t| obj.symbol(t).kind == crate::read::SymKind::Func);
+    match (code, function) {
+        (true, true) => Reach::Function,
+        (true, false) => Reach::LooseCode,
+        (false, _) => Reach::Other,
+    }
+}
+
+/// Every entry's relocations are of the same types and reach the same
+/// kinds of place, `per` relocations an entry, and each entry reaches
+/// code. Offsets alone repeat at a fraction of the true stride when every
+/// field of an entry is relocated (4.x: `__ex_table` from, to and handler,
+/// or from and a `.fixup` landing; `__jump_table` code, target and key);
+/// what the fields point at does not.
+fn kinds_repeat(obj: &Object, relocs: &[Reloc], per: usize) -> bool {
+    let kind = |r: &Reloc| (r.r_type, reach(obj, r));
+    let first: Vec<_> = relocs.iter().take(per).map(kind).collect();
+    per > 0
+        && first.iter().any(|(_, k)| *k != Reach::Other)
+        && relocs
+            .chunks(per)
+            .all(|c| c.iter().map(kind).eq(first.iter().copied()))
+}
+
 /// One entry of a special section.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -82,14 +168,16 @@ pub struct Entry {
     pub relocs: Vec<Reloc>,
 }
 
-/// Splits a special section into entries.
+/// Splits a special section into entries. With a stride known from
+/// outside the object, the last entry may be shorter: an array element's
+/// trailing padding is only written before the next element.
 pub fn entries(obj: &Object, sec: SectionId) -> Option<Vec<Entry>> {
     let e = entry_size(obj, sec)?;
     let s = obj.section(sec);
-    let mut out: Vec<Entry> = (0..s.size / e)
+    let mut out: Vec<Entry> = (0..s.size.div_ceil(e))
         .map(|i| Entry {
             offset: i * e,
-            size: e,
+            size: e.min(s.size - i * e),
             relocs: Vec::new(),
         })
         .collect();

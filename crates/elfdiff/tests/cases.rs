@@ -50,6 +50,11 @@ struct Expect {
     /// `lands`: offsets in section `.1` that section `.0`'s relocations
     /// into it reach, in relocation order.
     lands: Vec<(String, String, Vec<i64>)>,
+    /// `cc`: the compiler (`gcc` unless told, e.g. `clang`).
+    cc: Option<String>,
+    /// `entry-size`: special-section entry sizes the kernel would give
+    /// (`SECTION=BYTES`, as `--entry-size`).
+    entry_sizes: Vec<(String, u64)>,
 }
 
 fn directives(src: &Path) -> Expect {
@@ -66,6 +71,11 @@ fn directives(src: &Path) -> Expect {
             "outcome" => e.outcome = Some(val.to_string()),
             "note" => e.notes.push(val.to_string()),
             "emit-error" => e.emit_error = Some(val.to_string()),
+            "cc" => e.cc = Some(val.to_string()),
+            "entry-size" => e.entry_sizes.push(
+                elfdiff::layout::parse_entry_size(val)
+                    .unwrap_or_else(|err| panic!("{err}: {line:?}")),
+            ),
             "special" => {
                 let parsed = val.split_once(' ').and_then(|(name, counts)| {
                     let (k, t) = counts.trim().split_once('/')?;
@@ -137,10 +147,20 @@ fn directives(src: &Path) -> Expect {
 fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
     std::fs::create_dir_all(out).unwrap();
     let (o, p) = (out.join("orig.o"), out.join("patched.o"));
-    compile(&dir.join("orig.c"), &o);
-    compile(&dir.join("patched.c"), &p);
     let expect = directives(&dir.join("patched.c"));
-    let (oo, po) = (Object::read(&o).unwrap(), Object::read(&p).unwrap());
+    match expect.cc.as_deref() {
+        None | Some("gcc") => {
+            compile(&dir.join("orig.c"), &o);
+            compile(&dir.join("patched.c"), &p);
+        }
+        Some(cc) => {
+            gcc::compile_with(cc, &dir.join("orig.c"), &o);
+            gcc::compile_with(cc, &dir.join("patched.c"), &p);
+        }
+    }
+    let (mut oo, mut po) = (Object::read(&o).unwrap(), Object::read(&p).unwrap());
+    oo.entry_sizes.extend(expect.entry_sizes.iter().cloned());
+    po.entry_sizes.extend(expect.entry_sizes.iter().cloned());
     let (c, report) = elfdiff::analyse(&oo, &po, None);
     let mut problems = Vec::new();
     let outcome = report.outcome.name();

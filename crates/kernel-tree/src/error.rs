@@ -90,6 +90,18 @@ pub enum Error {
         /// The tail of what it printed.
         stderr: String,
     },
+    /// A source file does not compile (with a fix applied, typically: the
+    /// fix needs changes from other files). The compiler's first
+    /// diagnostics come first; the command line is kept for `--verbose`.
+    #[error("{object} does not compile:\n{diagnostics}")]
+    CompileFailed {
+        /// The object that was being built.
+        object: String,
+        /// The compiler's first error lines.
+        diagnostics: String,
+        /// The full command line.
+        command: String,
+    },
     /// The kernel image cannot be read.
     #[error("cannot read kernel image {path}: {reason}")]
     BadImage {

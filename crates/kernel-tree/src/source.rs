@@ -201,6 +201,50 @@ fn run(mut cmd: Command, package: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A failed compile of `object` as the error a person can act on: the
+/// compiler's first errors, not the command line (kept for `--verbose`)
+/// nor what later steps of the command (objtool) said about the missing
+/// output.
+fn compile_failed(object: &str, e: Error) -> Error {
+    let Error::Command {
+        command, stderr, ..
+    } = e
+    else {
+        return e;
+    };
+    Error::CompileFailed {
+        object: object.to_string(),
+        diagnostics: first_errors(&stderr, 12),
+        command,
+    }
+}
+
+/// Up to `n` lines of compiler output from the first error on (with the
+/// "In function"/"In file included from" lines that place it), or the
+/// first lines when no line says `error:`.
+pub(crate) fn first_errors(stderr: &str, n: usize) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let is_error = |l: &str| l.contains(": error:") || l.contains(": fatal error:");
+    let Some(first) = lines.iter().position(|l| is_error(l)) else {
+        return lines.iter().take(n).copied().collect::<Vec<_>>().join("\n");
+    };
+    let mut start = first;
+    while start > 0
+        && (lines[start - 1].contains(": In function")
+            || lines[start - 1].starts_with("In file included from")
+            || lines[start - 1].trim_start().starts_with("from "))
+    {
+        start -= 1;
+    }
+    lines[start..]
+        .iter()
+        .take_while(|l| !l.starts_with("objtool") && !l.starts_with("make"))
+        .take(n)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl SourceTree {
     /// The tree's top directory.
     pub fn dir(&self) -> &Path {
@@ -401,7 +445,7 @@ impl SourceTree {
                         unlink_outputs(&self.dir, object);
                         let mut sh = Command::new("sh");
                         sh.arg("-c").arg(command).current_dir(&self.dir);
-                        run(sh, "sh", &self.dir)?;
+                        run(sh, "sh", &self.dir).map_err(|e| compile_failed(object, e))?;
                     })
                 })
                 .collect();
@@ -626,7 +670,18 @@ pub fn extract_files(tarball: &Path, files: &[&str], dest: &Path) -> Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use super::make_overrides;
+    use super::{first_errors, make_overrides};
+
+    #[test]
+    fn compile_errors_come_first_and_without_objtool() {
+        let stderr = "net/x.c: In function 'f':\nnet/x.c:10:5: error: implicit declaration of function 'helper_new'\n   10 |     helper_new();\n      |     ^~~~~~~~~~\nnet/x.c:11:9: error: 'struct s' has no member named 'm'\nobjtool: can't open net/x.o: No such file or directory\n";
+        assert_eq!(
+            first_errors(stderr, 12),
+            "net/x.c: In function 'f':\nnet/x.c:10:5: error: implicit declaration of function 'helper_new'\n   10 |     helper_new();\n      |     ^~~~~~~~~~\nnet/x.c:11:9: error: 'struct s' has no member named 'm'"
+        );
+        assert_eq!(first_errors(stderr, 2).lines().count(), 2);
+        assert_eq!(first_errors("ld: odd\n\nmore\n", 12), "ld: odd\nmore");
+    }
 
     #[test]
     fn overrides_follow_the_config() {

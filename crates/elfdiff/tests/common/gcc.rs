@@ -41,6 +41,24 @@ pub fn compile(src: &Path, out: &Path, extra: &[&str]) {
     assert!(st.success(), "gcc failed on {}", src.display());
 }
 
+/// Compiles `src` to `out` with another compiler (clang) and the flags of
+/// [`CFLAGS`] it knows: clang has no `-mrecord-mcount` (kernels built by
+/// clang have objtool write `__mcount_loc`).
+pub fn compile_with(cc: &str, src: &Path, out: &Path) {
+    let st = Command::new(cc)
+        .args(
+            CFLAGS
+                .iter()
+                .filter(|f| cc == "gcc" || **f != "-mrecord-mcount"),
+        )
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .unwrap_or_else(|e| panic!("{cc} is a setup requirement: {e}"));
+    assert!(st.success(), "{cc} failed on {}", src.display());
+}
+
 /// Writes `body` to `dir/name.c`, compiles it (see [`compile`]) and reads
 /// the object.
 pub fn compile_source(dir: &Path, name: &str, body: &str, extra: &[&str]) -> Object {

@@ -1,0 +1,2 @@
+int state;
+int work(int v) { return v + state; }

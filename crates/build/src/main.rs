@@ -486,8 +486,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("noreboot-build: error: {e:#}");
-            if let Some(kernel_tree::Error::CompileFailed { command, .. }) =
-                e.chain().find_map(|c| c.downcast_ref::<kernel_tree::Error>())
+            if let Some(kernel_tree::Error::CompileFailed { command, .. }) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<kernel_tree::Error>())
             {
                 if verbose {
                     eprintln!("the command was: {command}");

@@ -128,12 +128,20 @@ enum Reach {
 }
 
 fn reach(obj: &Object, r: &Reloc) -> Reach {
-    let code = obj
-        .symbol(r.symbol)
-        .section
-        .is_some_and(|s| obj.section(s).is_text());
-    let function = crate::correlate::reloc_target(obj, r)
-        .is_some_and(|t| obj.symbol(t).kind == crate::read::SymKind::Func);
+    let t = obj.symbol(r.symbol);
+    let code = t.section.is_some_and(|s| obj.section(s).is_text());
+    // A place in a section of functions counts as a function's even where
+    // no symbol covers the exact byte (a bug entry's `ud2` at the very end
+    // of its function, seen from the PC-relative bias): what tells fields
+    // apart is function code against loose code (`.fixup`), which has no
+    // function symbols at all.
+    let function = t.kind == crate::read::SymKind::Func
+        || t.section.is_some_and(|s| {
+            obj.section(s)
+                .symbols
+                .iter()
+                .any(|x| obj.symbol(*x).kind == crate::read::SymKind::Func)
+        });
     match (code, function) {
         (true, true) => Reach::Function,
         (true, false) => Reach::LooseCode,

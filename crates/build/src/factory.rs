@@ -1,8 +1,9 @@
-//! The patch factory pipeline, one function that reads as the pipeline:
-//! kernel workspace → affected objects → compile original and patched
-//! (in parallel, two trees) → diff → run-pre match against the kernel's
-//! own code → emit → module glue and kbuild link → livepatch conversion
-//! → checks → signing → manifest → optional verification in the lab.
+//! The patch factory pipeline. `build` reads as the pipeline, one pass a
+//! line, each a function taking what the passes before it made: workspace
+//! → affected objects → compile (original and patched) → diff → locate
+//! the replaced functions in the running kernel → run-pre match against
+//! its code → emit the patch objects → link the module (glue, kbuild,
+//! livepatch conversion, checks) → sign → manifest → verify in the lab.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use anyhow::{bail, Context};
 use elfdiff::read::Object;
 use elfdiff::report::Status;
 use elfdiff::Outcome;
-use kernel_tree::{AptArchive, Cache, IndexedObject, Target, Workspace, DIFF_CFLAGS};
+use kernel_tree::{AptArchive, Cache, IndexedObject, SourceTree, Target, Workspace, DIFF_CFLAGS};
 use sha2::Digest;
 
 use crate::patch::Fix;
@@ -150,22 +151,45 @@ impl Progress {
     }
 }
 
-/// Sources the fix touches, sorted into what the build does with them.
-struct Affected {
-    /// Objects to compile (by object path).
-    objects: BTreeMap<String, IndexedObject>,
-    /// Per C file, its diff (for line maps).
-    line_diffs: HashMap<String, String>,
-}
-
 const NOREBOOT_HEADER: &str = include_str!("../include/noreboot/livepatch.h");
 /// kpatch's author macros, for fixes written for kpatch
 /// (`#include "kpatch-macros.h"`); `elfdiff::markers` reads what they write.
 const KPATCH_HEADER: &str = include_str!("../include/kpatch-macros.h");
 
-/// Runs the pipeline.
+/// Runs the pipeline: one pass per line, each taking what the ones before
+/// it made and timed under its own name.
 pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     let mut progress = Progress::new();
+    let opts = &checked_options(opts)?;
+    let kernel = workspace(opts, &mut progress)?;
+    let affected = affected(opts, &kernel, &mut progress)?;
+    let compiled = compile(opts, &kernel, &affected, &mut progress)?;
+    let diffs = diff(opts, &kernel, &affected, &compiled, &mut progress)?;
+    let modules = target_modules(&kernel, &diffs)?;
+    let located = locate(&kernel, &diffs, &modules)?;
+    let matched = run_pre(&located, &mut progress)?;
+    let parts = emit(&located, &mut progress)?;
+    let module = link(opts, &kernel, &parts, &mut progress)?;
+    let signed = sign(opts, &kernel, &module, &mut progress)?;
+    let mut manifest = manifest(
+        opts, &kernel, &affected, &diffs, &parts, matched, &module, signed,
+    )?;
+    verify_in_lab(opts, &kernel, &module, &mut manifest, &mut progress)?;
+    manifest.phases = progress.phases.clone();
+    write_manifest(&opts.out, &manifest)?;
+    let _ = compiled.cleanup.join();
+    eprintln!(
+        "[{:>7.2}s] done      {}",
+        progress.started.elapsed().as_secs_f64(),
+        module.path.display()
+    );
+    Ok(manifest)
+}
+
+/// The options with the name and CVE ids checked, the output directory
+/// made absolute (kbuild and the lab run elsewhere) and its work directory
+/// emptied.
+fn checked_options(opts: &Options) -> anyhow::Result<Options> {
     klp::module::check_patch_name(&opts.name)?;
     for cve in &opts.cves {
         let ok = cve
@@ -183,32 +207,59 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    // kbuild and the lab run elsewhere: paths must not be relative.
-    let out_dir = std::path::absolute(&opts.out)?;
-    let opts = &Options {
-        out: out_dir,
+    let opts = Options {
+        out: std::path::absolute(&opts.out)?,
         ..opts.clone()
     };
-    let work = opts.out.join("work");
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(opts.out.join("work"));
+    Ok(opts)
+}
 
-    // 1. Kernel workspace.
+/// Pass 1: the cached kernel workspace, its prepared source and symbols.
+struct Kernel {
+    ws: Workspace,
+    tree: SourceTree,
+    symbols: kernel_tree::SymbolTable,
+    ksyms: klp::KernelSymbols,
+    symvers: klp::Symvers,
+}
+
+fn workspace(opts: &Options, progress: &mut Progress) -> anyhow::Result<Kernel> {
     let cache = Cache::from_env()?;
     let archive = AptArchive::new();
     let ws = Workspace::fetch(&cache, &archive, &opts.kernel.parse()?)?;
     ws.check_compiler()?;
     let tree = ws.source_tree(&cache, &archive)?;
     let symbols = ws.symbols(&cache, &archive)?;
+    let ksyms = klp::KernelSymbols::from_vmlinux(&symbols.vmlinux)?;
+    let symvers = klp::Symvers::read(&ws.module_symvers())?;
     progress.done("workspace", format!("{} ({})", ws.release(), ws.version()));
+    Ok(Kernel {
+        ws,
+        tree,
+        symbols,
+        ksyms,
+        symvers,
+    })
+}
 
-    // 2. Affected objects.
-    let index = tree.index()?;
+/// Pass 2: the fixes, and the objects they touch.
+struct Affected {
+    fixes: Vec<Fix>,
+    /// Objects to compile (by object path).
+    objects: BTreeMap<String, IndexedObject>,
+    /// Per C file, its diff (for line maps).
+    line_diffs: HashMap<String, String>,
+}
+
+fn affected(opts: &Options, k: &Kernel, progress: &mut Progress) -> anyhow::Result<Affected> {
+    let index = k.tree.index()?;
     let fixes: Vec<Fix> = opts
         .patches
         .iter()
-        .map(|p| Fix::read(p, tree.dir()))
+        .map(|p| Fix::read(p, k.tree.dir()))
         .collect::<anyhow::Result<_>>()?;
-    let affected = affected_objects(&fixes, &index, tree.dir(), ws.release().as_str())?;
+    let affected = affected_objects(fixes, &index, k.tree.dir(), k.ws.release().as_str())?;
     progress.done(
         "affected",
         format!(
@@ -222,10 +273,27 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                 .join(" ")
         ),
     );
+    Ok(affected)
+}
 
-    // 3. Patched tree and compiles, original and patched side by side.
-    let scratch = tree.scratch_copy(&opts.name)?;
-    for fix in &fixes {
+/// Pass 3: each affected object compiled from the original and the
+/// patched source.
+struct Compiled {
+    orig: Vec<PathBuf>,
+    patched: Vec<PathBuf>,
+    /// Removing the scratch tree takes about a second of file system work:
+    /// done beside the CPU-bound passes that follow.
+    cleanup: std::thread::JoinHandle<()>,
+}
+
+fn compile(
+    opts: &Options,
+    k: &Kernel,
+    affected: &Affected,
+    progress: &mut Progress,
+) -> anyhow::Result<Compiled> {
+    let scratch = k.tree.scratch_copy(&opts.name)?;
+    for fix in &affected.fixes {
         for f in &fix.files {
             let path = scratch.dir().join(&f.path);
             if path.is_file() {
@@ -235,15 +303,15 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         }
         fix.apply(scratch.dir())?;
     }
-    let include_dir = tree
+    let include_dir = k
+        .tree
         .dir()
         .parent()
-        .unwrap_or(tree.dir())
+        .unwrap_or(k.tree.dir())
         .join("noreboot-include");
     std::fs::create_dir_all(include_dir.join("noreboot"))?;
-    let header = include_dir.join("noreboot/livepatch.h");
     for (header, text) in [
-        (header, NOREBOOT_HEADER),
+        (include_dir.join("noreboot/livepatch.h"), NOREBOOT_HEADER),
         (include_dir.join("kpatch-macros.h"), KPATCH_HEADER),
     ] {
         if std::fs::read_to_string(&header).ok().as_deref() != Some(text) {
@@ -255,28 +323,27 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let (orig_dir, patched_dir) = (work.join("orig"), work.join("patched"));
+    let work = opts.out.join("work");
     // The original through kbuild; the patched tree then runs the very
     // commands kbuild used (no second kbuild walking the tree, and the
     // host tools it shares with the original are never rebuilt there).
-    let orig_objs = tree
-        .compile_objects(&objects, &cflags, cores, &orig_dir)
+    let orig = k
+        .tree
+        .compile_objects(&objects, &cflags, cores, &work.join("orig"))
         .context("compiling the original source")?;
-    let patched_objs = scratch
-        .compile_like(&tree, &objects, cores, &patched_dir)
+    let patched = scratch
+        .compile_like(&k.tree, &objects, cores, &work.join("patched"))
         .map_err(|e| {
             let what = if matches!(e, kernel_tree::Error::CompileFailed { .. }) {
                 format!(
                     "the fix does not compile against {}'s source (it may need changes from other files of the same change)",
-                    ws.release()
+                    k.ws.release()
                 )
             } else {
                 "compiling the patched source".to_string()
             };
             anyhow::Error::from(e).context(what)
         })?;
-    // Removing the scratch tree takes about a second of file system work:
-    // done beside the CPU-bound phases that follow.
     let cleanup = std::thread::spawn(move || drop(scratch));
     progress.done(
         "compile",
@@ -285,26 +352,57 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             objects.len()
         ),
     );
+    Ok(Compiled {
+        orig,
+        patched,
+        cleanup,
+    })
+}
 
-    // 4. Diff; refusals stop the build.
-    let ksyms = klp::KernelSymbols::from_vmlinux(&symbols.vmlinux)?;
-    let symvers = klp::Symvers::read(&ws.module_symvers())?;
+/// One changed object: what the differ found and what it rests on.
+struct ObjectDiff {
+    object: String,
+    info: IndexedObject,
+    orig: Object,
+    patched: Object,
+    correlation: elfdiff::correlate::Correlation,
+    report: elfdiff::Report,
+}
+
+/// Pass 4: the differ over every compiled pair; refusals stop the build.
+struct Diffs {
+    changed: Vec<ObjectDiff>,
+    /// (target, note) for functions the author kept.
+    ignored: Vec<(String, String)>,
+    /// (target, difference) the module does not carry.
+    left_out: Vec<(String, NotCarried)>,
+}
+
+fn diff(
+    opts: &Options,
+    k: &Kernel,
+    affected: &Affected,
+    compiled: &Compiled,
+    progress: &mut Progress,
+) -> anyhow::Result<Diffs> {
     // Special sections' entry sizes, where an object alone cannot tell.
     // Unreadable BTF leaves the objects' own layout to tell them; a table
     // that cannot then is refused by name.
-    let entry_sizes = elfdiff::layout::from_btf_file(&symbols.vmlinux).unwrap_or_else(|e| {
+    let entry_sizes = elfdiff::layout::from_btf_file(&k.symbols.vmlinux).unwrap_or_else(|e| {
         eprintln!("noreboot-build: note: entry sizes from the kernel's BTF: {e}");
         Default::default()
     });
-    let mut diffs = Vec::new();
+    let mut out = Diffs {
+        changed: Vec::new(),
+        ignored: Vec::new(),
+        left_out: Vec::new(),
+    };
     let mut refusals = Vec::new();
     let mut unchanged = Vec::new();
-    let mut ignored: Vec<(String, String)> = Vec::new();
-    let mut left_out: Vec<(String, NotCarried)> = Vec::new();
     for ((obj, info), (o, p)) in affected
         .objects
         .iter()
-        .zip(orig_objs.iter().zip(&patched_objs))
+        .zip(compiled.orig.iter().zip(&compiled.patched))
     {
         let mut orig = Object::read(o)?;
         let mut patched = Object::read(p)?;
@@ -317,13 +415,14 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             ),
             None => None,
         };
-        let (c, mut report) = elfdiff::analyse(&orig, &patched, map.as_ref());
+        let (correlation, mut report) = elfdiff::analyse(&orig, &patched, map.as_ref());
         if opts.strict {
             report.make_strict();
         }
-        left_out.extend(report.not_carried.iter().map(|n| {
+        let target = info.target.name().to_string();
+        out.left_out.extend(report.not_carried.iter().map(|n| {
             (
-                info.target.name().to_string(),
+                target.clone(),
                 NotCarried {
                     object: obj.clone(),
                     subject: n.subject.clone(),
@@ -333,7 +432,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
             )
         }));
         for f in report.names(Status::Ignored) {
-            ignored.push((info.target.name().to_string(), format!("{obj}: {f} changed but is marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays")));
+            out.ignored.push((target.clone(), format!("{obj}: {f} changed but is marked unchanged by the patch author (NOREBOOT_IGNORE_FUNCTION): the kernel's own copy stays")));
         }
         match report.outcome {
             Outcome::Refused => refusals.extend(
@@ -343,18 +442,25 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                     .map(|r| format!("  {obj}: {}: {}", r.subject, r.reason)),
             ),
             Outcome::NoChange => unchanged.push(obj.clone()),
-            Outcome::Changed => diffs.push((obj.clone(), info.clone(), orig, patched, c, report)),
+            Outcome::Changed => out.changed.push(ObjectDiff {
+                object: obj.clone(),
+                info: info.clone(),
+                orig,
+                patched,
+                correlation,
+                report,
+            }),
         }
     }
     if !refusals.is_empty() {
         return Err(Stop::Refused(refusals).into());
     }
-    if diffs.is_empty() {
+    if out.changed.is_empty() {
         let mut why = format!(
             "nothing of {} that the running kernel uses differs after the fix",
             unchanged.join(", ")
         );
-        for (_, n) in &left_out {
+        for (_, n) in &out.left_out {
             why.push_str(&format!(
                 "\n  not carried ({}) {}: {}: {}",
                 n.rule, n.object, n.subject, n.reason
@@ -366,88 +472,170 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
         "diff",
         format!(
             "{} changed object(s), {} unchanged",
-            diffs.len(),
+            out.changed.len(),
             unchanged.len()
         ),
     );
+    Ok(out)
+}
 
-    // 5. Run-pre: the original functions are the kernel's own code.
-    let vmlinux = runpre::Vmlinux::open(&symbols.vmlinux)?;
-    // Each target module's .ko as the distribution shipped it: its symbol
-    // table for resolution, its code for run-pre matching.
-    let mut modules: HashMap<String, (Object, klp::KernelSymbols)> = HashMap::new();
+/// Pass 5: the replaced functions found in the running kernel — each
+/// changed object with its resolver and, per replaced function, its
+/// `sympos` and address (section offset in a module) — and each target
+/// module as the distribution shipped it.
+struct Located<'a> {
+    objects: Vec<LocatedObject<'a>>,
+    vmlinux: runpre::Vmlinux<'a>,
+}
+
+struct LocatedObject<'a> {
+    diff: &'a ObjectDiff,
+    resolver: klp::KernelResolver<'a>,
+    /// (function, sympos, address).
+    replaced: Vec<(&'a elfdiff::report::FunctionReport, u32, u64)>,
+    /// The target module's `.ko`, for run-pre matching.
+    module: Option<&'a Object>,
+}
+
+/// Each target module's `.ko` as the distribution shipped it: its symbol
+/// table for resolution, its code for run-pre matching.
+type Modules = HashMap<String, (Object, klp::KernelSymbols)>;
+
+fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
+    let mut modules = Modules::new();
     let wanted: BTreeSet<&str> = diffs
+        .changed
         .iter()
-        .filter_map(|d| match &d.1.target {
+        .filter_map(|d| match &d.info.target {
             Target::Module(m) => Some(m.as_str()),
             Target::Vmlinux => None,
         })
         .collect();
     if !wanted.is_empty() {
-        let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir())?;
+        let index = lab::initramfs::ModuleIndex::new(&k.ws.modules_dir())?;
         for m in wanted {
-            let ko = index
-                .path(m)?
-                .with_context(|| format!("module {m} is not in {}", ws.modules_dir().display()))?;
+            let ko = index.path(m)?.with_context(|| {
+                format!("module {m} is not in {}", k.ws.modules_dir().display())
+            })?;
             modules.insert(
                 m.to_string(),
                 (Object::read(&ko)?, klp::KernelSymbols::from_module(&ko)?),
             );
         }
     }
-    let mut targets: BTreeMap<String, TargetReport> = BTreeMap::new();
-    let mut parts = Vec::new();
-    let mut glue_objects: BTreeMap<String, klp::module::PatchObject> = BTreeMap::new();
-    let mut alias_count = 0usize;
-    for (obj, info, orig, patched, c, report) in &diffs {
-        let target = info.target.name().to_string();
-        let resolver = match &info.target {
-            Target::Vmlinux => klp::KernelResolver::new(&ksyms, &symvers, "vmlinux", orig)?,
-            Target::Module(m) => {
-                klp::KernelResolver::for_module(&ksyms, &symvers, m, &modules[m].1, orig)?
-            }
+    Ok(modules)
+}
+
+fn locate<'a>(
+    k: &'a Kernel,
+    diffs: &'a Diffs,
+    modules: &'a Modules,
+) -> anyhow::Result<Located<'a>> {
+    let mut objects = Vec::new();
+    for d in &diffs.changed {
+        let (resolver, module) = match &d.info.target {
+            Target::Vmlinux => (
+                klp::KernelResolver::new(&k.ksyms, &k.symvers, "vmlinux", &d.orig)?,
+                None,
+            ),
+            Target::Module(m) => (
+                klp::KernelResolver::for_module(&k.ksyms, &k.symvers, m, &modules[m].1, &d.orig)?,
+                Some(&modules[m].0),
+            ),
         };
-        // The functions replaced, located in the target: (name, sympos,
-        // address or section offset).
         let mut replaced = Vec::new();
-        for f in report
+        for f in d
+            .report
             .functions
             .iter()
             .filter(|f| f.status == Status::Changed && !f.fragment)
         {
             let (pos, sym) = resolver
                 .replaced(&f.name)
-                .with_context(|| format!("{obj}: {} in the running kernel", f.name))?;
+                .with_context(|| format!("{}: {} in the running kernel", d.object, f.name))?;
             replaced.push((f, pos, sym.address));
         }
-        let matched = match &info.target {
-            Target::Vmlinux => {
-                let at: Vec<(String, u64)> = replaced
+        objects.push(LocatedObject {
+            diff: d,
+            resolver,
+            replaced,
+            module,
+        });
+    }
+    Ok(Located {
+        objects,
+        vmlinux: runpre::Vmlinux::open(&k.symbols.vmlinux)?,
+    })
+}
+
+/// Pass 6 (run-pre): each replaced function, compiled from the original
+/// source, is the running kernel's own code. Returns the matches per
+/// object, in the order of `located`.
+fn run_pre(located: &Located, progress: &mut Progress) -> anyhow::Result<Vec<Vec<Matched>>> {
+    let mut out = Vec::new();
+    for l in &located.objects {
+        let matched = match l.module {
+            None => {
+                let at: Vec<(String, u64)> = l
+                    .replaced
                     .iter()
                     .map(|(f, _, a)| (f.name.clone(), *a))
                     .collect();
-                runpre::match_vmlinux(orig, &at, &vmlinux)
+                runpre::match_vmlinux(&l.diff.orig, &at, &located.vmlinux)
             }
-            Target::Module(m) => {
-                let names: Vec<String> = replaced.iter().map(|(f, _, _)| f.name.clone()).collect();
-                runpre::match_module(orig, &names, &modules[m].0)
+            Some(ko) => {
+                let names: Vec<String> =
+                    l.replaced.iter().map(|(f, _, _)| f.name.clone()).collect();
+                runpre::match_module(&l.diff.orig, &names, ko)
             }
         }
-        .with_context(|| format!("run-pre matching {obj}"))?;
+        .with_context(|| format!("run-pre matching {}", l.diff.object))?;
+        out.push(matched);
+    }
+    progress.done(
+        "match",
+        format!(
+            "{} function(s) match the kernel's code",
+            out.iter().map(Vec::len).sum::<usize>()
+        ),
+    );
+    Ok(out)
+}
 
-        let emitted = elfdiff::emit::emit(orig, patched, c, report, &resolver)
-            .with_context(|| format!("emitting the patch object for {obj}"))?;
-        let entry =
-            glue_objects
-                .entry(target.clone())
-                .or_insert_with(|| klp::module::PatchObject {
-                    name: target.clone(),
-                    funcs: Vec::new(),
-                    callbacks: BTreeMap::new(),
-                });
+/// Pass 7: the patch object of each changed object, with global aliases
+/// for what the glue names, and the glue's view of each target.
+struct Parts {
+    /// Emitted objects, ready to link.
+    objects: Vec<Vec<u8>>,
+    /// Per target: functions replaced and callbacks, for the glue.
+    glue: BTreeMap<String, klp::module::PatchObject>,
+    /// Per changed object (in order): the emitter's notes.
+    notes: Vec<Vec<String>>,
+}
+
+fn emit(located: &Located, progress: &mut Progress) -> anyhow::Result<Parts> {
+    let mut parts = Parts {
+        objects: Vec::new(),
+        glue: BTreeMap::new(),
+        notes: Vec::new(),
+    };
+    let mut alias_count = 0usize;
+    for l in &located.objects {
+        let d = l.diff;
+        let target = d.info.target.name().to_string();
+        let emitted =
+            elfdiff::emit::emit(&d.orig, &d.patched, &d.correlation, &d.report, &l.resolver)
+                .with_context(|| format!("emitting the patch object for {}", d.object))?;
+        let entry = parts
+            .glue
+            .entry(target.clone())
+            .or_insert_with(|| klp::module::PatchObject {
+                name: target.clone(),
+                funcs: Vec::new(),
+                callbacks: BTreeMap::new(),
+            });
         let mut aliases = Vec::new();
-        let mut functions = Vec::new();
-        for &(f, pos, _) in &replaced {
+        for &(f, pos, _) in &l.replaced {
             let new_name = f.patched_name.clone().unwrap_or_else(|| f.name.clone());
             let alias = format!("__noreboot_new_{alias_count}");
             alias_count += 1;
@@ -457,18 +645,128 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                 old_sympos: pos,
                 new_symbol: alias,
             });
-            functions.push((f.name.clone(), pos));
         }
-        for (kind, func) in callbacks(patched)? {
+        for (kind, func) in callbacks(&d.patched)? {
             let alias = format!("__noreboot_cb_{alias_count}");
             alias_count += 1;
             aliases.push((func, alias.clone()));
             if entry.callbacks.insert(kind.clone(), alias).is_some() {
-                bail!("{obj}: more than one {kind} callback for {target}");
+                bail!("{}: more than one {kind} callback for {target}", d.object);
             }
         }
-        let bytes = klp::module::add_aliases(&emitted.bytes, &aliases)?;
-        parts.push(bytes);
+        parts
+            .objects
+            .push(klp::module::add_aliases(&emitted.bytes, &aliases)?);
+        parts.notes.push(emitted.notes);
+    }
+    progress.done(
+        "emit",
+        format!(
+            "{} patch object(s), {} function(s) replaced",
+            parts.objects.len(),
+            parts.glue.values().map(|g| g.funcs.len()).sum::<usize>()
+        ),
+    );
+    Ok(parts)
+}
+
+/// Pass 8: the module — glue, kbuild link, livepatch conversion, checks.
+struct Module {
+    /// Module (and sysfs) name.
+    name: String,
+    path: PathBuf,
+    description: String,
+}
+
+fn link(
+    opts: &Options,
+    k: &Kernel,
+    parts: &Parts,
+    progress: &mut Progress,
+) -> anyhow::Result<Module> {
+    let work = opts.out.join("work");
+    let src = work.join("module-src");
+    std::fs::create_dir_all(&src)?;
+    let glue: Vec<klp::module::PatchObject> = parts.glue.values().cloned().collect();
+    let description = if opts.description.is_empty() {
+        format!("noreboot live patch {}", opts.name)
+    } else {
+        opts.description.clone()
+    };
+    std::fs::write(
+        src.join("noreboot_glue.c"),
+        klp::module::glue_source(&opts.name, &description, &glue)?,
+    )?;
+    let module = opts.name.replace('-', "_");
+    let mut kbuild = format!("obj-m := {module}.o\n{module}-y := noreboot_glue.o");
+    for (i, bytes) in parts.objects.iter().enumerate() {
+        std::fs::write(src.join(format!("part{i}.o_shipped")), bytes)?;
+        // modpost reads each object's .cmd file.
+        std::fs::write(
+            src.join(format!(".part{i}.o.cmd")),
+            format!("savedcmd_part{i}.o := noreboot-build diff\n"),
+        )?;
+        kbuild.push_str(&format!(" part{i}.o"));
+    }
+    kbuild.push('\n');
+    std::fs::write(src.join("Kbuild"), kbuild)?;
+    let kos = k.ws.build_module(&src, &work.join("module"))?;
+    let linked = std::fs::read(&kos[0])?;
+    // Hosts get the module without debugging information (most of its
+    // bytes); the full one stays beside it for crash analysis.
+    let full = klp::module::convert(&linked)?;
+    let converted = klp::module::convert(&klp::module::strip_debug(&linked)?)?;
+    let ko_name = format!("{module}.ko");
+    let path = opts.out.join(&ko_name);
+    std::fs::write(opts.out.join(format!("{module}.ko.debug")), &full.bytes)?;
+    std::fs::write(&path, &converted.bytes)?;
+    check_module(&path, k.ws.release().as_str(), &k.symvers)?;
+    progress.done(
+        "module",
+        format!(
+            "{ko_name}: {} livepatch relocation section(s), {} livepatch symbol(s)",
+            converted.sections.len(),
+            converted.symbols.len()
+        ),
+    );
+    Ok(Module {
+        name: module,
+        path,
+        description,
+    })
+}
+
+/// Pass 9 (optional): module signing with the kernel's sign-file.
+fn sign(
+    opts: &Options,
+    k: &Kernel,
+    module: &Module,
+    progress: &mut Progress,
+) -> anyhow::Result<bool> {
+    let Some((key, cert)) = &opts.sign else {
+        return Ok(false);
+    };
+    sign_module(&k.ws, key, cert, &module.path)?;
+    progress.done("sign", format!("signed with {}", cert.display()));
+    Ok(true)
+}
+
+/// The manifest: what was built, for which kernel, from what, and what it
+/// replaces, leaves out and matched, per target.
+#[allow(clippy::too_many_arguments)]
+fn manifest(
+    opts: &Options,
+    k: &Kernel,
+    affected: &Affected,
+    diffs: &Diffs,
+    parts: &Parts,
+    matched: Vec<Vec<Matched>>,
+    module: &Module,
+    signed: bool,
+) -> anyhow::Result<Manifest> {
+    let mut targets: BTreeMap<String, TargetReport> = BTreeMap::new();
+    for ((d, notes), matched) in diffs.changed.iter().zip(&parts.notes).zip(matched) {
+        let target = d.info.target.name().to_string();
         let t = targets
             .entry(target.clone())
             .or_insert_with(|| TargetReport {
@@ -481,112 +779,53 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                 not_carried: Vec::new(),
             });
         t.notes.extend(
-            report
+            d.report
                 .notes
                 .iter()
-                .chain(&emitted.notes)
-                .map(|n| format!("{obj}: {n}")),
+                .chain(notes)
+                .map(|n| format!("{}: {n}", d.object)),
         );
-
-        t.functions.extend(functions);
         t.new_functions
-            .extend(report.names(Status::New).into_iter().map(str::to_string));
-        t.objects.push(obj.clone());
+            .extend(d.report.names(Status::New).into_iter().map(str::to_string));
+        t.objects.push(d.object.clone());
         t.matched.extend(matched);
     }
-    // Functions the author kept: noted with their target (or the first
-    // target, when nothing else of theirs changed).
-    for (target, note) in ignored {
-        let t = match targets.get_mut(&target) {
+    for g in parts.glue.values() {
+        if let Some(t) = targets.get_mut(&g.name) {
+            t.functions
+                .extend(g.funcs.iter().map(|f| (f.old_name.clone(), f.old_sympos)));
+        }
+    }
+    // What the author kept and what the module leaves out: with their
+    // target, or the first target when nothing else of theirs changed.
+    for (target, note) in &diffs.ignored {
+        let t = match targets.get_mut(target) {
             Some(t) => t,
             None => targets.values_mut().next().context("no target")?,
         };
-        t.notes.push(note);
+        t.notes.push(note.clone());
     }
-    for (target, n) in left_out {
-        let t = match targets.get_mut(&target) {
+    for (target, n) in &diffs.left_out {
+        let t = match targets.get_mut(target) {
             Some(t) => t,
             None => targets.values_mut().next().context("no target")?,
         };
-        t.not_carried.push(n);
+        t.not_carried.push(n.clone());
     }
-    progress.done(
-        "match",
-        format!(
-            "{} function(s) match the kernel's code",
-            targets.values().map(|t| t.matched.len()).sum::<usize>()
-        ),
-    );
-
-    // 6. The module: glue, kbuild link, livepatch conversion, checks.
-    let src = work.join("module-src");
-    std::fs::create_dir_all(&src)?;
-    let glue: Vec<klp::module::PatchObject> = glue_objects.into_values().collect();
-    let description = if opts.description.is_empty() {
-        format!("noreboot live patch {}", opts.name)
-    } else {
-        opts.description.clone()
-    };
-    std::fs::write(
-        src.join("noreboot_glue.c"),
-        klp::module::glue_source(&opts.name, &description, &glue)?,
-    )?;
-    let module = opts.name.replace('-', "_");
-    let mut kbuild = format!("obj-m := {module}.o\n{module}-y := noreboot_glue.o");
-    for (i, bytes) in parts.iter().enumerate() {
-        std::fs::write(src.join(format!("part{i}.o_shipped")), bytes)?;
-        // modpost reads each object's .cmd file.
-        std::fs::write(
-            src.join(format!(".part{i}.o.cmd")),
-            format!("savedcmd_part{i}.o := noreboot-build diff\n"),
-        )?;
-        kbuild.push_str(&format!(" part{i}.o"));
-    }
-    kbuild.push('\n');
-    std::fs::write(src.join("Kbuild"), kbuild)?;
-    let kos = ws.build_module(&src, &work.join("module"))?;
-    let linked = std::fs::read(&kos[0])?;
-    // Hosts get the module without debugging information (most of its
-    // bytes); the full one stays beside it for crash analysis.
-    let full = klp::module::convert(&linked)?;
-    let converted = klp::module::convert(&klp::module::strip_debug(&linked)?)?;
-    let ko_name = format!("{module}.ko");
-    let ko_path = opts.out.join(&ko_name);
-    std::fs::write(opts.out.join(format!("{module}.ko.debug")), &full.bytes)?;
-    std::fs::write(&ko_path, &converted.bytes)?;
-    check_module(&ko_path, ws.release().as_str(), &symvers)?;
-    progress.done(
-        "module",
-        format!(
-            "{ko_name}: {} livepatch relocation section(s), {} livepatch symbol(s)",
-            converted.sections.len(),
-            converted.symbols.len()
-        ),
-    );
-
-    // 7. Signing.
-    let signed = if let Some((key, cert)) = &opts.sign {
-        sign_module(&ws, key, cert, &ko_path)?;
-        progress.done("sign", format!("signed with {}", cert.display()));
-        true
-    } else {
-        false
-    };
-
-    let module_sha = hex_sha256(&std::fs::read(&ko_path)?);
     let mut toolchain = BTreeMap::new();
-    toolchain.insert("compiler".into(), ws.identity().compiler.clone());
-    toolchain.insert("linker".into(), ws.identity().linker.clone());
+    toolchain.insert("compiler".into(), k.ws.identity().compiler.clone());
+    toolchain.insert("linker".into(), k.ws.identity().linker.clone());
     toolchain.insert("noreboot-build".into(), env!("CARGO_PKG_VERSION").into());
-    let mut manifest = Manifest {
+    Ok(Manifest {
         name: opts.name.clone(),
-        kernel_release: ws.release().to_string(),
-        kernel_build_id: ws.identity().build_id.to_string(),
-        kernel_version: ws.version().to_string(),
+        kernel_release: k.ws.release().to_string(),
+        kernel_build_id: k.ws.identity().build_id.to_string(),
+        kernel_version: k.ws.version().to_string(),
         targets: targets.into_values().collect(),
         cves: opts.cves.clone(),
-        description,
-        patches: fixes
+        description: module.description.clone(),
+        patches: affected
+            .fixes
             .iter()
             .map(|f| {
                 (
@@ -598,54 +837,60 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
                 )
             })
             .collect(),
-        module: (ko_name, module_sha),
+        module: (
+            format!("{}.ko", module.name),
+            hex_sha256(&std::fs::read(&module.path)?),
+        ),
         signed,
         toolchain,
         built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         phases: Vec::new(),
         verify: None,
-    };
+    })
+}
 
-    // 8. Verification in a real kernel.
-    if opts.verify {
-        let report = verify::verify(
-            &ws,
-            &ko_path,
-            &module,
-            &manifest,
-            &opts.checks,
-            &work.join("verify"),
-        )?;
-        let failed = report.problems.clone();
-        progress.done(
-            "verify",
-            format!(
-                "transition {:.2} s, {} check(s), {}",
-                report.transition_seconds,
-                report.checks.len(),
-                if failed.is_empty() {
-                    "no problems".to_string()
-                } else {
-                    failed.join("; ")
-                }
-            ),
-        );
-        manifest.verify = Some(report);
-        if !failed.is_empty() {
-            manifest.phases = progress.phases.clone();
-            write_manifest(&opts.out, &manifest)?;
-            bail!("verification failed:\n  {}", failed.join("\n  "));
-        }
+/// Pass 10 (optional): boot the kernel in the lab, load the module, run
+/// the checks. A failed verification still writes the manifest, with the
+/// report, before the build fails.
+fn verify_in_lab(
+    opts: &Options,
+    k: &Kernel,
+    module: &Module,
+    manifest: &mut Manifest,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    if !opts.verify {
+        return Ok(());
     }
-    manifest.phases = progress.phases.clone();
-    write_manifest(&opts.out, &manifest)?;
-    let _ = cleanup.join();
-    eprintln!(
-        "[{:>7.2}s] done      {}",
-        progress.started.elapsed().as_secs_f64(),
-        ko_path.display()
+    let report = verify::verify(
+        &k.ws,
+        &module.path,
+        &module.name,
+        manifest,
+        &opts.checks,
+        &opts.out.join("work/verify"),
+    )?;
+    let failed = report.problems.clone();
+    progress.done(
+        "verify",
+        format!(
+            "transition {:.2} s, {} check(s), {}",
+            report.transition_seconds,
+            report.checks.len(),
+            if failed.is_empty() {
+                "no problems".to_string()
+            } else {
+                failed.join("; ")
+            }
+        ),
     );
-    Ok(manifest)
+    manifest.verify = Some(report);
+    if !failed.is_empty() {
+        manifest.phases = progress.phases.clone();
+        write_manifest(&opts.out, manifest)?;
+        bail!("verification failed:\n  {}", failed.join("\n  "));
+    }
+    Ok(())
 }
 
 fn write_manifest(out: &Path, m: &Manifest) -> anyhow::Result<()> {
@@ -657,7 +902,7 @@ fn write_manifest(out: &Path, m: &Manifest) -> anyhow::Result<()> {
 /// Sorts the files a fix touches into objects to compile, refusing what
 /// cannot be live patched.
 fn affected_objects(
-    fixes: &[Fix],
+    fixes: Vec<Fix>,
     index: &kernel_tree::BuildIndex,
     tree: &Path,
     release: &str,
@@ -665,7 +910,7 @@ fn affected_objects(
     let mut objects = BTreeMap::new();
     let mut line_diffs = HashMap::new();
     let mut problems = Vec::new();
-    for fix in fixes {
+    for fix in &fixes {
         for f in &fix.files {
             let p = f.path.as_str();
             let ext = Path::new(p)
@@ -722,7 +967,7 @@ fn affected_objects(
     // A C file's diff may be spread over several patches: the line map
     // needs one diff per file, so several are not used for line maps.
     let mut seen = BTreeSet::new();
-    for fix in fixes {
+    for fix in &fixes {
         for f in &fix.files {
             if !seen.insert(f.path.clone()) {
                 line_diffs.remove(&f.path);
@@ -736,6 +981,7 @@ fn affected_objects(
         bail!("the patches change no C source or header of the kernel");
     }
     Ok(Affected {
+        fixes,
         objects,
         line_diffs,
     })

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use object::elf;
 
 use crate::compare::{changed_rodata, compare_symbol, Namer, Verdict};
-use crate::correlate::{stem, Correlation};
+use crate::correlate::{is_string_literal, stem, Correlation};
 use crate::lines::LineMap;
 use crate::read::{Object, SectionId, SymKind, SymbolId};
 use crate::report::{DataReport, FunctionReport, Outcome, Refusal, Report, Status};
@@ -336,7 +336,7 @@ pub fn analyse(
                 {
                     if is_descriptor_section(&psec) {
                         // Follows its function (see is_descriptor_section).
-                    } else if so.size != sp.size {
+                    } else if so.size != sp.size && !is_string_literal(patched, p) {
                         refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
                     } else if writable {
                         refuse(&so.name, format!("initial value of existing data changed ({}): the running kernel keeps the old value", reasons.join("; ")));

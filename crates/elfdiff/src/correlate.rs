@@ -176,7 +176,8 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
     // 4. Numbered static locals a correlated function refers to several of
     //    (two `mutex_init` keys `__key.N`, two `WARN_ONCE` flags): in the
     //    order the function pair refers to them when both refer to equally
-    //    many, else by the name string handed over beside them.
+    //    many and the name strings handed over beside them agree, else by
+    //    those strings.
     in_reference_order(orig, patched, &mut c);
 
     // 5. What is left of the numbered locals by exact name, as before
@@ -296,7 +297,14 @@ fn in_reference_order(orig: &Object, patched: &Object, c: &mut Correlation) {
         let refs_p = numbered_refs(patched, p, &c.sym_p2o);
         for (key, ps) in &refs_p {
             let Some(os) = refs_o.get(key) else { continue };
-            if os.len() == ps.len() {
+            // In order, unless a pair was handed different name strings
+            // (two `mutex_init` calls swapped).
+            let agree = |o: &NumberedRef, p: &NumberedRef| {
+                o.beside.is_empty()
+                    || p.beside.is_empty()
+                    || o.beside.iter().any(|b| p.beside.contains(b))
+            };
+            if os.len() == ps.len() && os.iter().zip(ps).all(|(o, p)| agree(o, p)) {
                 for (o, p) in os.iter().zip(ps) {
                     c.pair(o.symbol, p.symbol);
                 }

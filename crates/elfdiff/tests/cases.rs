@@ -46,6 +46,8 @@ struct Expect {
     /// `lands`: offsets in section `.1` that section `.0`'s relocations
     /// into it reach, in relocation order.
     lands: Vec<(String, String, Vec<i64>)>,
+    /// `klp`: the symbols of the livepatch records, in order.
+    klp: Option<Vec<String>>,
 }
 
 fn directives(src: &Path) -> Expect {
@@ -60,6 +62,7 @@ fn directives(src: &Path) -> Expect {
         let val = val.trim();
         match key {
             "outcome" => e.outcome = Some(val.to_string()),
+            "klp" => e.klp = Some(val.split_whitespace().map(str::to_string).collect()),
             "note" => e.notes.push(val.to_string()),
             "emit-error" => e.emit_error = Some(val.to_string()),
             "special" => {
@@ -272,6 +275,12 @@ fn check_output(expect: &Expect, e: &elfdiff::emit::Emitted, path: &Path) -> Vec
             problems.push(format!(
                 "special {name}: got {got:?}, expected {kept}/{total}"
             ));
+        }
+    }
+    if let Some(want) = &expect.klp {
+        let got: Vec<String> = e.livepatch.iter().map(|(_, n, _)| n.clone()).collect();
+        if &got != want {
+            problems.push(format!("livepatch records name {got:?}, expected {want:?}"));
         }
     }
     let o = match Object::parse(path, &e.bytes) {

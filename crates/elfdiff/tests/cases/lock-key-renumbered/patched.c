@@ -1,6 +1,7 @@
 //# outcome: changed
 //# changed: setup_two
 //# data-new: __key.N
+//# klp: __key.0
 struct lock_class_key { };
 struct mutex { int owner; };
 extern void __mutex_init(struct mutex *lock, const char *name, struct lock_class_key *key);

@@ -401,20 +401,23 @@ pub fn section_target(
 
 /// String literals the compiler gives a symbol: `__func__`,
 /// `__FUNCTION__` and `__PRETTY_FUNCTION__` (static locals `__func__.N`,
-/// in `.rodata.__func__.N` with `-fdata-sections`), and named objects in
-/// merged string sections (`.rodata.str1.1`). Read-only, and nothing compares their
-/// addresses, so a copy in the patch serves as well as the kernel's own:
-/// a patch carries them instead of resolving them (same-named ones abound
-/// in a module, `__func__.10` in two of nfsd's objects).
+/// in `.rodata.__func__.N` with `-fdata-sections`; anonymous literals sit
+/// in merged string sections, which travel whole anyway). Read-only, and
+/// nothing compares their addresses, so a copy in the patch serves as
+/// well as the kernel's own: a patch carries them instead of resolving
+/// them (same-named ones abound in a module, `__func__.10` in two of
+/// nfsd's objects).
 pub fn is_string_literal(obj: &Object, id: SymbolId) -> bool {
     let s = obj.symbol(id);
     let Some(sec) = s.section else { return false };
     let sec = obj.section(sec);
-    if s.kind != SymKind::Object || !s.is_local() || sec.is_writable() || sec.is_text() {
-        return false;
-    }
     let base = s.name.split('.').next().unwrap_or_default();
-    ["__func__", "__FUNCTION__", "__PRETTY_FUNCTION__"].contains(&base) || sec.is_strings()
+    s.kind == SymKind::Object
+        && s.is_local()
+        && !sec.is_writable()
+        && !sec.is_text()
+        && sec.sh_flags & u64::from(object::elf::SHF_MERGE) == 0
+        && ["__func__", "__FUNCTION__", "__PRETTY_FUNCTION__"].contains(&base)
 }
 
 /// The object a section was made for (`-fdata-sections` names it

@@ -78,25 +78,32 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
     let co = candidates(orig);
     let cp = candidates(patched);
 
-    // 1. Exact names, unique on both sides, same kind.
-    let by_name = |obj: &Object, ids: &[SymbolId]| {
+    // 1. Exact names, unique on both sides, same kind; numbered static
+    //    locals only later (their numbers shift when the fix adds one).
+    let by_name = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
         let mut m: HashMap<String, Vec<SymbolId>> = HashMap::new();
-        for &id in ids {
+        for &id in ids.iter().filter(|id| !matched.contains_key(id)) {
             m.entry(obj.symbol(id).name.clone()).or_default().push(id);
         }
         m
     };
-    let no = by_name(orig, &co);
-    let np = by_name(patched, &cp);
-    for (name, ps) in &np {
-        if let (Some(os), [p]) = (no.get(name), ps.as_slice()) {
-            if let [o] = os.as_slice() {
-                if orig.symbol(*o).kind == patched.symbol(*p).kind {
-                    c.pair(*o, *p);
+    let exact = |c: &mut Correlation, numbered: bool| {
+        let no = by_name(orig, &co, &c.sym_o2p);
+        let np = by_name(patched, &cp, &c.sym_p2o);
+        for (name, ps) in &np {
+            if let (Some(os), [p]) = (no.get(name), ps.as_slice()) {
+                if let [o] = os.as_slice() {
+                    if is_numbered_local(patched, *p) && !numbered {
+                        continue;
+                    }
+                    if orig.symbol(*o).kind == patched.symbol(*p).kind {
+                        c.pair(*o, *p);
+                    }
                 }
             }
         }
-    }
+    };
+    exact(&mut c, false);
 
     // 2. Stems, unique among the still unmatched on both sides.
     let by_stem = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
@@ -148,11 +155,34 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
                         .is_some_and(|us| us.iter().any(|u| want.contains(u)))
                 })
                 .collect();
-            if let [o] = hits.as_slice() {
+            // Both ways: a function that gained a second key of the stem
+            // must not pair whichever comes first with its old one.
+            let rivals = ps
+                .iter()
+                .filter(|q| !c.sym_p2o.contains_key(q))
+                .filter(|q| {
+                    users_p.get(q).is_some_and(|us| {
+                        us.iter()
+                            .any(|u| c.sym_p2o.get(u).is_some_and(|o| want.contains(o)))
+                    })
+                })
+                .count();
+            if let ([o], 1) = (hits.as_slice(), rivals) {
                 c.pair(*o, p);
             }
         }
     }
+
+    // 4. Numbered static locals a correlated function refers to several of
+    //    (two `mutex_init` keys `__key.N`, two `WARN_ONCE` flags): in the
+    //    order the function pair refers to them when both refer to equally
+    //    many and the name strings handed over beside them agree, else by
+    //    those strings.
+    in_reference_order(orig, patched, &mut c);
+
+    // 5. What is left of the numbered locals by exact name, as before
+    //    numbering was looked at.
+    exact(&mut c, true);
 
     // Sections: through their primary symbols, else by unique name.
     for (&o, &p) in &c.sym_o2p.clone() {
@@ -181,6 +211,128 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
         }
     }
     c
+}
+
+/// A static local the compiler numbered (`__key.3`, `__func__.10`,
+/// `__warned.7`): an object whose name ends in `.N`.
+fn is_numbered_local(obj: &Object, id: SymbolId) -> bool {
+    let s = obj.symbol(id);
+    s.kind == SymKind::Object
+        && s.is_local()
+        && s.name.rsplit_once('.').is_some_and(|(base, n)| {
+            !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// A numbered static local as function code refers to it: the symbol and
+/// the merged strings the neighbouring references load (the name
+/// `mutex_init` hands over beside its `__key`).
+struct NumberedRef {
+    symbol: SymbolId,
+    beside: Vec<Vec<u8>>,
+}
+
+/// The string a reference into a merged-strings section reaches.
+fn string_at(obj: &Object, r: &crate::read::Reloc) -> Option<Vec<u8>> {
+    let t = obj.symbol(r.symbol);
+    let s = obj.section(t.section?);
+    if !s.is_strings() {
+        return None;
+    }
+    let bias = if r.is_pc_relative() { 4 } else { 0 };
+    let start = usize::try_from(t.value as i64 + r.addend + bias).ok()?;
+    let rest = s.data.get(start..)?;
+    Some(rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())].to_vec())
+}
+
+/// The numbered static locals function `f` refers to and correlation has
+/// not paired yet, by stem, each in the order of its first reference.
+fn numbered_refs(
+    obj: &Object,
+    f: SymbolId,
+    matched: &HashMap<SymbolId, SymbolId>,
+) -> HashMap<String, Vec<NumberedRef>> {
+    let mut out: HashMap<String, Vec<NumberedRef>> = HashMap::new();
+    let s = obj.symbol(f);
+    let Some(sec) = s.section else { return out };
+    let relocs: Vec<&crate::read::Reloc> = obj
+        .section(sec)
+        .relocs
+        .iter()
+        .filter(|r| r.offset >= s.value && r.offset < s.value + s.size.max(1))
+        .collect();
+    for (i, r) in relocs.iter().enumerate() {
+        let Some(t) = reloc_target(obj, r) else {
+            continue;
+        };
+        if !is_numbered_local(obj, t) || matched.contains_key(&t) {
+            continue;
+        }
+        let list = out.entry(stem(&obj.symbol(t).name)).or_default();
+        if list.iter().any(|n| n.symbol == t) {
+            continue;
+        }
+        let beside = [i.checked_sub(1), Some(i + 1)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| relocs.get(j).and_then(|r| string_at(obj, r)))
+            .collect();
+        list.push(NumberedRef { symbol: t, beside });
+    }
+    out
+}
+
+/// Pairs numbered static locals by the order correlated functions refer
+/// to them (see [`correlate`], step 4).
+fn in_reference_order(orig: &Object, patched: &Object, c: &mut Correlation) {
+    let mut funcs: Vec<(SymbolId, SymbolId)> = c
+        .sym_p2o
+        .iter()
+        .filter(|(p, _)| patched.symbol(**p).kind == SymKind::Func)
+        .map(|(p, o)| (*p, *o))
+        .collect();
+    funcs.sort();
+    for (p, o) in funcs {
+        let refs_o = numbered_refs(orig, o, &c.sym_o2p);
+        let refs_p = numbered_refs(patched, p, &c.sym_p2o);
+        for (key, ps) in &refs_p {
+            let Some(os) = refs_o.get(key) else { continue };
+            // In order, unless a pair was handed different name strings
+            // (two `mutex_init` calls swapped).
+            let agree = |o: &NumberedRef, p: &NumberedRef| {
+                o.beside.is_empty()
+                    || p.beside.is_empty()
+                    || o.beside.iter().any(|b| p.beside.contains(b))
+            };
+            if os.len() == ps.len() && os.iter().zip(ps).all(|(o, p)| agree(o, p)) {
+                for (o, p) in os.iter().zip(ps) {
+                    c.pair(o.symbol, p.symbol);
+                }
+                continue;
+            }
+            // A function that gained or lost one: the ones handed the
+            // same name string, where that string is unique on both sides.
+            let unique = |list: &[NumberedRef], n: &NumberedRef| {
+                !n.beside.is_empty()
+                    && list
+                        .iter()
+                        .filter(|m| m.beside.iter().any(|b| n.beside.contains(b)))
+                        .count()
+                        == 1
+            };
+            for p in ps.iter().filter(|p| unique(ps, p)) {
+                let hits: Vec<&NumberedRef> = os
+                    .iter()
+                    .filter(|o| o.beside.iter().any(|b| p.beside.contains(b)))
+                    .collect();
+                if let [o] = hits.as_slice() {
+                    if unique(os, o) && !c.sym_o2p.contains_key(&o.symbol) {
+                        c.pair(o.symbol, p.symbol);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// For every defined symbol, the functions whose code refers to it.
@@ -240,6 +392,60 @@ pub fn section_target(
         .iter()
         .find_map(|t| symbol_at(obj, sec, addend.checked_add(*t)?))
         .or_else(|| label_at(obj, sec, addend.checked_add(tails[0])?))
+        .or_else(|| {
+            tails
+                .iter()
+                .find_map(|t| owner_past_end(obj, sec, addend.checked_add(*t)?))
+        })
+}
+
+/// String literals the compiler gives a symbol: `__func__`,
+/// `__FUNCTION__` and `__PRETTY_FUNCTION__` (static locals `__func__.N`,
+/// in `.rodata.__func__.N` with `-fdata-sections`; anonymous literals sit
+/// in merged string sections, which travel whole anyway). Read-only, and
+/// nothing compares their addresses, so a copy in the patch serves as
+/// well as the kernel's own: a patch carries them instead of resolving
+/// them (same-named ones abound in a module, `__func__.10` in two of
+/// nfsd's objects).
+pub fn is_string_literal(obj: &Object, id: SymbolId) -> bool {
+    let s = obj.symbol(id);
+    let Some(sec) = s.section else { return false };
+    let sec = obj.section(sec);
+    let base = s.name.split('.').next().unwrap_or_default();
+    s.kind == SymKind::Object
+        && s.is_local()
+        && !sec.is_writable()
+        && !sec.is_text()
+        && sec.sh_flags & u64::from(object::elf::SHF_MERGE) == 0
+        && ["__func__", "__FUNCTION__", "__PRETTY_FUNCTION__"].contains(&base)
+}
+
+/// The object a section was made for (`-fdata-sections` names it
+/// `.rodata.<name>`, `.data.<name>`, `.bss.<name>`), when `offset` lies
+/// past its end but within one more of its size: a loop bound, one past
+/// the last element plus the offset of the field the loop reads
+/// (`virtnet_rq_stats_desc+352`, 8 entries of 40 bytes and the field at
+/// 32). The section holds nothing else, and the kernel keeps an input
+/// section whole, so that object plus the same distance is the same place
+/// there.
+fn owner_past_end(obj: &Object, sec: SectionId, offset: i64) -> Option<SymbolId> {
+    let off = u64::try_from(offset).ok()?;
+    let s = obj.section(sec);
+    let mut objects = s.symbols.iter().copied().filter(|id| {
+        let sym = obj.symbol(*id);
+        matches!(sym.kind, SymKind::Func | SymKind::Object)
+    });
+    let (Some(only), None) = (objects.next(), objects.next()) else {
+        return None;
+    };
+    let sym = obj.symbol(only);
+    let made_for = s
+        .name
+        .strip_suffix(sym.name.as_str())
+        .is_some_and(|prefix| prefix.ends_with('.') && prefix.len() > 1);
+    let end = sym.value.checked_add(sym.size)?;
+    (made_for && sym.kind == SymKind::Object && off >= end && off <= end.checked_add(sym.size)?)
+        .then_some(only)
 }
 
 /// A label (`STT_NOTYPE`, as assembler-made tables define them: the BTF ID

@@ -19,7 +19,7 @@ use object::build::Id;
 use object::elf;
 
 use crate::compare::Namer;
-use crate::correlate::{reloc_target, section_target, Correlation};
+use crate::correlate::{is_string_literal, reloc_target, section_target, Correlation};
 use crate::include::is_child_part;
 use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
 use crate::report::Report;
@@ -527,7 +527,10 @@ pub fn emit(
         return Err(EmitError::Refused(format!("{}: {}", r.subject, r.reason)));
     }
     // What is carried: the report's inclusions plus the .cold parts of
-    // carried functions (entered by jumps, never by call).
+    // carried functions (entered by jumps, never by call) and copies of
+    // the string literals they use (see `is_string_literal`: resolving
+    // them would need the kernel's copy told apart from its namesakes,
+    // and a copy is as good).
     let mut carried_syms: Vec<SymbolId> = report.included.iter().map(|&i| SymbolId(i)).collect();
     let mut seen: HashSet<SymbolId> = carried_syms.iter().copied().collect();
     let mut i = 0;
@@ -540,7 +543,8 @@ pub fn emit(
                 }
                 if let Some(tg) = reloc_target(patched, r) {
                     let ts = patched.symbol(tg);
-                    if ts.kind == SymKind::Func && is_child_part(&ts.name) && seen.insert(tg) {
+                    let child = ts.kind == SymKind::Func && is_child_part(&ts.name);
+                    if (child || is_string_literal(patched, tg)) && seen.insert(tg) {
                         carried_syms.push(tg);
                     }
                 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use object::elf;
 
 use crate::compare::{changed_rodata, compare_symbol, Namer, Verdict};
-use crate::correlate::{stem, Correlation};
+use crate::correlate::{is_string_literal, stem, Correlation};
 use crate::lines::LineMap;
 use crate::read::{Object, SectionId, SymKind, SymbolId};
 use crate::report::{DataReport, FunctionReport, NotCarried, Outcome, Refusal, Report, Status};
@@ -742,6 +742,19 @@ fn decide_data(
                     reasons.join("; ")
                 ),
             );
+            continue;
+        }
+        if is_string_literal(patched, *p) {
+            // `__func__` and its kin: read-only, referenced by the code of
+            // the function they name, never compared by address; the
+            // carried code uses its copy, the kernel's code its own.
+            out.included.push(p.0);
+            out.data.push(DataReport {
+                name: so.name.clone(),
+                status: Status::Changed,
+                section: section_name(patched, *p),
+                reasons: reasons.clone(),
+            });
             continue;
         }
         if so.size != sp.size {

@@ -55,6 +55,8 @@ struct Expect {
     /// `entry-size`: special-section entry sizes the kernel would give
     /// (`SECTION=BYTES`, as `--entry-size`).
     entry_sizes: Vec<(String, u64)>,
+    /// `klp`: the symbols of the livepatch records, in order.
+    klp: Option<Vec<String>>,
 }
 
 fn directives(src: &Path) -> Expect {
@@ -69,6 +71,7 @@ fn directives(src: &Path) -> Expect {
         let val = val.trim();
         match key {
             "outcome" => e.outcome = Some(val.to_string()),
+            "klp" => e.klp = Some(val.split_whitespace().map(str::to_string).collect()),
             "note" => e.notes.push(val.to_string()),
             "emit-error" => e.emit_error = Some(val.to_string()),
             "cc" => e.cc = Some(val.to_string()),
@@ -336,6 +339,12 @@ fn check_output(expect: &Expect, e: &elfdiff::emit::Emitted, path: &Path) -> Vec
             problems.push(format!(
                 "special {name}: got {got:?}, expected {kept}/{total}"
             ));
+        }
+    }
+    if let Some(want) = &expect.klp {
+        let got: Vec<String> = e.livepatch.iter().map(|(_, n, _)| n.clone()).collect();
+        if &got != want {
+            problems.push(format!("livepatch records name {got:?}, expected {want:?}"));
         }
     }
     let o = match Object::parse(path, &e.bytes) {

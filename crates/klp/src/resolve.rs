@@ -4,6 +4,8 @@
 //! kernel's symbol table, statics located through the object file they
 //! were compiled from.
 
+use std::borrow::Cow;
+
 use elfdiff::emit::{Outside, Resolver};
 use elfdiff::read::{Object, SymKind};
 
@@ -18,18 +20,15 @@ pub struct KernelResolver<'k> {
     object: String,
     block: Option<BlockId>,
     /// For a loadable-module target: its symbols and the block of the
-    /// compiled object among them.
-    module: Option<(&'k KernelSymbols, Option<BlockId>)>,
+    /// compiled object among them (a copy with the block added when the
+    /// module was stripped of its `STT_FILE` symbols).
+    module: Option<(Cow<'k, KernelSymbols>, Option<BlockId>)>,
 }
 
 /// The object-file block of `orig`'s statics in a symbol table, if it has
 /// statics and the table has such a block.
 fn block_of(syms: &KernelSymbols, orig: &Object) -> Result<Option<BlockId>> {
-    let file = orig
-        .symbols
-        .iter()
-        .find(|s| s.kind == SymKind::File)
-        .map(|s| s.name.rsplit('/').next().unwrap_or(&s.name).to_string());
+    let file = object_file(orig);
     let locals = statics(orig);
     match file {
         Some(f) if !locals.is_empty() => match syms.find_object(&f, &locals) {
@@ -39,6 +38,14 @@ fn block_of(syms: &KernelSymbols, orig: &Object) -> Result<Option<BlockId>> {
         },
         _ => Ok(None),
     }
+}
+
+/// The source basename an object was compiled from (its `STT_FILE`).
+fn object_file(orig: &Object) -> Option<String> {
+    orig.symbols
+        .iter()
+        .find(|s| s.kind == SymKind::File)
+        .map(|s| s.name.rsplit('/').next().unwrap_or(&s.name).to_string())
 }
 
 impl<'k> KernelResolver<'k> {
@@ -82,7 +89,23 @@ impl<'k> KernelResolver<'k> {
         orig: &Object,
     ) -> Result<Self> {
         crate::names::check_objname(name)?;
-        let module_block = block_of(module_syms, orig)?;
+        let mut module_syms = Cow::Borrowed(module_syms);
+        let mut module_block = block_of(&module_syms, orig)?;
+        // A distribution strips its modules (`--strip-debug`), which
+        // removes the STT_FILE symbols: the block is found by position.
+        if let (None, Some(file)) = (module_block, object_file(orig)) {
+            let locals = statics(orig);
+            if !locals.is_empty() {
+                match module_syms.with_object_block(&file, &locals) {
+                    Ok(t) => {
+                        module_syms = Cow::Owned(t);
+                        module_block = block_of(&module_syms, orig)?;
+                    }
+                    Err(Error::NoSuchObject { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(KernelResolver {
             syms: vmlinux,
             symvers,
@@ -100,9 +123,9 @@ impl<'k> KernelResolver<'k> {
     /// A function the patch replaces, in its target's symbol table:
     /// its `old_sympos` and the symbol (a link-time address in vmlinux, a
     /// section offset in a module).
-    pub fn replaced(&self, name: &str) -> Result<(u32, &'k crate::symbols::KernelSymbol)> {
-        let (table, block) = match self.module {
-            Some((m, block)) => (m, block),
+    pub fn replaced(&self, name: &str) -> Result<(u32, &crate::symbols::KernelSymbol)> {
+        let (table, block) = match &self.module {
+            Some((m, block)) => (&**m, *block),
             None => (self.syms, self.block),
         };
         table.find(name, block)

@@ -251,6 +251,65 @@ impl KernelSymbols {
         }
     }
 
+    /// A copy of a table without `STT_FILE` symbols (a stripped module)
+    /// in which the locals of the object compiled from `file` with the
+    /// statics `locals` form a block, found by where they sit: `ld -r`
+    /// writes each input object's locals together, in link order, and
+    /// stripping keeps that order. The block is the longest run of
+    /// consecutive locals that are all among `locals`; it must hold more
+    /// than half of them and be unrivalled (no other run as long), or the
+    /// object is not told apart and nothing is guessed.
+    pub fn with_object_block(&self, file: &str, locals: &[&str]) -> Result<KernelSymbols> {
+        let want: std::collections::HashSet<&str> = locals.iter().copied().collect();
+        let mut runs: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        let mut start = None;
+        for (i, s) in self.syms.iter().enumerate() {
+            let member = s.local && want.contains(s.name.as_str());
+            match (member, start) {
+                (true, None) => start = Some(i),
+                (false, Some(a)) => {
+                    runs.push((0, a..i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(a) = start {
+            runs.push((0, a..self.syms.len()));
+        }
+        for (score, range) in &mut runs {
+            let names: std::collections::HashSet<&str> = self.syms[range.clone()]
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            *score = names.len();
+        }
+        runs.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let not_found = || Error::NoSuchObject {
+            file: file.to_string(),
+            locals: locals.join(", "),
+        };
+        let range = match runs.as_slice() {
+            [(b, _), ..] if b * 2 <= want.len() => return Err(not_found()),
+            [(b, r), rest @ ..] if rest.first().is_none_or(|(t, _)| t < b) => r.clone(),
+            [(b, _), ..] => {
+                return Err(Error::Ambiguous {
+                    name: file.to_string(),
+                    count: runs.iter().filter(|(x, _)| x == b).count(),
+                })
+            }
+            [] => return Err(not_found()),
+        };
+        let mut out = self.clone();
+        let id = BlockId(out.blocks.len() as u32);
+        out.blocks
+            .push((file.to_string(), range.clone().map(|i| i as u32).collect()));
+        for s in &mut out.syms[range] {
+            s.block = Some(id);
+        }
+        Ok(out)
+    }
+
     /// The source basename of a block.
     pub fn block_file(&self, b: BlockId) -> &str {
         &self.blocks[b.0 as usize].0

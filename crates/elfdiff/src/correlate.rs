@@ -7,7 +7,7 @@
 //! name. String literals are not correlated at all: comparison reads them
 //! by content.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::read::{Object, SectionId, SymKind, SymbolId};
 
@@ -78,7 +78,11 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
     let co = candidates(orig);
     let cp = candidates(patched);
 
-    // 1. Exact names, unique on both sides, same kind.
+    // 1. Exact names, unique on both sides, same kind. A numbered static
+    //    local whose stem several objects share waits for step 3: the
+    //    compiler numbers them in order, so one added before them renames
+    //    the rest and equal names then mean nothing (`__already_done.2` of
+    //    one function becomes another's).
     let by_name = |obj: &Object, ids: &[SymbolId]| {
         let mut m: HashMap<String, Vec<SymbolId>> = HashMap::new();
         for &id in ids {
@@ -86,17 +90,43 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
         }
         m
     };
+    let stem_count = |obj: &Object, ids: &[SymbolId]| {
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for &id in ids {
+            if obj.symbol(id).kind == SymKind::Object {
+                *m.entry(stem(&obj.symbol(id).name)).or_default() += 1;
+            }
+        }
+        m
+    };
+    let (stems_o, stems_p) = (stem_count(orig, &co), stem_count(patched, &cp));
+    let renumbered = |obj: &Object, id: SymbolId| {
+        let s = obj.symbol(id);
+        let st = stem(&s.name);
+        s.kind == SymKind::Object
+            && st != s.name
+            && (stems_o.get(&st).copied().unwrap_or(0) > 1
+                || stems_p.get(&st).copied().unwrap_or(0) > 1)
+    };
     let no = by_name(orig, &co);
     let np = by_name(patched, &cp);
-    for (name, ps) in &np {
-        if let (Some(os), [p]) = (no.get(name), ps.as_slice()) {
-            if let [o] = os.as_slice() {
-                if orig.symbol(*o).kind == patched.symbol(*p).kind {
-                    c.pair(*o, *p);
+    let exact = |c: &mut Correlation, deferred: bool, skip: &HashSet<SymbolId>| {
+        for (name, ps) in &np {
+            if let (Some(os), [p]) = (no.get(name), ps.as_slice()) {
+                if let [o] = os.as_slice() {
+                    if orig.symbol(*o).kind == patched.symbol(*p).kind
+                        && renumbered(patched, *p) == deferred
+                        && !c.sym_o2p.contains_key(o)
+                        && !c.sym_p2o.contains_key(p)
+                        && !skip.contains(p)
+                    {
+                        c.pair(*o, *p);
+                    }
                 }
             }
         }
-    }
+    };
+    exact(&mut c, false, &HashSet::new());
 
     // 2. Stems, unique among the still unmatched on both sides.
     let by_stem = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
@@ -121,11 +151,16 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
     }
 
     // 3. Static locals sharing a stem with several candidates: the one used
-    //    by the same (already correlated) functions.
+    //    by the same (already correlated) functions. Where two patched
+    //    symbols would take the same original (a function that gained a
+    //    second one-shot flag), neither does: which is the old one is not
+    //    known, and both become new.
     let so = by_stem(orig, &co, &c.sym_o2p);
     let sp = by_stem(patched, &cp, &c.sym_p2o);
     let users_o = users(orig);
     let users_p = users(patched);
+    let mut wanted: HashMap<SymbolId, Vec<SymbolId>> = HashMap::new();
+    let mut contested: HashSet<SymbolId> = HashSet::new();
     for (key, ps) in &sp {
         let Some(os) = so.get(key) else { continue };
         for &p in ps {
@@ -141,18 +176,32 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
             let hits: Vec<SymbolId> = os
                 .iter()
                 .copied()
-                .filter(|o| !c.sym_o2p.contains_key(o))
                 .filter(|o| {
                     users_o
                         .get(o)
                         .is_some_and(|us| us.iter().any(|u| want.contains(u)))
                 })
                 .collect();
-            if let [o] = hits.as_slice() {
-                c.pair(*o, p);
+            match hits.as_slice() {
+                [o] => wanted.entry(*o).or_default().push(p),
+                [] => {}
+                _ => {
+                    contested.insert(p);
+                }
             }
         }
     }
+    for (o, ps) in &wanted {
+        match ps.as_slice() {
+            [p] => c.pair(*o, *p),
+            _ => contested.extend(ps.iter().copied()),
+        }
+    }
+
+    // 4. Numbered statics the users could not place, and that no other
+    //    symbol contested: by exact name, as before step 3 existed (data
+    //    nothing in code uses keeps its name when nothing renumbers it).
+    exact(&mut c, true, &contested);
 
     // Sections: through their primary symbols, else by unique name.
     for (&o, &p) in &c.sym_o2p.clone() {
@@ -217,29 +266,30 @@ pub fn reloc_target(obj: &Object, r: &crate::read::Reloc) -> Option<SymbolId> {
     if t.kind != SymKind::Section {
         return Some(r.symbol);
     }
-    section_target(obj, t.section?, r.addend, r.is_pc_relative())
+    section_target(obj, t.section?, r.addend, &r.place_biases())
 }
 
 /// The symbol a section-relative reference (section symbol + `addend`)
 /// points into. A PC-relative field counts from the end of its
-/// instruction, which is the field's end (`addend` = offset - 4) unless
-/// an immediate follows it: `movb $1, x(%rip)` has offset - 5, `movl $v,
-/// x(%rip)` offset - 8. Each distance is tried, nearest first. Where
-/// neighbours make that ambiguous (1-byte `.data..once` flags), the symbol
-/// found is in the same input section, which the kernel holds laid out as
-/// in the object, so the symbol plus the adjusted addend still reaches
-/// the same byte.
+/// instruction: the field's end (`addend` = offset - 4) unless an
+/// immediate follows it (`movb $1, x(%rip)`: offset - 5, `movl $v,
+/// x(%rip)`: offset - 8). `biases` are the distances to try, nearest
+/// first ([`crate::read::Reloc::place_biases`]): one when the instruction
+/// was decoded, which tells 1-byte neighbours (`.data..once` flags) apart
+/// exactly. Where only guesses were possible, the symbol found is in the
+/// same input section, which the kernel holds laid out as in the object,
+/// so the symbol plus the adjusted addend still reaches the same byte.
 pub fn section_target(
     obj: &Object,
     sec: SectionId,
     addend: i64,
-    pc_relative: bool,
+    biases: &[i64],
 ) -> Option<SymbolId> {
-    let tails: &[i64] = if pc_relative { &[4, 5, 6, 8] } else { &[0] };
-    tails
+    let first = *biases.first()?;
+    biases
         .iter()
         .find_map(|t| symbol_at(obj, sec, addend.checked_add(*t)?))
-        .or_else(|| label_at(obj, sec, addend.checked_add(tails[0])?))
+        .or_else(|| label_at(obj, sec, addend.checked_add(first)?))
 }
 
 /// A label (`STT_NOTYPE`, as assembler-made tables define them: the BTF ID

@@ -19,6 +19,7 @@ pub mod correlate;
 pub mod emit;
 pub mod error;
 pub mod include;
+pub mod insn;
 pub mod lines;
 pub mod read;
 pub mod report;

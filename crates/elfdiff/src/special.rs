@@ -176,6 +176,7 @@ mod tests {
             r_type: object::elf::R_X86_64_PC32,
             symbol: SymbolId(1),
             addend: 0,
+            tail: None,
         }
     }
 

@@ -138,6 +138,25 @@ fn real_debian_fixes_build_load_and_verify() {
     );
 }
 
+/// Issue 13 §2: real fixes to loadable modules whose changed functions
+/// have dynamic debug call sites (kernel-fixes-reach.toml), each built and
+/// `--verify`d: a carried call site's descriptor and static key are the
+/// patch module's own.
+#[test]
+fn real_module_fixes_with_dynamic_debug_build_load_and_verify() {
+    let spec = fixes::load_named("kernel-fixes-reach.toml");
+    let out = out_dir("reach");
+    let files: Vec<&str> = spec.fix.iter().map(|f| f.file.as_str()).collect();
+    let (tree, newer) = fixed_sources(&spec, &files, &out);
+    let failures: Vec<String> = spec
+        .fix
+        .iter()
+        .filter(|f| f.factory)
+        .filter_map(|fix| build_fix(&spec.release, tree.dir(), &newer, &out, fix).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// The prepared source tree of `release`'s kernel workspace.
 fn source_tree(release: &str) -> SourceTree {
     let cache = Cache::from_env().unwrap();

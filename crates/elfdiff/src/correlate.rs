@@ -34,10 +34,21 @@ impl Correlation {
 /// The name with compiler-generated numbering removed, so that `foo.isra.0`
 /// and `foo.isra.3`, or `__key.12` and `__key.14`, share a stem.
 pub fn stem(name: &str) -> String {
-    let mut parts: Vec<&str> = name.split('.').collect();
+    let mut parts: Vec<String> = name.split('.').map(str::to_string).collect();
     for p in parts.iter_mut().skip(1) {
         if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
-            *p = "N";
+            *p = "N".into();
+        }
+    }
+    // `__UNIQUE_ID_<prefix><counter>`, also as a static local that gcc
+    // numbers again (`__UNIQUE_ID_ddebug417.12`).
+    if parts.len() > 1 && parts[0].starts_with("__UNIQUE_ID_") {
+        let head = parts[0]
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .len();
+        if head < parts[0].len() {
+            parts[0].truncate(head);
+            parts[0].push('N');
         }
     }
     let mut s = parts.join(".");
@@ -50,7 +61,7 @@ pub fn stem(name: &str) -> String {
             return s;
         }
     }
-    if s.starts_with("__UNIQUE_ID_") {
+    if s.starts_with("__UNIQUE_ID_") && !s.contains('.') {
         let trimmed = s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
         s.truncate(trimmed);
         s.push('N');
@@ -185,9 +196,12 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
             match hits.as_slice() {
                 [o] => wanted.entry(*o).or_default().push(p),
                 [] => {}
-                _ => {
-                    contested.insert(p);
-                }
+                _ => match by_order(orig, patched, &c, &users_p, p, &hits) {
+                    Some(o) => wanted.entry(o).or_default().push(p),
+                    None => {
+                        contested.insert(p);
+                    }
+                },
             }
         }
     }
@@ -230,6 +244,60 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
         }
     }
     c
+}
+
+/// Among `hits`, the original static that patched static `p` replaces by
+/// position: when `p` has one user, a function using as many statics of
+/// `p`'s stem in both objects, the k-th it refers to (in code order) in
+/// the patched object is the k-th in the original — call sites of
+/// `pr_debug` or `WARN_ONCE` in one function keep their order. `None`
+/// when the counts differ (a call site came or went).
+fn by_order(
+    orig: &Object,
+    patched: &Object,
+    c: &Correlation,
+    users_p: &HashMap<SymbolId, Vec<SymbolId>>,
+    p: SymbolId,
+    hits: &[SymbolId],
+) -> Option<SymbolId> {
+    let [fp] = users_p.get(&p)?.as_slice() else {
+        return None;
+    };
+    let fo = *c.sym_p2o.get(fp)?;
+    let key = stem(&patched.symbol(p).name);
+    let lp: Vec<SymbolId> = code_refs(patched, *fp)
+        .into_iter()
+        .filter(|s| stem(&patched.symbol(*s).name) == key && !c.sym_p2o.contains_key(s))
+        .collect();
+    let lo: Vec<SymbolId> = code_refs(orig, fo)
+        .into_iter()
+        .filter(|s| stem(&orig.symbol(*s).name) == key && !c.sym_o2p.contains_key(s))
+        .collect();
+    if lp.len() != lo.len() {
+        return None;
+    }
+    let k = lp.iter().position(|s| *s == p)?;
+    Some(lo[k]).filter(|o| hits.contains(o))
+}
+
+/// The symbols function `f`'s code refers to, each once, in code order.
+fn code_refs(obj: &Object, f: SymbolId) -> Vec<SymbolId> {
+    let s = obj.symbol(f);
+    let Some(sec) = s.section else {
+        return Vec::new();
+    };
+    let mut out: Vec<SymbolId> = Vec::new();
+    for r in &obj.section(sec).relocs {
+        if r.offset < s.value || r.offset >= s.value + s.size.max(1) {
+            continue;
+        }
+        if let Some(t) = reloc_target(obj, r) {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
 }
 
 /// For every defined symbol, the functions whose code refers to it.
@@ -339,6 +407,7 @@ mod tests {
         assert_eq!(stem("foo.cold"), "foo.cold");
         assert_eq!(stem("__key.42"), "__key.N");
         assert_eq!(stem("__UNIQUE_ID_ddebug417"), "__UNIQUE_ID_ddebugN");
+        assert_eq!(stem("__UNIQUE_ID_ddebug417.12"), "__UNIQUE_ID_ddebugN.N");
         assert_eq!(stem("plain"), "plain");
         assert_eq!(
             stem("__BTF_ID__struct__map__655311"),

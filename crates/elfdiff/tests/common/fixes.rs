@@ -95,6 +95,10 @@ pub const SELECTIONS: &[(&str, &str)] = &[
         "kernel-fixes-6.12.toml",
         include_str!("../kernel-fixes-6.12.toml"),
     ),
+    (
+        "kernel-fixes-reach.toml",
+        include_str!("../kernel-fixes-reach.toml"),
+    ),
 ];
 
 /// The 6.1 selection, parsed.

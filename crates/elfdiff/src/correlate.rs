@@ -247,11 +247,13 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
 }
 
 /// Among `hits`, the original static that patched static `p` replaces by
-/// position: when `p` has one user, a function using as many statics of
-/// `p`'s stem in both objects, the k-th it refers to (in code order) in
-/// the patched object is the k-th in the original — call sites of
-/// `pr_debug` or `WARN_ONCE` in one function keep their order. `None`
-/// when the counts differ (a call site came or went).
+/// position: for each function using `p` (several when an inline
+/// function's static is inlined into several), a correlated function
+/// using as many statics of `p`'s stem in both objects, the k-th it refers
+/// to (in code order) in the patched object is the k-th in the original —
+/// call sites of `pr_debug` or `WARN_ONCE` in one function keep their
+/// order. Every user must name the same original. `None` when a count
+/// differs (a call site came or went) or the users disagree.
 fn by_order(
     orig: &Object,
     patched: &Object,
@@ -260,24 +262,28 @@ fn by_order(
     p: SymbolId,
     hits: &[SymbolId],
 ) -> Option<SymbolId> {
-    let [fp] = users_p.get(&p)?.as_slice() else {
-        return None;
-    };
-    let fo = *c.sym_p2o.get(fp)?;
     let key = stem(&patched.symbol(p).name);
-    let lp: Vec<SymbolId> = code_refs(patched, *fp)
-        .into_iter()
-        .filter(|s| stem(&patched.symbol(*s).name) == key && !c.sym_p2o.contains_key(s))
-        .collect();
-    let lo: Vec<SymbolId> = code_refs(orig, fo)
-        .into_iter()
-        .filter(|s| stem(&orig.symbol(*s).name) == key && !c.sym_o2p.contains_key(s))
-        .collect();
-    if lp.len() != lo.len() {
-        return None;
+    let mut found: Option<SymbolId> = None;
+    for fp in users_p.get(&p)? {
+        let fo = *c.sym_p2o.get(fp)?;
+        let lp: Vec<SymbolId> = code_refs(patched, *fp)
+            .into_iter()
+            .filter(|s| stem(&patched.symbol(*s).name) == key && !c.sym_p2o.contains_key(s))
+            .collect();
+        let lo: Vec<SymbolId> = code_refs(orig, fo)
+            .into_iter()
+            .filter(|s| stem(&orig.symbol(*s).name) == key && !c.sym_o2p.contains_key(s))
+            .collect();
+        if lp.len() != lo.len() {
+            return None;
+        }
+        let o = lo[lp.iter().position(|s| *s == p)?];
+        if found.is_some_and(|f| f != o) {
+            return None;
+        }
+        found = Some(o);
     }
-    let k = lp.iter().position(|s| *s == p)?;
-    Some(lo[k]).filter(|o| hits.contains(o))
+    found.filter(|o| hits.contains(o))
 }
 
 /// The symbols function `f`'s code refers to, each once, in code order.

@@ -1036,9 +1036,9 @@ pub fn emit(
     Ok(emitted)
 }
 
-/// Section of dynamic debug descriptors (`struct _ddebug`, one per
-/// `pr_debug`/`dev_dbg` call site).
-pub const DYNDBG: &str = "__dyndbg";
+/// Sections of dynamic debug descriptors (`struct _ddebug`, one per
+/// `pr_debug`/`dev_dbg` call site): `__dyndbg`, `__verbose` before 5.x.
+pub const DYNDBG: &[&str] = &["__dyndbg", "__verbose"];
 
 /// Dynamic debug descriptors the patch must hold itself, added to
 /// `carried` (with `seen`); returns a note for each. A carried function's
@@ -1082,7 +1082,7 @@ fn own_descriptors(
         patched
             .symbol(id)
             .section
-            .is_some_and(|s| patched.section(s).name == DYNDBG)
+            .is_some_and(|s| DYNDBG.contains(&patched.section(s).name.as_str()))
     };
     let mut notes = Vec::new();
     let mut i = 0;

@@ -100,7 +100,7 @@ pub fn is_descriptor_section(name: &str) -> bool {
 /// by many: one-shot flags (`__already_done` of `DO_ONCE_LITE`, the
 /// `WARN_ONCE`/`pr_*_once` flag in `.data..once` since 5.x, `.data.once`
 /// before; `__warned` and `__print_once` in `.data.unlikely` on 4.x) and
-/// dynamic debug descriptors (`__dyndbg`). A new one belongs to new code
+/// dynamic debug descriptors (`__dyndbg`, `__verbose` before 5.x). A new one belongs to new code
 /// only, and the patch module holds its own: nothing in the running kernel
 /// looks for it among the section's other entries (`clear_warn_once` resets
 /// only the kernel's own flags; the patch module's `__dyndbg` is registered
@@ -110,7 +110,7 @@ pub fn is_callsite_private(name: &str, section: &str) -> bool {
         .iter()
         .any(|f| stem(name) == format!("{f}.N") || name == *f);
     let flags_section = [".data..once", ".data.once", ".data.unlikely"].contains(&section);
-    (flag && flags_section) || section == "__dyndbg"
+    (flag && flags_section) || crate::emit::DYNDBG.contains(&section)
 }
 
 /// Sections that exist in the running kernel: allocated, and not thrown

@@ -2,7 +2,10 @@
 //! the original. Exact names first; then names with the compiler's numbered
 //! suffixes (`.isra.N`, `.constprop.N`, `.part.N`, `.cold.N`, static locals'
 //! `name.N`, `__UNIQUE_ID_*N`) when the stem is unique on both sides; then
-//! static locals through the functions that use them. Sections follow the
+//! static locals through the functions that use them (in the order each
+//! function refers to them when it uses several; numbered statics that
+//! share a stem are matched this way before their names are trusted, since
+//! one new static renumbers the rest). Sections follow the
 //! function or object they were made for; sections without one match by
 //! name. String literals are not correlated at all: comparison reads them
 //! by content.

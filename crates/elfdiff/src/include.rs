@@ -100,11 +100,11 @@ pub fn is_descriptor_section(name: &str) -> bool {
 /// by many: one-shot flags (`__already_done` of `DO_ONCE_LITE`, the
 /// `WARN_ONCE`/`pr_*_once` flag in `.data..once` since 5.x, `.data.once`
 /// before; `__warned` and `__print_once` in `.data.unlikely` on 4.x) and
-/// dynamic debug descriptors (`__dyndbg`, `__verbose` before 5.x). A new one belongs to new code
-/// only, and the patch module holds its own: nothing in the running kernel
-/// looks for it among the section's other entries (`clear_warn_once` resets
-/// only the kernel's own flags; the patch module's `__dyndbg` is registered
-/// when it loads).
+/// dynamic debug descriptors (`__dyndbg`, `__verbose` before 5.x). A new
+/// one belongs to new code only, and the patch module holds its own:
+/// nothing in the running kernel looks for it among the section's other
+/// entries (`clear_warn_once` resets only the kernel's own flags; the patch
+/// module's `__dyndbg` is registered when it loads).
 pub fn is_callsite_private(name: &str, section: &str) -> bool {
     let flag = ["__already_done", "__warned", "__print_once"]
         .iter()

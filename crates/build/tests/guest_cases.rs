@@ -399,3 +399,91 @@ fn a_new_pr_debug_is_a_dynamic_debug_callsite_of_the_patch() {
         .unwrap();
     assert!(g.dmesg().unwrap().contains("noreboot dyndbg 7"));
 }
+
+#[test]
+fn a_carried_pr_debug_in_a_module_is_the_patch_modules_own_call_site() {
+    let (ws, tree) = workspace();
+    let out = out_dir("dyndbg-module");
+    // binfmt_misc's create_entry (run by a write to the register file)
+    // has pr_debug call sites whose descriptors and static keys live in the
+    // module; the patch module cannot use those keys (its jump labels are
+    // registered before relocations into binfmt_misc exist), so it
+    // carries its own.
+    let patch = edit(
+        &tree,
+        "fs/binfmt_misc.c",
+        &[(
+            "pr_debug(\"register: received %zu bytes\\n\", count);",
+            "pr_debug(\"register (live patched): received %zu bytes\\n\", count);",
+        )],
+        &out,
+    );
+    let dir = out.join("module");
+    let (code, m, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "dyndbg_module",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let targets = m["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{m}");
+    assert_eq!(targets[0]["object"], "binfmt_misc", "{m}");
+    let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir()).unwrap();
+    let target = index.path("binfmt_misc").unwrap().unwrap();
+    let cfg = lab::GuestConfig::for_workspace(&ws)
+        .with_file(dir.join("dyndbg_module.ko"), "/root/p.ko")
+        .with_file(&target, "/root/binfmt_misc.ko");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    g.exec_ok(
+        "insmod /root/binfmt_misc.ko && mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc",
+    )
+    .unwrap();
+    g.exec_ok("insmod /root/p.ko").unwrap();
+    let lp = "/sys/kernel/livepatch/dyndbg_module";
+    lab::sample::wait_in_guest(
+        &mut g,
+        &format!("[ \"$(cat {lp}/transition)\" = 0 ]"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(
+        g.exec_ok(&format!("cat {lp}/binfmt_misc/patched"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let control = "/proc/dynamic_debug/control";
+    let listed = g.exec_ok(&format!("grep 'register' {control}")).unwrap();
+    // The patch's call site is listed under the patch module, off; the
+    // module's own (now unused) stays under binfmt_misc.
+    assert!(
+        listed.contains("[dyndbg_module]create_entry =_ \"register (live patched)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("[binfmt_misc]create_entry =_ \"register: received"),
+        "{listed}"
+    );
+    let register = "echo ':noreboot:E::nrb::/bin/true:' > /proc/sys/fs/binfmt_misc/register";
+    g.exec_ok(register).unwrap();
+    assert!(!g.dmesg().unwrap().contains("register (live patched)"));
+    g.exec_ok(&format!(
+        "echo -1 > /proc/sys/fs/binfmt_misc/noreboot && echo 'module dyndbg_module +p' > {control} && {register}"
+    ))
+    .unwrap();
+    let dmesg = g.dmesg().unwrap();
+    assert!(
+        dmesg.contains("register (live patched): received"),
+        "{dmesg}"
+    );
+    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+    // The switch belongs to the patch module: disabling the patch removes
+    // it with the module's descriptors.
+    g.exec_ok(&format!("echo 0 > {lp}/enabled")).unwrap();
+    lab::sample::wait_in_guest(&mut g, &format!("[ ! -d {lp} ]"), Duration::from_secs(60)).unwrap();
+}

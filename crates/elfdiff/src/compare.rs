@@ -81,7 +81,7 @@ pub fn target(obj: &Object, r: &Reloc, name_of: &dyn Fn(SymbolId) -> Option<Stri
         return Target::Section(sym.name.clone(), r.addend);
     };
     let s = obj.section(sec);
-    match crate::correlate::section_target(obj, sec, r.addend, r.is_pc_relative()) {
+    match crate::correlate::section_target(obj, sec, r.addend, &r.place_biases()) {
         Some(id) => {
             let delta = r.addend - obj.symbol(id).value as i64;
             match name_of(id) {

@@ -2,12 +2,15 @@
 //! the original. Exact names first; then names with the compiler's numbered
 //! suffixes (`.isra.N`, `.constprop.N`, `.part.N`, `.cold.N`, static locals'
 //! `name.N`, `__UNIQUE_ID_*N`) when the stem is unique on both sides; then
-//! static locals through the functions that use them. Sections follow the
+//! static locals through the functions that use them (in the order each
+//! function refers to them when it uses several; numbered statics that
+//! share a stem are matched this way before their names are trusted, since
+//! one new static renumbers the rest). Sections follow the
 //! function or object they were made for; sections without one match by
 //! name. String literals are not correlated at all: comparison reads them
 //! by content.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::read::{Object, SectionId, SymKind, SymbolId};
 
@@ -34,10 +37,21 @@ impl Correlation {
 /// The name with compiler-generated numbering removed, so that `foo.isra.0`
 /// and `foo.isra.3`, or `__key.12` and `__key.14`, share a stem.
 pub fn stem(name: &str) -> String {
-    let mut parts: Vec<&str> = name.split('.').collect();
+    let mut parts: Vec<String> = name.split('.').map(str::to_string).collect();
     for p in parts.iter_mut().skip(1) {
         if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
-            *p = "N";
+            *p = "N".into();
+        }
+    }
+    // `__UNIQUE_ID_<prefix><counter>`, also as a static local that gcc
+    // numbers again (`__UNIQUE_ID_ddebug417.12`).
+    if parts.len() > 1 && parts[0].starts_with("__UNIQUE_ID_") {
+        let head = parts[0]
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .len();
+        if head < parts[0].len() {
+            parts[0].truncate(head);
+            parts[0].push('N');
         }
     }
     let mut s = parts.join(".");
@@ -50,7 +64,7 @@ pub fn stem(name: &str) -> String {
             return s;
         }
     }
-    if s.starts_with("__UNIQUE_ID_") {
+    if s.starts_with("__UNIQUE_ID_") && !s.contains('.') {
         let trimmed = s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
         s.truncate(trimmed);
         s.push('N');
@@ -78,32 +92,55 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
     let co = candidates(orig);
     let cp = candidates(patched);
 
-    // 1. Exact names, unique on both sides, same kind; numbered static
-    //    locals only later (their numbers shift when the fix adds one).
-    let by_name = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
+    // 1. Exact names, unique on both sides, same kind. A numbered static
+    //    local whose stem several objects share waits for step 3: the
+    //    compiler numbers them in order, so one added before them renames
+    //    the rest and equal names then mean nothing (`__already_done.2` of
+    //    one function becomes another's).
+    let by_name = |obj: &Object, ids: &[SymbolId]| {
         let mut m: HashMap<String, Vec<SymbolId>> = HashMap::new();
-        for &id in ids.iter().filter(|id| !matched.contains_key(id)) {
+        for &id in ids {
             m.entry(obj.symbol(id).name.clone()).or_default().push(id);
         }
         m
     };
-    let exact = |c: &mut Correlation, numbered: bool| {
-        let no = by_name(orig, &co, &c.sym_o2p);
-        let np = by_name(patched, &cp, &c.sym_p2o);
+    let stem_count = |obj: &Object, ids: &[SymbolId]| {
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for &id in ids {
+            if obj.symbol(id).kind == SymKind::Object {
+                *m.entry(stem(&obj.symbol(id).name)).or_default() += 1;
+            }
+        }
+        m
+    };
+    let (stems_o, stems_p) = (stem_count(orig, &co), stem_count(patched, &cp));
+    let renumbered = |obj: &Object, id: SymbolId| {
+        let s = obj.symbol(id);
+        let st = stem(&s.name);
+        s.kind == SymKind::Object
+            && st != s.name
+            && (stems_o.get(&st).copied().unwrap_or(0) > 1
+                || stems_p.get(&st).copied().unwrap_or(0) > 1)
+    };
+    let no = by_name(orig, &co);
+    let np = by_name(patched, &cp);
+    let exact = |c: &mut Correlation, deferred: bool, skip: &HashSet<SymbolId>| {
         for (name, ps) in &np {
             if let (Some(os), [p]) = (no.get(name), ps.as_slice()) {
                 if let [o] = os.as_slice() {
-                    if is_numbered_local(patched, *p) && !numbered {
-                        continue;
-                    }
-                    if orig.symbol(*o).kind == patched.symbol(*p).kind {
+                    if orig.symbol(*o).kind == patched.symbol(*p).kind
+                        && renumbered(patched, *p) == deferred
+                        && !c.sym_o2p.contains_key(o)
+                        && !c.sym_p2o.contains_key(p)
+                        && !skip.contains(p)
+                    {
                         c.pair(*o, *p);
                     }
                 }
             }
         }
     };
-    exact(&mut c, false);
+    exact(&mut c, false, &HashSet::new());
 
     // 2. Stems, unique among the still unmatched on both sides.
     let by_stem = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
@@ -127,12 +164,23 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
         }
     }
 
-    // 3. Static locals sharing a stem with several candidates: the one used
-    //    by the same (already correlated) functions.
+    // 3. Numbered static locals a correlated function refers to several of
+    //    (two `mutex_init` keys `__key.N`): in the order the function pair
+    //    refers to them when both refer to equally many and the name
+    //    strings handed over beside them agree, else by those strings.
+    in_reference_order(orig, patched, &mut c);
+
+    // 4. Static locals sharing a stem with several candidates: the one used
+    //    by the same (already correlated) functions. Where two patched
+    //    symbols would take the same original (a function that gained a
+    //    second one-shot flag), neither does: which is the old one is not
+    //    known, and both become new.
     let so = by_stem(orig, &co, &c.sym_o2p);
     let sp = by_stem(patched, &cp, &c.sym_p2o);
     let users_o = users(orig);
     let users_p = users(patched);
+    let mut wanted: HashMap<SymbolId, Vec<SymbolId>> = HashMap::new();
+    let mut contested: HashSet<SymbolId> = HashSet::new();
     for (key, ps) in &sp {
         let Some(os) = so.get(key) else { continue };
         for &p in ps {
@@ -148,41 +196,35 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
             let hits: Vec<SymbolId> = os
                 .iter()
                 .copied()
-                .filter(|o| !c.sym_o2p.contains_key(o))
                 .filter(|o| {
                     users_o
                         .get(o)
                         .is_some_and(|us| us.iter().any(|u| want.contains(u)))
                 })
                 .collect();
-            // Both ways: a function that gained a second key of the stem
-            // must not pair whichever comes first with its old one.
-            let rivals = ps
-                .iter()
-                .filter(|q| !c.sym_p2o.contains_key(q))
-                .filter(|q| {
-                    users_p.get(q).is_some_and(|us| {
-                        us.iter()
-                            .any(|u| c.sym_p2o.get(u).is_some_and(|o| want.contains(o)))
-                    })
-                })
-                .count();
-            if let ([o], 1) = (hits.as_slice(), rivals) {
-                c.pair(*o, p);
+            match hits.as_slice() {
+                [o] => wanted.entry(*o).or_default().push(p),
+                [] => {}
+                _ => match by_order(orig, patched, &c, &users_p, p, &hits) {
+                    Some(o) => wanted.entry(o).or_default().push(p),
+                    None => {
+                        contested.insert(p);
+                    }
+                },
             }
         }
     }
+    for (o, ps) in &wanted {
+        match ps.as_slice() {
+            [p] => c.pair(*o, *p),
+            _ => contested.extend(ps.iter().copied()),
+        }
+    }
 
-    // 4. Numbered static locals a correlated function refers to several of
-    //    (two `mutex_init` keys `__key.N`, two `WARN_ONCE` flags): in the
-    //    order the function pair refers to them when both refer to equally
-    //    many and the name strings handed over beside them agree, else by
-    //    those strings.
-    in_reference_order(orig, patched, &mut c);
-
-    // 5. What is left of the numbered locals by exact name, as before
-    //    numbering was looked at.
-    exact(&mut c, true);
+    // 5. Numbered statics the users could not place, and that no other
+    //    symbol contested: by exact name, as before step 3 existed (data
+    //    nothing in code uses keeps its name when nothing renumbers it).
+    exact(&mut c, true, &contested);
 
     // Sections: through their primary symbols, else by unique name.
     for (&o, &p) in &c.sym_o2p.clone() {
@@ -211,6 +253,66 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
         }
     }
     c
+}
+
+/// Among `hits`, the original static that patched static `p` replaces by
+/// position: for each function using `p` (several when an inline
+/// function's static is inlined into several), a correlated function
+/// using as many statics of `p`'s stem in both objects, the k-th it refers
+/// to (in code order) in the patched object is the k-th in the original —
+/// call sites of `pr_debug` or `WARN_ONCE` in one function keep their
+/// order. Every user must name the same original. `None` when a count
+/// differs (a call site came or went) or the users disagree.
+fn by_order(
+    orig: &Object,
+    patched: &Object,
+    c: &Correlation,
+    users_p: &HashMap<SymbolId, Vec<SymbolId>>,
+    p: SymbolId,
+    hits: &[SymbolId],
+) -> Option<SymbolId> {
+    let key = stem(&patched.symbol(p).name);
+    let mut found: Option<SymbolId> = None;
+    for fp in users_p.get(&p)? {
+        let fo = *c.sym_p2o.get(fp)?;
+        let lp: Vec<SymbolId> = code_refs(patched, *fp)
+            .into_iter()
+            .filter(|s| stem(&patched.symbol(*s).name) == key && !c.sym_p2o.contains_key(s))
+            .collect();
+        let lo: Vec<SymbolId> = code_refs(orig, fo)
+            .into_iter()
+            .filter(|s| stem(&orig.symbol(*s).name) == key && !c.sym_o2p.contains_key(s))
+            .collect();
+        if lp.len() != lo.len() {
+            return None;
+        }
+        let o = lo[lp.iter().position(|s| *s == p)?];
+        if found.is_some_and(|f| f != o) {
+            return None;
+        }
+        found = Some(o);
+    }
+    found.filter(|o| hits.contains(o))
+}
+
+/// The symbols function `f`'s code refers to, each once, in code order.
+fn code_refs(obj: &Object, f: SymbolId) -> Vec<SymbolId> {
+    let s = obj.symbol(f);
+    let Some(sec) = s.section else {
+        return Vec::new();
+    };
+    let mut out: Vec<SymbolId> = Vec::new();
+    for r in &obj.section(sec).relocs {
+        if r.offset < s.value || r.offset >= s.value + s.size.max(1) {
+            continue;
+        }
+        if let Some(t) = reloc_target(obj, r) {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
 }
 
 /// A static local the compiler numbered (`__key.3`, `__func__.10`,
@@ -283,7 +385,7 @@ fn numbered_refs(
 }
 
 /// Pairs numbered static locals by the order correlated functions refer
-/// to them (see [`correlate`], step 4).
+/// to them (see [`correlate`], step 3).
 fn in_reference_order(orig: &Object, patched: &Object, c: &mut Correlation) {
     let mut funcs: Vec<(SymbolId, SymbolId)> = c
         .sym_p2o
@@ -369,31 +471,32 @@ pub fn reloc_target(obj: &Object, r: &crate::read::Reloc) -> Option<SymbolId> {
     if t.kind != SymKind::Section {
         return Some(r.symbol);
     }
-    section_target(obj, t.section?, r.addend, r.is_pc_relative())
+    section_target(obj, t.section?, r.addend, &r.place_biases())
 }
 
 /// The symbol a section-relative reference (section symbol + `addend`)
 /// points into. A PC-relative field counts from the end of its
-/// instruction, which is the field's end (`addend` = offset - 4) unless
-/// an immediate follows it: `movb $1, x(%rip)` has offset - 5, `movl $v,
-/// x(%rip)` offset - 8. Each distance is tried, nearest first. Where
-/// neighbours make that ambiguous (1-byte `.data..once` flags), the symbol
-/// found is in the same input section, which the kernel holds laid out as
-/// in the object, so the symbol plus the adjusted addend still reaches
-/// the same byte.
+/// instruction: the field's end (`addend` = offset - 4) unless an
+/// immediate follows it (`movb $1, x(%rip)`: offset - 5, `movl $v,
+/// x(%rip)`: offset - 8). `biases` are the distances to try, nearest
+/// first ([`crate::read::Reloc::place_biases`]): one when the instruction
+/// was decoded, which tells 1-byte neighbours (`.data..once` flags) apart
+/// exactly. Where only guesses were possible, the symbol found is in the
+/// same input section, which the kernel holds laid out as in the object,
+/// so the symbol plus the adjusted addend still reaches the same byte.
 pub fn section_target(
     obj: &Object,
     sec: SectionId,
     addend: i64,
-    pc_relative: bool,
+    biases: &[i64],
 ) -> Option<SymbolId> {
-    let tails: &[i64] = if pc_relative { &[4, 5, 6, 8] } else { &[0] };
-    tails
+    let first = *biases.first()?;
+    biases
         .iter()
         .find_map(|t| symbol_at(obj, sec, addend.checked_add(*t)?))
-        .or_else(|| label_at(obj, sec, addend.checked_add(tails[0])?))
+        .or_else(|| label_at(obj, sec, addend.checked_add(first)?))
         .or_else(|| {
-            tails
+            biases
                 .iter()
                 .find_map(|t| owner_past_end(obj, sec, addend.checked_add(*t)?))
         })
@@ -495,6 +598,7 @@ mod tests {
         assert_eq!(stem("foo.cold"), "foo.cold");
         assert_eq!(stem("__key.42"), "__key.N");
         assert_eq!(stem("__UNIQUE_ID_ddebug417"), "__UNIQUE_ID_ddebugN");
+        assert_eq!(stem("__UNIQUE_ID_ddebug417.12"), "__UNIQUE_ID_ddebugN.N");
         assert_eq!(stem("plain"), "plain");
         assert_eq!(
             stem("__BTF_ID__struct__map__655311"),

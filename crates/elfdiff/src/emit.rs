@@ -274,7 +274,7 @@ impl Ctx<'_> {
             if self.merge_kept.contains(&sec) {
                 return Ok(Ref::Sym(self.sym_ids[r.symbol.0 as usize - 1], r.addend));
             }
-            match section_target(self.patched, sec, r.addend, r.is_pc_relative()) {
+            match section_target(self.patched, sec, r.addend, &r.place_biases()) {
                 Some(s) => (s, r.addend - self.patched.symbol(s).value as i64),
                 None => {
                     return Err(EmitError::Unresolved {
@@ -553,6 +553,15 @@ pub fn emit(
         i += 1;
     }
 
+    let descriptor_notes = own_descriptors(
+        orig,
+        patched,
+        &Namer::new(orig, patched, c),
+        resolver,
+        &mut carried_syms,
+        &mut seen,
+    );
+
     let raw = without_groups(patched)?;
     let mut b = Builder::read(&*raw)
         .map_err(|e| EmitError::Output(format!("re-reading {}: {e}", patched.path.display())))?;
@@ -765,14 +774,19 @@ pub fn emit(
             kept += 1;
         }
         special_report.push((s.name.clone(), kept, entries.len()));
-        // A stride only the kernel knew (the last entry may lack its
-        // padding): the output's entries are whole, and say their size.
-        let hinted = patched
+        // The output's entries are whole and say their size: a stride only
+        // the kernel knew (the last entry may lack its padding), or the
+        // one the patched object's layout told, which the output alone may
+        // no longer tell (a field the kernel resolves through a livepatch
+        // record has no relocation left in some entries).
+        let stride = patched
             .entry_sizes
             .get(&s.name)
             .copied()
-            .filter(|&e| special::inferred_entry_size(patched, sid) != Some(e));
-        if let (0, Some(stride)) = (s.sh_entsize, hinted) {
+            .filter(|&e| special::inferred_entry_size(patched, sid) != Some(e))
+            .or_else(|| entries.first().map(|e| e.size))
+            .filter(|&e| e > 0);
+        if let (0, Some(stride)) = (s.sh_entsize, stride) {
             data.resize((data.len() as u64).next_multiple_of(stride) as usize, 0);
             b.sections.get_mut(ns).sh_entsize = stride;
         }
@@ -872,6 +886,7 @@ pub fn emit(
             r_type: rec.r_type,
             symbol: SymbolId(0),
             addend: 0,
+            tail: None,
         })
         .width()
         .unwrap_or(0) as usize;
@@ -1047,10 +1062,101 @@ pub fn emit(
         notes: dropped_late
             .into_iter()
             .map(|d| format!("{d} left out: it refers into a module the patch must not wait for"))
+            .chain(descriptor_notes)
             .collect(),
     };
     check(&emitted)?;
     Ok(emitted)
+}
+
+/// Sections of dynamic debug descriptors (`struct _ddebug`, one per
+/// `pr_debug`/`dev_dbg` call site): `__dyndbg`, `__verbose` before 5.x.
+pub const DYNDBG: &[&str] = &["__dyndbg", "__verbose"];
+
+/// Dynamic debug descriptors the patch must hold itself, added to
+/// `carried` (with `seen`); returns a note for each. A carried function's
+/// call site is switched by the static key inside its descriptor, through
+/// a `__jump_table` entry that the kernel registers when the patch module
+/// loads — before livepatch relocations into a target module, which wait
+/// for that module, are applied. So a descriptor whose running copy is in
+/// a loadable module (or cannot be found) becomes the patch module's own,
+/// and so does what it points at in that module (`__func__`), since the
+/// kernel reads the descriptor as soon as it registers it: the call site
+/// then appears under the patch module's name in
+/// `/proc/dynamic_debug/control`, off until enabled there. A descriptor in
+/// vmlinux stays the kernel's: vmlinux relocations are applied as the
+/// patch module loads, and the call site keeps its one switch and setting.
+fn own_descriptors(
+    orig: &Object,
+    patched: &Object,
+    namer: &Namer,
+    resolver: &dyn Resolver,
+    carried: &mut Vec<SymbolId>,
+    seen: &mut HashSet<SymbolId>,
+) -> Vec<String> {
+    let in_module = |tg: SymbolId| {
+        let ts = patched.symbol(tg);
+        // New symbols are carried if included; undefined ones are not ours.
+        let Some(name) = namer.patched(tg).filter(|_| !ts.is_undefined()) else {
+            return false;
+        };
+        let local = namer
+            .correlation()
+            .sym_p2o
+            .get(&tg)
+            .map_or(ts.is_local(), |o| orig.symbol(*o).is_local());
+        match resolver.resolve(&name, local) {
+            Ok(Outside::Livepatch { object, .. }) => object != "vmlinux",
+            Ok(Outside::Export) => false,
+            Err(_) => true,
+        }
+    };
+    let in_dyndbg = |id: SymbolId| {
+        patched
+            .symbol(id)
+            .section
+            .is_some_and(|s| DYNDBG.contains(&patched.section(s).name.as_str()))
+    };
+    let mut notes = Vec::new();
+    let mut i = 0;
+    while i < carried.len() {
+        let s = patched.symbol(carried[i]);
+        let (is_func, is_descriptor) = (s.kind == SymKind::Func, in_dyndbg(carried[i]));
+        i += 1;
+        let Some(sec) = s.section.filter(|_| is_func || is_descriptor) else {
+            continue;
+        };
+        for r in &patched.section(sec).relocs {
+            if r.offset < s.value || r.offset >= s.value + s.size.max(1) {
+                continue;
+            }
+            let Some(tg) = reloc_target(patched, r) else {
+                continue;
+            };
+            let ts = patched.symbol(tg);
+            let wanted = if is_func {
+                in_dyndbg(tg)
+            } else {
+                ts.kind == SymKind::Object
+            };
+            if !wanted || seen.contains(&tg) || !in_module(tg) {
+                continue;
+            }
+            seen.insert(tg);
+            carried.push(tg);
+            let name = namer.patched(tg).unwrap_or_else(|| ts.name.clone());
+            notes.push(if is_func {
+                format!(
+                    "dynamic debug descriptor {name} of {} carried as the patch module's own: \
+                     its call site is listed under the patch module in /proc/dynamic_debug/control",
+                    s.name
+                )
+            } else {
+                format!("{name} carried with the dynamic debug descriptor that points at it")
+            });
+        }
+    }
+    notes
 }
 
 /// Bytes of nop padding (0x90, or int3 0xcc) between the start of a

@@ -99,6 +99,23 @@ pub fn is_descriptor_section(name: &str) -> bool {
         .any(|s| name == *s || name.starts_with(&format!("{s}.")))
 }
 
+/// Statics the compiler makes for one call site each, in a section shared
+/// by many: one-shot flags (`__already_done` of `DO_ONCE_LITE`, the
+/// `WARN_ONCE`/`pr_*_once` flag in `.data..once` since 5.x, `.data.once`
+/// before; `__warned` and `__print_once` in `.data.unlikely` on 4.x) and
+/// dynamic debug descriptors (`__dyndbg`, `__verbose` before 5.x). A new
+/// one belongs to new code only, and the patch module holds its own:
+/// nothing in the running kernel looks for it among the section's other
+/// entries (`clear_warn_once` resets only the kernel's own flags; the patch
+/// module's `__dyndbg` is registered when it loads).
+pub fn is_callsite_private(name: &str, section: &str) -> bool {
+    let flag = ["__already_done", "__warned", "__print_once"]
+        .iter()
+        .any(|f| stem(name) == format!("{f}.N") || name == *f);
+    let flags_section = [".data..once", ".data.once", ".data.unlikely"].contains(&section);
+    (flag && flags_section) || crate::emit::DYNDBG.contains(&section)
+}
+
 /// Sections that exist in the running kernel: allocated, and not thrown
 /// away by the kernel's linker script (`.discard*`, `.exit.*` of built-in
 /// code stays, so it is not excluded here).
@@ -465,7 +482,10 @@ fn compare_all(
                         && patched.symbol(*other).kind == SymKind::Object
                         && c.sym_p2o.contains_key(other)
                 });
-                if shared && patched.section(sec).is_writable() {
+                if shared
+                    && patched.section(sec).is_writable()
+                    && !is_callsite_private(&sp.name, &psec)
+                {
                     out.refuse(&sp.name, format!("new data in the shared section {psec}, which the running kernel already holds (build with -fdata-sections)"));
                 }
                 out.included.push(p.0);

@@ -19,6 +19,7 @@ pub mod correlate;
 pub mod emit;
 pub mod error;
 pub mod include;
+pub mod insn;
 pub mod layout;
 pub mod lines;
 pub mod markers;

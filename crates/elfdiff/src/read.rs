@@ -39,6 +39,10 @@ pub struct Reloc {
     pub symbol: SymbolId,
     /// Addend.
     pub addend: i64,
+    /// For a 32-bit PC-relative field in code: the bytes between the
+    /// field's end and its instruction's end (an immediate operand), when
+    /// the instruction shows it for certain ([`crate::insn`]).
+    pub tail: Option<u8>,
 }
 
 impl Reloc {
@@ -59,6 +63,19 @@ impl Reloc {
             | elf::R_X86_64_REX_GOTPCRELX => Some(4),
             elf::R_X86_64_NONE => Some(0),
             _ => None,
+        }
+    }
+
+    /// The distances a section-relative reference may count from the
+    /// field to the place it means: the field's width plus the
+    /// instruction's known tail; each distance an x86 instruction can
+    /// leave after a 32-bit field when the tail is unknown, nearest
+    /// first; none for absolute references.
+    pub fn place_biases(&self) -> Vec<i64> {
+        match (self.is_pc_relative(), self.tail) {
+            (false, _) => vec![0],
+            (true, Some(t)) => vec![4 + i64::from(t)],
+            (true, None) => vec![4, 5, 6, 8],
         }
     }
 
@@ -504,6 +521,7 @@ impl Object {
                     r_type,
                     symbol: SymbolId(sym as u32),
                     addend: r_addend.unwrap_or(0),
+                    tail: None,
                 };
                 if r_addend.is_none() {
                     reloc.addend =
@@ -530,6 +548,15 @@ impl Object {
                 relocs.push(reloc);
             }
             relocs.sort_by_key(|r| r.offset);
+            if sections[target].is_text() {
+                for r in &mut relocs {
+                    if matches!(r.r_type, elf::R_X86_64_PC32 | elf::R_X86_64_PLT32) {
+                        r.tail = usize::try_from(r.offset)
+                            .ok()
+                            .and_then(|f| crate::insn::rip_field_tail(&sections[target].data, f));
+                    }
+                }
+            }
             sections[target].relocs = relocs;
             sections[target].rela_section = Some(SectionId(i as u32));
         }
@@ -607,6 +634,7 @@ mod tests {
             r_type,
             symbol: SymbolId(0),
             addend: 0,
+            tail: None,
         }
     }
 

@@ -75,7 +75,7 @@ pub fn inferred_entry_size(obj: &Object, sec: SectionId) -> Option<u64> {
     let e = (1..=s.size.min(256)).find(|&e| {
         s.size.is_multiple_of(e)
             && layout_repeats(&s.relocs, e, s.size / e)
-            && kinds_repeat(obj, &s.relocs, s.relocs.len() / (s.size / e) as usize)
+            && kinds_repeat(obj, &s.relocs, e)
     })?;
     (e < s.size || functions_reached(obj, &s.relocs) <= 1).then_some(e)
 }
@@ -149,20 +149,25 @@ fn reach(obj: &Object, r: &Reloc) -> Reach {
     }
 }
 
-/// Every entry's relocations are of the same types and reach the same
-/// kinds of place, `per` relocations an entry, and each entry reaches
-/// code. Offsets alone repeat at a fraction of the true stride when every
-/// field of an entry is relocated (4.x: `__ex_table` from, to and handler,
-/// or from and a `.fixup` landing; `__jump_table` code, target and key);
-/// what the fields point at does not.
-fn kinds_repeat(obj: &Object, relocs: &[Reloc], per: usize) -> bool {
-    let kind = |r: &Reloc| (r.r_type, reach(obj, r));
-    let first: Vec<_> = relocs.iter().take(per).map(kind).collect();
-    per > 0
-        && first.iter().any(|(_, k)| *k != Reach::Other)
-        && relocs
-            .chunks(per)
-            .all(|c| c.iter().map(kind).eq(first.iter().copied()))
+/// Each field of an entry (offset modulo `e`) is relocated with one type
+/// reaching one kind of place in every entry, and some field reaches code.
+/// Offsets alone repeat at a fraction of the true stride when every field
+/// of an entry is relocated (4.x: `__ex_table` from, to and handler, or
+/// from and a `.fixup` landing; `__jump_table` code, target and key); what
+/// the fields point at does not. A field may lack its relocation in some
+/// entries: in an emitted object, a reference the kernel resolves is a
+/// livepatch record, not an ELF relocation (a jump entry's key).
+fn kinds_repeat(obj: &Object, relocs: &[Reloc], e: u64) -> bool {
+    let mut fields: std::collections::HashMap<u64, (u32, Reach)> = Default::default();
+    let mut code = false;
+    for r in relocs {
+        let kind = (r.r_type, reach(obj, r));
+        code |= kind.1 != Reach::Other;
+        if *fields.entry(r.offset % e).or_insert(kind) != kind {
+            return false;
+        }
+    }
+    code
 }
 
 /// One entry of a special section.
@@ -272,6 +277,7 @@ mod tests {
             r_type: object::elf::R_X86_64_PC32,
             symbol: SymbolId(1),
             addend: 0,
+            tail: None,
         }
     }
 

@@ -7,7 +7,11 @@
 //! special section), `section-bytes: NAME HEX…` (the output section's exact
 //! bytes), `relocs: NAME TARGET…` (the exact set of symbols its relocations
 //! name, section symbols by their section) and `lands: FROM INTO OFFSET…`
-//! (where FROM's relocations into section INTO land, in order). Every
+//! (where FROM's relocations into section INTO land, in order),
+//! `records: NAME…` (the exact set of kernel symbols the livepatch records
+//! name; numbered exactly, or any numbering written `.N`) and `target:
+//! module NAME` (emit as for a loadable module: the
+//! object's statics are livepatch references into module NAME). Every
 //! emitted object must also be accepted by `readelf -S -W` and `ld -r` and
 //! hold no section group. Both files are compiled by gcc with kernel-like
 //! flags inside the test; a failure prints the one command that reproduces
@@ -57,6 +61,10 @@ struct Expect {
     entry_sizes: Vec<(String, u64)>,
     /// `klp`: the symbols of the livepatch records, in order.
     klp: Option<Vec<String>>,
+    /// `records`: the kernel symbols the livepatch records name.
+    records: Option<BTreeSet<String>>,
+    /// `target: module NAME`: the loadable module the object belongs to.
+    module: Option<String>,
 }
 
 fn directives(src: &Path) -> Expect {
@@ -79,6 +87,13 @@ fn directives(src: &Path) -> Expect {
                 elfdiff::layout::parse_entry_size(val)
                     .unwrap_or_else(|err| panic!("{err}: {line:?}")),
             ),
+            "records" => e.records = Some(val.split_whitespace().map(str::to_string).collect()),
+            "target" => {
+                let name = val
+                    .strip_prefix("module ")
+                    .unwrap_or_else(|| panic!("target needs `module NAME`: {line:?}"));
+                e.module = Some(name.trim().to_string());
+            }
             "special" => {
                 let parsed = val.split_once(' ').and_then(|(name, counts)| {
                     let (k, t) = counts.trim().split_once('/')?;
@@ -269,7 +284,12 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
     // Whatever can be patched must also emit a checked object: carried
     // functions exactly the changed and new ones (plus .cold parts).
     if report.outcome == elfdiff::Outcome::Changed {
-        match elfdiff::emit::emit(&oo, &po, &c, &report, &TestResolver) {
+        let module = expect.module.as_deref().map(gcc::ModuleResolver);
+        let resolver: &dyn elfdiff::emit::Resolver = match &module {
+            Some(m) => m,
+            None => &TestResolver,
+        };
+        match elfdiff::emit::emit(&oo, &po, &c, &report, resolver) {
             Ok(_) if expect.emit_error.is_some() => problems.push(format!(
                 "emit succeeded, expected it to fail with {:?}: drop the emit-error directive",
                 expect.emit_error.as_deref().unwrap_or_default()
@@ -333,6 +353,23 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
 /// group section, so a member flag would dangle).
 fn check_output(expect: &Expect, e: &elfdiff::emit::Emitted, path: &Path) -> Vec<String> {
     let mut problems = Vec::new();
+    if let Some(want) = &expect.records {
+        // A name written with `.N` matches any numbering; one written with
+        // its number must be exactly that symbol.
+        let loose = want.iter().any(|n| n.ends_with(".N") || n.contains(".N."));
+        let got: BTreeSet<String> = e
+            .livepatch
+            .iter()
+            .map(|(_, n, _)| if loose { stem(n) } else { n.clone() })
+            .collect();
+        let want: BTreeSet<String> = want
+            .iter()
+            .map(|n| if loose { stem(n) } else { n.clone() })
+            .collect();
+        if got != want {
+            problems.push(format!("livepatch records name {got:?}, expected {want:?}"));
+        }
+    }
     for (name, kept, total) in &expect.special {
         let got = e.special.iter().find(|(n, _, _)| n == name);
         if got.map(|(_, k, t)| (*k, *t)) != Some((*kept, *total)) {

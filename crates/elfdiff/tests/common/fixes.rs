@@ -59,6 +59,11 @@ pub struct Fix {
     /// false: listed for the differ only (the reason is beside it).
     #[serde(default = "yes")]
     pub factory: bool,
+    /// false: the target module cannot load in the lab (it needs Xen or
+    /// Hyper-V, the reason is beside it); the factory test then loads the
+    /// patch with the target absent instead of `--verify`ing it.
+    #[serde(default = "yes")]
+    pub target_loads: bool,
 }
 
 fn yes() -> bool {
@@ -94,6 +99,10 @@ pub const SELECTIONS: &[(&str, &str)] = &[
     (
         "kernel-fixes-6.12.toml",
         include_str!("../kernel-fixes-6.12.toml"),
+    ),
+    (
+        "kernel-fixes-reach.toml",
+        include_str!("../kernel-fixes-reach.toml"),
     ),
 ];
 

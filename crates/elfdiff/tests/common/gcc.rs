@@ -85,3 +85,21 @@ impl elfdiff::emit::Resolver for TestResolver {
         })
     }
 }
+
+/// Test resolution for a loadable module's object: its statics are
+/// livepatch references into the module named, everything undefined is
+/// taken as exported by vmlinux.
+pub struct ModuleResolver<'a>(pub &'a str);
+
+impl elfdiff::emit::Resolver for ModuleResolver<'_> {
+    fn resolve(&self, _name: &str, local: bool) -> Result<elfdiff::emit::Outside, String> {
+        Ok(if local {
+            elfdiff::emit::Outside::Livepatch {
+                object: self.0.to_string(),
+                sympos: 0,
+            }
+        } else {
+            elfdiff::emit::Outside::Export
+        })
+    }
+}

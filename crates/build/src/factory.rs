@@ -871,6 +871,9 @@ fn verify_in_lab(
         &opts.out.join("work/verify"),
     )?;
     let failed = report.problems.clone();
+    for n in &report.not_exercised {
+        eprintln!("noreboot-build: note: not exercised in the lab: {n}");
+    }
     progress.done(
         "verify",
         format!(

@@ -60,8 +60,8 @@ pub struct Fix {
     #[serde(default = "yes")]
     pub factory: bool,
     /// false: the target module cannot load in the lab (it needs Xen or
-    /// Hyper-V, the reason is beside it); the factory test then loads the
-    /// patch with the target absent instead of `--verify`ing it.
+    /// Hyper-V, the reason is beside it); `--verify` then verifies the
+    /// patch with the target absent and must say so.
     #[serde(default = "yes")]
     pub target_loads: bool,
 }

@@ -548,7 +548,7 @@ fn locate<'a>(
             .report
             .functions
             .iter()
-            .filter(|f| f.status == Status::Changed && !f.fragment)
+            .filter(|f| f.status == Status::Changed && !f.fragment && !f.left_out)
         {
             let (pos, sym) = resolver
                 .replaced(&f.name)

@@ -419,6 +419,7 @@ fn compare_all(
                         reasons,
                         section: psec,
                         fragment: false,
+                        left_out: false,
                     },
                 });
             }
@@ -432,6 +433,7 @@ fn compare_all(
                     reasons: Vec::new(),
                     section: psec,
                     fragment: false,
+                    left_out: false,
                 },
             }),
             (SymKind::Object, Some(&o)) => {
@@ -515,6 +517,7 @@ fn compare_all(
                     reasons: Vec::new(),
                     section: section_name(orig, o),
                     fragment: false,
+                    left_out: false,
                 },
             });
         }
@@ -617,6 +620,7 @@ fn decide_functions(orig: &Object, patched: &Object, funcs: &mut [Func], out: &m
                         )
                     };
                     out.leave_out(&name, rule, format!("{what} {sec} code {when}{setup}"));
+                    f.report.left_out = true;
                     continue;
                 }
                 if !new && is_noinstr(&osec) {

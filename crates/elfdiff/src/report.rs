@@ -45,6 +45,10 @@ pub struct FunctionReport {
     /// carried functions that enter it, never redirected by ftrace.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fragment: bool,
+    /// Changed or new, but not carried (init or exit code: see the
+    /// report's `not_carried`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub left_out: bool,
 }
 
 /// A data object that is new or changed.

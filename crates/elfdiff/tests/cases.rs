@@ -307,7 +307,7 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
                     .functions
                     .iter()
                     .filter(|f| matches!(f.status, Status::Changed | Status::New))
-                    .filter(|f| !f.section.starts_with(".init") && !f.section.starts_with(".exit"))
+                    .filter(|f| !f.left_out)
                     .map(|f| stem(f.patched_name.as_deref().unwrap_or(&f.name)))
                     .filter(|n| !n.contains(".cold"))
                     .collect();

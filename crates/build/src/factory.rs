@@ -332,7 +332,7 @@ fn compile(
         .compile_objects(&objects, &cflags, cores, &work.join("orig"))
         .context("compiling the original source")?;
     let patched = scratch
-        .compile_like(&k.tree, &objects, cores, &work.join("patched"))
+        .compile_like(&orig, &objects, cores, &work.join("patched"))
         .map_err(|e| {
             let what = if matches!(e, kernel_tree::Error::CompileFailed { .. }) {
                 format!(
@@ -345,6 +345,7 @@ fn compile(
             anyhow::Error::from(e).context(what)
         })?;
     let cleanup = std::thread::spawn(move || drop(scratch));
+    let orig = orig.paths;
     progress.done(
         "compile",
         format!(

@@ -38,7 +38,7 @@ pub use image::ImageIdentity;
 pub use index::{BuildIndex, IndexedObject, Target};
 pub use plan::{PackagePlan, PlannedPackage};
 pub use release::Release;
-pub use source::{ScratchTree, SourceTree, DIFF_CFLAGS};
+pub use source::{Compiled, ScratchTree, SourceTree, DIFF_CFLAGS};
 pub use symbols::SymbolTable;
 pub use workspace::Workspace;
 

@@ -338,14 +338,17 @@ impl SourceTree {
 
     /// Compiles several objects in one kbuild run (`-j` as many as the
     /// machine has cores) with the kernel's flags plus `extra_cflags`, and
-    /// copies each to `out/<object with / as _>`. Returns those paths.
+    /// copies each to `out/<object with / as _>`. Returns those paths and
+    /// the command kbuild ran for each, read while this tree is still
+    /// locked: another build may recompile the same object (and rewrite
+    /// its `.cmd`) the moment the lock is released.
     pub fn compile_objects(
         &self,
         objects: &[&str],
         extra_cflags: &str,
         jobs: usize,
         out: &Path,
-    ) -> Result<Vec<PathBuf>> {
+    ) -> Result<Compiled> {
         let _lock = self.lock()?;
         self.restore_originals()?;
         std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
@@ -359,7 +362,11 @@ impl SourceTree {
             .zip(paths.iter().map(PathBuf::as_path))
             .collect();
         self.make_objects(&pairs, extra_cflags, jobs)?;
-        Ok(paths)
+        let commands = objects
+            .iter()
+            .map(|o| self.saved_command(o))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Compiled { paths, commands })
     }
 
     /// Host tools that a scratch copy of an earlier noreboot version rebuilt
@@ -414,25 +421,33 @@ impl SourceTree {
         )
     }
 
-    /// Compiles `objects` in this tree with exactly the command kbuild
-    /// last used for each in `reference` (its `.X.o.cmd`: the compiler and
-    /// objtool, with whatever flags the reference compile had), run
-    /// directly, `jobs` at a time; copies each to `out/<object with / as
-    /// _>`. Without make, nothing else in this tree is built or
-    /// refreshed: for a scratch copy compiled after its original.
+    /// Compiles `objects` in this tree with exactly the commands kbuild
+    /// used for them in `reference` (the compiler and objtool, with
+    /// whatever flags that compile had), run directly, `jobs` at a time;
+    /// copies each to `out/<object with / as _>`. Without make, nothing
+    /// else in this tree is built or refreshed: for a scratch copy
+    /// compiled after its original.
     pub fn compile_like(
         &self,
-        reference: &SourceTree,
+        reference: &Compiled,
         objects: &[&str],
         jobs: usize,
         out: &Path,
     ) -> Result<Vec<PathBuf>> {
         let _lock = self.lock()?;
         std::fs::create_dir_all(out).map_err(|e| Error::io("create", out, e))?;
-        let mut commands = Vec::new();
-        for object in objects {
-            commands.push((*object, reference.saved_command(object)?));
+        if reference.commands.len() != objects.len() {
+            return Err(Error::CorruptWorkspace {
+                path: self.dir.clone(),
+                reason: format!(
+                    "{} object(s) to compile but {} saved command(s)",
+                    objects.len(),
+                    reference.commands.len()
+                ),
+            });
         }
+        let commands: Vec<(&str, &String)> =
+            objects.iter().copied().zip(&reference.commands).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..jobs.clamp(1, commands.len().max(1)))
@@ -584,6 +599,15 @@ fn unlink_outputs(dir: &Path, object: &str) {
         let _ = std::fs::remove_file(parent.join(format!(".{name}.cmd")));
         let _ = std::fs::remove_file(parent.join(format!(".{name}.d")));
     }
+}
+
+/// Objects compiled through kbuild, in the order asked for.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// Where each object was copied to.
+    pub paths: Vec<PathBuf>,
+    /// The shell command kbuild ran for each (from its `.cmd` file).
+    pub commands: Vec<String>,
 }
 
 /// A hard-linked copy of a source tree, removed on drop.

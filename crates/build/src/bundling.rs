@@ -292,6 +292,7 @@ mod tests {
                 objects: vec!["kernel/kallsyms.o".into()],
                 matched: Vec::new(),
                 notes: vec!["note".into()],
+                warnings: Vec::new(),
                 not_carried: vec![factory::NotCarried {
                     object: "kernel/kallsyms.o".into(),
                     subject: "kallsyms_init".into(),

@@ -55,6 +55,10 @@ pub enum Stop {
     /// The fix cannot be applied live.
     #[error("the fix cannot be applied live:\n{}", .0.join("\n"))]
     Refused(Vec<String>),
+    /// The module was built, and the lab showed it does not work: each
+    /// problem seen (the manifest beside it holds the whole report).
+    #[error("verification failed:\n  {}", .0.join("\n  "))]
+    VerifyFailed(Vec<String>),
 }
 
 /// Per target object: what the patch replaces.
@@ -72,6 +76,10 @@ pub struct TargetReport {
     pub matched: Vec<Matched>,
     /// What the patch deliberately leaves out, and why.
     pub notes: Vec<String>,
+    /// What may keep the patch from taking effect (a replaced function
+    /// that is a kernel thread's main loop).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Every difference between the original and patched objects that the
     /// module does not carry, with the rule that allowed it.
     pub not_carried: Vec<NotCarried>,
@@ -377,6 +385,32 @@ struct Diffs {
     ignored: Vec<(String, String)>,
     /// (target, difference) the module does not carry.
     left_out: Vec<(String, NotCarried)>,
+    /// (target, warning) about replaced functions.
+    warnings: Vec<(String, String)>,
+}
+
+/// Calls that mark a function as a kernel thread's main loop.
+const KTHREAD_LOOP_CALLS: [&str; 2] = ["kthread_should_stop", "kthread_freezable_should_stop"];
+
+/// Replaced functions that look like a kernel thread's main loop (they
+/// ask whether the thread should stop): a thread sleeping in one never
+/// leaves it, so the transition cannot finish while the thread runs.
+fn kthread_loops(patched: &Object, report: &elfdiff::Report) -> Vec<String> {
+    report
+        .functions
+        .iter()
+        .filter(|f| f.status == Status::Changed && !f.fragment && !f.left_out)
+        .filter(|f| {
+            patched.section_by_name(&f.section).is_some_and(|s| {
+                patched
+                    .section(s)
+                    .relocs
+                    .iter()
+                    .any(|r| KTHREAD_LOOP_CALLS.contains(&patched.symbol(r.symbol).name.as_str()))
+            })
+        })
+        .map(|f| f.name.clone())
+        .collect()
 }
 
 fn diff(
@@ -397,6 +431,7 @@ fn diff(
         changed: Vec::new(),
         ignored: Vec::new(),
         left_out: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut refusals = Vec::new();
     let mut unchanged = Vec::new();
@@ -443,14 +478,23 @@ fn diff(
                     .map(|r| format!("  {obj}: {}: {}", r.subject, r.reason)),
             ),
             Outcome::NoChange => unchanged.push(obj.clone()),
-            Outcome::Changed => out.changed.push(ObjectDiff {
-                object: obj.clone(),
-                info: info.clone(),
-                orig,
-                patched,
-                correlation,
-                report,
-            }),
+            Outcome::Changed => {
+                for f in kthread_loops(&patched, &report) {
+                    let w = format!(
+                        "{obj}: {f} looks like a kernel thread's main loop (it calls kthread_should_stop): a thread sleeping in it never returns, so the transition cannot finish while that thread runs; if so, leave its change out with NOREBOOT_IGNORE_FUNCTION({f}) or move the change into a function the loop calls"
+                    );
+                    eprintln!("noreboot-build: warning: {w}");
+                    out.warnings.push((target.clone(), w));
+                }
+                out.changed.push(ObjectDiff {
+                    object: obj.clone(),
+                    info: info.clone(),
+                    orig,
+                    patched,
+                    correlation,
+                    report,
+                })
+            }
         }
     }
     if !refusals.is_empty() {
@@ -777,6 +821,7 @@ fn manifest(
                 objects: Vec::new(),
                 matched: Vec::new(),
                 notes: Vec::new(),
+                warnings: Vec::new(),
                 not_carried: Vec::new(),
             });
         t.notes.extend(
@@ -805,6 +850,11 @@ fn manifest(
             None => targets.values_mut().next().context("no target")?,
         };
         t.notes.push(note.clone());
+    }
+    for (target, w) in &diffs.warnings {
+        if let Some(t) = targets.get_mut(target) {
+            t.warnings.push(w.clone());
+        }
     }
     for (target, n) in &diffs.left_out {
         let t = match targets.get_mut(target) {
@@ -892,7 +942,7 @@ fn verify_in_lab(
     if !failed.is_empty() {
         manifest.phases = progress.phases.clone();
         write_manifest(&opts.out, manifest)?;
-        bail!("verification failed:\n  {}", failed.join("\n  "));
+        return Err(Stop::VerifyFailed(failed).into());
     }
     Ok(())
 }

@@ -38,7 +38,8 @@ struct Cli {
 /// Exit status: 0 built, 3 the fix changes no code, 4 refused (cannot be
 /// applied live; the reasons are printed), 5 the fix does not compile
 /// against this kernel's source (the compiler's first errors are printed),
-/// 1 error, 2 usage.
+/// 6 built but `--verify` failed (each problem is printed, e.g. the tasks
+/// a transition waits for), 1 error, 2 usage.
 #[derive(clap::Args)]
 struct BuildArgs {
     /// The exact kernel release the patch is for.
@@ -474,6 +475,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<factory::Stop>() {
         Some(factory::Stop::NoChange(_)) => 3,
         Some(factory::Stop::Refused(_)) => 4,
+        Some(factory::Stop::VerifyFailed(_)) => 6,
         None if unpatchable => 4,
         None => 1,
     }

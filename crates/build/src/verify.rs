@@ -170,13 +170,21 @@ pub fn verify(
         rep.seconds = started.elapsed().as_secs_f64();
         return Ok(rep);
     }
-    wait_or_note(
+    let finished = wait_or_note(
         &mut guest,
         &format!("[ \"$(cat {sys}/transition)\" = 0 ]"),
         "the transition",
         problems,
     );
     rep.transition_seconds = t0.elapsed().as_secs_f64();
+    if !finished {
+        let replaced: Vec<&str> = manifest
+            .targets
+            .iter()
+            .flat_map(|t| t.functions.iter().map(|(f, _)| f.as_str()))
+            .collect();
+        problems.extend(stragglers(&mut guest, &replaced, work)?);
+    }
     for t in &manifest.targets {
         let dir = t.object.replace('-', "_");
         let v = guest.exec(&format!("cat {sys}/{dir}/patched"))?;
@@ -245,9 +253,137 @@ pub fn verify(
 }
 
 /// Waits up to a minute for `cond` in the guest; a timeout is a problem
-/// of the patch, noted, not an error of the verification.
-fn wait_or_note(guest: &mut Guest, cond: &str, what: &str, problems: &mut Vec<String>) {
-    if let Err(e) = wait_in_guest(guest, cond, Duration::from_secs(60)) {
-        problems.push(format!("{what} did not finish in 60 s: {e}"));
+/// of the patch, noted, not an error of the verification. Says whether
+/// `cond` came true.
+fn wait_or_note(guest: &mut Guest, cond: &str, what: &str, problems: &mut Vec<String>) -> bool {
+    match wait_in_guest(guest, cond, Duration::from_secs(60)) {
+        Ok(_) => true,
+        Err(lab::LabError::CommandFailed { .. }) => {
+            problems.push(format!("{what} did not finish in 60 s"));
+            false
+        }
+        Err(e) => {
+            problems.push(format!("{what} did not finish: {e}"));
+            false
+        }
+    }
+}
+
+/// Lists every task (thread) still unpatched: its name, then the
+/// functions on its kernel stack, innermost first.
+const STRAGGLERS: &str = r#"for d in /proc/[0-9]*/task/[0-9]*; do [ "$(cat $d/patch_state 2>/dev/null)" = 0 ] || continue; echo "T ${d##*/} $(cat $d/comm)"; sed -n 's/^\[<[0-9a-f]*>\] \([^+ ]*\).*/F \1/p' $d/stack 2>/dev/null; done"#;
+
+/// Why a patching transition does not finish: each task still unpatched,
+/// what it sleeps in, and — when that is a function the patch replaces —
+/// what the author can do about it.
+fn stragglers(guest: &mut Guest, replaced: &[&str], work: &Path) -> anyhow::Result<Vec<String>> {
+    let out = guest.exec_ok(STRAGGLERS)?;
+    std::fs::write(work.join("stragglers.txt"), &out)?;
+    Ok(describe_stragglers(&out, replaced))
+}
+
+/// The problems [`stragglers`] reports, from the guest script's output.
+fn describe_stragglers(listing: &str, replaced: &[&str]) -> Vec<String> {
+    struct Task<'a> {
+        pid: &'a str,
+        comm: &'a str,
+        stack: Vec<&'a str>,
+    }
+    let mut tasks: Vec<Task> = Vec::new();
+    for line in listing.lines() {
+        if let Some(rest) = line.strip_prefix("T ") {
+            let (pid, comm) = rest.split_once(' ').unwrap_or((rest, ""));
+            tasks.push(Task {
+                pid,
+                comm,
+                stack: Vec::new(),
+            });
+        } else if let (Some(f), Some(t)) = (line.strip_prefix("F "), tasks.last_mut()) {
+            t.stack.push(f);
+        }
+    }
+    if tasks.is_empty() {
+        return vec!["no task is left unpatched, yet the transition did not finish".into()];
+    }
+    let mut problems = Vec::new();
+    for t in &tasks {
+        let held: Vec<&str> = t
+            .stack
+            .iter()
+            .copied()
+            .filter(|f| replaced.contains(f))
+            .collect();
+        let stack = if t.stack.is_empty() {
+            "no kernel stack to show".to_string()
+        } else {
+            t.stack.join(" ← ")
+        };
+        let mut p = format!("task {} (pid {}) stays unpatched: {stack}", t.comm, t.pid);
+        if let Some(f) = held.first() {
+            p.push_str(&format!(
+                "; it sleeps inside {f}, which the patch replaces, and a task is only switched to the new code when none of the replaced functions is on its stack"
+            ));
+            // The function the thread was started with (called by
+            // kthread(), or by the fork return for kthreadd itself).
+            let entry = t
+                .stack
+                .iter()
+                .position(|x| x == f)
+                .and_then(|i| t.stack.get(i + 1));
+            if entry
+                .is_some_and(|c| matches!(*c, "kthread" | "ret_from_fork" | "ret_from_fork_asm"))
+            {
+                p.push_str(&format!(
+                    ". {f} is the main loop of a kernel thread and never returns, so the transition cannot finish while the thread runs: leave the change to {f} out with NOREBOOT_IGNORE_FUNCTION({f}) if it may wait for a reboot, or move it into a function the loop calls"
+                ));
+            }
+        }
+        problems.push(p);
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_stragglers;
+
+    #[test]
+    fn a_kthread_sleeping_in_a_replaced_loop_is_named_with_the_way_out() {
+        let listing =
+            "T 27 kauditd\nF kauditd_thread\nF kthread\nF ret_from_fork\nT 1 init\nF do_wait\n";
+        let p = describe_stragglers(listing, &["kauditd_thread", "audit_log_end"]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("task kauditd (pid 27) stays unpatched: kauditd_thread ← kthread ← ret_from_fork; it sleeps inside kauditd_thread"), "{}", p[0]);
+        assert!(
+            p[0].contains("NOREBOOT_IGNORE_FUNCTION(kauditd_thread)"),
+            "{}",
+            p[0]
+        );
+        assert_eq!(p[1], "task init (pid 1) stays unpatched: do_wait");
+        // kthreadd runs straight from the fork return; a replaced
+        // function deeper in a thread's stack is not its loop.
+        let p = describe_stragglers(
+            "T 2 kthreadd\nF kthreadd\nF ret_from_fork\nT 9 worker\nF schedule\nF helper\nF worker_loop\nF kthread\n",
+            &["kthreadd", "helper"],
+        );
+        assert!(
+            p[0].contains("NOREBOOT_IGNORE_FUNCTION(kthreadd)"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].contains("it sleeps inside helper") && !p[1].contains("main loop"),
+            "{}",
+            p[1]
+        );
+    }
+
+    #[test]
+    fn no_straggler_is_said_plainly() {
+        let p = describe_stragglers("", &["f"]);
+        assert_eq!(
+            p,
+            ["no task is left unpatched, yet the transition did not finish"]
+        );
     }
 }

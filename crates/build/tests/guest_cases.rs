@@ -241,6 +241,9 @@ fn a_function_marked_unchanged_is_left_to_the_kernel() {
         )],
         &out.join("bare"),
     );
+    // Built, it can never take effect: kthreadd (pid 2) sleeps in the
+    // replaced function for ever, and the lab says so, naming the task,
+    // where it sleeps and the way out.
     let (code, m, stderr) = build(&[
         "--kernel",
         RELEASE,
@@ -248,15 +251,74 @@ fn a_function_marked_unchanged_is_left_to_the_kernel() {
         bare.to_str().unwrap(),
         "--name",
         "ignore_bare",
+        "--verify",
         "-o",
         out.join("bare-module").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        m.is_null() && stderr.contains("verification failed"),
+        "{stderr}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bare-module/manifest.json")).unwrap())
+            .unwrap();
+    assert!(
+        manifest["targets"][0]["functions"]
+            .to_string()
+            .contains("kthreadd"),
+        "{manifest}"
+    );
+    let problems = manifest["verify"]["problems"].to_string();
+    assert!(
+        problems.contains("the transition did not finish in 60 s")
+            && problems.contains("task kthreadd (pid 2) stays unpatched: kthreadd")
+            && problems.contains("NOREBOOT_IGNORE_FUNCTION(kthreadd)"),
+        "{problems}"
+    );
+    assert!(stderr.contains("task kthreadd (pid 2)"), "{stderr}");
+}
+
+/// A replaced function that asks whether its kernel thread should stop is
+/// that thread's main loop: the factory warns before any lab run (the
+/// fix here is a real one's shape: kernel/audit.c between 6.1.170-3 and
+/// 6.1.192-3 changes kauditd_thread).
+#[test]
+fn a_replaced_kthread_main_loop_is_warned_about() {
+    let (_ws, tree) = workspace();
+    let out = out_dir("kthread-loop");
+    let patch = edit(
+        &tree,
+        "kernel/audit.c",
+        &[("#define UNICAST_RETRIES 5", "#define UNICAST_RETRIES 6")],
+        &out,
+    );
+    let (code, m, stderr) = build(&[
+        "--kernel",
+        RELEASE,
+        "--patch",
+        patch.to_str().unwrap(),
+        "--name",
+        "kauditd_loop",
+        "-o",
+        out.join("module").to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         m["targets"][0]["functions"]
             .to_string()
-            .contains("kthreadd"),
+            .contains("kauditd_thread"),
         "{m}"
+    );
+    let warnings = m["targets"][0]["warnings"].to_string();
+    assert!(
+        warnings.contains("kauditd_thread looks like a kernel thread's main loop")
+            && warnings.contains("NOREBOOT_IGNORE_FUNCTION(kauditd_thread)"),
+        "{m}"
+    );
+    assert!(
+        stderr.contains("warning: kernel/audit.o: kauditd_thread"),
+        "{stderr}"
     );
 }
 

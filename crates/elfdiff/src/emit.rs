@@ -1118,6 +1118,58 @@ fn own_descriptors(
             .is_some_and(|s| DYNDBG.contains(&patched.section(s).name.as_str()))
     };
     let mut notes = Vec::new();
+    // A call site that never passes its descriptor on (btrfs_debug and
+    // the other `_dynamic_func_call_no_desc` users) refers to it only
+    // through the key of its `__jump_table` entry.
+    let carried_funcs: Vec<(SectionId, u64, u64)> = carried
+        .iter()
+        .map(|&id| patched.symbol(id))
+        .filter(|s| s.kind == SymKind::Func)
+        .filter_map(|s| Some((s.section?, s.value, s.value + s.size.max(1))))
+        .collect();
+    let in_carried = |r: &Reloc| {
+        let t = patched.symbol(r.symbol);
+        let (sec, at) = if t.kind == SymKind::Section {
+            (t.section, r.addend)
+        } else {
+            (t.section, t.value as i64 + r.addend)
+        };
+        sec.is_some_and(|sec| {
+            carried_funcs
+                .iter()
+                .any(|&(fs, lo, hi)| fs == sec && at >= lo as i64 && at < hi as i64)
+        })
+    };
+    for (sid, sec) in patched.sections() {
+        if sec.name != "__jump_table" {
+            continue;
+        }
+        for e in crate::special::entries(patched, sid).unwrap_or_default() {
+            let Some(code) = e.relocs.iter().find(|r| r.offset == e.offset) else {
+                continue;
+            };
+            if !in_carried(code) {
+                continue;
+            }
+            for r in e.relocs.iter().filter(|r| r.offset != e.offset) {
+                let Some(tg) = reloc_target(patched, r) else {
+                    continue;
+                };
+                if !in_dyndbg(tg) || seen.contains(&tg) || !in_module(tg) {
+                    continue;
+                }
+                seen.insert(tg);
+                carried.push(tg);
+                let name = namer
+                    .patched(tg)
+                    .unwrap_or_else(|| patched.symbol(tg).name.clone());
+                notes.push(format!(
+                    "dynamic debug descriptor {name} carried as the patch module's own (its key switches a call site of a carried function): \
+                     it is listed under the patch module in /proc/dynamic_debug/control"
+                ));
+            }
+        }
+    }
     let mut i = 0;
     while i < carried.len() {
         let s = patched.symbol(carried[i]);

@@ -91,13 +91,18 @@ pub fn build_fixture(ws: &Workspace, build_dir: &Path) -> Result<std::path::Path
 }
 
 /// Waits in the guest until `cond` (a shell test) holds, polling every
-/// 50 ms, for at most `limit`.
+/// 50 ms, for at most `limit` of the guest's own clock. The deadline is
+/// kept in the guest (its uptime, read by shell builtins): a count of
+/// polls would stretch far past `limit` under emulation, where each
+/// `cond` costs more than the sleep, and the host would then give up on
+/// the guest itself.
 pub fn wait_in_guest(guest: &mut Guest, cond: &str, limit: Duration) -> Result<Duration, LabError> {
     let started = Instant::now();
-    let tries = (limit.as_millis() / 50).max(1);
-    let script =
-        format!("i=0; until {cond}; do i=$((i+1)); [ $i -ge {tries} ] && exit 1; sleep 0.05; done");
-    let r = guest.exec_timeout(&script, limit + Duration::from_secs(10))?;
+    let secs = limit.as_secs().max(1);
+    let script = format!(
+        "read t _ </proc/uptime; end=$((${{t%.*}} + {secs})); until {cond}; do read t _ </proc/uptime; [ ${{t%.*}} -ge $end ] && exit 1; sleep 0.05; done"
+    );
+    let r = guest.exec_timeout(&script, limit + Duration::from_secs(60))?;
     if r.status != 0 {
         return Err(LabError::CommandFailed {
             script: format!("wait until {cond} (for {:?})", limit),

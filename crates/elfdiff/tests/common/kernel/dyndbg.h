@@ -48,3 +48,17 @@ l_yes:
 		__dynamic_pr_debug(&id, fmt, ##__VA_ARGS__);			\
 } while (0)
 #define pr_debug(fmt, ...) __dynamic_func_call(__UNIQUE_ID(ddebug), fmt, ##__VA_ARGS__)
+/* A call site that uses its descriptor only for the key (the kernel's
+ * __dynamic_func_call_no_desc, behind btrfs_debug and others): the
+ * function never refers to the descriptor, only its __jump_table entry. */
+#define __dynamic_func_call_no_desc(id, fmt, func, ...) do {			\
+	static struct _ddebug __attribute__((aligned(8)))			\
+	__attribute__((section("__dyndbg"))) id = {				\
+		.modname = "m", .function = DDEBUG_FUNCTION, .filename = __FILE__,	\
+		.format = (fmt), .lineno = __LINE__, .class_id = 63, .flags = 0, \
+	};									\
+	if (arch_static_branch(&id.key.dd_key_false.key, 0))			\
+		func(__VA_ARGS__);						\
+} while (0)
+#define _dynamic_func_call_no_desc(fmt, func, ...) \
+	__dynamic_func_call_no_desc(__UNIQUE_ID(ddebug), fmt, func, ##__VA_ARGS__)

@@ -133,12 +133,17 @@ impl<'k> KernelResolver<'k> {
 }
 
 /// The static functions and objects an object file defines: what finds
-/// its block in the kernel's symbol table.
+/// its block in the kernel's symbol table. Those in sections the link
+/// throws away (`.discard.*`: the `__UNIQUE_ID___addressable_*` of every
+/// export) are not in the kernel's table and would only dilute the match.
 pub fn statics(obj: &Object) -> Vec<&str> {
     obj.symbols
         .iter()
         .filter(|s| {
-            s.is_local() && matches!(s.kind, SymKind::Func | SymKind::Object) && s.section.is_some()
+            s.is_local()
+                && matches!(s.kind, SymKind::Func | SymKind::Object)
+                && s.section
+                    .is_some_and(|sec| !obj.section(sec).name.starts_with(".discard"))
         })
         .map(|s| s.name.as_str())
         .collect()

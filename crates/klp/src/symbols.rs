@@ -264,6 +264,12 @@ impl KernelSymbols {
         let mut runs: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
         let mut start = None;
         for (i, s) in self.syms.iter().enumerate() {
+            // Assembler labels a module keeps (`.LC16`, a string constant
+            // some inline asm named) sit among an object's statics but
+            // are no static of the C file: they neither join nor end a run.
+            if s.local && s.name.starts_with('.') {
+                continue;
+            }
             let member = s.local && want.contains(s.name.as_str());
             match (member, start) {
                 (true, None) => start = Some(i),
@@ -280,6 +286,7 @@ impl KernelSymbols {
         for (score, range) in &mut runs {
             let names: std::collections::HashSet<&str> = self.syms[range.clone()]
                 .iter()
+                .filter(|s| !s.name.starts_with('.'))
                 .map(|s| s.name.as_str())
                 .collect();
             *score = names.len();
@@ -369,5 +376,21 @@ mod tests {
             Err(Error::NoSuchSymbol(_))
         ));
         assert!(KernelSymbols::from_system_map(Path::new("m"), "zz t x\n").is_err());
+    }
+
+    #[test]
+    fn an_assembler_label_inside_an_objects_statics_does_not_split_its_block() {
+        // dm-mod.ko: dm-ioctl.o's statics with a `.LC16` among them, then
+        // another object's `dup`; the object's own `dup` is the first.
+        let text = "0 t dup\n1 t a\n2 t b\n3 r .LC16\n4 t c\n5 t d\n6 t e\n7 t x\n8 t dup\n";
+        let k = KernelSymbols::from_system_map(Path::new("m"), text).unwrap();
+        let with = k
+            .with_object_block("f.c", &["dup", "a", "b", "c", "d", "e"])
+            .unwrap();
+        let b = with
+            .find_object("f.c", &["dup", "a", "b", "c", "d", "e"])
+            .unwrap();
+        assert_eq!(with.sympos("dup", Some(b)).unwrap(), 1);
+        assert_eq!(with.sympos("a", Some(b)).unwrap(), 0);
     }
 }

@@ -544,7 +544,8 @@ struct LocatedObject<'a> {
 
 /// Each target module's `.ko` as the distribution shipped it: its symbol
 /// table for resolution, its code for run-pre matching.
-type Modules = HashMap<String, (Object, klp::KernelSymbols)>;
+/// Per target module: its `.ko`, its symbols, the modules it depends on.
+type Modules = HashMap<String, (Object, klp::KernelSymbols, Vec<String>)>;
 
 fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
     let mut modules = Modules::new();
@@ -564,7 +565,11 @@ fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
             })?;
             modules.insert(
                 m.to_string(),
-                (Object::read(&ko)?, klp::KernelSymbols::from_module(&ko)?),
+                (
+                    Object::read(&ko)?,
+                    klp::KernelSymbols::from_module(&ko)?,
+                    lab::initramfs::module_depends(&ko)?,
+                ),
             );
         }
     }
@@ -584,7 +589,8 @@ fn locate<'a>(
                 None,
             ),
             Target::Module(m) => (
-                klp::KernelResolver::for_module(&k.ksyms, &k.symvers, m, &modules[m].1, &d.orig)?,
+                klp::KernelResolver::for_module(&k.ksyms, &k.symvers, m, &modules[m].1, &d.orig)?
+                    .with_depends(modules[m].2.clone()),
                 Some(&modules[m].0),
             ),
         };

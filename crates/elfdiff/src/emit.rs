@@ -38,6 +38,17 @@ pub enum Outside {
         /// Position among same-named symbols (0 = unique).
         sympos: u32,
     },
+    /// Exported by another loadable module, `module`, that the patched
+    /// module `target` depends on: a livepatch relocation applied when
+    /// `target` loads (`module` is loaded by then), so the patch module
+    /// does not depend on `module` itself — which may never load on this
+    /// host (a hypervisor's bus driver).
+    ModuleExport {
+        /// The patched module.
+        target: String,
+        /// The module that exports the symbol.
+        module: String,
+    },
 }
 
 /// Answers how the running kernel provides a symbol the patch refers to.
@@ -64,14 +75,11 @@ pub const ALT_TABLE: &str = ".altinstructions";
 const MAX_FRAGMENT_ALIGN: u64 = 4096;
 
 /// Name of the livepatch record section.
-pub const KLP_RECORDS: &str = ".noreboot.klp";
+pub const KLP_RECORDS: &str = crate::records::SECTION;
 /// Name of the record strings section.
-pub const KLP_STRINGS: &str = ".noreboot.klp.str";
-/// Size of one record: place (u64, relocated), r_type (u32), sympos (u32),
-/// addend (i64), object name offset (u32), symbol name offset (u32). Both
-/// offsets are `R_X86_64_32` relocations against the strings section, so
-/// they stay right when a link concatenates several parts' tables.
-pub const KLP_RECORD_SIZE: u64 = 32;
+pub const KLP_STRINGS: &str = crate::records::STRINGS;
+/// Size of one record (the format: [`crate::records`]).
+pub const KLP_RECORD_SIZE: u64 = crate::records::SIZE;
 
 /// What the emit pass produced.
 #[derive(Debug, Clone)]
@@ -82,7 +90,7 @@ pub struct Emitted {
     pub functions: Vec<String>,
     /// Exported kernel symbols referenced.
     pub exports: Vec<String>,
-    /// Livepatch records: (object, name, sympos).
+    /// Livepatch records: (object defining the symbol, name, sympos).
     pub livepatch: Vec<(String, String, u32)>,
     /// Special sections: (name, entries kept, entries in the patched
     /// object); for `.altinstr_replacement`, fragments instead of entries.
@@ -116,12 +124,14 @@ pub enum EmitError {
 }
 
 /// A livepatch relocation record: where (output section and offset), the
-/// original relocation type and addend, and the kernel symbol.
+/// original relocation type and addend, the object it is applied with,
+/// and the kernel symbol (its object, name and position).
 struct Record {
     section: BSec,
     place: u64,
     r_type: u32,
     object: String,
+    symbol_object: String,
     name: String,
     sympos: u32,
     addend: i64,
@@ -132,7 +142,17 @@ enum Ref {
     /// To a symbol the output defines or declares.
     Sym(BSym, i64),
     /// A livepatch record.
-    Klp(String, String, u32, i64),
+    Klp(Klp),
+}
+
+/// A livepatch reference: applied with `object`, against `symbol_object`'s
+/// `name` at `sympos`.
+struct Klp {
+    object: String,
+    symbol_object: String,
+    name: String,
+    sympos: u32,
+    addend: i64,
 }
 
 /// `.altinstr_replacement` cut into fragments. The offsets
@@ -339,7 +359,20 @@ impl Ctx<'_> {
                 });
                 Ok(Ref::Sym(id, addend))
             }
-            Ok(Outside::Livepatch { object, sympos }) => Ok(Ref::Klp(object, name, sympos, addend)),
+            Ok(Outside::Livepatch { object, sympos }) => Ok(Ref::Klp(Klp {
+                symbol_object: object.clone(),
+                object,
+                name,
+                sympos,
+                addend,
+            })),
+            Ok(Outside::ModuleExport { target, module }) => Ok(Ref::Klp(Klp {
+                object: target,
+                symbol_object: module,
+                name,
+                sympos: 0,
+                addend,
+            })),
             Err(reason) => Err(EmitError::Unresolved {
                 name,
                 from: from.to_string(),
@@ -431,14 +464,15 @@ impl Ctx<'_> {
                 r_type: r.r_type,
                 r_addend: addend,
             }),
-            Ref::Klp(obj, name, pos, addend) => records.push(Record {
+            Ref::Klp(k) => records.push(Record {
                 section: sec,
                 place,
                 r_type: r.r_type,
-                object: obj,
-                name,
-                sympos: pos,
-                addend,
+                object: k.object,
+                symbol_object: k.symbol_object,
+                name: k.name,
+                sympos: k.sympos,
+                addend: k.addend,
             }),
         }
         Ok(())
@@ -688,14 +722,15 @@ pub fn emit(
                     r_type: elf::R_X86_64_PC32,
                     r_addend: addend,
                 }),
-                Ref::Klp(object, name, sympos, addend) => records.push(Record {
+                Ref::Klp(k) => records.push(Record {
                     section: nsid,
                     place: place + 1,
                     r_type: elf::R_X86_64_PC32,
-                    object,
-                    name,
-                    sympos,
-                    addend,
+                    object: k.object,
+                    symbol_object: k.symbol_object,
+                    name: k.name,
+                    sympos: k.sympos,
+                    addend: k.addend,
                 }),
             }
         }
@@ -932,20 +967,23 @@ pub fn emit(
                 place,
                 r_type,
                 object: obj,
+                symbol_object,
                 name,
                 sympos: pos,
                 addend,
             } = rec;
             let base = i as u64 * KLP_RECORD_SIZE;
-            data.extend_from_slice(&0u64.to_le_bytes());
-            data.extend_from_slice(&r_type.to_le_bytes());
-            data.extend_from_slice(&pos.to_le_bytes());
-            data.extend_from_slice(&addend.to_le_bytes());
-            let o = intern(obj, &mut strings);
-            let n = intern(name, &mut strings);
-            data.extend_from_slice(&0u32.to_le_bytes());
-            data.extend_from_slice(&0u32.to_le_bytes());
-            for (field, off) in [(24, o), (28, n)] {
+            data.extend_from_slice(&crate::records::encode(crate::records::Fixed {
+                r_type: *r_type,
+                sympos: *pos,
+                addend: *addend,
+            }));
+            let strs = [
+                intern(obj, &mut strings),
+                intern(symbol_object, &mut strings),
+                intern(name, &mut strings),
+            ];
+            for (field, off) in crate::records::NAME_FIELDS.into_iter().zip(strs) {
                 relas.push(object::build::elf::Relocation {
                     r_offset: base + field,
                     symbol: Some(st_sym),
@@ -954,7 +992,7 @@ pub fn emit(
                 });
             }
             relas.push(object::build::elf::Relocation {
-                r_offset: base,
+                r_offset: base + crate::records::PLACE,
                 symbol: Some(
                     ctx.section_syms
                         .get(&sec.index())
@@ -1056,7 +1094,7 @@ pub fn emit(
         exports: ctx.exports.into_iter().collect(),
         livepatch: records
             .iter()
-            .map(|r| (r.object.clone(), r.name.clone(), r.sympos))
+            .map(|r| (r.symbol_object.clone(), r.name.clone(), r.sympos))
             .collect(),
         special: special_report,
         notes: dropped_late
@@ -1107,6 +1145,7 @@ fn own_descriptors(
             .map_or(ts.is_local(), |o| orig.symbol(*o).is_local());
         match resolver.resolve(&name, local) {
             Ok(Outside::Livepatch { object, .. }) => object != "vmlinux",
+            Ok(Outside::ModuleExport { .. }) => true,
             Ok(Outside::Export) => false,
             Err(_) => true,
         }
@@ -1362,7 +1401,7 @@ pub fn check(e: &Emitted) -> Result<(), EmitError> {
         }
         if s.name == KLP_RECORDS
             && (s.size != e.livepatch.len() as u64 * KLP_RECORD_SIZE
-                || s.relocs.len() != 3 * e.livepatch.len())
+                || s.relocs.len() != crate::records::RELOCATIONS_PER_RECORD * e.livepatch.len())
         {
             return Err(EmitError::Output(format!(
                 "{} holds {} bytes and {} relocations for {} records",

@@ -24,6 +24,7 @@ pub mod layout;
 pub mod lines;
 pub mod markers;
 pub mod read;
+pub mod records;
 pub mod report;
 pub mod special;
 

@@ -15,11 +15,12 @@ use object::elf;
 use crate::names::{self, SHF_RELA_LIVEPATCH, SHN_LIVEPATCH};
 use crate::{Error, Result};
 
-/// Name of the record section elfdiff emits (format in docs/elfdiff.md).
-pub const RECORDS: &str = ".noreboot.klp";
+/// Name of the record section elfdiff emits (its format, both halves:
+/// [`elfdiff::records`]).
+pub const RECORDS: &str = elfdiff::records::SECTION;
 /// Its string table.
-pub const RECORD_STRINGS: &str = ".noreboot.klp.str";
-const RECORD_SIZE: usize = 32;
+pub const RECORD_STRINGS: &str = elfdiff::records::STRINGS;
+const RECORD_SIZE: usize = elfdiff::records::SIZE as usize;
 
 /// One function a patch replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,19 +318,23 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
             .ok_or_else(|| malformed("unterminated string"))?;
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     };
-    let u32_at = |d: &[u8], o: usize| u32::from_le_bytes(d[o..o + 4].try_into().expect("4 bytes"));
     let mut groups: BTreeMap<(String, usize), Vec<KlpReloc>> = BTreeMap::new();
     let mut klp_syms: BTreeSet<String> = BTreeSet::new();
     for (i, rec) in data.chunks_exact(RECORD_SIZE).enumerate() {
         let base = (i * RECORD_SIZE) as u64;
         let (sec, offset) = *places
-            .get(&base)
+            .get(&(base + elfdiff::records::PLACE))
             .ok_or_else(|| malformed(format!("record {i} has no place relocation")))?;
-        let r_type = u32_at(rec, 8);
-        let sympos = u32_at(rec, 12);
-        let addend = i64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
-        let obj = string_at(name_at(i, 24)?)?;
-        let name = string_at(name_at(i, 28)?)?;
+        let elfdiff::records::Fixed {
+            r_type,
+            sympos,
+            addend,
+        } = elfdiff::records::decode(rec)
+            .ok_or_else(|| malformed(format!("record {i} is not {RECORD_SIZE} bytes")))?;
+        let [obj, symbol_obj, name] = elfdiff::records::NAME_FIELDS;
+        let obj = string_at(name_at(i, obj)?)?;
+        let symbol_obj = string_at(name_at(i, symbol_obj)?)?;
+        let name = string_at(name_at(i, name)?)?;
         let width = match r_type {
             elf::R_X86_64_64 | elf::R_X86_64_PC64 => 8,
             elf::R_X86_64_32
@@ -357,7 +362,14 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
                 )));
             }
         }
-        let symbol = names::symbol(&obj, &name, sympos)?;
+        // The kernel resolves a module's records only against that module
+        // or another one (vmlinux symbols must be reached from vmlinux's).
+        if obj != symbol_obj && (obj == "vmlinux" || symbol_obj == "vmlinux") {
+            return Err(malformed(format!(
+                "record {i} ({name}): applied with {obj} but defined by {symbol_obj}"
+            )));
+        }
+        let symbol = names::symbol(&symbol_obj, &name, sympos)?;
         klp_syms.insert(symbol.clone());
         groups
             .entry((obj, sec.index()))

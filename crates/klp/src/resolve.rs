@@ -23,6 +23,9 @@ pub struct KernelResolver<'k> {
     /// compiled object among them (a copy with the block added when the
     /// module was stripped of its `STT_FILE` symbols).
     module: Option<(Cow<'k, KernelSymbols>, Option<BlockId>)>,
+    /// For a loadable-module target: the modules it depends on (its
+    /// `.modinfo` `depends=`), loaded before it whenever it loads.
+    depends: Vec<String>,
 }
 
 /// The object-file block of `orig`'s statics in a symbol table, if it has
@@ -73,6 +76,7 @@ impl<'k> KernelResolver<'k> {
             object: object.to_string(),
             block,
             module: None,
+            depends: Vec::new(),
         })
     }
 
@@ -112,7 +116,17 @@ impl<'k> KernelResolver<'k> {
             object: name.to_string(),
             block: None,
             module: Some((module_syms, module_block)),
+            depends: Vec::new(),
         })
+    }
+
+    /// The modules a module target depends on (its `.modinfo`
+    /// `depends=`): their exports are reached through livepatch
+    /// relocations applied with the target, not as symbols the patch
+    /// module itself would need.
+    pub fn with_depends(mut self, depends: Vec<String>) -> Self {
+        self.depends = depends.into_iter().map(|d| d.replace('-', "_")).collect();
+        self
     }
 
     /// The target object's name (`vmlinux` or a module).
@@ -164,7 +178,23 @@ impl Resolver for KernelResolver<'_> {
             if local {
                 return Err(format!("module {} defines no such symbol", self.object));
             }
-            if self.symvers.get(name).is_some() {
+            if let Some(e) = self.symvers.get(name) {
+                // Another module's export: applied with the target, which
+                // needs that module too; anything else (vmlinux's, or a
+                // module the target did not need before the fix) stays a
+                // symbol the patch module needs.
+                let exporter = e
+                    .module
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&e.module)
+                    .replace('-', "_");
+                if e.module != "vmlinux" && self.depends.contains(&exporter) {
+                    return Ok(Outside::ModuleExport {
+                        target: self.object.clone(),
+                        module: exporter,
+                    });
+                }
                 return Ok(Outside::Export);
             }
             return self

@@ -23,6 +23,10 @@ fn section_name(obj: &Object, id: SymbolId) -> String {
         .unwrap_or_default()
 }
 
+/// Init and exit code and data, and the tables the kernel runs init and
+/// exit code from (`.initcall*`, `.exitcall.exit`: `module_init` and
+/// `module_exit` entries, run at boot or module load and unload, never
+/// for a live patch).
 fn is_init_or_exit(section: &str) -> bool {
     [
         ".init.text",
@@ -30,9 +34,13 @@ fn is_init_or_exit(section: &str) -> bool {
         ".init.data",
         ".exit.data",
         ".init.rodata",
+        ".exitcall.exit",
+        ".con_initcall.init",
+        ".init.setup",
     ]
     .iter()
     .any(|p| section == *p || section.starts_with(&format!("{p}.")))
+        || (section.starts_with(".initcall") && section.ends_with(".init"))
 }
 
 /// objtool's name for the call padding before a function
@@ -475,7 +483,7 @@ fn compare_all(
                     out.leave_out(
                         &sp.name,
                         "init-data",
-                        format!("new {psec} data: only init or exit code uses it, and that code is not carried"),
+                        format!("new {psec} data: init or exit machinery (the code, or the table the kernel runs it from at boot, module load or unload), which the patch does not carry"),
                     );
                     continue;
                 }

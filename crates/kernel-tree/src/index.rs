@@ -149,7 +149,14 @@ impl BuildIndex {
         index
     }
 
-    fn push(&mut self, o: IndexedObject) {
+    /// Adds an object, its source path normalized: kbuild names a file
+    /// another directory's Makefile builds through that directory
+    /// (`arch/x86/kvm/../../../virt/kvm/dirty_ring.c`), a patch by its
+    /// place in the tree (`virt/kvm/dirty_ring.c`).
+    fn push(&mut self, mut o: IndexedObject) {
+        o.source = normalize(Path::new(&o.source))
+            .to_string_lossy()
+            .into_owned();
         self.by_source.insert(o.source.clone(), self.objects.len());
         self.objects.push(o);
     }
@@ -360,9 +367,14 @@ mod tests {
   gcc-12 -Wp,-MMD,drivers/net/.virtio_net.o.d -nostdinc -I./include -I drivers/net -DMODULE -DKBUILD_MODNAME='\"virtio_net\"' -D__KBUILD_MODNAME=kmod_virtio_net -c -o drivers/net/virtio_net.o drivers/net/virtio_net.c
   printf '%s\\n' 'cmd_fs/ext4/super.o := gcc-12 -c -o fs/ext4/super.o fs/ext4/super.c' > fs/ext4/.super.o.cmd
   gcc-12 -c -o arch/x86/entry/entry_64.o arch/x86/entry/entry_64.S
+  gcc-12 -I./include -DMODULE -D__KBUILD_MODNAME=kmod_kvm -c -o arch/x86/kvm/../../../virt/kvm/dirty_ring.o arch/x86/kvm/../../../virt/kvm/dirty_ring.c
 ";
         let i = BuildIndex::from_dry_run(text);
-        assert_eq!(i.len(), 2);
+        assert_eq!(i.len(), 3);
+        // A file built through another directory's Makefile: found by its
+        // place in the tree, compiled under the name kbuild knows.
+        let kvm = i.by_source("virt/kvm/dirty_ring.c").unwrap();
+        assert_eq!(kvm.object, "arch/x86/kvm/../../../virt/kvm/dirty_ring.o");
         let ext4 = i.by_source("fs/ext4/super.c").unwrap();
         assert_eq!(ext4.target, Target::Vmlinux);
         assert_eq!(ext4.include_dirs, ["arch/x86/include", "include"]);

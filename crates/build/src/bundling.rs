@@ -246,7 +246,9 @@ fn cves(f: &FactoryManifest, given: &[(String, String)]) -> anyhow::Result<Vec<C
 /// Parses `CVE=TEXT`.
 pub fn parse_cve_description(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((id, text)) if !id.is_empty() => Ok((id.to_string(), text.to_string())),
+        Some((id, text)) if bundle::manifest::is_cve_id(id) => {
+            Ok((id.to_string(), text.to_string()))
+        }
         _ => Err(format!("{s:?} is not CVE-YYYY-NNNN=TEXT")),
     }
 }
@@ -320,10 +322,13 @@ mod tests {
     #[test]
     fn bundling_cve_description_argument() {
         assert_eq!(
-            parse_cve_description("CVE-2024-1=a=b").unwrap(),
-            ("CVE-2024-1".to_string(), "a=b".to_string())
+            parse_cve_description("CVE-2024-1234=a=b").unwrap(),
+            ("CVE-2024-1234".to_string(), "a=b".to_string())
         );
         assert!(parse_cve_description("=x").is_err());
-        assert!(parse_cve_description("CVE-2024-1").is_err());
+        assert!(parse_cve_description("CVE-2024-1234").is_err());
+        // The bundle's own rule, not a looser one of the command line's.
+        assert!(parse_cve_description("CVE-2024-1=x").is_err());
+        assert!(parse_cve_description("CVE-2024-12345678901234567890=x").is_err());
     }
 }

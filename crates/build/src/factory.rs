@@ -200,17 +200,8 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
 fn checked_options(opts: &Options) -> anyhow::Result<Options> {
     klp::module::check_patch_name(&opts.name)?;
     for cve in &opts.cves {
-        let ok = cve
-            .strip_prefix("CVE-")
-            .and_then(|r| r.split_once('-'))
-            .is_some_and(|(y, n)| {
-                y.len() == 4
-                    && y.bytes().all(|b| b.is_ascii_digit())
-                    && n.len() >= 4
-                    && n.bytes().all(|b| b.is_ascii_digit())
-            });
-        if !ok {
-            bail!("--cve {cve:?} is not a CVE identifier (CVE-YYYY-NNNN)");
+        if !bundle::manifest::is_cve_id(cve) {
+            bail!("--cve {cve:?} is not a CVE identifier (CVE-YYYY-NNNN, 4 to 19 digits in the last part)");
         }
     }
     std::fs::create_dir_all(&opts.out)

@@ -206,3 +206,41 @@ fn llvm_bitcode_is_refused_with_its_reason() {
         show(&r)
     );
 }
+
+/// A CVE id the bundler would refuse is refused by the factory first,
+/// before any work (one rule for both: `bundle::manifest::is_cve_id`).
+#[test]
+fn a_cve_id_the_bundle_refuses_is_refused_before_the_build() {
+    let out = tmp("bad-cve");
+    for bad in [
+        "CVE-2026-12345678901234567890",
+        "CVE-26-1234",
+        "cve-2026-1234",
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_noreboot-build"))
+            .args([
+                "--kernel",
+                "6.1.0-47-cloud-amd64",
+                "--patch",
+                "/dev/null",
+                "--name",
+                "bad_cve",
+                "--cve",
+                bad,
+                "-o",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--cve {bad:?} is not a CVE identifier")),
+            "{bad}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("workspace"),
+            "{bad}: work was done first: {stderr}"
+        );
+    }
+}

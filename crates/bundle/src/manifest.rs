@@ -435,17 +435,24 @@ fn check_version(field: &str, s: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
-fn check_cve_id(field: &str, s: &str) -> Result<(), ManifestError> {
-    let ok = s
-        .strip_prefix("CVE-")
+/// Whether `s` is a CVE identifier as bundles carry them:
+/// `CVE-YYYY-NNNN`, four to nineteen digits in the last part (MITRE's
+/// format; the bound keeps ids fixed-size enough for every consumer). The
+/// one definition: the factory checks `--cve` with it, so nothing it
+/// builds is refused later by the bundler.
+pub fn is_cve_id(s: &str) -> bool {
+    s.strip_prefix("CVE-")
         .and_then(|r| r.split_once('-'))
         .is_some_and(|(year, num)| {
             year.len() == 4
                 && year.bytes().all(|b| b.is_ascii_digit())
                 && (4..=19).contains(&num.len())
                 && num.bytes().all(|b| b.is_ascii_digit())
-        });
-    if !ok {
+        })
+}
+
+fn check_cve_id(field: &str, s: &str) -> Result<(), ManifestError> {
+    if !is_cve_id(s) {
         let shown: String = s.chars().take(40).collect();
         return Err(err(field, format!("{shown:?} is not CVE-YYYY-NNNN")));
     }

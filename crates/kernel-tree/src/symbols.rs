@@ -26,44 +26,12 @@ pub struct SymbolTable {
     pub vmlinux: PathBuf,
 }
 
-/// One line of a System.map or `/proc/kallsyms`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapSymbol {
-    /// Link-time address.
-    pub address: u64,
-    /// nm-style type letter.
-    pub kind: char,
-    /// Symbol name.
-    pub name: String,
-}
+pub use kernel::kallsyms::MapSymbol;
 
-/// Parses System.map / kallsyms text (`ADDR TYPE NAME [\[module\]]`).
+/// Parses System.map / kallsyms text (`ADDR TYPE NAME [\[module\]]`):
+/// [`kernel::kallsyms::parse`].
 pub fn parse_system_map(text: &str) -> std::result::Result<Vec<MapSymbol>, String> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let mut it = l.split_whitespace();
-            let (Some(a), Some(k), Some(n)) = (it.next(), it.next(), it.next()) else {
-                return Err(format!(
-                    "line {}: expected `address type name`, got {l:?}",
-                    i + 1
-                ));
-            };
-            let address = u64::from_str_radix(a, 16)
-                .map_err(|_| format!("line {}: bad address {a:?}", i + 1))?;
-            let kind = k
-                .chars()
-                .next()
-                .filter(|_| k.len() == 1)
-                .ok_or_else(|| format!("line {}: bad type {k:?}", i + 1))?;
-            Ok(MapSymbol {
-                address,
-                kind,
-                name: n.to_string(),
-            })
-        })
-        .collect()
+    kernel::kallsyms::parse(text)
 }
 
 impl Workspace {
@@ -183,21 +151,4 @@ pub fn vmlinux_build_id(path: &Path) -> Result<kernel::BuildId> {
         path: path.to_path_buf(),
         reason: format!("notes: {e}"),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_system_map_and_kallsyms_lines() {
-        let s = parse_system_map("ffffffff81000000 T _text\nffffffff81234560 t cmdline_proc_show\nffffffffc0000000 t foo\t[virtio]\n").unwrap();
-        assert_eq!(s.len(), 3);
-        assert_eq!(s[1].name, "cmdline_proc_show");
-        assert_eq!(s[1].kind, 't');
-        assert_eq!(s[0].address, 0xffffffff81000000);
-        let err = parse_system_map("zz T x\n").unwrap_err();
-        assert!(err.contains("line 1"), "{err}");
-        assert!(parse_system_map("ffff\n").is_err());
-    }
 }

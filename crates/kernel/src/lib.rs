@@ -17,6 +17,7 @@
 //! ```
 
 pub mod identity;
+pub mod kallsyms;
 pub mod livepatch;
 pub mod notes;
 

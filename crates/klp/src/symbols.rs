@@ -82,33 +82,21 @@ impl KernelSymbols {
     /// Reads a System.map or `/proc/kallsyms` text (no object-file blocks:
     /// duplicates of a name cannot be told apart).
     pub fn from_system_map(path: &Path, text: &str) -> Result<KernelSymbols> {
-        let mut syms = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let mut it = line.split_whitespace();
-            let (Some(a), Some(k), Some(n)) = (it.next(), it.next(), it.next()) else {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                return Err(Error::Malformed {
-                    path: path.to_path_buf(),
-                    what: format!("line {}: expected `address type name`", i + 1),
-                });
-            };
-            let address = u64::from_str_radix(a, 16).map_err(|_| Error::Malformed {
+        let syms = kernel::kallsyms::parse(text)
+            .map_err(|what| Error::Malformed {
                 path: path.to_path_buf(),
-                what: format!("line {}: bad address {a:?}", i + 1),
-            })?;
-            if it.next().is_some() {
-                // `[module]` entries of kallsyms: not vmlinux.
-                continue;
-            }
-            syms.push(KernelSymbol {
-                name: n.to_string(),
-                address,
-                local: k.chars().all(|c| c.is_ascii_lowercase()),
+                what,
+            })?
+            .into_iter()
+            // `[module]` entries of kallsyms: not vmlinux.
+            .filter(|s| s.module.is_none())
+            .map(|s| KernelSymbol {
+                local: s.is_local(),
+                name: s.name,
+                address: s.address,
                 block: None,
-            });
-        }
+            })
+            .collect();
         Ok(Self::index(syms, Vec::new(), true))
     }
 

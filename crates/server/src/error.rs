@@ -67,18 +67,44 @@ pub enum Error {
     Task(String),
 }
 
+/// Whose fault an [`Error`] is and of what kind: the one classification
+/// the HTTP status ([`crate::api::error::ApiError`]) and the command
+/// line's exit status are both derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's input is not acceptable (400; exit 4).
+    Invalid,
+    /// What was named does not exist (404; exit 3).
+    NotFound,
+    /// It contradicts what exists (409; exit 4).
+    Conflict,
+    /// A bundle failed its checks (422; exit 4).
+    Refused,
+    /// No valid credentials (401; exit 4).
+    Unauthorized,
+    /// Credentials without the right (403; exit 4).
+    Forbidden,
+    /// The server's own fault: database, store, task (500; exit 1).
+    Internal,
+}
+
 impl Error {
-    /// Whether the fault is the server's (5xx) rather than the caller's.
-    pub fn is_internal(&self) -> bool {
-        matches!(
-            self,
+    /// This error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::BundleRefused(_) => ErrorKind::Refused,
+            Error::Unauthorized(_) => ErrorKind::Unauthorized,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
             Error::Connect { .. }
-                | Error::Db { .. }
-                | Error::Sqlite { .. }
-                | Error::Migrate(_)
-                | Error::Blob(_)
-                | Error::Task(_)
-        )
+            | Error::Db { .. }
+            | Error::Sqlite { .. }
+            | Error::Migrate(_)
+            | Error::Blob(_)
+            | Error::Task(_) => ErrorKind::Internal,
+        }
     }
 }
 

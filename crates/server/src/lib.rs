@@ -33,4 +33,4 @@ pub mod transfer;
 pub mod validate;
 
 pub use context::{Context, Options};
-pub use error::Error;
+pub use error::{Error, ErrorKind};

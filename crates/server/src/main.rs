@@ -17,7 +17,7 @@ use server::api::{self, AppState, Settings};
 use server::clock::{rfc3339, SystemClock};
 use server::model::Role;
 use server::transfer::{ImportError, Outcome};
-use server::{Context, Error, Options};
+use server::{Context, Error, ErrorKind, Options};
 
 /// noreboot-server: live patch distribution and fleet status.
 #[derive(Debug, Parser)]
@@ -353,16 +353,16 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .downcast_ref::<ImportError>()
         .map(|i| &i.error)
         .or_else(|| e.downcast_ref::<Error>());
-    match e {
-        Some(Error::NotFound(_)) => 3,
+    match e.map(Error::kind) {
+        Some(ErrorKind::NotFound) => 3,
         Some(
-            Error::Invalid(_)
-            | Error::Conflict(_)
-            | Error::BundleRefused(_)
-            | Error::Unauthorized(_)
-            | Error::Forbidden(_),
+            ErrorKind::Invalid
+            | ErrorKind::Conflict
+            | ErrorKind::Refused
+            | ErrorKind::Unauthorized
+            | ErrorKind::Forbidden,
         ) => 4,
-        _ => 1,
+        Some(ErrorKind::Internal) | None => 1,
     }
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use protocol::ErrorBody;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// An error answer.
 #[derive(Debug)]
@@ -37,19 +37,14 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let status = match &e {
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::BundleRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Connect { .. }
-            | Error::Db { .. }
-            | Error::Sqlite { .. }
-            | Error::Migrate(_)
-            | Error::Blob(_)
-            | Error::Task(_) => {
+        let status = match e.kind() {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Internal => {
                 tracing::error!("internal error: {e}");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

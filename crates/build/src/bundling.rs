@@ -88,6 +88,17 @@ struct FactoryTarget {
     object: String,
     /// (name, sympos)
     functions: Vec<(String, u32)>,
+    /// What the module leaves out, and why.
+    #[serde(default)]
+    not_carried: Vec<FactoryNotCarried>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FactoryNotCarried {
+    object: String,
+    subject: String,
+    rule: String,
+    reason: String,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -183,6 +194,17 @@ pub fn bundle(o: &BundleOptions) -> anyhow::Result<(PathBuf, Bundle)> {
         toolchain: f.toolchain.clone(),
         created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         builder: Some(format!("noreboot-build {}", env!("CARGO_PKG_VERSION"))),
+        not_carried: f
+            .targets
+            .iter()
+            .flat_map(|t| &t.not_carried)
+            .map(|n| manifest::NotCarried {
+                object: n.object.clone(),
+                subject: n.subject.clone(),
+                rule: n.rule.clone(),
+                reason: n.reason.clone(),
+            })
+            .collect(),
     };
     let key = SecretKey::read(&o.key)?;
     let timestamp = SystemTime::now()

@@ -55,7 +55,13 @@ fn factory_output(dir: &Path, ko: &[u8]) {
                 "new_functions": ["helper"],
                 "objects": ["kernel/kallsyms.o"],
                 "matched": [],
-                "notes": ["a note"]
+                "notes": ["a note"],
+                "not_carried": [{
+                    "object": "kernel/kallsyms.o",
+                    "subject": "kallsyms_init",
+                    "rule": "init-code",
+                    "reason": "changed .init.text code ran once, at boot"
+                }]
             }
         ],
         "cves": ["CVE-2024-1086", "CVE-2023-52340"],
@@ -142,6 +148,16 @@ fn keygen_then_bundle() {
     assert_eq!(m.kernel.version.as_deref(), Some("6.1.170-3"));
     assert_eq!(m.effective_version.as_deref(), Some("6.1.192-3"));
     assert_eq!(m.description, DESCRIPTION);
+    // What the module leaves out travels signed with it.
+    assert_eq!(
+        m.not_carried,
+        [bundle::manifest::NotCarried {
+            object: "kernel/kallsyms.o".into(),
+            subject: "kallsyms_init".into(),
+            rule: "init-code".into(),
+            reason: "changed .init.text code ran once, at boot".into(),
+        }]
+    );
     let cves: Vec<(&str, &str)> = m
         .cves
         .iter()

@@ -37,6 +37,7 @@
 //!     toolchain: Default::default(),
 //!     created: "2025-01-31T12:00:00Z".into(),
 //!     builder: None,
+//!     not_carried: Vec::new(),
 //! };
 //! let b = bundle::Bundle::create(manifest, b"\x7fELF...", &key, "level 1")?;
 //! let trusted = TrustedKeys::from_keys([key.public_key()])?;

@@ -34,6 +34,10 @@ pub const MAX_FUNCTIONS: usize = 100_000;
 pub const MAX_SYMBOL: usize = 511;
 /// Toolchain entries.
 pub const MAX_TOOLCHAIN: usize = 64;
+/// Differences not carried, over all objects.
+pub const MAX_NOT_CARRIED: usize = 100_000;
+/// A not-carried entry's rule name.
+pub const MAX_RULE: usize = 64;
 /// A toolchain key.
 pub const MAX_TOOLCHAIN_KEY: usize = 64;
 /// A toolchain value, and the builder text.
@@ -101,6 +105,26 @@ pub struct Manifest {
     /// Who or what made the bundle (free text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builder: Option<String>,
+    /// Every difference between the kernel's objects and the fixed ones
+    /// that the module deliberately does not carry, with the rule that
+    /// allowed it: what an operator or auditor needs to know the patch is
+    /// not the fixed kernel in every byte, and why that is sound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_carried: Vec<NotCarried>,
+}
+
+/// One difference the module does not carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotCarried {
+    /// The compiled object it was found in (`kernel/audit.o`).
+    pub object: String,
+    /// The function, data or export.
+    pub subject: String,
+    /// The rule that allowed leaving it out (`init-code`, `line-only`, …).
+    pub rule: String,
+    /// What the running kernel keeps, and why that is sound.
+    pub reason: String,
 }
 
 /// The kernel build a patch is for.
@@ -278,6 +302,28 @@ impl Manifest {
         check_created(&self.created)?;
         if let Some(b) = &self.builder {
             check_line("builder", b, MAX_TOOLCHAIN_VALUE)?;
+        }
+        if self.not_carried.len() > MAX_NOT_CARRIED {
+            return Err(err(
+                "not_carried",
+                too_many(self.not_carried.len(), MAX_NOT_CARRIED),
+            ));
+        }
+        for (i, n) in self.not_carried.iter().enumerate() {
+            let f = |x: &str| format!("not_carried[{i}].{x}");
+            check_line(&f("object"), &n.object, MAX_TOOLCHAIN_VALUE)?;
+            check_line(&f("subject"), &n.subject, MAX_TOOLCHAIN_VALUE)?;
+            check_line(&f("rule"), &n.rule, MAX_RULE)?;
+            check_text(&f("reason"), &n.reason, MAX_CVE_DESCRIPTION)?;
+            for (name, v) in [
+                ("object", &n.object),
+                ("subject", &n.subject),
+                ("rule", &n.rule),
+            ] {
+                if v.is_empty() {
+                    return Err(err(f(name), "empty"));
+                }
+            }
         }
         Ok(())
     }

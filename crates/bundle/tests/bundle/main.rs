@@ -72,6 +72,7 @@ pub fn manifest() -> Manifest {
         .collect(),
         created: "2025-03-01T10:20:30Z".into(),
         builder: Some("tests".into()),
+        not_carried: Vec::new(),
     }
 }
 

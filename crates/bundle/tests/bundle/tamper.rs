@@ -494,6 +494,24 @@ fn invalid_manifests_name_the_field() {
     let mut m = manifest();
     m.builder = Some("b".repeat(1025));
     cases.push((m, "builder", "more than 1024"));
+    let not_carried = bundle::manifest::NotCarried {
+        object: "kernel/audit.o".into(),
+        subject: "audit_init".into(),
+        rule: "init-code".into(),
+        reason: "ran once, at boot".into(),
+    };
+    let mut m = manifest();
+    m.not_carried = vec![not_carried.clone(), not_carried.clone()];
+    m.not_carried[1].rule = String::new();
+    cases.push((m, "not_carried[1].rule", "empty"));
+    let mut m = manifest();
+    m.not_carried = vec![not_carried.clone()];
+    m.not_carried[0].subject = "a\nb".into();
+    cases.push((m, "not_carried[0].subject", "control"));
+    let mut m = manifest();
+    m.not_carried = vec![not_carried];
+    m.not_carried[0].rule = "r".repeat(65);
+    cases.push((m, "not_carried[0].rule", "more than 64"));
 
     for (m, field, reason) in cases {
         // Bundle::create refuses to sign it...

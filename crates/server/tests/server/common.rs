@@ -289,6 +289,7 @@ pub fn manifest(build_id: &str, level: u32, cves: &[&str]) -> Manifest {
         toolchain: Default::default(),
         created: "2025-01-31T12:00:00Z".into(),
         builder: None,
+        not_carried: Vec::new(),
     }
 }
 

@@ -32,6 +32,26 @@ pub struct SourceTree {
 /// restored; a leftover one (a killed process) is restored on next use.
 const BACKUP_DIR: &str = ".noreboot-originals";
 
+/// Beside the tree: original objects compiled with noreboot's flags, kept
+/// for the next build (see [`SourceTree::compile_objects`]).
+pub const ORIGINALS_DIR: &str = "original-objects";
+
+/// Keeps `built` (object `object`, compiled by `command`) under `kept`:
+/// written under temporary names and renamed, command last, so a reader
+/// never takes a half-written copy (it needs both files).
+fn keep_object(kept: &Path, object: &str, built: &Path, command: &str) -> std::io::Result<()> {
+    let dest = kept.join(object);
+    if let Some(d) = dest.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = kept.join(format!("{object}.tmp"));
+    std::fs::copy(built, &tmp)?;
+    std::fs::rename(&tmp, &dest)?;
+    let cmd_tmp = kept.join(format!("{object}.cmd.tmp"));
+    std::fs::write(&cmd_tmp, command)?;
+    std::fs::rename(&cmd_tmp, kept.join(format!("{object}.cmd")))
+}
+
 /// Flags noreboot adds to the kernel's own when compiling objects to diff.
 pub const DIFF_CFLAGS: &str = "-ffunction-sections -fdata-sections";
 
@@ -342,6 +362,12 @@ impl SourceTree {
     /// the command kbuild ran for each, read while this tree is still
     /// locked: another build may recompile the same object (and rewrite
     /// its `.cmd`) the moment the lock is released.
+    ///
+    /// The tree's sources never change, so each object compiled with the
+    /// same flags is the same every time: it is kept, with its command,
+    /// beside the tree ([`ORIGINALS_DIR`]) and the next build that needs it
+    /// takes the copy instead of starting kbuild (seconds of make walking
+    /// the tree, for every fix).
     pub fn compile_objects(
         &self,
         objects: &[&str],
@@ -356,17 +382,72 @@ impl SourceTree {
             .iter()
             .map(|o| out.join(o.replace('/', "_")))
             .collect();
-        let pairs: Vec<(&str, &Path)> = objects
+        let kept = self.kept_objects(extra_cflags);
+        let mut commands: Vec<Option<String>> = vec![None; objects.len()];
+        if let Some(kept) = &kept {
+            for (i, o) in objects.iter().enumerate() {
+                let (obj, cmd) = (kept.join(o), kept.join(format!("{o}.cmd")));
+                if let (Ok(command), true) = (std::fs::read_to_string(&cmd), obj.is_file()) {
+                    if std::fs::copy(&obj, &paths[i]).is_ok() {
+                        commands[i] = Some(command);
+                    }
+                }
+            }
+        }
+        let missing: Vec<(&str, &Path)> = objects
             .iter()
-            .copied()
-            .zip(paths.iter().map(PathBuf::as_path))
+            .zip(&paths)
+            .zip(&commands)
+            .filter(|(_, c)| c.is_none())
+            .map(|((o, p), _)| (*o, p.as_path()))
             .collect();
-        self.make_objects(&pairs, extra_cflags, jobs)?;
-        let commands = objects
-            .iter()
-            .map(|o| self.saved_command(o))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Compiled { paths, commands })
+        if !missing.is_empty() {
+            self.make_objects(&missing, extra_cflags, jobs)?;
+        }
+        let mut out_commands = Vec::with_capacity(objects.len());
+        for (i, o) in objects.iter().enumerate() {
+            let command = match commands[i].take() {
+                Some(c) => c,
+                None => {
+                    let c = self.saved_command(o)?;
+                    if let Some(kept) = &kept {
+                        // A copy that cannot be kept only costs a compile.
+                        let _ = keep_object(kept, o, &paths[i], &c);
+                    }
+                    c
+                }
+            };
+            out_commands.push(command);
+        }
+        Ok(Compiled {
+            paths,
+            commands: out_commands,
+        })
+    }
+
+    /// Where objects of this (original, not scratch) tree compiled with
+    /// `extra_cflags` are kept: one directory per set of flags and
+    /// noreboot version.
+    fn kept_objects(&self, extra_cflags: &str) -> Option<PathBuf> {
+        if self.scratch.is_some() {
+            return None;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            extra_cflags,
+            env!("CARGO_PKG_VERSION"),
+            &self.cc,
+            &self.overrides,
+        )
+            .hash(&mut h);
+        Some(
+            self.dir
+                .parent()
+                .unwrap_or(&self.dir)
+                .join(ORIGINALS_DIR)
+                .join(format!("{:016x}", h.finish())),
+        )
     }
 
     /// Host tools that a scratch copy of an earlier noreboot version rebuilt

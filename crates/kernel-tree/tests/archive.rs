@@ -234,4 +234,73 @@ fn source_tree_compiles_single_objects_reproducibly() {
     );
     let err = tree.compile("fs/proc/no_such_file.o", "", &a).unwrap_err();
     assert!(err.to_string().contains("no_such_file"), "{err}");
+
+    // compile_objects keeps what it compiled: the second time, the same
+    // bytes and command come from the kept copy, without kbuild (a flag
+    // set of this test's own, so the first compile is a real one).
+    let flags = format!(
+        "{} -DNOREBOOT_KEEP_TEST={}",
+        kernel_tree::source::DIFF_CFLAGS,
+        std::process::id()
+    );
+    let first = tree
+        .compile_objects(&["fs/proc/cmdline.o"], &flags, 1, &dir.path().join("first"))
+        .unwrap();
+    let kept_dir = tree
+        .dir()
+        .parent()
+        .unwrap()
+        .join(kernel_tree::source::ORIGINALS_DIR);
+    // This test's own copy: the one whose command carries its flag.
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&kept_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("fs/proc/cmdline.o"))
+        .filter(|p| {
+            std::fs::read_to_string(p.with_extension("o.cmd"))
+                .is_ok_and(|c| c.contains(&format!("NOREBOOT_KEEP_TEST={}", std::process::id())))
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "not kept once under {}", kept_dir.display());
+    let started = std::time::Instant::now();
+    let second = tree
+        .compile_objects(
+            &["fs/proc/cmdline.o"],
+            &flags,
+            1,
+            &dir.path().join("second"),
+        )
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(first.commands, second.commands);
+    assert!(
+        first.commands[0].contains("NOREBOOT_KEEP_TEST"),
+        "{}",
+        first.commands[0]
+    );
+    assert_eq!(
+        std::fs::read(&first.paths[0]).unwrap(),
+        std::fs::read(&second.paths[0]).unwrap()
+    );
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "not taken from the copy: {took:?}"
+    );
+    // A kept copy without its command is not used: compiled again.
+    std::fs::remove_file(kept[0].with_extension("o.cmd")).unwrap();
+    let third = tree
+        .compile_objects(&["fs/proc/cmdline.o"], &flags, 1, &dir.path().join("third"))
+        .unwrap();
+    assert_eq!(third.commands, first.commands);
+    // Compiled again, so kept again; then this test's copy goes.
+    assert!(kept[0].with_extension("o.cmd").is_file());
+    std::fs::remove_dir_all(
+        kept[0]
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap(),
+    )
+    .unwrap();
 }

@@ -19,8 +19,7 @@ use object::build::Id;
 use object::elf;
 
 use crate::compare::Namer;
-use crate::correlate::{is_string_literal, reloc_target, section_target, Correlation};
-use crate::include::is_child_part;
+use crate::correlate::{reloc_target, section_target, Correlation};
 use crate::read::{Object, Reloc, SectionId, SymKind, SymbolId};
 use crate::report::Report;
 use crate::special;
@@ -549,7 +548,13 @@ impl Ctx<'_> {
     }
 }
 
-/// Emits the patch object for a report without refusals.
+/// Emits the patch object for a report without refusals. Reads as the
+/// passes it runs, each over what the ones before made: what is carried,
+/// the output opened, carried ranges placed in sections of their own and
+/// their relocations rewritten, special-section entries of carried code
+/// kept, sections kept whole relocated, livepatch places zeroed and the
+/// records written, everything else dropped; the result is re-read and
+/// checked.
 pub fn emit(
     orig: &Object,
     patched: &Object,
@@ -560,551 +565,643 @@ pub fn emit(
     if let Some(r) = report.refusals.first() {
         return Err(EmitError::Refused(format!("{}: {}", r.subject, r.reason)));
     }
-    // What is carried: the report's inclusions plus the .cold parts of
-    // carried functions (entered by jumps, never by call) and copies of
-    // the string literals they use (see `is_string_literal`: resolving
-    // them would need the kernel's copy told apart from its namesakes,
-    // and a copy is as good).
-    let mut carried_syms: Vec<SymbolId> = report.included.iter().map(|&i| SymbolId(i)).collect();
-    let mut seen: HashSet<SymbolId> = carried_syms.iter().copied().collect();
-    let mut i = 0;
-    while i < carried_syms.len() {
-        let s = patched.symbol(carried_syms[i]);
-        if let Some(sec) = s.section {
-            for r in &patched.section(sec).relocs {
-                if r.offset < s.value || r.offset >= s.value + s.size {
-                    continue;
-                }
-                if let Some(tg) = reloc_target(patched, r) {
-                    let ts = patched.symbol(tg);
-                    let child = ts.kind == SymKind::Func && is_child_part(&ts.name);
-                    if (child || is_string_literal(patched, tg)) && seen.insert(tg) {
-                        carried_syms.push(tg);
-                    }
-                }
-            }
-        }
-        i += 1;
-    }
-
-    let descriptor_notes = own_descriptors(
-        orig,
-        patched,
-        &Namer::new(orig, patched, c),
-        resolver,
-        &mut carried_syms,
-        &mut seen,
-    );
-
+    let carried = carried_symbols(orig, patched, c, report, resolver);
     let raw = without_groups(patched)?;
-    let mut b = Builder::read(&*raw)
-        .map_err(|e| EmitError::Output(format!("re-reading {}: {e}", patched.path.display())))?;
-    let sec_ids: Vec<BSec> = b.sections.iter().map(|s| s.id()).collect();
-    // LLVM names sections from the symbol string table (one `.strtab`);
-    // the builder reads that as the symbols' and needs its own for names.
-    if !b
-        .sections
-        .iter()
-        .any(|s| matches!(s.data, SectionData::SectionString))
-    {
-        let shstrtab = b.sections.add();
-        shstrtab.name = b".shstrtab".to_vec().into();
-        shstrtab.sh_type = elf::SHT_STRTAB;
-        shstrtab.sh_addralign = 1;
-        shstrtab.data = SectionData::SectionString;
-    }
-    let sym_ids: Vec<BSym> = b.symbols.iter().map(|s| s.id()).collect();
-    let symtab = b
-        .sections
-        .iter()
-        .find(|s| matches!(s.data, SectionData::Symbol))
-        .map(|s| s.id())
-        .ok_or_else(|| EmitError::Output("no symbol table".into()))?;
-
-    // Merge sections used by carried code stay whole.
-    let mut merge_kept = HashSet::new();
-    for &s in &carried_syms {
-        let sym = patched.symbol(s);
-        let Some(sec) = sym.section else { continue };
-        for r in &patched.section(sec).relocs {
-            if r.offset < sym.value || r.offset >= sym.value + sym.size.max(1) {
-                continue;
-            }
-            if let Some(ts) = patched.symbol(r.symbol).section {
-                if patched.section(ts).sh_flags & u64::from(elf::SHF_MERGE) != 0 {
-                    merge_kept.insert(ts);
-                }
-            }
-        }
-    }
-
-    let mut ctx = Ctx {
-        orig,
-        patched,
-        namer: Namer::new(orig, patched, c),
-        resolver,
-        carried: HashMap::new(),
-        merge_kept,
-        whole_pending: Vec::new(),
-        fragments: Fragments::of(patched),
-        sym_ids: sym_ids.clone(),
-        section_syms: HashMap::new(),
-        undefined: HashMap::new(),
-        exports: BTreeSet::new(),
-    };
-
-    // One new section per carried symbol.
-    let mut new_sections: Vec<(SymbolId, BSec)> = Vec::new();
-    for &s in &carried_syms {
-        let sym = patched.symbol(s);
-        let Some(sec) = sym.section else { continue };
-        let src = patched.section(sec);
-        let (start, size) = (sym.value, sym.size.max(if src.size > 0 { 1 } else { 0 }));
-        let size = if size == 0 { src.size } else { size };
-        // Call padding (6.12: -fpatchable-function-entry=16,16): the nops
-        // before a function are where the kernel writes call-depth
-        // accounting thunks, for modules too, after checking they are
-        // nops. The function keeps them.
-        let pad = padding_before(patched, s);
-        let (start, size) = (start - pad, size + pad);
-        let ns = add_like(&mut b, src);
-        ns.data = if src.sh_type == elf::SHT_NOBITS {
-            SectionData::UninitializedData(size)
-        } else {
-            let a = (start as usize).min(src.data.len());
-            let e = ((start + size) as usize).min(src.data.len());
-            SectionData::Data(src.data[a..e].to_vec().into())
-        };
-        let nsid = ns.id();
-        let ss = b.symbols.add();
-        ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
-        ss.section = Some(nsid);
-        ctx.section_syms.insert(nsid.index(), ss.id());
-        ctx.carried.insert(s, (nsid, start));
-        new_sections.push((s, nsid));
-        let bs = b.symbols.get_mut(sym_ids[s.0 as usize - 1]);
-        bs.section = Some(nsid);
-        bs.st_value -= start;
-    }
-
-    // Relocations of the carried ranges, rewritten.
-    let mut records: Vec<Record> = Vec::new();
-    let mut runtime: HashMap<SectionId, Vec<special::RuntimeSite>> = HashMap::new();
-    for site in special::runtime_sites(patched) {
-        runtime.entry(site.section).or_default().push(site);
-    }
-    for &(s, nsid) in &new_sections {
-        let sym = patched.symbol(s);
-        let Some(sec) = sym.section else { continue };
-        let src = patched.section(sec);
-        // Where the carried range begins (before the function when it
-        // keeps its padding).
-        let start = ctx.carried[&s].1;
-        let mut relas = Vec::new();
-        for r in src
-            .relocs
-            .iter()
-            .filter(|r| r.offset >= sym.value && r.offset < sym.value + sym.size.max(1))
-        {
-            let place = r.offset - start;
-            ctx.rewrite(&mut b, r, sec, nsid, place, &mut relas, &mut records)?;
-        }
-        for site in runtime.get(&sec).into_iter().flatten() {
-            if site.offset < sym.value || site.offset >= sym.value + sym.size {
-                continue;
-            }
-            let place = site.offset - start;
-            let load = ctx.runtime_ptr_load(&mut b, nsid, place, site, &sym.name)?;
-            match load {
-                Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
-                    r_offset: place + 1,
-                    symbol: Some(id),
-                    r_type: elf::R_X86_64_PC32,
-                    r_addend: addend,
-                }),
-                Ref::Klp(k) => records.push(Record {
-                    section: nsid,
-                    place: place + 1,
-                    r_type: elf::R_X86_64_PC32,
-                    object: k.object,
-                    symbol_object: k.symbol_object,
-                    name: k.name,
-                    sympos: k.sympos,
-                    addend: k.addend,
-                }),
-            }
-        }
-        if !relas.is_empty() {
-            add_rela(&mut b, nsid, symtab, relas);
-        }
-    }
-
-    // Special sections: keep the entries of carried functions.
-    let mut special_report = Vec::new();
-    let carried_funcs: HashSet<SymbolId> = carried_syms
-        .iter()
-        .copied()
-        .filter(|s| patched.symbol(*s).kind == SymKind::Func)
-        .collect();
-    let mut orc_keep: Option<Vec<bool>> = None;
-    let mut dropped_late: Vec<String> = Vec::new();
-    for (sid, s) in patched.sections() {
-        if !special::is_special(&s.name) {
-            continue;
-        }
-        let entries = special::entries(patched, sid)
-            .ok_or_else(|| EmitError::UnknownLayout(s.name.clone()))?;
-        let keep: Vec<bool> = entries
-            .iter()
-            .map(|e| {
-                e.relocs
-                    .iter()
-                    .any(|r| reloc_target(patched, r).is_some_and(|tg| carried_funcs.contains(&tg)))
-            })
-            .collect();
-        if s.name == ".orc_unwind_ip" {
-            orc_keep = Some(keep.clone());
-        }
-        let mut data = Vec::new();
-        let mut relas = Vec::new();
-        let ns = add_like(&mut b, s).id();
-        // Jump labels and static calls are registered when the patch
-        // module loads, before livepatch relocations into a target module
-        // are applied (those wait for that module): such entries would
-        // hand the kernel a null key.
-        let load_time = s.name == "__jump_table" || s.name == ".static_call_sites";
-        let mut kept = 0;
-        for (e, k) in entries.iter().zip(&keep) {
-            if !*k {
-                continue;
-            }
-            let (data_len, relas_len, records_len) = (data.len(), relas.len(), records.len());
-            let base = data.len() as u64;
-            data.extend_from_slice(&s.data[e.offset as usize..(e.offset + e.size) as usize]);
-            for r in &e.relocs {
-                let place = base + (r.offset - e.offset);
-                ctx.rewrite(&mut b, r, sid, ns, place, &mut relas, &mut records)?;
-            }
-            let late = records[records_len..]
-                .iter()
-                .find(|rec| rec.object != "vmlinux")
-                .map(|rec| rec.name.clone());
-            if let (true, Some(key)) = (load_time, late) {
-                data.truncate(data_len);
-                relas.truncate(relas_len);
-                records.truncate(records_len);
-                // A static call site left out still calls through the
-                // trampoline, which the kernel keeps current; a tracepoint
-                // left out stays off in the patched function. Any other
-                // key would freeze a branch: refuse.
-                if s.name == "__jump_table" && !key.starts_with("__tracepoint_") {
-                    return Err(EmitError::Output(format!(
-                        "a carried function uses static key {key} of a loadable module; \
-                         the kernel registers jump labels before it can resolve that key"
-                    )));
-                }
-                dropped_late.push(format!("{} entry for {key}", s.name));
-                continue;
-            }
-            kept += 1;
-        }
-        special_report.push((s.name.clone(), kept, entries.len()));
-        // The output's entries are whole and say their size: a stride only
-        // the kernel knew (the last entry may lack its padding), or the
-        // one the patched object's layout told, which the output alone may
-        // no longer tell (a field the kernel resolves through a livepatch
-        // record has no relocation left in some entries).
-        let stride = patched
-            .entry_sizes
-            .get(&s.name)
-            .copied()
-            .filter(|&e| special::inferred_entry_size(patched, sid) != Some(e))
-            .or_else(|| entries.first().map(|e| e.size))
-            .filter(|&e| e > 0);
-        if let (0, Some(stride)) = (s.sh_entsize, stride) {
-            data.resize((data.len() as u64).next_multiple_of(stride) as usize, 0);
-            b.sections.get_mut(ns).sh_entsize = stride;
-        }
-        b.sections.get_mut(ns).data = SectionData::Data(data.into());
-        if kept == 0 {
-            b.sections.get_mut(ns).delete = true;
-        } else if !relas.is_empty() {
-            add_rela(&mut b, ns, symtab, relas);
-        }
-    }
-    // .orc_unwind has no relocations: it follows .orc_unwind_ip index by index.
-    if let (Some(keep), Some(sid)) = (orc_keep, patched.section_by_name(".orc_unwind")) {
-        let s = patched.section(sid);
-        if keep.is_empty() || !s.size.is_multiple_of(keep.len() as u64) {
-            return Err(EmitError::UnknownLayout(".orc_unwind".into()));
-        }
-        let e = (s.size / keep.len() as u64) as usize;
-        let data: Vec<u8> = keep
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| **k)
-            .flat_map(|(i, _)| s.data[i * e..(i + 1) * e].to_vec())
-            .collect();
-        let kept = data.len() / e;
-        special_report.push((".orc_unwind".into(), kept, keep.len()));
-        let n = add_like(&mut b, s);
-        n.delete = kept == 0;
-        n.data = SectionData::Data(data.into());
-    }
-
-    // Relocations of sections kept whole and of kept alternative
-    // fragments, each of which may pull in more of either.
-    let mut fragment_relas = Vec::new();
-    loop {
-        if let Some(sec) = ctx.whole_pending.pop() {
-            let src = patched.section(sec);
-            let bsec = sec_ids[sec.0 as usize - 1];
-            let mut relas = Vec::new();
-            for r in &src.relocs {
-                ctx.rewrite(&mut b, r, sec, bsec, r.offset, &mut relas, &mut records)?;
-            }
-            if !relas.is_empty() {
-                add_rela(&mut b, bsec, symtab, relas);
-            }
-            continue;
-        }
-        let Some(f) = ctx.fragments.as_mut() else {
-            break;
-        };
-        let Some(i) = f.pending.pop() else { break };
-        let ((start, end), sec) = (f.range(i), f.section);
-        let (Some((out, _)), Some(&new_start)) = (f.out, f.kept.get(&i)) else {
-            return Err(EmitError::Output(format!(
-                "{ALT_REPLACEMENT} fragment {start:#x} pending but not placed"
-            )));
-        };
-        for r in patched
-            .section(sec)
-            .relocs
-            .iter()
-            .filter(|r| r.offset >= start && r.offset < end)
-        {
-            // A boundary inside an instruction's relocated field would cut
-            // that field apart.
-            if r.offset + r.width().unwrap_or(0) > end {
-                return Err(EmitError::Output(format!(
-                    "{ALT_REPLACEMENT}: the relocation at {:#x} crosses the fragment end {end:#x}",
-                    r.offset
-                )));
-            }
-            let place = new_start + (r.offset - start);
-            ctx.rewrite(
-                &mut b,
-                r,
-                sec,
-                out,
-                place,
-                &mut fragment_relas,
-                &mut records,
-            )?;
-        }
-    }
-    if let Some(f) = ctx.fragments.take() {
-        special_report.push((ALT_REPLACEMENT.to_string(), f.kept.len(), f.starts.len()));
-        if let Some((out, _)) = f.out {
-            b.sections.get_mut(out).data = SectionData::Data(f.data.into());
-            if !fragment_relas.is_empty() {
-                add_rela(&mut b, out, symtab, fragment_relas);
-            }
-        }
-    }
-
-    // Livepatch places must hold zeros: the kernel writes them.
-    for rec in &records {
-        let w = (Reloc {
-            offset: 0,
-            r_type: rec.r_type,
-            symbol: SymbolId(0),
-            addend: 0,
-            tail: None,
-        })
-        .width()
-        .unwrap_or(0) as usize;
-        if let SectionData::Data(d) = &mut b.sections.get_mut(rec.section).data {
-            let at = rec.place as usize;
-            if let Some(field) = d.to_mut().get_mut(at..at.saturating_add(w)) {
-                field.fill(0);
-            }
-        }
-    }
-
-    // Livepatch records.
-    if !records.is_empty() {
-        let mut strings = vec![0u8];
-        let mut offsets: HashMap<String, u32> = HashMap::new();
-        let mut intern = |s: &str, strings: &mut Vec<u8>| -> u32 {
-            *offsets.entry(s.to_string()).or_insert_with(|| {
-                let o = strings.len() as u32;
-                strings.extend_from_slice(s.as_bytes());
-                strings.push(0);
-                o
-            })
-        };
-        // The string offsets are relocations against the strings section,
-        // not plain numbers: the module link concatenates the tables of
-        // all parts, and only relocations follow that.
-        let st = b.sections.add();
-        st.name = KLP_STRINGS.as_bytes().to_vec().into();
-        st.sh_type = elf::SHT_PROGBITS;
-        st.sh_addralign = 1;
-        let stid = st.id();
-        let st_sym = {
-            let ss = b.symbols.add();
-            ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
-            ss.section = Some(stid);
-            ss.id()
-        };
-        let mut data = Vec::new();
-        let mut relas = Vec::new();
-        for (i, rec) in records.iter().enumerate() {
-            let Record {
-                section: sec,
-                place,
-                r_type,
-                object: obj,
-                symbol_object,
-                name,
-                sympos: pos,
-                addend,
-            } = rec;
-            let base = i as u64 * KLP_RECORD_SIZE;
-            data.extend_from_slice(&crate::records::encode(crate::records::Fixed {
-                r_type: *r_type,
-                sympos: *pos,
-                addend: *addend,
-            }));
-            let strs = [
-                intern(obj, &mut strings),
-                intern(symbol_object, &mut strings),
-                intern(name, &mut strings),
-            ];
-            for (field, off) in crate::records::NAME_FIELDS.into_iter().zip(strs) {
-                relas.push(object::build::elf::Relocation {
-                    r_offset: base + field,
-                    symbol: Some(st_sym),
-                    r_type: elf::R_X86_64_32,
-                    r_addend: off as i64,
-                });
-            }
-            relas.push(object::build::elf::Relocation {
-                r_offset: base + crate::records::PLACE,
-                symbol: Some(
-                    ctx.section_syms
-                        .get(&sec.index())
-                        .copied()
-                        .unwrap_or_else(|| {
-                            let ss = b.symbols.add();
-                            ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
-                            ss.section = Some(*sec);
-                            ss.id()
-                        }),
-                ),
-                r_type: elf::R_X86_64_64,
-                r_addend: *place as i64,
-            });
-        }
-        let rs = b.sections.add();
-        rs.name = KLP_RECORDS.as_bytes().to_vec().into();
-        rs.sh_type = elf::SHT_PROGBITS;
-        rs.sh_addralign = 8;
-        rs.sh_entsize = KLP_RECORD_SIZE;
-        rs.data = SectionData::Data(data.into());
-        let rsid = rs.id();
-        b.sections.get_mut(stid).data = SectionData::Data(strings.into());
-        add_rela(&mut b, rsid, symtab, relas);
-    }
-
-    // Drop everything else: original sections except merge sections in use
-    // and the file's own tables.
-    for (i, &bid) in sec_ids.iter().enumerate() {
-        let keep = {
-            let bs = b.sections.get(bid);
-            matches!(
-                bs.data,
-                SectionData::Symbol
-                    | SectionData::String
-                    | SectionData::SectionString
-                    | SectionData::SymbolSectionIndex
-            ) || ctx.merge_kept.contains(&SectionId(i as u32 + 1))
-                || bs.name.as_slice() == b".note.GNU-stack"
-        };
-        let bs = b.sections.get_mut(bid);
-        if !keep {
-            bs.delete = true;
-        }
-    }
-    // Relocation sections of kept merge sections are not needed (merge
-    // sections carry none), and every other original .rela went with its
-    // section.
-    for sym in b.symbols.iter_mut() {
-        if sym.st_type() == elf::STT_FILE {
-            continue;
-        }
-        if sym.section.is_none()
-            && sym.st_shndx == elf::SHN_UNDEF
-            && !ctx.undefined.values().any(|u| *u == sym.id())
-        {
-            sym.delete = true;
-        }
-    }
-    b.delete_orphan_symbols();
-    // delete_orphans drops relocations to deleted symbols; none of ours may
-    // be among them, or the patch would silently lose a reference.
-    for sec in b.sections.iter() {
-        if let SectionData::Relocation(relas) = &sec.data {
-            if sec.delete {
-                continue;
-            }
-            if let Some(r) = relas
-                .iter()
-                .find(|r| r.symbol.is_some_and(|s| b.symbols.get(s).delete))
-            {
-                return Err(EmitError::Output(format!(
-                    "{} at {:#x} refers to a symbol that is not carried",
-                    String::from_utf8_lossy(sec.name.as_slice()),
-                    r.r_offset
-                )));
-            }
-        }
-    }
-    b.delete_orphans();
-    // No group section survives, so no section may claim membership in one
-    // (carried and merge sections copy their flags from group members).
-    for sec in b.sections.iter_mut() {
-        sec.sh_flags &= !u64::from(elf::SHF_GROUP);
-    }
-    // Carried symbols stay; a global new function must not clash with the
-    // kernel's: the patch glue refers to it through its own symbol.
-    let mut out = Vec::new();
-    b.write(&mut out)
-        .map_err(|e| EmitError::Output(e.to_string()))?;
-
+    let mut out = Output::open(&raw, orig, patched, c, resolver, &carried.syms)?;
+    let placed = out.place_carried(&carried.syms);
+    out.relocate_carried(&placed)?;
+    let mut special = out.keep_special_entries(&carried.syms)?;
+    special.report.extend(out.relocate_whole_sections()?);
+    out.zero_livepatch_places();
+    out.write_records();
+    let Output { ctx, records, .. } = &out;
     let emitted = Emitted {
-        bytes: out,
-        functions: carried_syms
+        functions: carried
+            .syms
             .iter()
             .filter(|s| patched.symbol(**s).kind == SymKind::Func)
             .map(|s| patched.symbol(*s).name.clone())
             .collect(),
-        exports: ctx.exports.into_iter().collect(),
+        exports: ctx.exports.iter().cloned().collect(),
         livepatch: records
             .iter()
             .map(|r| (r.symbol_object.clone(), r.name.clone(), r.sympos))
             .collect(),
-        special: special_report,
-        notes: dropped_late
+        special: special.report,
+        notes: special
+            .dropped_late
             .into_iter()
             .map(|d| format!("{d} left out: it refers into a module the patch must not wait for"))
-            .chain(descriptor_notes)
+            .chain(carried.notes)
             .collect(),
+        bytes: out.finish()?,
     };
     check(&emitted)?;
     Ok(emitted)
+}
+
+/// What the patch object carries: the report's inclusions, the parts and
+/// literals they need ([`crate::include::carried_closure`]), and the
+/// dynamic debug descriptors that must be the patch's own.
+struct Carried {
+    syms: Vec<SymbolId>,
+    /// A note per descriptor made the patch's own.
+    notes: Vec<String>,
+}
+
+fn carried_symbols(
+    orig: &Object,
+    patched: &Object,
+    c: &Correlation,
+    report: &Report,
+    resolver: &dyn Resolver,
+) -> Carried {
+    let mut syms = crate::include::carried_closure(patched, &report.included);
+    let mut seen: HashSet<SymbolId> = syms.iter().copied().collect();
+    let notes = own_descriptors(
+        orig,
+        patched,
+        &Namer::new(orig, patched, c),
+        resolver,
+        &mut syms,
+        &mut seen,
+    );
+    Carried { syms, notes }
+}
+
+/// Entries of special sections the output keeps, per section, and those
+/// left out because the kernel would need them before it can resolve them.
+struct SpecialKept {
+    /// (section, entries kept, entries in the patched object).
+    report: Vec<(String, usize, usize)>,
+    /// Entries left out, each naming what it refers to.
+    dropped_late: Vec<String>,
+}
+
+/// The output object while it is being built: a copy of the patched
+/// object in the builder, the reference context, and the livepatch
+/// records gathered so far.
+struct Output<'a> {
+    b: Builder<'a>,
+    ctx: Ctx<'a>,
+    /// The builder's ids of the patched object's sections, by index - 1.
+    sec_ids: Vec<BSec>,
+    symtab: BSec,
+    records: Vec<Record>,
+}
+
+impl<'a> Output<'a> {
+    /// Reads the patched object (its groups already dissolved) into the
+    /// builder; merge sections used by carried code stay whole.
+    fn open(
+        raw: &'a [u8],
+        orig: &'a Object,
+        patched: &'a Object,
+        c: &'a Correlation,
+        resolver: &'a dyn Resolver,
+        carried_syms: &[SymbolId],
+    ) -> Result<Self, EmitError> {
+        let mut b = Builder::read(raw).map_err(|e| {
+            EmitError::Output(format!("re-reading {}: {e}", patched.path.display()))
+        })?;
+        let sec_ids: Vec<BSec> = b.sections.iter().map(|s| s.id()).collect();
+        // LLVM names sections from the symbol string table (one `.strtab`);
+        // the builder reads that as the symbols' and needs its own for names.
+        if !b
+            .sections
+            .iter()
+            .any(|s| matches!(s.data, SectionData::SectionString))
+        {
+            let shstrtab = b.sections.add();
+            shstrtab.name = b".shstrtab".to_vec().into();
+            shstrtab.sh_type = elf::SHT_STRTAB;
+            shstrtab.sh_addralign = 1;
+            shstrtab.data = SectionData::SectionString;
+        }
+        let sym_ids: Vec<BSym> = b.symbols.iter().map(|s| s.id()).collect();
+        let symtab = b
+            .sections
+            .iter()
+            .find(|s| matches!(s.data, SectionData::Symbol))
+            .map(|s| s.id())
+            .ok_or_else(|| EmitError::Output("no symbol table".into()))?;
+
+        // Merge sections used by carried code stay whole.
+        let mut merge_kept = HashSet::new();
+        for &s in carried_syms {
+            let sym = patched.symbol(s);
+            let Some(sec) = sym.section else { continue };
+            for r in &patched.section(sec).relocs {
+                if r.offset < sym.value || r.offset >= sym.value + sym.size.max(1) {
+                    continue;
+                }
+                if let Some(ts) = patched.symbol(r.symbol).section {
+                    if patched.section(ts).sh_flags & u64::from(elf::SHF_MERGE) != 0 {
+                        merge_kept.insert(ts);
+                    }
+                }
+            }
+        }
+
+        let ctx = Ctx {
+            orig,
+            patched,
+            namer: Namer::new(orig, patched, c),
+            resolver,
+            carried: HashMap::new(),
+            merge_kept,
+            whole_pending: Vec::new(),
+            fragments: Fragments::of(patched),
+            sym_ids,
+            section_syms: HashMap::new(),
+            undefined: HashMap::new(),
+            exports: BTreeSet::new(),
+        };
+        Ok(Output {
+            b,
+            ctx,
+            sec_ids,
+            symtab,
+            records: Vec::new(),
+        })
+    }
+
+    /// One new section per carried symbol, holding its range (and the
+    /// call padding before a function); returns (symbol, new section).
+    fn place_carried(&mut self, carried_syms: &[SymbolId]) -> Vec<(SymbolId, BSec)> {
+        let (b, ctx) = (&mut self.b, &mut self.ctx);
+        let patched = ctx.patched;
+        let mut new_sections: Vec<(SymbolId, BSec)> = Vec::new();
+        for &s in carried_syms {
+            let sym = patched.symbol(s);
+            let Some(sec) = sym.section else { continue };
+            let src = patched.section(sec);
+            let (start, size) = (sym.value, sym.size.max(if src.size > 0 { 1 } else { 0 }));
+            let size = if size == 0 { src.size } else { size };
+            // Call padding (6.12: -fpatchable-function-entry=16,16): the nops
+            // before a function are where the kernel writes call-depth
+            // accounting thunks, for modules too, after checking they are
+            // nops. The function keeps them.
+            let pad = padding_before(patched, s);
+            let (start, size) = (start - pad, size + pad);
+            let ns = add_like(b, src);
+            ns.data = if src.sh_type == elf::SHT_NOBITS {
+                SectionData::UninitializedData(size)
+            } else {
+                let a = (start as usize).min(src.data.len());
+                let e = ((start + size) as usize).min(src.data.len());
+                SectionData::Data(src.data[a..e].to_vec().into())
+            };
+            let nsid = ns.id();
+            let ss = b.symbols.add();
+            ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
+            ss.section = Some(nsid);
+            ctx.section_syms.insert(nsid.index(), ss.id());
+            ctx.carried.insert(s, (nsid, start));
+            new_sections.push((s, nsid));
+            let bs = b.symbols.get_mut(ctx.sym_ids[s.0 as usize - 1]);
+            bs.section = Some(nsid);
+            bs.st_value -= start;
+        }
+
+        new_sections
+    }
+
+    /// The relocations of the carried ranges, and the runtime-constant
+    /// sites in them, rewritten for the output.
+    fn relocate_carried(&mut self, placed: &[(SymbolId, BSec)]) -> Result<(), EmitError> {
+        let (b, ctx, records, symtab) =
+            (&mut self.b, &mut self.ctx, &mut self.records, self.symtab);
+        let patched = ctx.patched;
+        let mut runtime: HashMap<SectionId, Vec<special::RuntimeSite>> = HashMap::new();
+        for site in special::runtime_sites(patched) {
+            runtime.entry(site.section).or_default().push(site);
+        }
+        for &(s, nsid) in placed {
+            let sym = patched.symbol(s);
+            let Some(sec) = sym.section else { continue };
+            let src = patched.section(sec);
+            // Where the carried range begins (before the function when it
+            // keeps its padding).
+            let start = ctx.carried[&s].1;
+            let mut relas = Vec::new();
+            for r in src
+                .relocs
+                .iter()
+                .filter(|r| r.offset >= sym.value && r.offset < sym.value + sym.size.max(1))
+            {
+                let place = r.offset - start;
+                ctx.rewrite(b, r, sec, nsid, place, &mut relas, records)?;
+            }
+            for site in runtime.get(&sec).into_iter().flatten() {
+                if site.offset < sym.value || site.offset >= sym.value + sym.size {
+                    continue;
+                }
+                let place = site.offset - start;
+                let load = ctx.runtime_ptr_load(b, nsid, place, site, &sym.name)?;
+                match load {
+                    Ref::Sym(id, addend) => relas.push(object::build::elf::Relocation {
+                        r_offset: place + 1,
+                        symbol: Some(id),
+                        r_type: elf::R_X86_64_PC32,
+                        r_addend: addend,
+                    }),
+                    Ref::Klp(k) => records.push(Record {
+                        section: nsid,
+                        place: place + 1,
+                        r_type: elf::R_X86_64_PC32,
+                        object: k.object,
+                        symbol_object: k.symbol_object,
+                        name: k.name,
+                        sympos: k.sympos,
+                        addend: k.addend,
+                    }),
+                }
+            }
+            if !relas.is_empty() {
+                add_rela(b, nsid, symtab, relas);
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Special sections: the entries of carried functions, rewritten;
+    /// `.orc_unwind` follows `.orc_unwind_ip` index by index.
+    fn keep_special_entries(
+        &mut self,
+        carried_syms: &[SymbolId],
+    ) -> Result<SpecialKept, EmitError> {
+        let (b, ctx, records, symtab) =
+            (&mut self.b, &mut self.ctx, &mut self.records, self.symtab);
+        let patched = ctx.patched;
+        let mut special_report = Vec::new();
+        let carried_funcs: HashSet<SymbolId> = carried_syms
+            .iter()
+            .copied()
+            .filter(|s| patched.symbol(*s).kind == SymKind::Func)
+            .collect();
+        let mut orc_keep: Option<Vec<bool>> = None;
+        let mut dropped_late: Vec<String> = Vec::new();
+        for (sid, s) in patched.sections() {
+            if !special::is_special(&s.name) {
+                continue;
+            }
+            let entries = special::entries(patched, sid)
+                .ok_or_else(|| EmitError::UnknownLayout(s.name.clone()))?;
+            let keep: Vec<bool> = entries
+                .iter()
+                .map(|e| {
+                    e.relocs.iter().any(|r| {
+                        reloc_target(patched, r).is_some_and(|tg| carried_funcs.contains(&tg))
+                    })
+                })
+                .collect();
+            if s.name == ".orc_unwind_ip" {
+                orc_keep = Some(keep.clone());
+            }
+            let mut data = Vec::new();
+            let mut relas = Vec::new();
+            let ns = add_like(b, s).id();
+            // Jump labels and static calls are registered when the patch
+            // module loads, before livepatch relocations into a target module
+            // are applied (those wait for that module): such entries would
+            // hand the kernel a null key.
+            let load_time = s.name == "__jump_table" || s.name == ".static_call_sites";
+            let mut kept = 0;
+            for (e, k) in entries.iter().zip(&keep) {
+                if !*k {
+                    continue;
+                }
+                let (data_len, relas_len, records_len) = (data.len(), relas.len(), records.len());
+                let base = data.len() as u64;
+                data.extend_from_slice(&s.data[e.offset as usize..(e.offset + e.size) as usize]);
+                for r in &e.relocs {
+                    let place = base + (r.offset - e.offset);
+                    ctx.rewrite(b, r, sid, ns, place, &mut relas, records)?;
+                }
+                let late = records[records_len..]
+                    .iter()
+                    .find(|rec| rec.object != "vmlinux")
+                    .map(|rec| rec.name.clone());
+                if let (true, Some(key)) = (load_time, late) {
+                    data.truncate(data_len);
+                    relas.truncate(relas_len);
+                    records.truncate(records_len);
+                    // A static call site left out still calls through the
+                    // trampoline, which the kernel keeps current; a tracepoint
+                    // left out stays off in the patched function. Any other
+                    // key would freeze a branch: refuse.
+                    if s.name == "__jump_table" && !key.starts_with("__tracepoint_") {
+                        return Err(EmitError::Output(format!(
+                            "a carried function uses static key {key} of a loadable module; \
+                             the kernel registers jump labels before it can resolve that key"
+                        )));
+                    }
+                    dropped_late.push(format!("{} entry for {key}", s.name));
+                    continue;
+                }
+                kept += 1;
+            }
+            special_report.push((s.name.clone(), kept, entries.len()));
+            // The output's entries are whole and say their size: a stride only
+            // the kernel knew (the last entry may lack its padding), or the
+            // one the patched object's layout told, which the output alone may
+            // no longer tell (a field the kernel resolves through a livepatch
+            // record has no relocation left in some entries).
+            let stride = patched
+                .entry_sizes
+                .get(&s.name)
+                .copied()
+                .filter(|&e| special::inferred_entry_size(patched, sid) != Some(e))
+                .or_else(|| entries.first().map(|e| e.size))
+                .filter(|&e| e > 0);
+            if let (0, Some(stride)) = (s.sh_entsize, stride) {
+                data.resize((data.len() as u64).next_multiple_of(stride) as usize, 0);
+                b.sections.get_mut(ns).sh_entsize = stride;
+            }
+            b.sections.get_mut(ns).data = SectionData::Data(data.into());
+            if kept == 0 {
+                b.sections.get_mut(ns).delete = true;
+            } else if !relas.is_empty() {
+                add_rela(b, ns, symtab, relas);
+            }
+        }
+        // .orc_unwind has no relocations: it follows .orc_unwind_ip index by index.
+        if let (Some(keep), Some(sid)) = (orc_keep, patched.section_by_name(".orc_unwind")) {
+            let s = patched.section(sid);
+            if keep.is_empty() || !s.size.is_multiple_of(keep.len() as u64) {
+                return Err(EmitError::UnknownLayout(".orc_unwind".into()));
+            }
+            let e = (s.size / keep.len() as u64) as usize;
+            let data: Vec<u8> = keep
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| **k)
+                .flat_map(|(i, _)| s.data[i * e..(i + 1) * e].to_vec())
+                .collect();
+            let kept = data.len() / e;
+            special_report.push((".orc_unwind".into(), kept, keep.len()));
+            let n = add_like(b, s);
+            n.delete = kept == 0;
+            n.data = SectionData::Data(data.into());
+        }
+
+        Ok(SpecialKept {
+            report: special_report,
+            dropped_late,
+        })
+    }
+
+    /// Relocations of sections kept whole and of kept alternative
+    /// fragments, each of which may pull in more of either; returns the
+    /// fragments' line of the special-section report.
+    fn relocate_whole_sections(&mut self) -> Result<Option<(String, usize, usize)>, EmitError> {
+        let (b, ctx, records, symtab) =
+            (&mut self.b, &mut self.ctx, &mut self.records, self.symtab);
+        let patched = ctx.patched;
+        let sec_ids = &self.sec_ids;
+        let mut fragment_relas = Vec::new();
+        loop {
+            if let Some(sec) = ctx.whole_pending.pop() {
+                let src = patched.section(sec);
+                let bsec = sec_ids[sec.0 as usize - 1];
+                let mut relas = Vec::new();
+                for r in &src.relocs {
+                    ctx.rewrite(b, r, sec, bsec, r.offset, &mut relas, records)?;
+                }
+                if !relas.is_empty() {
+                    add_rela(b, bsec, symtab, relas);
+                }
+                continue;
+            }
+            let Some(f) = ctx.fragments.as_mut() else {
+                break;
+            };
+            let Some(i) = f.pending.pop() else { break };
+            let ((start, end), sec) = (f.range(i), f.section);
+            let (Some((out, _)), Some(&new_start)) = (f.out, f.kept.get(&i)) else {
+                return Err(EmitError::Output(format!(
+                    "{ALT_REPLACEMENT} fragment {start:#x} pending but not placed"
+                )));
+            };
+            for r in patched
+                .section(sec)
+                .relocs
+                .iter()
+                .filter(|r| r.offset >= start && r.offset < end)
+            {
+                // A boundary inside an instruction's relocated field would cut
+                // that field apart.
+                if r.offset + r.width().unwrap_or(0) > end {
+                    return Err(EmitError::Output(format!(
+                        "{ALT_REPLACEMENT}: the relocation at {:#x} crosses the fragment end {end:#x}",
+                        r.offset
+                    )));
+                }
+                let place = new_start + (r.offset - start);
+                ctx.rewrite(b, r, sec, out, place, &mut fragment_relas, records)?;
+            }
+        }
+        let Some(f) = ctx.fragments.take() else {
+            return Ok(None);
+        };
+        if let Some((out, _)) = f.out {
+            b.sections.get_mut(out).data = SectionData::Data(f.data.into());
+            if !fragment_relas.is_empty() {
+                add_rela(b, out, symtab, fragment_relas);
+            }
+        }
+        Ok(Some((
+            ALT_REPLACEMENT.to_string(),
+            f.kept.len(),
+            f.starts.len(),
+        )))
+    }
+
+    /// Livepatch places must hold zeros: the kernel writes them.
+    fn zero_livepatch_places(&mut self) {
+        let (b, records) = (&mut self.b, &self.records);
+        for rec in records {
+            let w = (Reloc {
+                offset: 0,
+                r_type: rec.r_type,
+                symbol: SymbolId(0),
+                addend: 0,
+                tail: None,
+            })
+            .width()
+            .unwrap_or(0) as usize;
+            if let SectionData::Data(d) = &mut b.sections.get_mut(rec.section).data {
+                let at = rec.place as usize;
+                if let Some(field) = d.to_mut().get_mut(at..at.saturating_add(w)) {
+                    field.fill(0);
+                }
+            }
+        }
+    }
+
+    /// The records, in `.noreboot.klp` with their strings
+    /// ([`crate::records`]).
+    fn write_records(&mut self) {
+        let (b, ctx, records, symtab) = (&mut self.b, &self.ctx, &self.records, self.symtab);
+        if !records.is_empty() {
+            let mut strings = vec![0u8];
+            let mut offsets: HashMap<String, u32> = HashMap::new();
+            let mut intern = |s: &str, strings: &mut Vec<u8>| -> u32 {
+                *offsets.entry(s.to_string()).or_insert_with(|| {
+                    let o = strings.len() as u32;
+                    strings.extend_from_slice(s.as_bytes());
+                    strings.push(0);
+                    o
+                })
+            };
+            // The string offsets are relocations against the strings section,
+            // not plain numbers: the module link concatenates the tables of
+            // all parts, and only relocations follow that.
+            let st = b.sections.add();
+            st.name = KLP_STRINGS.as_bytes().to_vec().into();
+            st.sh_type = elf::SHT_PROGBITS;
+            st.sh_addralign = 1;
+            let stid = st.id();
+            let st_sym = {
+                let ss = b.symbols.add();
+                ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
+                ss.section = Some(stid);
+                ss.id()
+            };
+            let mut data = Vec::new();
+            let mut relas = Vec::new();
+            for (i, rec) in records.iter().enumerate() {
+                let Record {
+                    section: sec,
+                    place,
+                    r_type,
+                    object: obj,
+                    symbol_object,
+                    name,
+                    sympos: pos,
+                    addend,
+                } = rec;
+                let base = i as u64 * KLP_RECORD_SIZE;
+                data.extend_from_slice(&crate::records::encode(crate::records::Fixed {
+                    r_type: *r_type,
+                    sympos: *pos,
+                    addend: *addend,
+                }));
+                let strs = [
+                    intern(obj, &mut strings),
+                    intern(symbol_object, &mut strings),
+                    intern(name, &mut strings),
+                ];
+                for (field, off) in crate::records::NAME_FIELDS.into_iter().zip(strs) {
+                    relas.push(object::build::elf::Relocation {
+                        r_offset: base + field,
+                        symbol: Some(st_sym),
+                        r_type: elf::R_X86_64_32,
+                        r_addend: off as i64,
+                    });
+                }
+                relas.push(object::build::elf::Relocation {
+                    r_offset: base + crate::records::PLACE,
+                    symbol: Some(ctx.section_syms.get(&sec.index()).copied().unwrap_or_else(
+                        || {
+                            let ss = b.symbols.add();
+                            ss.set_st_info(elf::STB_LOCAL, elf::STT_SECTION);
+                            ss.section = Some(*sec);
+                            ss.id()
+                        },
+                    )),
+                    r_type: elf::R_X86_64_64,
+                    r_addend: *place as i64,
+                });
+            }
+            let rs = b.sections.add();
+            rs.name = KLP_RECORDS.as_bytes().to_vec().into();
+            rs.sh_type = elf::SHT_PROGBITS;
+            rs.sh_addralign = 8;
+            rs.sh_entsize = KLP_RECORD_SIZE;
+            rs.data = SectionData::Data(data.into());
+            let rsid = rs.id();
+            b.sections.get_mut(stid).data = SectionData::Data(strings.into());
+            add_rela(b, rsid, symtab, relas);
+        }
+    }
+
+    /// Drops everything not carried (original sections but merge sections
+    /// in use and the file's own tables, unused undefined symbols), checks
+    /// that no kept relocation lost its symbol, and writes the object.
+    fn finish(self) -> Result<Vec<u8>, EmitError> {
+        let Output {
+            mut b,
+            ctx,
+            sec_ids,
+            ..
+        } = self;
+        for (i, &bid) in sec_ids.iter().enumerate() {
+            let keep = {
+                let bs = b.sections.get(bid);
+                matches!(
+                    bs.data,
+                    SectionData::Symbol
+                        | SectionData::String
+                        | SectionData::SectionString
+                        | SectionData::SymbolSectionIndex
+                ) || ctx.merge_kept.contains(&SectionId(i as u32 + 1))
+                    || bs.name.as_slice() == b".note.GNU-stack"
+            };
+            let bs = b.sections.get_mut(bid);
+            if !keep {
+                bs.delete = true;
+            }
+        }
+        // Relocation sections of kept merge sections are not needed (merge
+        // sections carry none), and every other original .rela went with its
+        // section.
+        for sym in b.symbols.iter_mut() {
+            if sym.st_type() == elf::STT_FILE {
+                continue;
+            }
+            if sym.section.is_none()
+                && sym.st_shndx == elf::SHN_UNDEF
+                && !ctx.undefined.values().any(|u| *u == sym.id())
+            {
+                sym.delete = true;
+            }
+        }
+        b.delete_orphan_symbols();
+        // delete_orphans drops relocations to deleted symbols; none of ours may
+        // be among them, or the patch would silently lose a reference.
+        for sec in b.sections.iter() {
+            if let SectionData::Relocation(relas) = &sec.data {
+                if sec.delete {
+                    continue;
+                }
+                if let Some(r) = relas
+                    .iter()
+                    .find(|r| r.symbol.is_some_and(|s| b.symbols.get(s).delete))
+                {
+                    return Err(EmitError::Output(format!(
+                        "{} at {:#x} refers to a symbol that is not carried",
+                        String::from_utf8_lossy(sec.name.as_slice()),
+                        r.r_offset
+                    )));
+                }
+            }
+        }
+        b.delete_orphans();
+        // No group section survives, so no section may claim membership in one
+        // (carried and merge sections copy their flags from group members).
+        for sec in b.sections.iter_mut() {
+            sec.sh_flags &= !u64::from(elf::SHF_GROUP);
+        }
+        // Carried symbols stay; a global new function must not clash with the
+        // kernel's: the patch glue refers to it through its own symbol.
+        let mut out = Vec::new();
+        b.write(&mut out)
+            .map_err(|e| EmitError::Output(e.to_string()))?;
+        Ok(out)
+    }
 }
 
 /// Sections of dynamic debug descriptors (`struct _ddebug`, one per

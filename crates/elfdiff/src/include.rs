@@ -950,3 +950,34 @@ fn check_runtime_constants(patched: &Object, out: &mut Decisions) {
         }
     }
 }
+
+/// What the patch object carries for the report's inclusions (`included`,
+/// symbol indices of the patched object): those symbols, the compiler's
+/// parts of carried functions (`.cold`, `.part.N`: entered by jumps, never
+/// by call, so never reached through ftrace), and copies of the string
+/// literals they use (resolving one would need the kernel's copy told
+/// apart from its namesakes, and a copy is as good); transitively.
+pub fn carried_closure(patched: &Object, included: &[u32]) -> Vec<SymbolId> {
+    let mut carried: Vec<SymbolId> = included.iter().map(|&i| SymbolId(i)).collect();
+    let mut seen: HashSet<SymbolId> = carried.iter().copied().collect();
+    let mut i = 0;
+    while i < carried.len() {
+        let s = patched.symbol(carried[i]);
+        if let Some(sec) = s.section {
+            for r in &patched.section(sec).relocs {
+                if r.offset < s.value || r.offset >= s.value + s.size {
+                    continue;
+                }
+                if let Some(tg) = crate::correlate::reloc_target(patched, r) {
+                    let ts = patched.symbol(tg);
+                    let child = ts.kind == SymKind::Func && is_child_part(&ts.name);
+                    if (child || is_string_literal(patched, tg)) && seen.insert(tg) {
+                        carried.push(tg);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    carried
+}

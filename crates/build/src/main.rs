@@ -7,6 +7,7 @@
 //! `exit_code` only.
 
 mod bundling;
+mod catalog;
 mod factory;
 mod patch;
 mod runpre;
@@ -142,6 +143,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a fix catalog (docs/catalog.md) and list its fixes: every
+    /// entry is validated, and an error names the file and the field.
+    ///
+    /// Exit status: 0 valid, 1 invalid or unreadable, 2 usage.
+    Catalog {
+        /// The catalog directory (holding fixes/ and catalog.toml).
+        dir: PathBuf,
+        /// Print the catalog as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a bundle signing key pair: DIR/noreboot.key (secret, mode 0600)
     /// and DIR/noreboot.pub, in minisign's formats.
     ///
@@ -193,6 +205,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return run_build(cli.build);
     };
     match command {
+        Cmd::Catalog { dir, json } => {
+            let c = catalog::Catalog::load(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("{}", catalog::table(&c));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Keygen { out, force } => {
             let key = bundling::keygen(&out, force)?;
             println!(

@@ -57,6 +57,75 @@ fn hunk_counts(header: &str) -> Option<(usize, usize)> {
     Some((old, new))
 }
 
+/// The files of a unified diff: (old path, new path, that file's header
+/// and hunks), in order; an error names `file` and the line at fault.
+/// Hunk lengths are checked against their headers.
+pub fn parse_files(file: &Path, text: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    // (old, new, text) per file.
+    let mut raw: Vec<(String, String, String)> = Vec::new();
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i];
+        if l.starts_with("--- ") && i + 1 < lines.len() && lines[i + 1].starts_with("+++ ") {
+            let old = l[4..].trim_end().to_string();
+            let new = lines[i + 1][4..].trim_end().to_string();
+            let mut body = String::from(l);
+            body.push_str(lines[i + 1]);
+            i += 2;
+            // Hunks, counted by their headers: a removed line that
+            // reads "--- x" is not the next file.
+            while i < lines.len() && lines[i].starts_with("@@") {
+                let (mut old_left, mut new_left) = hunk_counts(lines[i]).with_context(|| {
+                    format!(
+                        "{}: bad hunk header {:?}",
+                        file.display(),
+                        lines[i].trim_end()
+                    )
+                })?;
+                body.push_str(lines[i]);
+                i += 1;
+                while i < lines.len() && (old_left > 0 || new_left > 0) {
+                    let l = lines[i];
+                    match l.as_bytes().first() {
+                        Some(b' ') | Some(b'\n') | Some(b'\r') => {
+                            old_left = old_left.saturating_sub(1);
+                            new_left = new_left.saturating_sub(1);
+                        }
+                        Some(b'-') => old_left -= 1,
+                        Some(b'+') => new_left -= 1,
+                        Some(b'\\') => {}
+                        _ => bail!(
+                            "{}: line {} inside a hunk of {old} starts with neither ' ', '+' nor '-'",
+                            file.display(),
+                            i + 1
+                        ),
+                    }
+                    body.push_str(l);
+                    i += 1;
+                }
+                if old_left > 0 || new_left > 0 {
+                    bail!("{}: the last hunk of {old} is truncated", file.display());
+                }
+                while i < lines.len() && lines[i].starts_with('\\') {
+                    body.push_str(lines[i]);
+                    i += 1;
+                }
+            }
+            raw.push((old, new, body));
+        } else {
+            i += 1;
+        }
+    }
+    if raw.is_empty() {
+        bail!(
+            "{}: no unified diff found (expected '--- a/FILE' and '+++ b/FILE' lines)",
+            file.display()
+        );
+    }
+    Ok(raw)
+}
+
 impl Fix {
     /// Reads a unified diff and finds the strip level at which its paths
     /// exist in `tree`.
@@ -65,70 +134,7 @@ impl Fix {
         // GNU patch runs in the tree (-d): the fix's path must not be relative.
         let file =
             &std::path::absolute(file).with_context(|| format!("locating {}", file.display()))?;
-        let text = String::from_utf8_lossy(&bytes);
-        // (old, new, text) per file.
-        let mut raw: Vec<(String, String, String)> = Vec::new();
-        let lines: Vec<&str> = text.split_inclusive('\n').collect();
-        let mut i = 0;
-        while i < lines.len() {
-            let l = lines[i];
-            if l.starts_with("--- ") && i + 1 < lines.len() && lines[i + 1].starts_with("+++ ") {
-                let old = l[4..].trim_end().to_string();
-                let new = lines[i + 1][4..].trim_end().to_string();
-                let mut body = String::from(l);
-                body.push_str(lines[i + 1]);
-                i += 2;
-                // Hunks, counted by their headers: a removed line that
-                // reads "--- x" is not the next file.
-                while i < lines.len() && lines[i].starts_with("@@") {
-                    let (mut old_left, mut new_left) =
-                        hunk_counts(lines[i]).with_context(|| {
-                            format!(
-                                "{}: bad hunk header {:?}",
-                                file.display(),
-                                lines[i].trim_end()
-                            )
-                        })?;
-                    body.push_str(lines[i]);
-                    i += 1;
-                    while i < lines.len() && (old_left > 0 || new_left > 0) {
-                        let l = lines[i];
-                        match l.as_bytes().first() {
-                            Some(b' ') | Some(b'\n') | Some(b'\r') => {
-                                old_left = old_left.saturating_sub(1);
-                                new_left = new_left.saturating_sub(1);
-                            }
-                            Some(b'-') => old_left -= 1,
-                            Some(b'+') => new_left -= 1,
-                            Some(b'\\') => {}
-                            _ => bail!(
-                                "{}: line {} inside a hunk of {old} starts with neither ' ', '+' nor '-'",
-                                file.display(),
-                                i + 1
-                            ),
-                        }
-                        body.push_str(l);
-                        i += 1;
-                    }
-                    if old_left > 0 || new_left > 0 {
-                        bail!("{}: the last hunk of {old} is truncated", file.display());
-                    }
-                    while i < lines.len() && lines[i].starts_with('\\') {
-                        body.push_str(lines[i]);
-                        i += 1;
-                    }
-                }
-                raw.push((old, new, body));
-            } else {
-                i += 1;
-            }
-        }
-        if raw.is_empty() {
-            bail!(
-                "{}: no unified diff found (expected '--- a/FILE' and '+++ b/FILE' lines)",
-                file.display()
-            );
-        }
+        let raw = parse_files(file, &String::from_utf8_lossy(&bytes))?;
         let fits = |n: usize| {
             raw.iter().all(
                 |(old, new, _)| match (strip_path(old, n), strip_path(new, n)) {

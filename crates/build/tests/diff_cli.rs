@@ -244,3 +244,47 @@ fn a_cve_id_the_bundle_refuses_is_refused_before_the_build() {
         );
     }
 }
+
+/// The example catalog is valid; a broken one is refused naming the file
+/// and the field (docs/catalog.md).
+#[test]
+fn the_catalog_command_checks_and_lists_a_catalog() {
+    let bin = env!("CARGO_BIN_EXE_noreboot-build");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/catalog");
+    let o = Command::new(bin)
+        .arg("catalog")
+        .arg(&example)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("cve-2026-99362")
+            && stdout.contains("6.1.192-2 -> 6.1.192-3: fs/nfsd/nfs4state.c")
+            && stdout.contains("completes 6.1.192-3 for builds from 6.1.192-1"),
+        "{stdout}"
+    );
+    let o = Command::new(bin)
+        .args(["catalog", "--json"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fixes"].as_array().unwrap().len(), 3, "{v}");
+
+    let bad = tmp("bad-catalog");
+    let _ = std::fs::remove_dir_all(&bad);
+    std::fs::create_dir_all(bad.join("fixes/x")).unwrap();
+    std::fs::write(
+        bad.join("fixes/x/fix.toml"),
+        "description = \"d\"\ncves = [\"CVE-2026-1\"]\n[source]\nfrom = \"1-1\"\nto = \"1-2\"\nfiles = [\"a.c\"]\n",
+    )
+    .unwrap();
+    let o = Command::new(bin).arg("catalog").arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fixes/x/fix.toml: cves[0]: \"CVE-2026-1\" is not CVE-YYYY-NNNN"),
+        "{stderr}"
+    );
+}

@@ -365,7 +365,7 @@ fn static_check(name: &str, out: &Path) -> PathBuf {
 /// netlink family keeps pointing at its old policy. Built as it is, the
 /// patch would run the new handler without any check: it is refused,
 /// naming the reference that stays behind. With the author's callback
-/// (tests/guest/netlabel_callback.c, the worked example of
+/// (examples/catalog/fixes/netlabel-addr-policy/callback.c, the worked example of
 /// docs/factory.md) it builds, and in the guest a too-short IPv4
 /// address/mask pair, accepted by the unpatched kernel, is rejected by the
 /// policy as the fixed kernel rejects it (tests/guest/netlabel_check.c).
@@ -403,7 +403,8 @@ fn netlabel_policy_fix_is_refused_alone_and_verified_with_its_callback() {
     );
 
     let callback = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest/netlabel_callback.c"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/catalog/fixes/netlabel-addr-policy/callback.c"),
     )
     .unwrap();
     let authored = out.join("authored");

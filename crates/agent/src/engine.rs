@@ -127,9 +127,32 @@ impl Agent {
         })
     }
 
-    /// The trusted keys.
+    /// The trusted keys. A key file that cannot be used (not a key, or a
+    /// second key under an id another file holds) is left out, reported
+    /// on stderr and audited, never fatal: one garbage file must not leave
+    /// the host unpatched when good keys sit beside it. Only a directory
+    /// that cannot be read is an error.
     pub fn keys(&self) -> Result<TrustedKeys, AgentError> {
-        TrustedKeys::load_dir(&self.cfg.trusted_keys).map_err(AgentError::failed)
+        let started = Instant::now();
+        let (keys, skipped) =
+            TrustedKeys::load_dir_skipping(&self.cfg.trusted_keys).map_err(AgentError::failed)?;
+        for (path, why) in skipped {
+            eprintln!(
+                "noreboot: warning: trusted key file {} left out: {why}",
+                path.display()
+            );
+            // Best effort: reporting a bad key file must not become the
+            // failure it is there to avoid.
+            let _ = self.log(
+                "trusted-key",
+                0,
+                "",
+                "skipped",
+                started,
+                format!("{}: {why}", path.display()),
+            );
+        }
+        Ok(keys)
     }
 
     /// Per-kernel state.

@@ -620,8 +620,27 @@ fn patches(agent: &Agent, json: bool) -> anyhow::Result<u8> {
 
 fn inspect(cfg: &Config, file: &PathBuf, json: bool) -> anyhow::Result<u8> {
     let bytes = bundle::read_file(file)?;
-    let keys = bundle::TrustedKeys::load_dir(&cfg.trusted_keys).ok();
-    let r = bundle::inspect(&bytes, keys.as_ref());
+    // Keys that cannot be loaded are a failed signature check, never a
+    // skipped one: "all pass" must mean the signer is trusted here.
+    let r = match bundle::TrustedKeys::load_dir_skipping(&cfg.trusted_keys) {
+        Ok((keys, skipped)) => {
+            for (path, why) in skipped {
+                eprintln!(
+                    "noreboot: warning: trusted key file {} left out: {why}",
+                    path.display()
+                );
+            }
+            bundle::inspect(&bytes, Some(&keys))
+        }
+        Err(e) => {
+            let mut r = bundle::inspect(&bytes, None);
+            r.fail_signature(format!(
+                "the trusted keys cannot be loaded from {}: {e}",
+                cfg.trusted_keys.display()
+            ));
+            r
+        }
+    };
     if json {
         let checks: Vec<_> = r
             .checks

@@ -291,6 +291,48 @@ fn bad_bundles_are_refused_with_nothing_loaded() {
     assert_eq!((code, s["state"].as_str()), (3, Some("unsupported")), "{s}");
 }
 
+/// Issue 16, points 3 and 5: a key file that is no key is left out (and
+/// said and audited), never fatal while a good key sits beside it; and
+/// `bundle inspect` never calls a signature it could not check a pass.
+#[test]
+fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
+    let f = fixture();
+    let mut g = lab::Guest::boot(&guest_config(f, &config("15s", "1m", ""))).unwrap();
+    g.exec_ok(
+        "printf 'untrusted comment: oops\\nnot a key\\n' > /etc/noreboot/trusted.d/broken.pub",
+    )
+    .unwrap();
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("trusted key file /etc/noreboot/trusted.d/broken.pub left out"),
+        "{out}"
+    );
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    let (code, out) = agent(&mut g, "log --json");
+    assert_eq!(code, 0, "{out}");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        log.iter().any(|e| e["action"] == "trusted-key"
+            && e["result"] == "skipped"
+            && e["detail"].as_str().unwrap_or("").contains("broken.pub")),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "bundle inspect /root/l1.nrb");
+    assert_eq!(code, 0, "the good key still checks it: {out}");
+    // No key directory at all: the signature is not checked, so it fails.
+    g.exec_ok("mv /etc/noreboot/trusted.d /etc/noreboot/trusted.gone")
+        .unwrap();
+    let (code, out) = agent(&mut g, "bundle inspect /root/l1.nrb");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(
+            "signature not checked: the trusted keys cannot be loaded from /etc/noreboot/trusted.d"
+        ),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_stalled_transition_is_signalled_then_rolled_back() {
     let f = fixture();

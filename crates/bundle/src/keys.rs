@@ -358,6 +358,56 @@ impl TrustedKeys {
         Ok(keys)
     }
 
+    /// Every usable `*.pub` file in `dir`, and each file left out with
+    /// why: one that is not a valid public key, or whose key id another
+    /// file (earlier by name) already holds with a different key. For a
+    /// host whose trust must not fail closed: one garbage file must not
+    /// disable the good keys beside it (the caller reports what was left
+    /// out). Only a directory that cannot be read is an error.
+    pub fn load_dir_skipping(dir: &Path) -> Result<(Self, Vec<(PathBuf, KeyError)>), KeyError> {
+        let io = |source| KeyError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|e| e == "pub") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut keys = Self::default();
+        let mut from: BTreeMap<KeyId, PathBuf> = BTreeMap::new();
+        let mut skipped = Vec::new();
+        for path in paths {
+            let key = match PublicKey::read(&path) {
+                Ok(k) => k,
+                Err(e) => {
+                    skipped.push((path, e));
+                    continue;
+                }
+            };
+            if let Some(old) = keys.keys.get(&key.key_id) {
+                if old != &key {
+                    let first = from.get(&key.key_id).cloned().unwrap_or_default();
+                    skipped.push((
+                        path.clone(),
+                        KeyError::Conflict {
+                            key_id: key.key_id,
+                            first,
+                            second: path,
+                        },
+                    ));
+                    continue;
+                }
+            }
+            from.entry(key.key_id).or_insert(path);
+            keys.keys.insert(key.key_id, key);
+        }
+        Ok((keys, skipped))
+    }
+
     /// The given keys. Two different keys with one id are an error.
     pub fn from_keys(keys: impl IntoIterator<Item = PublicKey>) -> Result<Self, KeyError> {
         let mut out = Self::default();

@@ -130,6 +130,9 @@ pub enum BundleError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The keys to check the signature against could not be had.
+    #[error("signature not checked: {0}")]
+    NoTrustedKeys(String),
     /// The manifest is not valid.
     #[error("manifest.json: {0}")]
     ManifestInvalid(#[from] ManifestError),
@@ -381,6 +384,18 @@ impl Inspection {
 
     fn push(&mut self, what: &'static str, outcome: Outcome) {
         self.checks.push(Check { what, outcome });
+    }
+
+    /// Marks the signature check failed because the keys it needed could
+    /// not be loaded (`why`): for a caller that has a key directory, a
+    /// signature it could not check is no pass. A signature that already
+    /// failed keeps its own reason.
+    pub fn fail_signature(&mut self, why: String) {
+        for c in &mut self.checks {
+            if c.what == "signature" && !matches!(c.outcome, Outcome::Fail(_)) {
+                c.outcome = Outcome::Fail(BundleError::NoTrustedKeys(why.clone()));
+            }
+        }
     }
 }
 

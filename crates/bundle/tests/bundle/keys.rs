@@ -44,6 +44,16 @@ fn trusted_dir() {
     .unwrap();
     let err = TrustedKeys::load_dir(dir.path()).unwrap_err().to_string();
     assert!(err.contains("c.pub") && err.contains("base64"), "{err}");
+    // Skipping: the good keys stay usable and the bad file is named.
+    let (keys, skipped) = TrustedKeys::load_dir_skipping(dir.path()).unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].0, dir.path().join("c.pub"));
+    assert!(
+        skipped[0].1.to_string().contains("base64"),
+        "{}",
+        skipped[0].1
+    );
     std::fs::remove_file(dir.path().join("c.pub")).unwrap();
 
     // Same id, different key.
@@ -59,6 +69,12 @@ fn trusted_dir() {
     let err = TrustedKeys::load_dir(dir.path()).unwrap_err();
     assert!(matches!(err, KeyError::Conflict { .. }), "{err}");
     assert!(err.to_string().contains(&a.key_id().to_string()), "{err}");
+    // Skipping keeps the first file's key and leaves the second out.
+    let (keys, skipped) = TrustedKeys::load_dir_skipping(dir.path()).unwrap();
+    assert_eq!(keys.get(&a.key_id()), Some(&a.public_key()));
+    assert_eq!(skipped.len(), 1);
+    assert!(matches!(skipped[0].1, KeyError::Conflict { .. }));
+    assert!(TrustedKeys::load_dir_skipping(&dir.path().join("nope")).is_err());
 
     let missing = TrustedKeys::load_dir(&dir.path().join("nope"))
         .unwrap_err()

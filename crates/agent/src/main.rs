@@ -56,6 +56,10 @@ enum Cmd {
     Apply {
         /// The bundle (.nrb).
         file: PathBuf,
+        /// Apply it even when it is older than the active level (a
+        /// downgrade; `noreboot revert` is the usual way back).
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// Apply the level the server (or the update directory) has for this
     /// host; retries with backoff while the server is unreachable.
@@ -191,7 +195,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let json = cli.json;
     match cli.command {
         Cmd::Status => status(&agent, json),
-        Cmd::Apply { file } => {
+        Cmd::Apply {
+            file,
+            allow_downgrade,
+        } => {
             let _l = lock(&agent, &format!("apply {}", file.display()))?;
             let keys = agent.keys()?;
             let (bytes, vb) = match agent.open_file(&file, &keys) {
@@ -208,7 +215,33 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     return Err(e.into());
                 }
             };
+            // An older level, validly signed, must not replace a newer one
+            // unasked: that would quietly take fixes away.
+            let started = std::time::Instant::now();
+            let active = agent.active(&agent.state()?)?.map(|(level, _)| level);
+            let m = &vb.manifest;
+            if let Some(active) = active.filter(|a| m.level < *a) {
+                if !allow_downgrade {
+                    let e = AgentError::Refused(format!(
+                        "{}: level {} is older than the active level {active}: a downgrade takes fixes away; `noreboot revert` goes back to an earlier level, or apply with --allow-downgrade",
+                        file.display(),
+                        m.level
+                    ));
+                    agent.log("apply", m.level, &m.name, "refused", started, e.to_string())?;
+                    return Err(e.into());
+                }
+            }
             let rep = agent.apply(&bytes, &vb, "apply")?;
+            if let Some(active) = active.filter(|a| m.level < *a) {
+                agent.log(
+                    "downgrade",
+                    m.level,
+                    &m.name,
+                    "ok",
+                    started,
+                    format!("from level {active}, allowed by --allow-downgrade"),
+                )?;
+            }
             report_apply(&rep, json)
         }
         Cmd::Update => {

@@ -79,6 +79,34 @@ fn levels_apply_replace_revert_unload_and_update() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("already active"), "{out}");
 
+    // An older level, validly signed, is a downgrade: refused and audited,
+    // nothing touched; allowed only when asked for, and audited as such.
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("level 1 is older than the active level 2"),
+        "{out}"
+    );
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    let (code, out) = agent(&mut g, "apply --allow-downgrade /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    let (_, log) = agent(&mut g, "log --json");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("downgrade", "ok"), ("apply", "ok"), ("apply", "refused")],
+        "{log:?}"
+    );
+    let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+    assert_eq!(code, 0, "{out}");
+
     // Revert goes to level 1; level 2 is then available but not applied.
     let (code, out) = agent(&mut g, "revert");
     assert_eq!(code, 0, "{out}");
@@ -149,6 +177,10 @@ fn levels_apply_replace_revert_unload_and_update() {
             "apply:1:ok",
             "apply:2:ok",
             "apply:2:no-op",
+            "apply:1:refused",
+            "apply:1:ok",
+            "downgrade:1:ok",
+            "apply:2:ok",
             "revert:1:ok",
             "unload:0:ok",
             "update:2:ok",

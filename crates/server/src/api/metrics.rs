@@ -55,12 +55,31 @@ pub async fn count_requests(State(s): State<Arc<AppState>>, req: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method()).to_string();
     let resp = next.run(req).await;
     let key = (route, method, resp.status().as_u16());
     let mut m = s.metrics.requests.lock().unwrap_or_else(|p| p.into_inner());
     *m.entry(key).or_default() += 1;
     resp
+}
+
+/// The label of a request method: the standard ones by name, any other
+/// as `other`. HTTP lets a client invent methods, and one series per
+/// invented method grew the process and `/metrics` without bound.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Escapes a label value (backslash, quote, newline).

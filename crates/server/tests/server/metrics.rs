@@ -179,3 +179,37 @@ async fn metrics_token_when_configured() {
     assert_eq!(r.status(), StatusCode::OK);
     parse(&r.text().await.unwrap());
 }
+
+/// Issue 16, point 7: invented HTTP methods all count as `other`, so a
+/// client cannot grow the series (and the process) without bound.
+#[tokio::test]
+async fn invented_methods_share_one_series() {
+    let s = TestServer::start().await;
+    for i in 0..100 {
+        let m = Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let r = s
+            .http
+            .request(m, format!("{}/api/v1/checkin", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("INVENTED"), "{text}");
+    let samples = parse(&text);
+    let other: f64 = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("noreboot_http_requests_total{method=\"other\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(other, 100.0, "{text}");
+}

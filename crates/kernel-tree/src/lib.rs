@@ -18,6 +18,7 @@
 //! ```
 
 pub mod archive;
+pub mod buildroot;
 pub mod cache;
 pub mod discover;
 pub mod error;
@@ -31,6 +32,7 @@ pub mod symbols;
 pub mod workspace;
 
 pub use archive::{AptArchive, Archive, PackageInfo};
+pub use buildroot::{BuildRoot, Toolchain};
 pub use cache::Cache;
 pub use discover::{available_releases, select_release, Selection};
 pub use error::Error;

@@ -6,7 +6,9 @@
 //! that their versions agree, downloads and unpacks them into a cache
 //! directory without touching the host's `/boot` or `/usr/src`, reads the
 //! kernel's identity out of the image, and builds external modules against
-//! the headers with kbuild. It knows nothing of HTTP servers or databases.
+//! the headers with kbuild, always with the kernel's exact compiler: the
+//! host's, or a build root's of the Debian release that ships it
+//! ([`buildroot`]). It knows nothing of HTTP servers or databases.
 //!
 //! ```no_run
 //! use kernel_tree::{AptArchive, Cache, Release, Workspace};

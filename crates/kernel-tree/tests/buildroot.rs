@@ -4,7 +4,7 @@
 //! same bytes as the host for the pinned 6.1 kernel, through each path that
 //! runs the kernel's toolchain (make, the saved kbuild commands with
 //! objtool, an external module's link). Roots live in the user's cache like
-//! kernel workspaces: the first run downloads them (about 40 s each, see
+//! kernel workspaces: the first run downloads them (25-40 s each, see
 //! BENCHMARKS.md), later runs reuse them. Needs root or bubblewrap.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +46,18 @@ fn trixie_root_provides_gcc_14_and_is_made_once() {
         Some(root.dir()),
         "{toolchain}"
     );
+
+    // A gcc-14 of another Debian revision than trixie ships (an older
+    // kernel's) is refused naming both texts: no root can reproduce it.
+    let old = "gcc-14 (Debian 14.2.0-7) 14.2.0";
+    let err = Toolchain::for_compiler(&cache, old).unwrap_err();
+    assert!(
+        matches!(err, kernel_tree::Error::BuildRootCompiler { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(old) && msg.contains(&version), "{msg}");
+    assert!(msg.contains("trixie"), "{msg}");
 
     // A program compiled and run inside, in a directory of the cache bound
     // at its own path.

@@ -238,7 +238,7 @@ impl BuildRoot {
         let mut cmd;
         match self.entry {
             Entry::Bwrap => {
-                cmd = Command::new("bwrap");
+                cmd = Command::new(find_program("bwrap").unwrap_or_else(|| "bwrap".into()));
                 cmd.arg("--ro-bind")
                     .arg(&self.dir)
                     .arg("/")
@@ -342,13 +342,18 @@ fn entry() -> Result<Entry> {
     })
 }
 
+/// The full path of `program` on PATH or in the standard directories (a
+/// PATH from sudo or cron may lack `/usr/sbin`).
+fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(std::env::split_paths(ROOT_PATH))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-        || ["/usr/sbin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(program).is_file())
+    find_program(program).is_some()
 }
 
 fn stamp(suite: &Suite) -> String {

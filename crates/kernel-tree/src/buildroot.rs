@@ -410,6 +410,14 @@ fn bootstrap(suite: &Suite, dir: &Path) -> Result<()> {
             stderr,
         });
     }
+    // debootstrap keeps the packages it installed (about 160 MB of a
+    // trixie root); mmdebstrap already removed them.
+    let debs = dir.join("var/cache/apt/archives");
+    for e in std::fs::read_dir(&debs).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "deb") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     Ok(())
 }
 

@@ -421,12 +421,79 @@ fn bootstrap(suite: &Suite, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes a root or a partial one. A bootstrap killed part way can leave
+/// file systems mounted inside (debootstrap binds the host's `/dev` into
+/// the target in containers, and mounts `/proc` and `/sys`): they are
+/// unmounted first, never recursed into, or the removal refuses.
 fn remove_tree(dir: &Path) -> Result<()> {
+    let mounted = mounts_under(dir);
+    if !mounted.is_empty() {
+        for mp in mounted.iter().rev() {
+            let _ = Command::new("umount")
+                .args(["--recursive", "--lazy"])
+                .arg(mp)
+                .env("PATH", ROOT_PATH)
+                .status();
+        }
+        let left = mounts_under(dir);
+        if !left.is_empty() {
+            return Err(Error::Io {
+                op: "remove (file systems are mounted inside it: unmount them first)",
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(
+                    left.iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+            });
+        }
+    }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove", dir, e)),
     }
+}
+
+/// Mount points at or below `dir` (from `/proc/self/mountinfo`), in the
+/// order they were mounted.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mp| PathBuf::from(unescape_mount_point(mp)))
+        .filter(|mp| mp.starts_with(&dir))
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_point(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The last `n` lines of a command's output.
@@ -557,6 +624,18 @@ mod tests {
         // clang that matches the host exactly needs no root.
         let clang = "Debian clang version 14.0.6";
         assert_eq!(choose(clang, Some(clang), false).unwrap(), Choice::Native);
+    }
+
+    #[test]
+    fn mount_points_are_unescaped_and_found_below_a_directory() {
+        assert_eq!(unescape_mount_point("/a\\040b/c\\134d"), "/a b/c\\d");
+        assert_eq!(unescape_mount_point("/x\\9"), "/x\\9");
+        // /proc is mounted on every Linux host; nothing is below a new
+        // temporary directory.
+        assert!(!mounts_under(Path::new("/")).is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(mounts_under(dir.path()).is_empty());
+        assert!(mounts_under(&dir.path().join("absent")).is_empty());
     }
 
     #[test]

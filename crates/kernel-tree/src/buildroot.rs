@@ -151,7 +151,8 @@ pub fn host_version(program: &str) -> Option<String> {
 enum Entry {
     /// bubblewrap: a mount namespace with the root bound read-only at `/`.
     Bwrap,
-    /// As root without bubblewrap: `unshare --mount`, bind mounts, chroot.
+    /// As root without bubblewrap: `unshare --mount`, the root bound
+    /// read-only onto itself, bind mounts, chroot.
     Chroot,
 }
 
@@ -304,10 +305,14 @@ impl Entry {
 
 /// Arguments: root, directory, binds..., `--`, program and its arguments.
 /// The private mount namespace ends with the command, so nothing stays
-/// mounted on the host.
+/// mounted on the host. The root is bound read-only onto itself first, as
+/// with bubblewrap (the binds' mount points already exist: made by
+/// [`BuildRoot::command`]).
 const CHROOT_SCRIPT: &str = r#"set -e
 root=$1 dir=$2
 shift 2
+mount --bind "$root" "$root"
+mount -o remount,bind,ro "$root"
 mount --rbind /dev "$root/dev"
 mount -t proc proc "$root/proc"
 mount -t tmpfs tmpfs "$root/tmp"

@@ -164,6 +164,14 @@ fn forced_build_root() {
     let mode = std::env::var("NOREBOOT_BUILDROOT").unwrap();
     let entry = if mode == "chroot" { "chroot" } else { "bwrap" };
     assert_eq!(root.entered_with(), entry);
+    // Read-only to what runs in it, however it is entered: kernels share it.
+    let out = root
+        .command("touch", Path::new("/"), &[])
+        .arg("/usr/noreboot-was-here")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the {mode} root must be read-only");
+    assert!(!root.dir().join("usr/noreboot-was-here").exists());
 }
 
 #[test]

@@ -864,6 +864,9 @@ fn manifest(
     toolchain.insert("compiler".into(), k.ws.identity().compiler.clone());
     toolchain.insert("linker".into(), k.ws.identity().linker.clone());
     toolchain.insert("noreboot-build".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(root) = k.tree.toolchain().build_root() {
+        toolchain.insert("build-root".into(), format!("debian {}", root.suite().name));
+    }
     Ok(Manifest {
         name: opts.name.clone(),
         kernel_release: k.ws.release().to_string(),

@@ -122,15 +122,38 @@ pub enum Error {
         /// The other side.
         found: String,
     },
-    /// The host's compiler is not the one that built the kernel.
-    #[error("compiler mismatch: the kernel was built with {kernel:?} but the host's {program} is {host:?}; install the matching compiler")]
-    CompilerMismatch {
-        /// The compiler the kernel names (CONFIG_CC_VERSION_TEXT).
-        kernel: String,
-        /// The program that was found.
+    /// No build root can provide the compiler a kernel was built with.
+    #[error("no build root provides the kernel's compiler {compiler:?}: {reason}")]
+    NoBuildRoot {
+        /// The kernel's CONFIG_CC_VERSION_TEXT.
+        compiler: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A build root's compiler is of the right family but not the exact
+    /// version (the archive has moved on since the kernel was built).
+    #[error("the {suite} build root's {program} is {found:?} but the kernel was built with {kernel:?}: the archive no longer ships that compiler, so no build root can reproduce this kernel's objects")]
+    BuildRootCompiler {
+        /// The build root's suite.
+        suite: String,
+        /// The compiler program.
         program: String,
-        /// Its version line.
-        host: String,
+        /// The kernel's CONFIG_CC_VERSION_TEXT.
+        kernel: String,
+        /// What the root's compiler reports.
+        found: String,
+    },
+    /// Creating or entering a build root failed.
+    #[error("{suite} build root: `{command}` failed ({status}): {stderr}")]
+    BuildRoot {
+        /// The suite.
+        suite: String,
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// The tail of what it printed.
+        stderr: String,
     },
     /// kbuild could not build an external module.
     #[error("building the module in {dir} against {release} failed:\n{output}")]

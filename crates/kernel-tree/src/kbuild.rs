@@ -1,11 +1,11 @@
 //! Building external modules against a workspace's headers with the
-//! kernel's own kbuild, after checking that the host compiler is exactly
-//! the one that built the kernel (a different compiler produces code and
-//! struct layouts the running kernel was not built with).
+//! kernel's own kbuild, with exactly the compiler that built the kernel (a
+//! different compiler produces code and struct layouts the running kernel
+//! was not built with): the host's, or a build root's.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use crate::buildroot::Toolchain;
 use crate::workspace::Workspace;
 use crate::{Error, Result};
 
@@ -24,41 +24,33 @@ impl Workspace {
         Ok((program, text))
     }
 
-    /// Fails unless the host's compiler reports exactly the version text the
-    /// kernel was built with.
+    /// Where this kernel's kbuild commands run: on the host when its
+    /// compiler reports exactly the version text the kernel was built with,
+    /// else in a build root that does (created on first use; see
+    /// [`crate::buildroot`]).
+    pub fn toolchain(&self) -> Result<Toolchain> {
+        let (_, text) = self.kernel_compiler()?;
+        Toolchain::for_compiler(self.cache(), &text)
+    }
+
+    /// Fails unless the kernel's exact compiler is available, on the host
+    /// or in a build root.
     pub fn check_compiler(&self) -> Result<()> {
-        let (program, want) = self.kernel_compiler()?;
-        let mut cmd = Command::new(&program);
-        cmd.arg("--version");
-        let out = cmd.output().map_err(|e| Error::spawn(&cmd, &program, e))?;
-        let host = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        if host != want {
-            return Err(Error::CompilerMismatch {
-                kernel: want,
-                program,
-                host,
-            });
-        }
-        Ok(())
+        self.toolchain().map(|_| ())
     }
 
     /// Builds the external module whose sources (a `Kbuild` or `Makefile`
     /// with `obj-m` and the C files) are in `src`, in the build directory
     /// `out` (created; `src` stays clean). Returns the `.ko` files built.
     pub fn build_module(&self, src: &Path, out: &Path) -> Result<Vec<PathBuf>> {
-        self.check_compiler()?;
+        let toolchain = self.toolchain()?;
         copy_tree(src, out)?;
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
         let config = std::fs::read_to_string(self.config())
             .map_err(|e| Error::io("read", self.config(), e))?;
-        let mut cmd = Command::new("make");
+        let mut cmd = toolchain.command("make", out, &[self.cache().root(), out]);
         cmd.arg("-C")
             .arg(self.headers_dir())
             .arg(format!("M={}", out.display()))

@@ -6,7 +6,9 @@
 //! that their versions agree, downloads and unpacks them into a cache
 //! directory without touching the host's `/boot` or `/usr/src`, reads the
 //! kernel's identity out of the image, and builds external modules against
-//! the headers with kbuild. It knows nothing of HTTP servers or databases.
+//! the headers with kbuild, always with the kernel's exact compiler: the
+//! host's, or a build root's of the Debian release that ships it
+//! ([`buildroot`]). It knows nothing of HTTP servers or databases.
 //!
 //! ```no_run
 //! use kernel_tree::{AptArchive, Cache, Release, Workspace};
@@ -18,6 +20,7 @@
 //! ```
 
 pub mod archive;
+pub mod buildroot;
 pub mod cache;
 pub mod discover;
 pub mod error;
@@ -31,6 +34,7 @@ pub mod symbols;
 pub mod workspace;
 
 pub use archive::{AptArchive, Archive, PackageInfo};
+pub use buildroot::{BuildRoot, Toolchain};
 pub use cache::Cache;
 pub use discover::{available_releases, select_release, Selection};
 pub use error::Error;

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::archive::Archive;
+use crate::buildroot::Toolchain;
 use crate::cache::{ensure_space, Cache};
 use crate::workspace::Workspace;
 use crate::{Error, Result};
@@ -26,6 +27,8 @@ pub struct SourceTree {
     /// Make variables that make this host's toolchain probe like the
     /// kernel's build did (see [`make_overrides`]).
     overrides: Vec<String>,
+    /// Where make, the compiler and objtool run.
+    toolchain: Toolchain,
 }
 
 /// Where a compile with replaced files keeps the originals until they are
@@ -63,6 +66,7 @@ impl Workspace {
         let series = self.release().series().to_string();
         let dir = root.join(format!("linux-source-{series}"));
         let (cc, _) = self.kernel_compiler()?;
+        let toolchain = self.toolchain()?;
         let config_text = std::fs::read_to_string(self.config())
             .map_err(|e| Error::io("read", self.config(), e))?;
         let tree = SourceTree {
@@ -76,6 +80,7 @@ impl Workspace {
                 &dir.join("tools/objtool/objtool"),
                 self.dir(),
             )?,
+            toolchain,
         };
         let done = root.join(".prepared");
         if done.exists() {
@@ -88,7 +93,6 @@ impl Workspace {
         if done.exists() {
             return Ok(tree);
         }
-        self.check_compiler()?;
         let started = Instant::now();
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| Error::io("create", &root, e))?;
@@ -272,9 +276,8 @@ impl SourceTree {
     }
 
     pub(crate) fn make(&self, targets: &[&str]) -> Command {
-        let mut cmd = Command::new("make");
-        cmd.current_dir(&self.dir)
-            .arg(format!("CC={}", self.cc))
+        let mut cmd = self.command("make");
+        cmd.arg(format!("CC={}", self.cc))
             .arg(format!("KERNELRELEASE={}", self.release))
             .args(&self.overrides)
             .args(targets)
@@ -282,6 +285,18 @@ impl SourceTree {
             .env_remove("CROSS_COMPILE")
             .env_remove("MAKEFLAGS");
         cmd
+    }
+
+    /// `program` run in the tree's directory with its toolchain; the cache
+    /// (the tree, scratch copies, workspaces) is where it reads and writes.
+    fn command(&self, program: &str) -> Command {
+        self.toolchain
+            .command(program, &self.dir, &[self.cache.root()])
+    }
+
+    /// Where this tree's make, compiler and objtool run.
+    pub fn toolchain(&self) -> &Toolchain {
+        &self.toolchain
     }
 
     pub(crate) fn lock(&self) -> Result<std::fs::File> {
@@ -342,6 +357,7 @@ impl SourceTree {
             cache: self.cache.clone(),
             scratch: Some(name),
             overrides: self.overrides.clone(),
+            toolchain: self.toolchain.clone(),
         }))
     }
 
@@ -539,8 +555,8 @@ impl SourceTree {
                             return Ok(());
                         };
                         unlink_outputs(&self.dir, object);
-                        let mut sh = Command::new("sh");
-                        sh.arg("-c").arg(command).current_dir(&self.dir);
+                        let mut sh = self.command("sh");
+                        sh.arg("-c").arg(command);
                         run(sh, "sh", &self.dir).map_err(|e| compile_failed(object, e))?;
                     })
                 })

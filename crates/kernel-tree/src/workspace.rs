@@ -54,6 +54,8 @@ pub struct Workspace {
     release: Release,
     dir: PathBuf,
     manifest: Manifest,
+    /// The cache it lives in (build roots are there too).
+    cache: Cache,
 }
 
 impl Workspace {
@@ -83,6 +85,7 @@ impl Workspace {
             release: release.clone(),
             dir,
             manifest,
+            cache: cache.clone(),
         }))
     }
 
@@ -203,6 +206,11 @@ impl Workspace {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The cache the workspace is in.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// The workspace directory.

@@ -455,6 +455,7 @@ impl SourceTree {
             env!("CARGO_PKG_VERSION"),
             &self.cc,
             &self.overrides,
+            self.toolchain.to_string(),
         )
             .hash(&mut h);
         Some(

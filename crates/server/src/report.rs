@@ -396,10 +396,21 @@ impl Table {
     }
 }
 
+/// A cell that is a plain decimal number (`-3`, `12.5`): nothing a
+/// spreadsheet could run.
+fn is_plain_number(c: &str) -> bool {
+    let digits = c.strip_prefix('-').unwrap_or(c);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|&b| b == b'.').count() <= 1
+        && digits.bytes().any(|b| b.is_ascii_digit())
+}
+
 fn csv_cell(c: &str) -> String {
-    let c = if c.starts_with(['=', '+', '@', '\t', '\r'])
-        || (c.starts_with('-') && !c[1..].starts_with(|ch: char| ch.is_ascii_digit()))
-    {
+    // OWASP's rule: a cell starting with = + - @ tab or CR is a formula to
+    // a spreadsheet (`-2+3+cmd|...` too), so it gets a leading quote; a
+    // plain number keeps its sign and stays a number.
+    let c = if c.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_plain_number(c) {
         format!("'{c}")
     } else {
         c.to_string()
@@ -571,9 +582,15 @@ mod tests {
             rows: vec![
                 vec!["=cmd()".into(), "x,\"y\"".into()],
                 vec!["-3".into(), "-x".into()],
+                vec!["-2+3+cmd|' /C calc'!A0".into(), "-1.5".into()],
+                vec!["+1".into(), "\tx".into()],
             ],
         };
-        assert_eq!(t.to_csv(), "a,b\r\n'=cmd(),\"x,\"\"y\"\"\"\r\n-3,'-x\r\n");
+        assert_eq!(
+            t.to_csv(),
+            "a,b\r\n'=cmd(),\"x,\"\"y\"\"\"\r\n-3,'-x\r\n'-2+3+cmd|' /C calc'!A0,-1.5\r\n'+1,'\tx\r\n"
+        );
+        assert!(!is_plain_number("-") && !is_plain_number("1.2.3") && !is_plain_number("-1e5"));
     }
 
     #[test]

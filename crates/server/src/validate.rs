@@ -46,7 +46,23 @@ pub fn text(field: &str, s: &str, max: usize, nonempty: bool) -> Result<(), Erro
             "field `{field}`: contains control characters"
         )));
     }
+    if let Some(c) = s.chars().find(|&c| is_hidden_format(c)) {
+        return Err(invalid(format!(
+            "field `{field}`: contains U+{:04X}, an invisible formatting character (bidirectional override or zero-width), which would make the text display as something it is not",
+            c as u32
+        )));
+    }
     Ok(())
+}
+
+/// Unicode formatting characters that change how text around them is
+/// shown without being seen: bidirectional embeddings, overrides,
+/// isolates and marks (U+202E shows a hostname reversed), and the
+/// zero-width ones (two names that look alike but differ).
+fn is_hidden_format(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// A one-line string: [`text`] without newlines or tabs.
@@ -140,6 +156,15 @@ mod tests {
         assert!(text("t", "", 10, true).is_err());
         assert!(text("t", "x\u{7}", 10, false).is_err());
         assert!(text("t", &"x".repeat(11), 10, false).is_err());
+        // Bidirectional overrides and zero-width characters are refused,
+        // naming the character; other non-ASCII text is fine.
+        let e = line("hostname", "web\u{202E}1", 64, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("U+202E") && e.contains("hostname"), "{e}");
+        assert!(line("hostname", "we\u{200B}b", 64, true).is_err());
+        assert!(line("tag", "\u{FEFF}eu", 64, true).is_err());
+        assert!(line("hostname", "büro-straße", 64, true).is_ok());
     }
 
     #[test]

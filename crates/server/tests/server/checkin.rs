@@ -146,3 +146,37 @@ async fn a_bad_request_in_a_batch_fails_alone_with_its_reason() {
     s.checkin(&host.token, KERNEL_A, 1).await;
     assert_eq!(s.ctx.hosts().await.unwrap()[0].level, 1);
 }
+
+/// Issue 16, point 11: a hostname or tag with a bidirectional override or
+/// a zero-width character is refused at registration, naming the field,
+/// and no host is created (U+202E would show the name reversed in the
+/// dashboard).
+#[tokio::test]
+async fn invisible_formatting_in_hostnames_and_tags_is_refused() {
+    let s = TestServer::start().await;
+    s.publish(KERNEL_A, 1, &["stable"]).await;
+    let key = s.reg_key("stable").await;
+    for (hostname, tag, field) in [
+        ("web\u{202E}1", "web", "hostname"),
+        ("we\u{200B}b1", "web", "hostname"),
+        ("web1", "e\u{2066}u", "tags"),
+    ] {
+        let mut req = serde_json::to_value(register_request(&key, hostname, KERNEL_A)).unwrap();
+        req["tags"] = serde_json::json!([tag]);
+        let (status, body) = s
+            .call(
+                Method::POST,
+                "/api/v1/register",
+                None,
+                Some(Body::Json(req)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let e = body["error"].as_str().unwrap();
+        assert!(
+            e.contains(field) && e.contains("invisible formatting"),
+            "{e}"
+        );
+    }
+    assert!(s.ctx.hosts().await.unwrap().is_empty());
+}

@@ -154,16 +154,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/audit", get(dashboard::audit))
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .with_state(state.clone())
-        // Outermost first to see the request: a hard ceiling on any body
-        // (checked against Content-Length before reading), the timeout,
-        // panics turned into 500s, then JSON error bodies for all of them.
-        .layer(axum::middleware::from_fn(error::json_errors))
+        // Each `.layer` wraps the ones before it. From the inside out:
+        // panics turned into 500s, the timeout, a hard ceiling on any body
+        // (checked against Content-Length before reading), then JSON
+        // error bodies for all of their answers (the ceiling's 413 and the
+        // timeout's 408 were plain text while this sat innermost).
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
         .layer(RequestBodyLimitLayer::new(publish_limit + MAX_JSON))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(TraceLayer::new_for_http())
         // Outermost, so every answer is counted with its final status;
         // `Router::layer` runs it per route, where `MatchedPath` is known.

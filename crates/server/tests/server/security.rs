@@ -667,3 +667,32 @@ async fn oversized_and_malformed_requests_get_4xx_with_a_message() {
     // The server is still fine.
     s.checkin(host, KERNEL_A, 0).await;
 }
+
+/// Issue 16, point 11: an answer of the server's hard body ceiling is
+/// JSON like every other error. (A request line or headers too long for
+/// the HTTP parser are answered by hyper itself, 414 or 431 with an empty
+/// body, before any of the server's code runs.)
+#[tokio::test]
+async fn limit_answers_are_json_too() {
+    let s = TestServer::start().await;
+    // Over the outer ceiling (any route), announced by Content-Length.
+    let huge = vec![b'x'; bundle::MAX_BUNDLE as usize + 2 * 1024 * 1024];
+    let r = s
+        .http
+        .post(format!("{}/api/v1/checkin", s.url))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(ct.as_deref(), Some("application/json"), "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].is_string(), "{body}");
+}

@@ -45,8 +45,15 @@ impl Context {
     /// bundle store, and loads the trusted keys.
     pub async fn open(opts: &Options, clock: Arc<dyn Clock>) -> Result<Self, Error> {
         let data = &opts.data_dir;
+        let fresh = !data.exists();
         std::fs::create_dir_all(data)
             .map_err(|e| invalid(format!("data directory {}: {e}", data.display())))?;
+        // Tokens, registration keys and the fleet live here: a directory
+        // the server makes is the service user's alone, whatever the
+        // umask (one that exists keeps the mode its owner gave it).
+        if fresh {
+            private(data, 0o700)?;
+        }
         let trusted_dir = match &opts.trusted_keys {
             Some(d) => d.clone(),
             None => {
@@ -59,7 +66,16 @@ impl Context {
         let trusted = load_keys(&trusted_dir)?;
         let url = match &opts.db_url {
             Some(u) => u.clone(),
-            None => format!("sqlite://{}", absolute(&data.join("noreboot.db")).display()),
+            None => {
+                // SQLite makes its journal files with the database's mode.
+                let file = data.join("noreboot.db");
+                if !file.exists() {
+                    std::fs::File::create(&file)
+                        .map_err(|e| invalid(format!("{}: {e}", file.display())))?;
+                    private(&file, 0o600)?;
+                }
+                format!("sqlite://{}", absolute(&file).display())
+            }
         };
         let db = Db::open(&url).await?;
         let blobs = DiskStore::open(&data.join("bundles"))?;
@@ -71,6 +87,13 @@ impl Context {
             trusted_dir,
         })
     }
+}
+
+/// Sets `path`'s mode to exactly `mode`.
+fn private(path: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| invalid(format!("{}: setting mode {mode:o}: {e}", path.display())))
 }
 
 fn load_keys(dir: &Path) -> Result<TrustedKeys, Error> {

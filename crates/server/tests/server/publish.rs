@@ -189,3 +189,32 @@ async fn no_trusted_keys_refuses_everything_with_the_directory_named() {
     assert!(err.contains("no trusted keys"), "{err}");
     assert!(err.contains("trusted.d"), "{err}");
 }
+
+/// Issue 16, point 11: a data directory the server creates is 0700 and
+/// its SQLite database 0600, whatever the umask (with the usual 022 they
+/// were 0755 and 0644: the fleet's tokens readable by every local user).
+#[tokio::test]
+async fn a_new_data_directory_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new/data");
+    let opts = server::Options {
+        db_url: None,
+        data_dir: data.clone(),
+        trusted_keys: None,
+    };
+    let ctx = server::Context::open(&opts, std::sync::Arc::new(server::clock::SystemClock))
+        .await
+        .unwrap();
+    // Something written, so SQLite has made its files.
+    ctx.publish(ACTOR, vec![0u8; 10], &[]).await.unwrap_err();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("noreboot.db")), 0o600);
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_string_lossy().contains("noreboot.db") {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+}

@@ -62,7 +62,9 @@ enum Command {
         /// Address to listen on (port 0: any free port, printed at start).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Registrations allowed per source address and minute (0: no limit).
+        /// Failed registrations allowed per source address and key presented,
+        /// and minute (0: no limit); failures with any key per address may
+        /// be 4 times that, registrations per address 20 times.
         #[arg(long, default_value_t = 30)]
         register_per_minute: u32,
         /// Check-in interval suggested to agents, in seconds.

@@ -11,6 +11,7 @@ use protocol::{CheckinRequest, CheckinResponse, RegisterRequest, RegisterRespons
 
 use super::error::ApiError;
 use super::extract::{Host, HostToken, Json};
+use super::ratelimit::Refusal;
 use super::AppState;
 
 /// `POST /register`: a registration key → a host token (201).
@@ -19,31 +20,40 @@ pub async fn register(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, axum::Json<RegisterResponse>), Response> {
-    if let Err(retry) = state
-        .register_limiter
-        .check(addr.ip(), state.ctx.clock.now())
-    {
+    let too_many = |what: &str, retry: u64| {
         state.metrics.refused("rate_limited");
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many registrations from {}: try again in {retry} s",
-                addr.ip()
-            ),
+            format!("too many {what} from {}: try again in {retry} s", addr.ip()),
         )
         .into_response();
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry));
-        return Err(r);
-    }
-    let resp = state.ctx.register(&req).await.map_err(|e| {
-        match &e {
-            crate::Error::Unauthorized(_) => state.metrics.refused("unauthorized"),
-            crate::Error::Invalid(_) => state.metrics.refused("invalid"),
-            _ => {}
+        r
+    };
+    let refused = |r: Refusal| match r {
+        Refusal::Failures(retry) => too_many("failed registrations", retry),
+        Refusal::Successes(retry) => too_many("registrations", retry),
+    };
+    let attempt = state
+        .register_limiter
+        .start(addr.ip(), &req.registration_key, state.ctx.clock.now())
+        .map_err(refused)?;
+    let resp = match state.ctx.register(&req).await {
+        Ok(r) => {
+            state.register_limiter.succeeded(attempt);
+            r
         }
-        ApiError::from(e).into_response()
-    })?;
+        Err(e) => {
+            state.register_limiter.failed(attempt);
+            match &e {
+                crate::Error::Unauthorized(_) => state.metrics.refused("unauthorized"),
+                crate::Error::Invalid(_) => state.metrics.refused("invalid"),
+                _ => {}
+            }
+            return Err(ApiError::from(e).into_response());
+        }
+    };
     Ok((StatusCode::CREATED, axum::Json(resp)))
 }
 

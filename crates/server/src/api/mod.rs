@@ -31,7 +31,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::context::Context;
-use ratelimit::RateLimiter;
+use ratelimit::RegisterLimits;
 
 /// Largest JSON request body.
 pub const MAX_JSON: usize = 64 << 10;
@@ -39,7 +39,9 @@ pub const MAX_JSON: usize = 64 << 10;
 /// Tunables of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Registrations per source address and minute (0: unlimited).
+    /// Failed registrations per source address and key presented, and
+    /// minute (0: unlimited); failures with any key per address may be 4
+    /// times that, successful registrations per address 20 times.
     pub register_per_minute: u32,
     /// The check-in interval suggested to agents, in seconds.
     pub checkin_interval: Option<u64>,
@@ -74,7 +76,7 @@ pub struct AppState {
     /// Tunables.
     pub settings: Settings,
     /// Registrations per address.
-    pub register_limiter: RateLimiter,
+    pub register_limiter: RegisterLimits,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     /// The check-in writer.
@@ -86,7 +88,7 @@ impl AppState {
     /// writer, so it must be called inside a tokio runtime.
     pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
         Arc::new(Self {
-            register_limiter: RateLimiter::new(settings.register_per_minute),
+            register_limiter: RegisterLimits::new(settings.register_per_minute),
             metrics: metrics::Metrics::default(),
             checkins: crate::checkin::Checkins::start(
                 ctx.clone(),

@@ -363,41 +363,66 @@ async fn registrations_are_rate_limited_per_address_and_minute() {
     })
     .await;
     let key = s.reg_key("stable").await;
-    let body = || Some(Body::Json(json!(register_request(&key, "h", KERNEL_A))));
-    for _ in 0..2 {
-        let (status, _) = s.call(Method::POST, "/api/v1/register", None, body()).await;
-        assert_eq!(status, StatusCode::CREATED);
+    let with = |k: &str| Some(Body::Json(json!(register_request(k, "h", KERNEL_A))));
+    // A client retrying a wrong key: refused after 3 failures...
+    for _ in 0..3 {
+        let (status, _) = s
+            .call(Method::POST, "/api/v1/register", None, with("nrk_guess"))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    // Failed attempts count too: guessing keys is what the limit is for.
-    let (status, _) = s
-        .call(
-            Method::POST,
-            "/api/v1/register",
-            None,
-            Some(Body::Json(json!(register_request(
-                "nrk_guess",
-                "h",
-                KERNEL_A
-            )))),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let resp = s
         .http
         .post(format!("{}/api/v1/register", s.url))
-        .json(&register_request(&key, "h", KERNEL_A))
+        .json(&register_request("nrk_guess", "h", KERNEL_A))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(resp.headers().contains_key("retry-after"));
     let body_json: Value = resp.json().await.unwrap();
-    assert!(body_json["error"]
-        .as_str()
-        .unwrap()
-        .contains("too many registrations"));
+    assert!(
+        body_json["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed registrations"),
+        "{body_json}"
+    );
+    // ...while the other hosts behind the same address register: more
+    // of them than the failure limit.
+    for _ in 0..10 {
+        let (status, _) = s
+            .call(Method::POST, "/api/v1/register", None, with(&key))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    // Guessing many keys: the address may fail 4 x 3 times a minute in all.
+    let mut codes = Vec::new();
+    for i in 0..12 {
+        let (status, _) = s
+            .call(
+                Method::POST,
+                "/api/v1/register",
+                None,
+                with(&format!("nrk_other{i}")),
+            )
+            .await;
+        codes.push(status.as_u16());
+    }
+    assert_eq!(codes.iter().filter(|&&c| c == 401).count(), 9, "{codes:?}");
+    assert_eq!(codes.iter().filter(|&&c| c == 429).count(), 3, "{codes:?}");
     s.clock.advance(60);
-    let (status, _) = s.call(Method::POST, "/api/v1/register", None, body()).await;
+    let (status, _) = s
+        .call(Method::POST, "/api/v1/register", None, with("nrk_guess"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a new minute, a new allowance"
+    );
+    let (status, _) = s
+        .call(Method::POST, "/api/v1/register", None, with(&key))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 }
 

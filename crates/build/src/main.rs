@@ -483,7 +483,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(elfdiff::Error::Unsupported { .. })
     ) || matches!(
         err.downcast_ref::<elfdiff::emit::EmitError>(),
-        Some(elfdiff::emit::EmitError::UnknownLayout(_))
+        Some(elfdiff::emit::EmitError::UnknownLayout(_) | elfdiff::emit::EmitError::Refused(_))
     );
     if err.chain().any(|c| {
         matches!(

@@ -893,9 +893,12 @@ impl<'a> Output<'a> {
                     // left out stays off in the patched function. Any other
                     // key would freeze a branch: refuse.
                     if s.name == "__jump_table" && !key.starts_with("__tracepoint_") {
-                        return Err(EmitError::Output(format!(
-                            "a carried function uses static key {key} of a loadable module; \
-                             the kernel registers jump labels before it can resolve that key"
+                        return Err(EmitError::Refused(format!(
+                            "{key}: a carried function branches on this static key of a loadable module; \
+                             the kernel registers the patch's jump labels when it loads, before it can \
+                             resolve that key, and a branch left out would stay frozen in its default \
+                             direction (move the branch into a function the patch does not replace, or \
+                             test the key's value with static_key_enabled() instead)"
                         )));
                     }
                     dropped_late.push(format!("{} entry for {key}", s.name));

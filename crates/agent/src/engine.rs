@@ -155,9 +155,81 @@ impl Agent {
         Ok(keys)
     }
 
-    /// Per-kernel state.
+    /// Per-kernel state. One that cannot be read (damaged, or not JSON)
+    /// is set aside and rebuilt from what is known for certain — the
+    /// cached bundles that still verify, and which of them the kernel runs
+    /// — so a damaged file never leaves the host unpatched or blocks even
+    /// `unload`. Without a running level to go by, the newest intact
+    /// cached level is the one to keep; the rebuild is audited.
     pub fn state(&self) -> Result<KernelState, AgentError> {
-        self.store.load(&self.build_id).map_err(AgentError::failed)
+        match self.store.load(&self.build_id) {
+            Ok(s) => Ok(s),
+            Err(state::StateError::Corrupt { path, message }) => {
+                let started = Instant::now();
+                let aside = self
+                    .store
+                    .set_aside_state(&self.build_id)
+                    .map_err(AgentError::failed)?;
+                let st = self.rebuild_state()?;
+                self.save_state(&st)?;
+                let detail = format!(
+                    "{}: {message}; set aside as {}, rebuilt from the cache: levels {:?}, keeping {}",
+                    path.display(),
+                    aside.display(),
+                    st.levels.keys().collect::<Vec<_>>(),
+                    st.wanted
+                        .as_ref()
+                        .map_or("none".to_string(), |w| format!("level {}", w.level))
+                );
+                eprintln!("noreboot: warning: state {detail}");
+                let _ = self.log("state", 0, "", "rebuilt", started, detail);
+                Ok(st)
+            }
+            Err(e) => Err(AgentError::failed(e)),
+        }
+    }
+
+    /// A state made from the cached bundles that verify and the live
+    /// patches of the kernel.
+    fn rebuild_state(&self) -> Result<KernelState, AgentError> {
+        let keys = self.keys()?;
+        let mut st = KernelState {
+            release: self.identity.release.clone(),
+            ..KernelState::default()
+        };
+        for level in self
+            .store
+            .cached_levels(&self.build_id)
+            .map_err(AgentError::failed)?
+        {
+            if let Ok(m) = self.cached_manifest(level, &keys) {
+                st.levels.insert(
+                    level,
+                    state::LevelRecord {
+                        name: m.name,
+                        applied_at: None,
+                    },
+                );
+            }
+        }
+        let live = self.lp.patches().map_err(AgentError::failed)?;
+        let running = live
+            .iter()
+            .filter(|p| p.enabled)
+            .find_map(|p| st.level_of(&p.name));
+        let keep = running.or_else(|| st.levels.keys().max().copied());
+        if let Some(level) = keep {
+            let name = st.levels[&level].name.clone();
+            st.wanted = Some(state::Applied {
+                level,
+                name,
+                at: audit::now(),
+            });
+            if let Some(r) = st.levels.get_mut(&level) {
+                r.applied_at = Some(audit::now());
+            }
+        }
+        Ok(st)
     }
 
     fn save_state(&self, s: &KernelState) -> Result<(), AgentError> {
@@ -696,11 +768,26 @@ impl Agent {
         let started = Instant::now();
         let mut st = self.state()?;
         let mut report = BootReport::default();
-        if let Some(marker) = self
-            .store
-            .marker(&self.build_id)
-            .map_err(AgentError::failed)?
-        {
+        // The marker is written whole (rename into place), so one that
+        // cannot be read was not left by a load that crashed: it names no
+        // level to hold back, and must not hold back every level.
+        let marker = match self.store.marker(&self.build_id) {
+            Ok(m) => m,
+            Err(state::StateError::Corrupt { path, message }) => {
+                self.store
+                    .clear_marker(&self.build_id)
+                    .map_err(AgentError::failed)?;
+                let note = format!(
+                    "crash guard: the marker {} could not be read ({message}) and was removed; it names no level to skip",
+                    path.display()
+                );
+                self.log("crash-guard", 0, "", "no-op", started, note.clone())?;
+                report.notes.push(note);
+                None
+            }
+            Err(e) => return Err(AgentError::failed(e)),
+        };
+        if let Some(marker) = marker {
             let now_boot = state::boot_id(&self.cfg.kernel.proc);
             let reason = if marker.boot_id != now_boot {
                 format!(
@@ -740,7 +827,39 @@ impl Agent {
         }
         match st.wanted.clone() {
             Some(w) => {
-                let rep = self.apply_cached(w.level, "boot")?;
+                // The cached bundle of the wanted level may be damaged
+                // (truncated by a full disk, say): the newest cached level
+                // below it that still verifies and was not skipped keeps
+                // the host patched meanwhile.
+                let keys = self.keys()?;
+                let intact = |l: u32| {
+                    let p = self.store.bundle_path(&self.build_id, l);
+                    p.exists() && self.open_file(&p, &keys).is_ok()
+                };
+                let level = if intact(w.level) {
+                    w.level
+                } else {
+                    let below = self
+                        .store
+                        .cached_levels(&self.build_id)
+                        .map_err(AgentError::failed)?
+                        .into_iter()
+                        .filter(|l| *l < w.level && !st.is_skipped(*l) && intact(*l))
+                        .max();
+                    match below {
+                        Some(l) => {
+                            let note = format!(
+                                "the cached bundle of level {} does not verify; level {l}, the newest intact one below it, is applied instead",
+                                w.level
+                            );
+                            self.log("boot", w.level, &w.name, "failed", started, note.clone())?;
+                            report.notes.push(note);
+                            l
+                        }
+                        None => w.level,
+                    }
+                };
+                let rep = self.apply_cached(level, "boot")?;
                 report.applied = Some(rep);
             }
             None => {

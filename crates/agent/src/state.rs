@@ -133,9 +133,9 @@ impl KernelState {
     }
 }
 
-/// Per-kernel state (`kernels/<build-id>/state.json`).
+/// Per-kernel state (`kernels/<build-id>/state.json`). Fields a newer
+/// agent wrote are kept as they are (`extra`), never a reason to stop.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct KernelState {
     /// The kernel release, for people reading the file.
     #[serde(default)]
@@ -153,6 +153,10 @@ pub struct KernelState {
     /// The last answer of an update source.
     #[serde(default)]
     pub offer: Option<Offer>,
+    /// Fields this agent does not know (a newer one wrote them): kept
+    /// and written back unchanged.
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The crash-guard marker: written before a module is loaded, removed
@@ -235,6 +239,16 @@ impl Store {
 
     fn state_path(&self, build_id: &str) -> PathBuf {
         self.kernel_dir(build_id).join("state.json")
+    }
+
+    /// Moves a state file that cannot be read aside (`state.json.corrupt`,
+    /// replacing an older one), so it can be looked at while a rebuilt
+    /// state takes its place; returns where it went.
+    pub fn set_aside_state(&self, build_id: &str) -> Result<PathBuf, StateError> {
+        let from = self.state_path(build_id);
+        let to = from.with_extension("json.corrupt");
+        std::fs::rename(&from, &to).map_err(io("rename", &from))?;
+        Ok(to)
     }
 
     /// The per-kernel state (default when there is none yet).

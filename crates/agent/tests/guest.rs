@@ -365,6 +365,87 @@ fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
     );
 }
 
+/// Issue 16, point 3: a damaged crash-guard marker, a truncated cached
+/// bundle of the wanted level, a state file with a field a newer agent
+/// wrote, and a state file that is not JSON at all each leave the host
+/// patched (with the best level still intact) and every command working.
+#[test]
+fn damaged_files_never_leave_the_host_unpatched() {
+    let f = fixture();
+    let disk = f.dir.join("damage-disk.img");
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    common::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&disk),
+    );
+    let boot = "mkdir -p /var/lib/noreboot && mount -t ext4 /dev/vda /var/lib/noreboot \
+                && /usr/sbin/noreboot boot > /run/boot.out 2>&1; echo $? > /run/boot.rc\n";
+    let make = || {
+        let mut c = guest_config(f, &config("15s", "1m", "")).with_disk(&disk);
+        c.boot_script = Some(boot.to_string());
+        c
+    };
+    let kdir = format!("/var/lib/noreboot/kernels/{}", f.build_id);
+
+    // Boot 1: levels 1 and 2 applied; then the marker is garbled, the
+    // cached level 2 truncated and the state given a field from the future.
+    let mut g = lab::Guest::boot(&make()).unwrap();
+    for l in ["l1", "l2"] {
+        let (code, out) = agent(&mut g, &format!("apply /root/{l}.nrb"));
+        assert_eq!(code, 0, "{out}");
+    }
+    g.exec_ok(&format!(
+        "echo 'garbled{{' > {kdir}/loading.json && head -c 300 {kdir}/levels/2.nrb > /tmp/t && mv /tmp/t {kdir}/levels/2.nrb \
+         && sed -i 's/^{{/{{\"written_by_a_newer_agent\": [1, 2],/' {kdir}/state.json && sync"
+    ))
+    .unwrap();
+    g.exec_ok("umount /var/lib/noreboot").unwrap();
+    g.shutdown().unwrap();
+
+    // Boot 2: the marker is set aside, level 1 (the newest intact one)
+    // is applied, and the unknown field is kept.
+    let mut g = lab::Guest::boot(&make()).unwrap();
+    let out = g.exec_ok("cat /run/boot.rc /run/boot.out").unwrap();
+    assert!(out.starts_with("0\n"), "{out}");
+    assert!(
+        out.contains("could not be read") && out.contains("removed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the cached bundle of level 2 does not verify; level 1"),
+        "{out}"
+    );
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    let st = g.exec_ok(&format!("cat {kdir}/state.json")).unwrap();
+    assert!(st.contains("written_by_a_newer_agent"), "{st}");
+
+    // A state file that is not JSON: set aside and rebuilt from the cache
+    // and the kernel; status and unload work.
+    g.exec_ok(&format!("echo 'not json' > {kdir}/state.json"))
+        .unwrap();
+    let (code, s) = status(&mut g);
+    assert!(code == 0 || code == 2, "{s}");
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert!(g
+        .exec_ok(&format!("cat {kdir}/state.json.corrupt"))
+        .unwrap()
+        .contains("not json"));
+    let (code, log) = agent(&mut g, "log --json");
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("\"action\": \"state\"") || log.contains("\"action\":\"state\""),
+        "{log}"
+    );
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 0, "{out}");
+    assert!(!cmdline(&mut g).starts_with("noreboot-level-"));
+}
+
 #[test]
 fn a_stalled_transition_is_signalled_then_rolled_back() {
     let f = fixture();
@@ -452,7 +533,7 @@ fn two_agents_at_once_one_waits_and_state_stays_consistent() {
     // and changes nothing.
     let out = g
         .exec_ok(
-            "NOREBOOT_CONFIG=/etc/noreboot/slow.toml /usr/sbin/noreboot apply /root/l1.nrb > /tmp/a.out 2>&1 & a=$!\n\
+            "NOREBOOT_CONFIG=/etc/noreboot/slow.toml /usr/sbin/noreboot apply --allow-downgrade /root/l1.nrb > /tmp/a.out 2>&1 & a=$!\n\
              sleep 1\n\
              NOREBOOT_CONFIG=/etc/noreboot/nowait.toml /usr/sbin/noreboot unload 2>&1; echo rc=$?\n\
              wait $a; echo a=$?",

@@ -9,7 +9,11 @@
 //! Process counters (requests, check-ins, registration refusals) live in
 //! [`Metrics`] and restart at zero with the server, as Prometheus counters
 //! may; fleet figures (hosts by state, levels, reports by result) are read
-//! from the database at each scrape, so every replica reports the same.
+//! from the database, so every replica reports the same — at most once per
+//! [`FLEET_MAX_AGE`] seconds and never two computations at a time: scrapes
+//! in between, and those that arrive while one computes, share its result
+//! (a compliance report over a large fleet takes seconds, and concurrent
+//! unauthenticated scrapes starved admin requests).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,9 +30,31 @@ use super::error::ApiError;
 use super::AppState;
 use crate::error::{DbContext, Error};
 
+/// How old, in seconds, the fleet figures `/metrics` shows may be.
+pub const FLEET_MAX_AGE: i64 = 15;
+
+/// The fleet figures of one computation.
+#[derive(Debug, Clone)]
+pub struct FleetFigures {
+    /// When they were computed (the server clock's seconds).
+    at: i64,
+    /// (state, hosts) for protected, exposed, unsupported.
+    by_state: [(&'static str, i64); 3],
+    total: i64,
+    stale: i64,
+    breaching: i64,
+    levels: i64,
+    /// (result, reports).
+    reports: Vec<(String, i64)>,
+}
+
 /// Counters kept by the running server.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// The last fleet figures; the lock makes computations one at a time.
+    pub fleet: tokio::sync::Mutex<Option<FleetFigures>>,
+    /// Fleet computations made (for the test that they are shared).
+    pub fleet_computations: AtomicU64,
     /// Successful check-ins.
     pub checkins: AtomicU64,
     /// Refused registrations by reason.
@@ -108,47 +134,27 @@ pub async fn metrics(
         }
     }
     let mut out = String::new();
-    let c = s.ctx.compliance(s.settings.policy).await?;
-    let sum = &c.summary;
+    let f = fleet_figures(&s).await?;
     out.push_str("# HELP noreboot_hosts Registered hosts by compliance state.\n# TYPE noreboot_hosts gauge\n");
-    for (state, n) in [
-        ("protected", sum.hosts_protected),
-        ("exposed", sum.hosts_exposed),
-        ("unsupported", sum.hosts_unsupported),
-    ] {
+    for (state, n) in f.by_state {
         let _ = writeln!(out, "noreboot_hosts{{state=\"{state}\"}} {n}");
     }
     out.push_str(
         "# HELP noreboot_hosts_total Registered hosts.\n# TYPE noreboot_hosts_total gauge\n",
     );
-    let _ = writeln!(out, "noreboot_hosts_total {}", sum.hosts_total);
+    let _ = writeln!(out, "noreboot_hosts_total {}", f.total);
     out.push_str("# HELP noreboot_hosts_stale Hosts without a check-in within the staleness threshold.\n# TYPE noreboot_hosts_stale gauge\n");
-    let _ = writeln!(out, "noreboot_hosts_stale {}", sum.hosts_stale);
+    let _ = writeln!(out, "noreboot_hosts_stale {}", f.stale);
     out.push_str("# HELP noreboot_hosts_breaching Hosts exposed to a fixed CVE for longer than the policy.\n# TYPE noreboot_hosts_breaching gauge\n");
-    let _ = writeln!(out, "noreboot_hosts_breaching {}", sum.hosts_breaching);
-
-    let pool = s.ctx.db.pool();
-    let row = sqlx::query("SELECT COUNT(*) FROM levels")
-        .fetch_one(pool)
-        .await
-        .ctx("count levels")?;
-    let levels: i64 = row.try_get(0).ctx("count levels")?;
+    let _ = writeln!(out, "noreboot_hosts_breaching {}", f.breaching);
     out.push_str("# HELP noreboot_levels_published Patch levels published, all kernels.\n# TYPE noreboot_levels_published gauge\n");
-    let _ = writeln!(out, "noreboot_levels_published {levels}");
-
-    let rows =
-        sqlx::query("SELECT result, COUNT(*) FROM host_reports GROUP BY result ORDER BY result")
-            .fetch_all(pool)
-            .await
-            .ctx("count reports")?;
+    let _ = writeln!(out, "noreboot_levels_published {}", f.levels);
     out.push_str("# HELP noreboot_host_reports_total Host reports received, by result.\n# TYPE noreboot_host_reports_total counter\n");
-    for r in rows {
-        let result: String = r.try_get(0).ctx("count reports")?;
-        let n: i64 = r.try_get(1).ctx("count reports")?;
+    for (result, n) in &f.reports {
         let _ = writeln!(
             out,
             "noreboot_host_reports_total{{result=\"{}\"}} {n}",
-            label(&result)
+            label(result)
         );
     }
 
@@ -198,4 +204,53 @@ pub async fn metrics(
         out,
     )
         .into_response())
+}
+
+/// The fleet figures: the last ones while they are fresh, else computed
+/// now — by one scrape at a time; those waiting meanwhile take its result.
+async fn fleet_figures(s: &AppState) -> Result<FleetFigures, ApiError> {
+    let mut slot = s.metrics.fleet.lock().await;
+    let now = s.ctx.clock.now();
+    if let Some(f) = slot
+        .as_ref()
+        .filter(|f| now - f.at < FLEET_MAX_AGE && f.at <= now)
+    {
+        return Ok(f.clone());
+    }
+    s.metrics.fleet_computations.fetch_add(1, Ordering::Relaxed);
+    let c = s.ctx.compliance(s.settings.policy).await?;
+    let sum = &c.summary;
+    let pool = s.ctx.db.pool();
+    let row = sqlx::query("SELECT COUNT(*) FROM levels")
+        .fetch_one(pool)
+        .await
+        .ctx("count levels")?;
+    let levels: i64 = row.try_get(0).ctx("count levels")?;
+    let rows =
+        sqlx::query("SELECT result, COUNT(*) FROM host_reports GROUP BY result ORDER BY result")
+            .fetch_all(pool)
+            .await
+            .ctx("count reports")?;
+    let mut reports = Vec::new();
+    for r in rows {
+        reports.push((
+            r.try_get::<String, _>(0).ctx("count reports")?,
+            r.try_get::<i64, _>(1).ctx("count reports")?,
+        ));
+    }
+    let f = FleetFigures {
+        at: now,
+        by_state: [
+            ("protected", sum.hosts_protected as i64),
+            ("exposed", sum.hosts_exposed as i64),
+            ("unsupported", sum.hosts_unsupported as i64),
+        ],
+        total: sum.hosts_total as i64,
+        stale: sum.hosts_stale as i64,
+        breaching: sum.hosts_breaching as i64,
+        levels,
+        reports,
+    };
+    *slot = Some(f.clone());
+    Ok(f)
 }

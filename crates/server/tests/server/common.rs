@@ -79,6 +79,8 @@ pub struct TestServer {
     pub http: Client,
     /// Where it keeps its state.
     pub storage: Storage,
+    /// What the server's handlers share.
+    pub state: Arc<server::api::AppState>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: TempDir,
@@ -113,7 +115,7 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let state = AppState::new(ctx.clone(), settings);
-        let task = tokio::spawn(api::serve(listener, state, async {
+        let task = tokio::spawn(api::serve(listener, state.clone(), async {
             let _ = rx.await;
         }));
         Self {
@@ -123,6 +125,7 @@ impl TestServer {
             key,
             http: Client::new(),
             storage,
+            state,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,

@@ -213,3 +213,41 @@ async fn invented_methods_share_one_series() {
         .sum();
     assert_eq!(other, 100.0, "{text}");
 }
+
+/// Issue 16, point 8: the fleet figures are computed once for any number
+/// of concurrent scrapes and reused for FLEET_MAX_AGE seconds, so scrapes
+/// cannot starve the database; a newer computation then shows changes.
+#[tokio::test]
+async fn concurrent_scrapes_share_one_fleet_computation() {
+    let s = TestServer::start().await;
+    s.publish(KERNEL_A, 1, &["stable"]).await;
+    let key = s.reg_key("stable").await;
+    s.register(&key, "web1", KERNEL_A).await;
+    let url = format!("{}/metrics", s.url);
+    let scrapes = (0..32).map(|_| {
+        let (http, url) = (s.http.clone(), url.clone());
+        tokio::spawn(async move { http.get(url).send().await.unwrap().text().await.unwrap() })
+    });
+    let mut totals = Vec::new();
+    for t in scrapes {
+        totals.push(parse(&t.await.unwrap())["noreboot_hosts_total"]);
+    }
+    assert!(totals.iter().all(|t| *t == 1.0), "{totals:?}");
+    let computed = || {
+        s.state
+            .metrics
+            .fleet_computations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(computed(), 1);
+    // A host registers: within the age, the figures are the shared ones...
+    s.register(&key, "web2", KERNEL_A).await;
+    let text = s.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(parse(&text)["noreboot_hosts_total"], 1.0);
+    assert_eq!(computed(), 1);
+    // ...and once they are older, computed again.
+    s.clock.advance(server::api::metrics::FLEET_MAX_AGE);
+    let text = s.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(parse(&text)["noreboot_hosts_total"], 2.0);
+    assert_eq!(computed(), 2);
+}

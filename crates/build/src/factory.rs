@@ -788,7 +788,7 @@ fn sign(
     let Some((key, cert)) = &opts.sign else {
         return Ok(false);
     };
-    sign_module(&k.ws, key, cert, &module.path)?;
+    sign_module(&k.ws, k.tree.toolchain(), key, cert, &module.path)?;
     progress.done("sign", format!("signed with {}", cert.display()));
     Ok(true)
 }
@@ -1093,7 +1093,16 @@ fn check_module(ko: &Path, release: &str, symvers: &klp::Symvers) -> anyhow::Res
 }
 
 /// Signs with the kernel tree's sign-file (hash from the kernel's config).
-fn sign_module(ws: &Workspace, key: &Path, cert: &Path, ko: &Path) -> anyhow::Result<()> {
+/// Signs `ko` with the kernel's own `scripts/sign-file`, run where the
+/// kernel's build commands run (a build root's binary may not run on the
+/// host), with the key, certificate and module bound at their paths.
+fn sign_module(
+    ws: &Workspace,
+    toolchain: &kernel_tree::buildroot::Toolchain,
+    key: &Path,
+    cert: &Path,
+    ko: &Path,
+) -> anyhow::Result<()> {
     let hash = ws
         .config_value("CONFIG_MODULE_SIG_HASH")?
         .unwrap_or_else(|| "sha256".into())
@@ -1104,11 +1113,26 @@ fn sign_module(ws: &Workspace, key: &Path, cert: &Path, ko: &Path) -> anyhow::Re
         .map(|p| ws.headers_dir().join(p))
         .find(|p| p.is_file())
         .context("the kernel headers have no scripts/sign-file")?;
-    let out = std::process::Command::new(&sign_file)
+    let (key, cert, ko) = (
+        std::path::absolute(key)?,
+        std::path::absolute(cert)?,
+        std::path::absolute(ko)?,
+    );
+    let dir = ko.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let binds: Vec<&Path> = [
+        ws.dir(),
+        dir.as_path(),
+        key.parent().unwrap_or(Path::new("/")),
+        cert.parent().unwrap_or(Path::new("/")),
+    ]
+    .into_iter()
+    .collect();
+    let mut cmd = toolchain.command(&sign_file.to_string_lossy(), &dir, &binds);
+    let out = cmd
         .arg(&hash)
-        .arg(key)
-        .arg(cert)
-        .arg(ko)
+        .arg(&key)
+        .arg(&cert)
+        .arg(&ko)
         .output()
         .with_context(|| format!("running {}", sign_file.display()))?;
     if !out.status.success() {

@@ -286,6 +286,8 @@ impl Agent {
                 duration_ms: audit::ms(started.elapsed()),
                 invoker: audit::invoker(),
                 detail,
+                seq: 0,
+                prev: String::new(),
             })
             .map_err(AgentError::failed)
     }

@@ -115,6 +115,11 @@ enum Cmd {
         /// Only the last N entries.
         #[arg(long, short = 'n')]
         last: Option<usize>,
+        /// Check the log's hash chain instead of printing it: exit 0 when
+        /// intact, 1 naming every break (an edited, removed, truncated or
+        /// emptied log).
+        #[arg(long)]
+        verify: bool,
     },
     /// Bundle files.
     #[command(subcommand)]
@@ -383,7 +388,29 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Patches => patches(&agent, json),
-        Cmd::Log { last } => {
+        Cmd::Log { verify: true, .. } => {
+            let v = agent.audit.verify()?;
+            if json {
+                print_json(&v)?;
+            } else if v.problems.is_empty() {
+                println!(
+                    "{}: intact, {} chained entries{}",
+                    agent.audit.path().display(),
+                    v.checked,
+                    if v.unchained > 0 {
+                        format!(" ({} older ones written before the chain)", v.unchained)
+                    } else {
+                        String::new()
+                    }
+                );
+            } else {
+                for p in &v.problems {
+                    println!("{}: {p}", agent.audit.path().display());
+                }
+            }
+            Ok(if v.problems.is_empty() { 0 } else { 1 })
+        }
+        Cmd::Log { last, .. } => {
             let r = agent.audit.read()?;
             let skip = last.map(|n| r.entries.len().saturating_sub(n)).unwrap_or(0);
             let entries = &r.entries[skip..];

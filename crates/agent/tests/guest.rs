@@ -352,6 +352,16 @@ fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
     );
     let (code, out) = agent(&mut g, "bundle inspect /root/l1.nrb");
     assert_eq!(code, 0, "the good key still checks it: {out}");
+    // Issue 16, point 6: the audit log is chained; its last entry removed
+    // (as by someone covering tracks) is found.
+    let (code, out) = agent(&mut g, "log --verify");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact"), "{out}");
+    g.exec_ok("sed -i '$d' /var/lib/noreboot/audit.log")
+        .unwrap();
+    let (code, out) = agent(&mut g, "log --verify");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("entries were removed"), "{out}");
     // No key directory at all: the signature is not checked, so it fails.
     g.exec_ok("mv /etc/noreboot/trusted.d /etc/noreboot/trusted.gone")
         .unwrap();

@@ -72,9 +72,57 @@ pub fn available_releases(
     flavour: &str,
     series: &str,
 ) -> Result<Vec<(Release, Version)>> {
+    complete_releases(archive, flavour, Some(series))
+}
+
+/// Releases of `flavour` of every series whose whole package set the
+/// archive offers, ordered by series (numerically), then oldest first.
+pub fn all_available_releases(
+    archive: &dyn Archive,
+    flavour: &str,
+) -> Result<Vec<(Release, Version)>> {
+    let mut list = complete_releases(archive, flavour, None)?;
+    let key = |r: &Release| -> (u32, u32) {
+        let mut p = r.series().split('.').map(|n| n.parse().unwrap_or(0));
+        (p.next().unwrap_or(0), p.next().unwrap_or(0))
+    };
+    list.sort_by(|a, b| {
+        key(&a.0)
+            .cmp(&key(&b.0))
+            .then_with(|| a.1.cmp(&b.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    Ok(list)
+}
+
+/// The suite (`bookworm`, `trixie-security`, `trixie-backports`, ...) each
+/// of `releases` comes from, in order; `None` where the archive cannot tell.
+pub fn suites_of(
+    archive: &dyn Archive,
+    releases: &[(Release, Version)],
+) -> Result<Vec<Option<String>>> {
+    let names: Vec<String> = releases.iter().map(|(r, _)| r.image_package()).collect();
+    let known = archive.suites(&names)?;
+    Ok(releases
+        .iter()
+        .map(|(r, v)| {
+            let (name, version) = (r.image_package(), v.to_string());
+            known
+                .iter()
+                .find(|(p, kv, _)| *p == name && *kv == version)
+                .map(|(_, _, s)| s.clone())
+        })
+        .collect())
+}
+
+fn complete_releases(
+    archive: &dyn Archive,
+    flavour: &str,
+    series: Option<&str>,
+) -> Result<Vec<(Release, Version)>> {
     let releases: Vec<Release> = release_names(archive, flavour)?
         .into_iter()
-        .filter(|r| r.series() == series)
+        .filter(|r| series.is_none_or(|s| r.series() == s))
         .collect();
     let mut names: Vec<String> = Vec::new();
     for r in &releases {
@@ -85,11 +133,20 @@ pub fn available_releases(
             r.dbg_package(),
             format!("linux-kbuild-{}", r.abi()),
         ]);
+        names.extend(r.image_part_packages());
     }
-    if let Some(r) = releases.first() {
-        names.push(r.kbuild_package());
-        names.push(r.source_package());
+    for r in &releases {
+        for n in [r.kbuild_package(), r.source_package()] {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
     }
+    // apt-cache answers a name it does not know by searching every package
+    // (tens of milliseconds each), so only known names are asked about.
+    let known: std::collections::HashSet<String> =
+        archive.package_names("linux-")?.into_iter().collect();
+    names.retain(|n| known.contains(n));
     let snapshot = Snapshot(archive.show(&names)?);
     let mut complete: Vec<(Release, Version)> = releases
         .into_iter()

@@ -65,6 +65,14 @@ impl Release {
         format!("linux-source-{}", self.series)
     }
 
+    /// The packages Debian's newer kernels (trixie-backports from 6.18 on)
+    /// split the image into, which `linux-image-<release>` then depends
+    /// on: `linux-base-` (config, System.map), `linux-binary-` (vmlinuz)
+    /// and `linux-modules-` (the modules).
+    pub fn image_part_packages(&self) -> [String; 3] {
+        ["base", "binary", "modules"].map(|p| format!("linux-{p}-{}", self.full))
+    }
+
     /// `linux-image-<release>-dbg`: full vmlinux and the real System.map.
     pub fn dbg_package(&self) -> String {
         format!("linux-image-{}-dbg", self.full)

@@ -196,16 +196,16 @@ pub fn plan(archive: &dyn Archive, release: &Release) -> Result<PackagePlan> {
     let mut parts = Vec::new();
     for name in &wanted_parts {
         let list: Vec<&PackageInfo> = part_infos.iter().filter(|i| &i.package == name).collect();
-        let info = list
-            .iter()
-            .find(|i| i.version == version)
-            .ok_or_else(|| Error::VersionMismatch {
-                release: release.to_string(),
-                package: name.clone(),
-                wanted: format!("= {version}"),
-                reason: format!("the image {} depends on it", names[0]),
-                available: versions(&list),
-            })?;
+        let info =
+            list.iter()
+                .find(|i| i.version == version)
+                .ok_or_else(|| Error::VersionMismatch {
+                    release: release.to_string(),
+                    package: name.clone(),
+                    wanted: format!("= {version}"),
+                    reason: format!("the image {} depends on it", names[0]),
+                    available: versions(&list),
+                })?;
         parts.push(PlannedPackage {
             role: Role::ImagePart,
             info: (*info).clone(),

@@ -82,11 +82,24 @@ impl Workspace {
             format!("./usr/lib/debug/lib/modules/{release}/System.map"),
             format!("./usr/lib/debug/lib/modules/{release}/vmlinux"),
         ];
-        let members = match extract_members(&deb, &partial, &boot) {
-            Ok(()) if partial.join(&boot[1][2..]).is_file() => boot,
+        // Each failed guess reads the whole package, so the likelier layout
+        // goes first: split images (linux-base/binary/modules) came with
+        // the new one.
+        let split = self
+            .manifest()
+            .packages
+            .iter()
+            .any(|p| p.role == crate::plan::Role::ImagePart);
+        let (first, second) = if split {
+            (modules, boot)
+        } else {
+            (boot, modules)
+        };
+        let members = match extract_members(&deb, &partial, &first) {
+            Ok(()) if partial.join(&first[1][2..]).is_file() => first,
             Ok(()) | Err(Error::Command { .. }) => {
-                extract_members(&deb, &partial, &modules)?;
-                modules
+                extract_members(&deb, &partial, &second)?;
+                second
             }
             Err(e) => return Err(e),
         };

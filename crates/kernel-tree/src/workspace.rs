@@ -349,19 +349,15 @@ fn normalize_layout(root: &Path, release: &Release) -> Result<()> {
                 let to = lib.join(entry.file_name());
                 if to.symlink_metadata().is_err() {
                     std::fs::rename(entry.path(), &to)
-                        .map_err(|e| Error::io("move", &entry.path(), e))?;
+                        .map_err(|e| Error::io("move", entry.path(), e))?;
                 }
             }
         }
     }
     let boot = root.join("boot");
-    for (inside, outside) in [
-        ("vmlinuz", "vmlinuz"),
-        ("config", "config"),
-        ("System.map", "System.map"),
-    ] {
-        let from = lib.join(inside);
-        let to = boot.join(format!("{outside}-{release}"));
+    for name in ["vmlinuz", "config", "System.map"] {
+        let from = lib.join(name);
+        let to = boot.join(format!("{name}-{release}"));
         if from.is_file() && to.symlink_metadata().is_err() {
             std::fs::create_dir_all(&boot).map_err(|e| Error::io("create", &boot, e))?;
             std::fs::hard_link(&from, &to).map_err(|e| Error::io("link", &to, e))?;

@@ -168,10 +168,10 @@ fn check_workspace(release: &Release) -> Workspace {
     ws
 }
 
-#[test]
-fn trixie_6_12_workspace_and_source_in_the_build_root() {
-    let release = newest_trixie_6_12();
-    let ws = check_workspace(&release);
+/// Prepares `ws`'s source in the build root and compiles one object with
+/// gcc 14 there.
+fn check_source(ws: &Workspace) {
+    let release = ws.release();
     let cache = cache();
     let started = Instant::now();
     let tree = ws
@@ -197,6 +197,15 @@ fn trixie_6_12_workspace_and_source_in_the_build_root() {
     assert!(text.contains("GCC: (Debian 14."), "not built by gcc 14");
 }
 
+#[test]
+fn trixie_6_12_workspace_and_source_in_the_build_root() {
+    check_source(&check_workspace(&newest_trixie_6_12()));
+}
+
+/// The source is not prepared here: Debian's 7.x configs enable Rust
+/// (`CONFIG_RUSTC_VERSION`), which the trixie build root (no rustc,
+/// bindgen, rust-src) cannot keep through `make olddefconfig`; the tree
+/// refuses that as an inconsistent config, as it should.
 #[test]
 fn newest_backports_workspace() {
     check_workspace(&newest_backports());

@@ -13,11 +13,14 @@
 //! `Dir::Cache` settings are overridden, so the host's proxies and other
 //! apt settings still apply and the host's own lists are never touched.
 //!
-//! Freshness rule: the private lists are refreshed (`apt-get update` on the
-//! private configuration, under the cache's `apt` lock) when they were
-//! never fetched, when the sources list changed, or when the last
-//! successful refresh is older than [`LISTS_MAX_AGE`] (24 hours; override
-//! with `$NOREBOOT_APT_MAX_AGE` in seconds, `0` refreshes every time).
+//! Freshness rule: before its first query, a private view refreshes its
+//! lists (`apt-get update` on the private configuration, under the cache's
+//! `apt` lock) when they were never fetched, when the sources list changed,
+//! or when the last successful refresh is older than [`LISTS_MAX_AGE`] (24
+//! hours; override with `$NOREBOOT_APT_MAX_AGE` in seconds, `0` refreshes
+//! every time). A refresh that fails while older lists exist is logged and
+//! the older lists are used (offline work with cached kernels goes on);
+//! with no lists at all the failure is the query's error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,8 +95,18 @@ pub trait Archive {
 pub struct AptArchive {
     /// Extra `-o Key=Value` options for every apt call (e.g. a proxy).
     options: Vec<String>,
-    /// The private configuration's directory, when there is one.
-    private: Option<PathBuf>,
+    /// The private configuration, when there is one.
+    private: Option<std::sync::Arc<Private>>,
+}
+
+/// A private configuration's place and freshness state.
+#[derive(Debug)]
+struct Private {
+    dir: PathBuf,
+    cache: Cache,
+    max_age: Duration,
+    /// Set once the lists were checked (and refreshed if stale).
+    checked: std::sync::Mutex<bool>,
 }
 
 /// The sources list of the private configuration for `mirror` (the Debian
@@ -118,7 +131,7 @@ impl AptArchive {
     }
 
     /// noreboot's private view of Debian 12 and 13 (see the module docs),
-    /// under `<cache>/apt/`, refreshed first if stale. The mirrors are
+    /// under `<cache>/apt/`, refreshed before its first query if stale. The mirrors are
     /// `$NOREBOOT_DEBIAN_MIRROR` (default `http://deb.debian.org/debian`)
     /// and `$NOREBOOT_DEBIAN_SECURITY_MIRROR` (default
     /// `http://deb.debian.org/debian-security`).
@@ -145,10 +158,11 @@ impl AptArchive {
     }
 
     /// A private configuration under `<cache>/apt/` with `sources` as its
-    /// sources list, refreshed if its lists are older than `max_age`.
+    /// sources list, refreshed before its first query if its lists are
+    /// older than `max_age`.
     pub fn private(cache: &Cache, sources: &str, max_age: Duration) -> Result<Self> {
         let dir = cache.root().join("apt");
-        let archive = Self::private_unrefreshed(&dir)?;
+        let archive = Self::private_unrefreshed(cache, &dir, max_age)?;
         let _lock = cache.lock("apt")?;
         let list = dir.join("sources.list");
         let current = std::fs::read_to_string(&list).ok();
@@ -157,13 +171,10 @@ impl AptArchive {
             // New sources: the old stamp says nothing about them.
             let _ = std::fs::remove_file(dir.join("updated"));
         }
-        if archive.lists_age().is_none_or(|age| age >= max_age) {
-            archive.refresh_locked()?;
-        }
         Ok(archive)
     }
 
-    fn private_unrefreshed(dir: &Path) -> Result<Self> {
+    fn private_unrefreshed(cache: &Cache, dir: &Path, max_age: Duration) -> Result<Self> {
         for d in [
             dir.join("sources.list.d"),
             dir.join("state/lists/partial"),
@@ -180,14 +191,48 @@ impl AptArchive {
                 opt("Dir::Cache", dir.join("cache")),
                 "Acquire::Languages=none".into(),
             ],
-            private: Some(dir.to_path_buf()),
+            private: Some(std::sync::Arc::new(Private {
+                dir: dir.to_path_buf(),
+                cache: cache.clone(),
+                max_age,
+                checked: std::sync::Mutex::new(false),
+            })),
         })
+    }
+
+    /// Applies the freshness rule (module docs) once per view.
+    fn ensure_fresh(&self) -> Result<()> {
+        let Some(p) = &self.private else {
+            return Ok(());
+        };
+        let mut checked = p.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if *checked {
+            return Ok(());
+        }
+        let _lock = p.cache.lock("apt")?;
+        match self.lists_age() {
+            Some(age) if age < p.max_age => {}
+            before => {
+                if let Err(e) = self.refresh_locked() {
+                    let Some(age) = before else {
+                        return Err(e);
+                    };
+                    tracing::warn!(
+                        error = %e,
+                        hours = age.as_secs() / 3600,
+                        "refreshing the private apt lists failed; using the older lists"
+                    );
+                }
+            }
+        }
+        *checked = true;
+        Ok(())
     }
 
     /// How long ago the private lists were last refreshed (`None` for the
     /// host's apt, or when they never were).
     pub fn lists_age(&self) -> Option<Duration> {
-        let stamp = self.private.as_ref()?.join("updated");
+        let stamp = self.private.as_ref()?.dir.join("updated");
         let modified = std::fs::metadata(stamp).ok()?.modified().ok()?;
         Some(modified.elapsed().unwrap_or_default())
     }
@@ -207,18 +252,26 @@ impl AptArchive {
 
     /// Runs `apt-get update` on the private configuration now (the host's
     /// is left to its administrator: this does nothing for it).
-    pub fn refresh(&self, cache: &Cache) -> Result<()> {
-        let _lock = cache.lock("apt")?;
-        self.refresh_locked()
+    pub fn refresh(&self) -> Result<()> {
+        let Some(p) = &self.private else {
+            return Ok(());
+        };
+        let _lock = p.cache.lock("apt")?;
+        self.refresh_locked()?;
+        *p.checked.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        Ok(())
     }
 
     fn refresh_locked(&self) -> Result<()> {
-        let Some(dir) = &self.private else {
+        let Some(p) = &self.private else {
             return Ok(());
         };
+        let dir = &p.dir;
         let started = std::time::Instant::now();
         let mut cmd = self.command("apt-get");
-        cmd.arg("-q").arg("update");
+        // Without --error-on=any, apt-get update exits 0 when indexes fail
+        // to download, which would stamp unfetched lists as fresh.
+        cmd.arg("-q").arg("--error-on=any").arg("update");
         run(cmd, "apt")?;
         let stamp = dir.join("updated");
         std::fs::write(&stamp, b"").map_err(|e| Error::io("write", &stamp, e))?;
@@ -316,6 +369,7 @@ impl Archive for AptArchive {
         if packages.is_empty() {
             return Ok(Vec::new());
         }
+        self.ensure_fresh()?;
         let mut cmd = self.command("apt-cache");
         cmd.arg("madison").args(packages);
         // Like `show`, madison complains about unknown names but still
@@ -328,6 +382,7 @@ impl Archive for AptArchive {
         if packages.is_empty() {
             return Ok(Vec::new());
         }
+        self.ensure_fresh()?;
         let mut cmd = self.command("apt-cache");
         cmd.arg("show").arg("--all-versions").args(packages);
         // apt-cache exits 100 when any one name is unknown but still prints
@@ -337,6 +392,7 @@ impl Archive for AptArchive {
     }
 
     fn package_names(&self, prefix: &str) -> Result<Vec<String>> {
+        self.ensure_fresh()?;
         let mut cmd = self.command("apt-cache");
         cmd.arg("pkgnames").arg(prefix);
         let out = run(cmd, "apt")?;
@@ -364,6 +420,7 @@ impl Archive for AptArchive {
     }
 
     fn download(&self, package: &str, version: &Version, dir: &Path) -> Result<PathBuf> {
+        self.ensure_fresh()?;
         // A fresh directory per download makes the result unambiguous,
         // whatever apt does to the file name (epochs become %3a).
         let staging = dir.join(format!(".download-{package}"));

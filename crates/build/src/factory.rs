@@ -225,7 +225,8 @@ struct Kernel {
 
 fn workspace(opts: &Options, progress: &mut Progress) -> anyhow::Result<Kernel> {
     let cache = Cache::from_env()?;
-    let archive = AptArchive::new();
+    // noreboot's own view of Debian 12 and 13, whatever the host runs.
+    let archive = AptArchive::debian(&cache)?;
     let ws = Workspace::fetch(&cache, &archive, &opts.kernel.parse()?)?;
     ws.check_compiler()?;
     let tree = ws.source_tree(&cache, &archive)?;

@@ -443,7 +443,7 @@ fn kernel_symbols(
 ) -> anyhow::Result<(klp::KernelSymbols, klp::Symvers, Option<PathBuf>)> {
     if let Some(release) = kernel {
         let cache = kernel_tree::Cache::from_env()?;
-        let archive = kernel_tree::AptArchive::new();
+        let archive = kernel_tree::AptArchive::debian(&cache)?;
         let ws = kernel_tree::Workspace::fetch(&cache, &archive, &release.parse()?)?;
         let table = ws.symbols(&cache, &archive)?;
         return Ok((

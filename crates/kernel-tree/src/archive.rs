@@ -1,15 +1,56 @@
 //! The distribution's package archive, as seen through apt. The [`Archive`]
 //! trait is the seam between the package logic (which versions belong
 //! together) and the tools that query and download; [`AptArchive`] is the
-//! real implementation and shells out to `apt-cache` and `apt-get download`,
-//! so the host's sources, proxies and keys apply unchanged.
+//! real implementation and shells out to `apt-cache` and `apt-get download`.
+//!
+//! [`AptArchive::new`] uses the host's apt as it is. [`AptArchive::debian`]
+//! gives noreboot its own view of Debian's archive, whatever release the
+//! host runs: a private sources list, lists and cache under
+//! `<cache>/apt/`, covering [`DEBIAN_SUITES`] (Debian 12 and 13 with their
+//! security, updates and backports suites) and verified with the host's
+//! `debian-archive-keyring`, which carries both releases' keys. Only the
+//! `Dir::Etc::sourcelist`, `Dir::Etc::sourceparts`, `Dir::State` and
+//! `Dir::Cache` settings are overridden, so the host's proxies and other
+//! apt settings still apply and the host's own lists are never touched.
+//!
+//! Freshness rule: before its first query, a private view refreshes its
+//! lists (`apt-get update` on the private configuration, under the cache's
+//! `apt` lock) when they were never fetched, when the sources list changed,
+//! or when the last successful refresh is older than [`LISTS_MAX_AGE`] (24
+//! hours; override with `$NOREBOOT_APT_MAX_AGE` in seconds, `0` refreshes
+//! every time). A refresh that fails while older lists exist is logged and
+//! the older lists are used (offline work with cached kernels goes on);
+//! with no lists at all the failure is the query's error.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use debversion::Version;
 
+use crate::cache::Cache;
 use crate::{Error, Result};
+
+/// Debian suites the private configuration covers: (archive, suite).
+/// Debian 12's kernels come from bookworm and bookworm-security (and its
+/// 6.12 backport), Debian 13's from trixie, trixie-security and, for 6.16
+/// onwards, trixie-backports.
+pub const DEBIAN_SUITES: &[(&str, &str)] = &[
+    ("debian", "bookworm"),
+    ("debian", "bookworm-updates"),
+    ("debian", "bookworm-backports"),
+    ("debian-security", "bookworm-security"),
+    ("debian", "trixie"),
+    ("debian", "trixie-updates"),
+    ("debian", "trixie-backports"),
+    ("debian-security", "trixie-security"),
+];
+
+/// How old the private package lists may grow before they are refreshed.
+pub const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The keyring that signs both Debian 12's and Debian 13's archives.
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// One version of one package as the archive describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,19 +76,210 @@ pub trait Archive {
     fn package_names(&self, prefix: &str) -> Result<Vec<String>>;
     /// Downloads `package` at `version` into `dir`, returning the .deb path.
     fn download(&self, package: &str, version: &Version, dir: &Path) -> Result<PathBuf>;
+    /// The suite each version of each of `packages` comes from, as
+    /// `(package, version, suite)` (e.g. `trixie-backports`); an archive
+    /// that cannot tell answers nothing.
+    fn suites(&self, packages: &[String]) -> Result<Vec<(String, String, String)>> {
+        let _ = packages;
+        Ok(Vec::new())
+    }
+    /// The sources this archive searches, for error messages.
+    fn searched(&self) -> String {
+        "the package archive".into()
+    }
 }
 
-/// The host's apt.
+/// The archive as apt sees it: the host's configuration, or noreboot's
+/// private one ([`AptArchive::debian`]).
 #[derive(Debug, Clone, Default)]
 pub struct AptArchive {
     /// Extra `-o Key=Value` options for every apt call (e.g. a proxy).
     options: Vec<String>,
+    /// The private configuration, when there is one.
+    private: Option<std::sync::Arc<Private>>,
+}
+
+/// A private configuration's place and freshness state.
+#[derive(Debug)]
+struct Private {
+    dir: PathBuf,
+    cache: Cache,
+    max_age: Duration,
+    /// Set once the lists were checked (and refreshed if stale).
+    checked: std::sync::Mutex<bool>,
+}
+
+/// The sources list of the private configuration for `mirror` (the Debian
+/// archive) and `security` (its security archive).
+pub fn debian_sources(mirror: &str, security: &str) -> String {
+    let mut text = String::from("# Written by noreboot: its private view of Debian's archive.\n");
+    for (archive, suite) in DEBIAN_SUITES {
+        let uri = if *archive == "debian-security" {
+            security
+        } else {
+            mirror
+        };
+        text.push_str(&format!("deb [signed-by={KEYRING}] {uri} {suite} main\n"));
+    }
+    text
 }
 
 impl AptArchive {
     /// apt as configured on this host.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// noreboot's private view of Debian 12 and 13 (see the module docs),
+    /// under `<cache>/apt/`, refreshed before its first query if stale. The mirrors are
+    /// `$NOREBOOT_DEBIAN_MIRROR` (default `http://deb.debian.org/debian`)
+    /// and `$NOREBOOT_DEBIAN_SECURITY_MIRROR` (default
+    /// `http://deb.debian.org/debian-security`).
+    pub fn debian(cache: &Cache) -> Result<Self> {
+        let env = |k: &str, d: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| d.to_string())
+        };
+        let max_age = std::env::var("NOREBOOT_APT_MAX_AGE")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(LISTS_MAX_AGE);
+        let sources = debian_sources(
+            &env("NOREBOOT_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
+            &env(
+                "NOREBOOT_DEBIAN_SECURITY_MIRROR",
+                "http://deb.debian.org/debian-security",
+            ),
+        );
+        Self::private(cache, &sources, max_age)
+    }
+
+    /// A private configuration under `<cache>/apt/` with `sources` as its
+    /// sources list, refreshed before its first query if its lists are
+    /// older than `max_age`.
+    pub fn private(cache: &Cache, sources: &str, max_age: Duration) -> Result<Self> {
+        let dir = cache.root().join("apt");
+        let archive = Self::private_unrefreshed(cache, &dir, max_age)?;
+        let _lock = cache.lock("apt")?;
+        let list = dir.join("sources.list");
+        let current = std::fs::read_to_string(&list).ok();
+        if current.as_deref() != Some(sources) {
+            std::fs::write(&list, sources).map_err(|e| Error::io("write", &list, e))?;
+            // New sources: the old stamp says nothing about them.
+            let _ = std::fs::remove_file(dir.join("updated"));
+        }
+        Ok(archive)
+    }
+
+    fn private_unrefreshed(cache: &Cache, dir: &Path, max_age: Duration) -> Result<Self> {
+        for d in [
+            dir.join("sources.list.d"),
+            dir.join("state/lists/partial"),
+            dir.join("cache/archives/partial"),
+        ] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+        }
+        let opt = |k: &str, p: PathBuf| format!("{k}={}", p.display());
+        Ok(AptArchive {
+            options: vec![
+                opt("Dir::Etc::sourcelist", dir.join("sources.list")),
+                opt("Dir::Etc::sourceparts", dir.join("sources.list.d")),
+                opt("Dir::State", dir.join("state")),
+                opt("Dir::Cache", dir.join("cache")),
+                "Acquire::Languages=none".into(),
+            ],
+            private: Some(std::sync::Arc::new(Private {
+                dir: dir.to_path_buf(),
+                cache: cache.clone(),
+                max_age,
+                checked: std::sync::Mutex::new(false),
+            })),
+        })
+    }
+
+    /// Applies the freshness rule (module docs) once per view.
+    fn ensure_fresh(&self) -> Result<()> {
+        let Some(p) = &self.private else {
+            return Ok(());
+        };
+        let mut checked = p.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if *checked {
+            return Ok(());
+        }
+        let _lock = p.cache.lock("apt")?;
+        match self.lists_age() {
+            Some(age) if age < p.max_age => {}
+            before => {
+                if let Err(e) = self.refresh_locked() {
+                    let Some(age) = before else {
+                        return Err(e);
+                    };
+                    tracing::warn!(
+                        error = %e,
+                        hours = age.as_secs() / 3600,
+                        "refreshing the private apt lists failed; using the older lists"
+                    );
+                }
+            }
+        }
+        *checked = true;
+        Ok(())
+    }
+
+    /// How long ago the private lists were last refreshed (`None` for the
+    /// host's apt, or when they never were).
+    pub fn lists_age(&self) -> Option<Duration> {
+        let stamp = self.private.as_ref()?.dir.join("updated");
+        let modified = std::fs::metadata(stamp).ok()?.modified().ok()?;
+        Some(modified.elapsed().unwrap_or_default())
+    }
+
+    /// The sources apt searches: the private configuration's suites, or
+    /// "the host's apt sources".
+    pub fn sources(&self) -> String {
+        match &self.private {
+            None => "the host's apt sources".into(),
+            Some(_) => DEBIAN_SUITES
+                .iter()
+                .map(|(_, s)| *s)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// Runs `apt-get update` on the private configuration now (the host's
+    /// is left to its administrator: this does nothing for it).
+    pub fn refresh(&self) -> Result<()> {
+        let Some(p) = &self.private else {
+            return Ok(());
+        };
+        let _lock = p.cache.lock("apt")?;
+        self.refresh_locked()?;
+        *p.checked.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        Ok(())
+    }
+
+    fn refresh_locked(&self) -> Result<()> {
+        let Some(p) = &self.private else {
+            return Ok(());
+        };
+        let dir = &p.dir;
+        let started = std::time::Instant::now();
+        let mut cmd = self.command("apt-get");
+        // Without --error-on=any, apt-get update exits 0 when indexes fail
+        // to download, which would stamp unfetched lists as fresh.
+        cmd.arg("-q").arg("--error-on=any").arg("update");
+        run(cmd, "apt")?;
+        let stamp = dir.join("updated");
+        std::fs::write(&stamp, b"").map_err(|e| Error::io("write", &stamp, e))?;
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "private apt lists refreshed"
+        );
+        Ok(())
     }
 
     /// Adds an apt configuration option (`Key=Value`) to every call.
@@ -129,10 +361,28 @@ pub(crate) fn classify_apt_failure(command: &str, status: String, stderr: &str) 
 }
 
 impl Archive for AptArchive {
+    fn searched(&self) -> String {
+        self.sources()
+    }
+
+    fn suites(&self, packages: &[String]) -> Result<Vec<(String, String, String)>> {
+        if packages.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure_fresh()?;
+        let mut cmd = self.command("apt-cache");
+        cmd.arg("madison").args(packages);
+        // Like `show`, madison complains about unknown names but still
+        // answers for the others.
+        let out = cmd.output().map_err(|e| Error::spawn(&cmd, "apt", e))?;
+        Ok(parse_madison(&String::from_utf8_lossy(&out.stdout)))
+    }
+
     fn show(&self, packages: &[String]) -> Result<Vec<PackageInfo>> {
         if packages.is_empty() {
             return Ok(Vec::new());
         }
+        self.ensure_fresh()?;
         let mut cmd = self.command("apt-cache");
         cmd.arg("show").arg("--all-versions").args(packages);
         // apt-cache exits 100 when any one name is unknown but still prints
@@ -142,6 +392,7 @@ impl Archive for AptArchive {
     }
 
     fn package_names(&self, prefix: &str) -> Result<Vec<String>> {
+        self.ensure_fresh()?;
         let mut cmd = self.command("apt-cache");
         cmd.arg("pkgnames").arg(prefix);
         let out = run(cmd, "apt")?;
@@ -169,6 +420,7 @@ impl Archive for AptArchive {
     }
 
     fn download(&self, package: &str, version: &Version, dir: &Path) -> Result<PathBuf> {
+        self.ensure_fresh()?;
         // A fresh directory per download makes the result unambiguous,
         // whatever apt does to the file name (epochs become %3a).
         let staging = dir.join(format!(".download-{package}"));
@@ -220,6 +472,20 @@ impl Archive for AptArchive {
         let _ = std::fs::remove_dir_all(&staging);
         Ok(dest)
     }
+}
+
+/// Parses `apt-cache madison` lines (`package | version | uri suite/component
+/// arch Packages`) into `(package, version, suite)`.
+pub fn parse_madison(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('|').map(str::trim);
+            let package = f.next()?;
+            let version = f.next()?;
+            let suite = f.next()?.split_whitespace().nth(1)?.split('/').next()?;
+            Some((package.to_string(), version.to_string(), suite.to_string()))
+        })
+        .collect()
 }
 
 /// Parses `apt-cache show` output: RFC 822 style stanzas separated by
@@ -294,6 +560,26 @@ Size: 1567812
     fn bad_version_in_output_is_an_error() {
         let err = parse_stanzas("Package: x\nVersion: !!\n").unwrap_err();
         assert!(err.to_string().contains("package x"), "{err}");
+    }
+
+    #[test]
+    fn parses_madison_and_writes_the_private_sources() {
+        let m = parse_madison(
+            "linux-image-7.3.4+deb13-cloud-amd64 | 7.3.4-1~bpo13+1 | http://deb.debian.org/debian trixie-backports/main amd64 Packages\n\
+             linux-image-6.1.0-47-cloud-amd64 |  6.1.170-3 | http://deb.debian.org/debian bookworm/main amd64 Packages\n\
+             garbage\n",
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].1, "7.3.4-1~bpo13+1");
+        assert_eq!(m[0].2, "trixie-backports");
+        assert_eq!(m[1].2, "bookworm");
+        let s = debian_sources("http://m/debian", "http://m/sec");
+        assert!(s.contains(&format!(
+            "deb [signed-by={KEYRING}] http://m/sec trixie-security main"
+        )));
+        assert!(s.contains("http://m/debian trixie-backports main"));
+        assert!(s.contains("http://m/debian bookworm main"));
+        assert_eq!(s.lines().filter(|l| l.starts_with("deb ")).count(), 8);
     }
 
     #[test]

@@ -107,7 +107,14 @@ pub fn choose(kernel: &str, host: Option<&str>, force_root: bool) -> Result<Choi
         compiler: kernel.to_string(),
         reason,
     };
-    let Some(major) = program.strip_prefix("gcc-") else {
+    // Debian 13's kernels are built with the triplet-named compiler
+    // (`x86_64-linux-gnu-gcc-14`, from gcc-14-for-host), which the same
+    // suite's gcc-N package provides.
+    let Some(major) = program
+        .strip_prefix("x86_64-linux-gnu-")
+        .unwrap_or(program)
+        .strip_prefix("gcc-")
+    else {
         return Err(no_root(format!(
             "build roots provide Debian's gcc-N compilers, the kernel names {program:?}{}",
             host.map(|h| format!(" and the host's is {h:?}"))
@@ -586,6 +593,20 @@ mod tests {
 
     fn suite(name: &str) -> Choice {
         Choice::Root(*SUITES.iter().find(|s| s.name == name).unwrap())
+    }
+
+    #[test]
+    fn triplet_named_compilers_of_debian_13_go_to_their_suite() {
+        let kernel = "x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0";
+        assert_eq!(choose(kernel, None, false).unwrap(), suite("trixie"));
+        assert_eq!(choose(kernel, Some(kernel), false).unwrap(), Choice::Native);
+        let err = choose(
+            "aarch64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0",
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("aarch64"), "{err}");
     }
 
     #[test]

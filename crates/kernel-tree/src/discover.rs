@@ -72,9 +72,57 @@ pub fn available_releases(
     flavour: &str,
     series: &str,
 ) -> Result<Vec<(Release, Version)>> {
+    complete_releases(archive, flavour, Some(series))
+}
+
+/// Releases of `flavour` of every series whose whole package set the
+/// archive offers, ordered by series (numerically), then oldest first.
+pub fn all_available_releases(
+    archive: &dyn Archive,
+    flavour: &str,
+) -> Result<Vec<(Release, Version)>> {
+    let mut list = complete_releases(archive, flavour, None)?;
+    let key = |r: &Release| -> (u32, u32) {
+        let mut p = r.series().split('.').map(|n| n.parse().unwrap_or(0));
+        (p.next().unwrap_or(0), p.next().unwrap_or(0))
+    };
+    list.sort_by(|a, b| {
+        key(&a.0)
+            .cmp(&key(&b.0))
+            .then_with(|| a.1.cmp(&b.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    Ok(list)
+}
+
+/// The suite (`bookworm`, `trixie-security`, `trixie-backports`, ...) each
+/// of `releases` comes from, in order; `None` where the archive cannot tell.
+pub fn suites_of(
+    archive: &dyn Archive,
+    releases: &[(Release, Version)],
+) -> Result<Vec<Option<String>>> {
+    let names: Vec<String> = releases.iter().map(|(r, _)| r.image_package()).collect();
+    let known = archive.suites(&names)?;
+    Ok(releases
+        .iter()
+        .map(|(r, v)| {
+            let (name, version) = (r.image_package(), v.to_string());
+            known
+                .iter()
+                .find(|(p, kv, _)| *p == name && *kv == version)
+                .map(|(_, _, s)| s.clone())
+        })
+        .collect())
+}
+
+fn complete_releases(
+    archive: &dyn Archive,
+    flavour: &str,
+    series: Option<&str>,
+) -> Result<Vec<(Release, Version)>> {
     let releases: Vec<Release> = release_names(archive, flavour)?
         .into_iter()
-        .filter(|r| r.series() == series)
+        .filter(|r| series.is_none_or(|s| r.series() == s))
         .collect();
     let mut names: Vec<String> = Vec::new();
     for r in &releases {
@@ -85,11 +133,20 @@ pub fn available_releases(
             r.dbg_package(),
             format!("linux-kbuild-{}", r.abi()),
         ]);
+        names.extend(r.image_part_packages());
     }
-    if let Some(r) = releases.first() {
-        names.push(r.kbuild_package());
-        names.push(r.source_package());
+    for r in &releases {
+        for n in [r.kbuild_package(), r.source_package()] {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
     }
+    // apt-cache answers a name it does not know by searching every package
+    // (tens of milliseconds each), so only known names are asked about.
+    let known: std::collections::HashSet<String> =
+        archive.package_names("linux-")?.into_iter().collect();
+    names.retain(|n| known.contains(n));
     let snapshot = Snapshot(archive.show(&names)?);
     let mut complete: Vec<(Release, Version)> = releases
         .into_iter()
@@ -97,6 +154,22 @@ pub fn available_releases(
         .collect();
     complete.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
     Ok(complete)
+}
+
+/// The newest of `available` built for Debian `debian` (a `+deb<N>` ABI)
+/// whose series `series` accepts: how tests pick "the newest Debian 13 6.12
+/// build" or "the newest backports build" from what the archive offers
+/// today.
+pub fn newest_for_debian(
+    available: &[(Release, Version)],
+    debian: u32,
+    series: impl Fn(&str) -> bool,
+) -> Option<(Release, Version)> {
+    available
+        .iter()
+        .filter(|(r, _)| r.debian_release() == Some(debian) && series(r.series()))
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+        .cloned()
 }
 
 /// The chosen release and why.
@@ -234,6 +307,70 @@ mod tests {
             msg.contains("6.1.0-40-cloud-amd64 is no longer offered"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn newest_debian_13_builds_are_picked_by_series() {
+        let v = |r: &str, v: &str| (r.parse::<Release>().unwrap(), v.parse::<Version>().unwrap());
+        let list = [
+            v("6.12.118+deb12-cloud-amd64", "6.12.118-1~deb12u1"),
+            v("6.12.117+deb13-cloud-amd64", "6.12.117-1"),
+            v("6.12.118+deb13-cloud-amd64", "6.12.118-1"),
+            v("7.2.12+deb13-cloud-amd64", "7.2.12-1~bpo13+1"),
+            v("7.3.4+deb13-cloud-amd64", "7.3.4-1~bpo13+1"),
+            v("6.1.0-47-cloud-amd64", "6.1.170-3"),
+        ];
+        let t = newest_for_debian(&list, 13, |s| s == "6.12").unwrap();
+        assert_eq!(t.0.as_str(), "6.12.118+deb13-cloud-amd64");
+        let b = newest_for_debian(&list, 13, |s| s != "6.12").unwrap();
+        assert_eq!(b.0.as_str(), "7.3.4+deb13-cloud-amd64");
+        assert!(newest_for_debian(&list, 14, |_| true).is_none());
+    }
+
+    #[test]
+    fn split_images_plan_their_parts_and_all_series_are_listed() {
+        let a = crate::plan::tests::Canned::new(&[
+            ("linux-image-7.3.4+deb13-cloud-amd64", "7.3.4-1~bpo13+1", "dracut | initramfs-tools, linux-base-7.3.4+deb13-cloud-amd64 (= 7.3.4-1~bpo13+1), linux-binary-7.3.4+deb13-cloud-amd64 (= 7.3.4-1~bpo13+1), linux-modules-7.3.4+deb13-cloud-amd64 (= 7.3.4-1~bpo13+1)"),
+            ("linux-base-7.3.4+deb13-cloud-amd64", "7.3.4-1~bpo13+1", ""),
+            ("linux-binary-7.3.4+deb13-cloud-amd64", "7.3.4-1~bpo13+1", ""),
+            ("linux-modules-7.3.4+deb13-cloud-amd64", "7.3.4-1~bpo13+1", ""),
+            ("linux-headers-7.3.4+deb13-cloud-amd64", "7.3.4-1~bpo13+1", "gcc-14-for-host, linux-headers-7.3.4+deb13-common (= 7.3.4-1~bpo13+1), linux-kbuild-7.3.4+deb13"),
+            ("linux-headers-7.3.4+deb13-common", "7.3.4-1~bpo13+1", ""),
+            ("linux-kbuild-7.3.4+deb13", "7.3.4-1~bpo13+1", ""),
+            ("linux-source-7.3", "7.3.4-1~bpo13+1", ""),
+            // 7.2.6: its modules part is gone.
+            ("linux-image-7.2.6+deb13-cloud-amd64", "7.2.6-1~bpo13+1", "linux-modules-7.2.6+deb13-cloud-amd64 (= 7.2.6-1~bpo13+1)"),
+            ("linux-headers-7.2.6+deb13-cloud-amd64", "7.2.6-1~bpo13+1", "linux-kbuild-7.2.6+deb13"),
+            ("linux-headers-7.2.6+deb13-common", "7.2.6-1~bpo13+1", ""),
+            ("linux-kbuild-7.2.6+deb13", "7.2.6-1~bpo13+1", ""),
+            ("linux-source-7.2", "7.2.6-1~bpo13+1", ""),
+            ("linux-image-6.1.0-47-cloud-amd64", "6.1.170-3", ""),
+            ("linux-headers-6.1.0-47-cloud-amd64", "6.1.170-3", "linux-kbuild-6.1 (>= 6.1.170-3)"),
+            ("linux-headers-6.1.0-47-common", "6.1.170-3", ""),
+            ("linux-kbuild-6.1", "6.1.170-3", ""),
+            ("linux-source-6.1", "6.1.170-3", ""),
+        ]);
+        let r: Release = "7.3.4+deb13-cloud-amd64".parse().unwrap();
+        let p = plan(&a, &r).unwrap();
+        let parts: Vec<&str> = p
+            .packages
+            .iter()
+            .filter(|p| p.role == crate::plan::Role::ImagePart)
+            .map(|p| p.info.package.as_str())
+            .collect();
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        let err = plan(&a, &"7.2.6+deb13-cloud-amd64".parse().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("linux-modules-7.2.6+deb13-cloud-amd64"),
+            "{err}"
+        );
+        let all: Vec<String> = all_available_releases(&a, "cloud-amd64")
+            .unwrap()
+            .iter()
+            .map(|(r, _)| r.to_string())
+            .collect();
+        assert_eq!(all, ["6.1.0-47-cloud-amd64", "7.3.4+deb13-cloud-amd64"]);
     }
 
     #[test]

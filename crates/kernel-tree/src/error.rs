@@ -17,10 +17,12 @@ pub enum Error {
         reason: String,
     },
     /// The archive has no image package for this release.
-    #[error("unknown kernel release {release}: the package archive has no {package}{}", fmt_available(.available))]
+    #[error("unknown kernel release {release}: the package archive ({searched}) has no {package}{}", fmt_available(.available))]
     UnknownRelease {
         /// The release asked for.
         release: String,
+        /// The sources searched (suites, or "the host's apt sources").
+        searched: String,
         /// The package looked for.
         package: String,
         /// Releases of the same flavour the archive does offer.

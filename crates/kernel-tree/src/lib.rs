@@ -36,7 +36,7 @@ pub mod workspace;
 pub use archive::{AptArchive, Archive, PackageInfo};
 pub use buildroot::{BuildRoot, Toolchain};
 pub use cache::Cache;
-pub use discover::{available_releases, select_release, Selection};
+pub use discover::{all_available_releases, available_releases, select_release, Selection};
 pub use error::Error;
 pub use image::ImageIdentity;
 pub use index::{BuildIndex, IndexedObject, Target};

@@ -16,6 +16,9 @@ use crate::{Error, Result};
 pub enum Role {
     /// vmlinuz, config, modules.
     Image,
+    /// A part of a split image (`linux-base-`, `linux-binary-`,
+    /// `linux-modules-<release>`), which the image package depends on.
+    ImagePart,
     /// Flavour-specific headers, `.config`, Module.symvers.
     Headers,
     /// Flavour-independent headers.
@@ -44,7 +47,7 @@ pub struct PackagePlan {
     pub release: Release,
     /// The Debian version of image, headers and source.
     pub version: Version,
-    /// Image, headers, headers-common, kbuild, source.
+    /// Image (and its parts), headers, headers-common, kbuild, source.
     pub packages: Vec<PlannedPackage>,
     /// The debug package, when the archive has it in the same version.
     pub dbg: Option<PackageInfo>,
@@ -155,6 +158,7 @@ pub fn plan(archive: &dyn Archive, release: &Release) -> Result<PackagePlan> {
             .collect();
         return Err(Error::UnknownRelease {
             release: release.to_string(),
+            searched: archive.searched(),
             package: names[0].clone(),
             available,
         });
@@ -176,6 +180,37 @@ pub fn plan(archive: &dyn Archive, release: &Release) -> Result<PackagePlan> {
                 available: versions(&list),
             })
     };
+    // Newer images are an empty package depending on their parts, each
+    // of exactly the image's version.
+    let part_names = release.image_part_packages();
+    let wanted_parts: Vec<String> = parse_depends(&image.depends)
+        .into_iter()
+        .map(|r| r.package)
+        .filter(|p| part_names.contains(p))
+        .collect();
+    let part_infos = if wanted_parts.is_empty() {
+        Vec::new()
+    } else {
+        archive.show(&wanted_parts)?
+    };
+    let mut parts = Vec::new();
+    for name in &wanted_parts {
+        let list: Vec<&PackageInfo> = part_infos.iter().filter(|i| &i.package == name).collect();
+        let info =
+            list.iter()
+                .find(|i| i.version == version)
+                .ok_or_else(|| Error::VersionMismatch {
+                    release: release.to_string(),
+                    package: name.clone(),
+                    wanted: format!("= {version}"),
+                    reason: format!("the image {} depends on it", names[0]),
+                    available: versions(&list),
+                })?;
+        parts.push(PlannedPackage {
+            role: Role::ImagePart,
+            info: (*info).clone(),
+        });
+    }
     let headers = exact(Role::Headers, &names[1])?;
     let common = exact(Role::HeadersCommon, &names[2])?;
     let source = exact(Role::Source, &names[4])?;
@@ -227,19 +262,16 @@ pub fn plan(archive: &dyn Archive, release: &Release) -> Result<PackagePlan> {
         .find(|i| i.version == version)
         .cloned();
 
+    let mut packages = vec![PlannedPackage {
+        role: Role::Image,
+        info: image.clone(),
+    }];
+    packages.extend(parts);
+    packages.extend([headers, common, kbuild, source]);
     Ok(PackagePlan {
         release: release.clone(),
         version,
-        packages: vec![
-            PlannedPackage {
-                role: Role::Image,
-                info: image.clone(),
-            },
-            headers,
-            common,
-            kbuild,
-            source,
-        ],
+        packages,
         dbg,
     })
 }

@@ -40,6 +40,15 @@ impl Release {
         &self.series
     }
 
+    /// The Debian release a `+debN` ABI was built for (`6.12.118+deb13`
+    /// gives 13, `7.3.4+deb13` too); `None` for Debian 12's own `6.1.0-47`
+    /// style ABIs, which do not say.
+    pub fn debian_release(&self) -> Option<u32> {
+        let tail = self.abi().split_once("+deb")?.1;
+        let digits: String = tail.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    }
+
     /// `linux-image-<release>`: the signed image hosts actually run.
     pub fn image_package(&self) -> String {
         format!("linux-image-{}", self.full)
@@ -63,6 +72,14 @@ impl Release {
     /// `linux-source-<series>`: the patched source tarball.
     pub fn source_package(&self) -> String {
         format!("linux-source-{}", self.series)
+    }
+
+    /// The packages Debian's newer kernels (trixie-backports from 6.18 on)
+    /// split the image into, which `linux-image-<release>` then depends
+    /// on: `linux-base-` (config, System.map), `linux-binary-` (vmlinuz)
+    /// and `linux-modules-` (the modules).
+    pub fn image_part_packages(&self) -> [String; 3] {
+        ["base", "binary", "modules"].map(|p| format!("linux-{p}-{}", self.full))
     }
 
     /// `linux-image-<release>-dbg`: full vmlinux and the real System.map.
@@ -151,7 +168,22 @@ mod tests {
             r.headers_common_package(),
             "linux-headers-6.12.111+deb12-common"
         );
+        assert_eq!(r.debian_release(), Some(12));
+        let t: Release = "6.12.115+deb13.1-cloud-amd64".parse().unwrap();
+        assert_eq!(t.debian_release(), Some(13));
+        assert_eq!(t.series(), "6.12");
+        let b: Release = "7.3.4+deb13-cloud-amd64".parse().unwrap();
+        assert_eq!((b.series(), b.debian_release()), ("7.3", Some(13)));
+        assert_eq!(
+            b.image_part_packages(),
+            [
+                "linux-base-7.3.4+deb13-cloud-amd64",
+                "linux-binary-7.3.4+deb13-cloud-amd64",
+                "linux-modules-7.3.4+deb13-cloud-amd64"
+            ]
+        );
         let g: Release = "6.1.0-47-amd64".parse().unwrap();
+        assert_eq!(g.debian_release(), None);
         assert_eq!(g.flavour(), "amd64");
         assert_eq!(g.abi(), "6.1.0-47");
     }

@@ -71,11 +71,38 @@ impl Workspace {
         tracing::info!(package = %dbg.package, size = dbg.size, "downloading debug symbols");
         let deb = archive.download(&dbg.package, &dbg.version, &partial)?;
         let release = self.release().as_str();
-        let members = [
+        // Debian 12's and 13's -dbg packages keep both under
+        // usr/lib/debug/boot; the backports from 6.19 on keep them under
+        // usr/lib/debug/lib/modules/<release>/ (boot/ holds only a link).
+        let boot = [
             format!("./usr/lib/debug/boot/System.map-{release}"),
             format!("./usr/lib/debug/boot/vmlinux-{release}"),
         ];
-        extract_members(&deb, &partial, &members)?;
+        let modules = [
+            format!("./usr/lib/debug/lib/modules/{release}/System.map"),
+            format!("./usr/lib/debug/lib/modules/{release}/vmlinux"),
+        ];
+        // Each failed guess reads the whole package, so the likelier layout
+        // goes first: split images (linux-base/binary/modules) came with
+        // the new one.
+        let split = self
+            .manifest()
+            .packages
+            .iter()
+            .any(|p| p.role == crate::plan::Role::ImagePart);
+        let (first, second) = if split {
+            (modules, boot)
+        } else {
+            (boot, modules)
+        };
+        let members = match extract_members(&deb, &partial, &first) {
+            Ok(()) if partial.join(&first[1][2..]).is_file() => first,
+            Ok(()) | Err(Error::Command { .. }) => {
+                extract_members(&deb, &partial, &second)?;
+                second
+            }
+            Err(e) => return Err(e),
+        };
         std::fs::remove_file(&deb).map_err(|e| Error::io("remove", &deb, e))?;
         let map = partial.join(&members[0][2..]);
         let vmlinux = partial.join(&members[1][2..]);

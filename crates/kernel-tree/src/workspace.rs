@@ -129,6 +129,7 @@ impl Workspace {
             });
         }
         let _ = std::fs::remove_dir(&debs);
+        normalize_layout(&root, release)?;
         relocate_headers(&root, release)?;
 
         let layout = Layout {
@@ -323,6 +324,44 @@ pub fn unpack_deb(deb: &Path, root: &Path) -> Result<()> {
             status: out.status.to_string(),
             stderr,
         });
+    }
+    Ok(())
+}
+
+/// Gives every workspace Debian 12's layout: Debian 13 ships modules under
+/// `usr/lib/modules/<release>/` (merged /usr), and the split images of
+/// trixie-backports also keep `vmlinuz`, `config` and `System.map` there
+/// instead of in `boot/`. The modules directory is moved to
+/// `lib/modules/<release>/` (merging with what is already there) and the
+/// boot files are hard-linked into `boot/` under their usual names.
+fn normalize_layout(root: &Path, release: &Release) -> Result<()> {
+    let usr = root.join(format!("usr/lib/modules/{release}"));
+    let lib = root.join(format!("lib/modules/{release}"));
+    if usr.is_dir() {
+        if !lib.exists() {
+            let parent = root.join("lib/modules");
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
+            std::fs::rename(&usr, &lib).map_err(|e| Error::io("move", &usr, e))?;
+        } else {
+            let entries = std::fs::read_dir(&usr).map_err(|e| Error::io("list", &usr, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &usr, e))?;
+                let to = lib.join(entry.file_name());
+                if to.symlink_metadata().is_err() {
+                    std::fs::rename(entry.path(), &to)
+                        .map_err(|e| Error::io("move", entry.path(), e))?;
+                }
+            }
+        }
+    }
+    let boot = root.join("boot");
+    for name in ["vmlinuz", "config", "System.map"] {
+        let from = lib.join(name);
+        let to = boot.join(format!("{name}-{release}"));
+        if from.is_file() && to.symlink_metadata().is_err() {
+            std::fs::create_dir_all(&boot).map_err(|e| Error::io("create", &boot, e))?;
+            std::fs::hard_link(&from, &to).map_err(|e| Error::io("link", &to, e))?;
+        }
     }
     Ok(())
 }

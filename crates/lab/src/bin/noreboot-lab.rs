@@ -33,11 +33,13 @@ struct KernelArg {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// List the kernel releases the package archive offers completely.
+    /// List the kernel releases Debian's archive (Debian 12 and 13, with
+    /// security and backports suites) offers completely, with the suite
+    /// each comes from.
     Releases {
-        /// Upstream series.
-        #[arg(long, default_value = "6.1")]
-        series: String,
+        /// Upstream series, e.g. 6.1, 6.12 or 7.3 [default: every series].
+        #[arg(long)]
+        series: Option<String>,
         /// Debian flavour.
         #[arg(long, default_value = "cloud-amd64")]
         flavour: String,
@@ -100,7 +102,7 @@ enum Cmd {
 
 fn workspace(arg: &KernelArg) -> anyhow::Result<(Cache, Workspace)> {
     let cache = Cache::from_env()?;
-    let archive = AptArchive::new();
+    let archive = AptArchive::debian(&cache)?;
     let release: Release = match &arg.kernel {
         Some(k) => k.parse()?,
         None => {
@@ -136,17 +138,26 @@ fn split_host_guest(spec: &str, default_dir: &str) -> (PathBuf, String) {
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Releases { series, flavour } => {
-            let list = discover::available_releases(&AptArchive::new(), &flavour, &series)?;
+            let archive = AptArchive::debian(&Cache::from_env()?)?;
+            let list = match &series {
+                Some(s) => discover::available_releases(&archive, &flavour, s)?,
+                None => discover::all_available_releases(&archive, &flavour)?,
+            };
             if list.is_empty() {
-                anyhow::bail!(kernel_tree::Error::NoReleases { flavour, series });
+                anyhow::bail!(kernel_tree::Error::NoReleases {
+                    flavour,
+                    series: series.unwrap_or_else(|| "(any)".into()),
+                });
             }
-            for (r, v) in list {
+            let suites = discover::suites_of(&archive, &list)?;
+            for ((r, v), suite) in list.iter().zip(suites) {
                 let pin = if r.as_str() == discover::PINNED_RELEASE {
                     "  (pinned)"
                 } else {
                     ""
                 };
-                println!("{r}\t{v}{pin}");
+                let suite = suite.unwrap_or_else(|| "?".into());
+                println!("{r}\t{v}\t{suite}{pin}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -162,7 +173,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let (cache, ws) = workspace(&kernel)?;
             let syms = if symbols {
-                Some(ws.symbols(&cache, &AptArchive::new())?)
+                Some(ws.symbols(&cache, &AptArchive::debian(&cache)?)?)
             } else {
                 None
             };

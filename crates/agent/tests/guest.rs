@@ -33,6 +33,29 @@ fn agent(g: &mut lab::Guest, args: &str) -> (i32, String) {
     (code, format!("{out}{err}"))
 }
 
+/// What the boot service does, early and without network: the state disk
+/// mounted, then `noreboot boot`, its output and status kept in /run.
+const BOOT_SERVICE: &str =
+    "mkdir -p /var/lib/noreboot && mount -t ext4 /dev/vda /var/lib/noreboot \
+                && /usr/sbin/noreboot boot > /run/boot.out 2>&1; echo $? > /run/boot.rc\n";
+
+/// A fresh 32 MiB ext4 image for /var/lib/noreboot, kept across a test's
+/// reboots.
+fn state_disk(f: &Fixture, name: &str) -> PathBuf {
+    let disk = f.dir.join(name);
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    common::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&disk),
+    );
+    disk
+}
+
 #[test]
 fn levels_apply_replace_revert_unload_and_update() {
     let f = fixture();
@@ -382,22 +405,10 @@ fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
 #[test]
 fn damaged_files_never_leave_the_host_unpatched() {
     let f = fixture();
-    let disk = f.dir.join("damage-disk.img");
-    let _ = std::fs::remove_file(&disk);
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    common::run(
-        std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(&disk),
-    );
-    let boot = "mkdir -p /var/lib/noreboot && mount -t ext4 /dev/vda /var/lib/noreboot \
-                && /usr/sbin/noreboot boot > /run/boot.out 2>&1; echo $? > /run/boot.rc\n";
+    let disk = state_disk(f, "damage-disk.img");
     let make = || {
         let mut c = guest_config(f, &config("15s", "1m", "")).with_disk(&disk);
-        c.boot_script = Some(boot.to_string());
+        c.boot_script = Some(BOOT_SERVICE.to_string());
         c
     };
     let kdir = format!("/var/lib/noreboot/kernels/{}", f.build_id);
@@ -560,20 +571,7 @@ fn two_agents_at_once_one_waits_and_state_stays_consistent() {
 #[test]
 fn levels_survive_reboot_and_the_crash_guard_skips_a_level_that_crashed() {
     let f = fixture();
-    let disk = f.dir.join("state-disk.img");
-    let _ = std::fs::remove_file(&disk);
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    common::run(
-        std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(&disk),
-    );
-    // What the boot service does, early and without network.
-    let boot = "mkdir -p /var/lib/noreboot && mount -t ext4 /dev/vda /var/lib/noreboot \
-                && /usr/sbin/noreboot boot > /run/boot.out 2>&1; echo $? > /run/boot.rc\n";
+    let disk = state_disk(f, "state-disk.img");
     let crash = config(
         "15s",
         "1m",
@@ -581,7 +579,7 @@ fn levels_survive_reboot_and_the_crash_guard_skips_a_level_that_crashed() {
     );
     let make = || {
         let mut c = guest_config(f, &config("15s", "1m", "")).with_disk(&disk);
-        c.boot_script = Some(boot.to_string());
+        c.boot_script = Some(BOOT_SERVICE.to_string());
         c.contents.push((
             "/etc/noreboot/crash.toml".into(),
             crash.clone().into_bytes(),

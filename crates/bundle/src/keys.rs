@@ -327,35 +327,11 @@ impl TrustedKeys {
     /// is an error naming it (a typo must not silently drop trust), as is
     /// one id with two different keys.
     pub fn load_dir(dir: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut paths = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            if path.extension().is_some_and(|e| e == "pub") {
-                paths.push(path);
-            }
+        let (keys, skipped) = Self::load_dir_skipping(dir)?;
+        match skipped.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(keys),
         }
-        paths.sort();
-        let mut keys = Self::default();
-        let mut from: BTreeMap<KeyId, PathBuf> = BTreeMap::new();
-        for path in paths {
-            let key = PublicKey::read(&path)?;
-            if let Some(old) = keys.keys.get(&key.key_id) {
-                if old != &key {
-                    return Err(KeyError::Conflict {
-                        key_id: key.key_id,
-                        first: from.get(&key.key_id).cloned().unwrap_or_default(),
-                        second: path,
-                    });
-                }
-            }
-            from.entry(key.key_id).or_insert(path);
-            keys.keys.insert(key.key_id, key);
-        }
-        Ok(keys)
     }
 
     /// Every usable `*.pub` file in `dir`, and each file left out with

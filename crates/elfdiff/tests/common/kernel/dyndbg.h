@@ -38,12 +38,15 @@ l_yes:
 #define __PASTE_(a, b) a##b
 #define __PASTE(a, b) __PASTE_(a, b)
 #define __UNIQUE_ID(prefix) __PASTE(__PASTE(__UNIQUE_ID_, prefix), __COUNTER__)
-#define __dynamic_func_call(id, fmt, ...) do {					\
+/* One call site's descriptor, in __dyndbg as the kernel places it. */
+#define DEFINE_DYNAMIC_DEBUG_METADATA(id, fmt)					\
 	static struct _ddebug __attribute__((aligned(8)))			\
 	__attribute__((section("__dyndbg"))) id = {				\
 		.modname = "m", .function = DDEBUG_FUNCTION, .filename = __FILE__,	\
 		.format = (fmt), .lineno = __LINE__, .class_id = 63, .flags = 0, \
-	};									\
+	}
+#define __dynamic_func_call(id, fmt, ...) do {					\
+	DEFINE_DYNAMIC_DEBUG_METADATA(id, fmt);					\
 	if (arch_static_branch(&id.key.dd_key_false.key, 0))			\
 		__dynamic_pr_debug(&id, fmt, ##__VA_ARGS__);			\
 } while (0)
@@ -52,11 +55,7 @@ l_yes:
  * __dynamic_func_call_no_desc, behind btrfs_debug and others): the
  * function never refers to the descriptor, only its __jump_table entry. */
 #define __dynamic_func_call_no_desc(id, fmt, func, ...) do {			\
-	static struct _ddebug __attribute__((aligned(8)))			\
-	__attribute__((section("__dyndbg"))) id = {				\
-		.modname = "m", .function = DDEBUG_FUNCTION, .filename = __FILE__,	\
-		.format = (fmt), .lineno = __LINE__, .class_id = 63, .flags = 0, \
-	};									\
+	DEFINE_DYNAMIC_DEBUG_METADATA(id, fmt);					\
 	if (arch_static_branch(&id.key.dd_key_false.key, 0))			\
 		func(__VA_ARGS__);						\
 } while (0)

@@ -743,7 +743,12 @@ fn link(
     let module = opts.name.replace('-', "_");
     let mut kbuild = format!("obj-m := {module}.o\n{module}-y := noreboot_glue.o");
     for (i, bytes) in parts.objects.iter().enumerate() {
-        std::fs::write(src.join(format!("part{i}.o_shipped")), bytes)?;
+        // The object itself, not a `part{i}.o_shipped` copied by kbuild's
+        // rule: from 6.13 kbuild builds external modules with `obj` = `.`,
+        // and its `$(obj)/%: $(src)/%_shipped` rule then names `./part0.o`,
+        // which does not match the `part0.o` the module needs. A file with
+        // no rule to remake it is used as it is, in every version.
+        std::fs::write(src.join(format!("part{i}.o")), bytes)?;
         // modpost reads each object's .cmd file.
         std::fs::write(
             src.join(format!(".part{i}.o.cmd")),
@@ -866,7 +871,7 @@ fn manifest(
     toolchain.insert("linker".into(), k.ws.identity().linker.clone());
     toolchain.insert("noreboot-build".into(), env!("CARGO_PKG_VERSION").into());
     if let Some(root) = k.tree.toolchain().build_root() {
-        toolchain.insert("build-root".into(), format!("debian {}", root.suite().name));
+        toolchain.insert("build-root".into(), format!("debian {}", root.name()));
     }
     Ok(Manifest {
         name: opts.name.clone(),

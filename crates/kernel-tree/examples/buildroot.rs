@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or_else(|| format!("unknown suite {name}"))?;
     let cache = Cache::from_env()?;
     let started = Instant::now();
-    let root = BuildRoot::ensure(&cache, suite)?;
+    let root = BuildRoot::ensure(&cache, suite, kernel_tree::buildroot::Rust::Without)?;
     println!(
         "ensure {} {:.3}",
         suite.name,

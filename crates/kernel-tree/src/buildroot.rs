@@ -4,7 +4,10 @@
 //! compiler, creates a minimal root file system of that suite from Debian
 //! packages (once, cached under `<cache>/buildroots/<suite>/`), and runs
 //! kbuild's commands inside it with the cache bound at its own path, so
-//! every absolute path kbuild wrote down stays valid.
+//! every absolute path kbuild wrote down stays valid. A kernel built with
+//! Rust (`CONFIG_RUST=y`, Debian's 7.x kernels) also needs the exact rustc
+//! and bindgen its configuration recorded: a root of the same suite with
+//! them (`<suite>-rust`) provides those.
 //!
 //! Measured on the 2-core development machine (BENCHMARKS.md): creating a
 //! root with mmdebstrap takes 25-40 s (network-bound) and 450-470 MB;
@@ -56,10 +59,26 @@ const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// older noreboot) is made again.
 const STAMP: &str = ".noreboot-buildroot";
 
+/// Whether a root carries the Rust toolchain kbuild probes for a kernel
+/// built with Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rust {
+    /// Only the C toolchain (every kernel with `CONFIG_RUST` unset).
+    Without,
+    /// rustc, the Rust standard library's source and bindgen too: Kconfig
+    /// enables `CONFIG_RUST` only when `scripts/rust_is_available.sh`
+    /// finds all three, and records their versions in the configuration.
+    With,
+}
+
+/// The Rust packages of a Rust root: `rust-src` is the library source
+/// kbuild compiles `core` from; `bindgen` pulls in the libclang it loads.
+const RUST_PACKAGES: [&str; 3] = ["rustc", "rust-src", "bindgen"];
+
 /// What kbuild needs besides the compiler: the same list scripts/setup
 /// installs on the host. `gcc` is the suite's default compiler, kbuild's
 /// `HOSTCC` for the tools `make prepare` builds (fixdep, objtool).
-fn packages(suite: &Suite) -> Vec<String> {
+fn packages(suite: &Suite, rust: Rust) -> Vec<String> {
     let mut list = vec![format!("gcc-{}", suite.gcc)];
     list.extend(
         [
@@ -78,10 +97,24 @@ fn packages(suite: &Suite) -> Vec<String> {
             "cpio",
             "xz-utils",
             "rsync",
+            // Kconfig (7.x) probes `openssl list -key-managers` for
+            // ML-DSA module signing keys.
+            "openssl",
         ]
         .map(str::to_string),
     );
+    if rust == Rust::With {
+        list.extend(RUST_PACKAGES.map(str::to_string));
+    }
     list
+}
+
+/// The directory name of a root under `<cache>/buildroots/`.
+fn root_name(suite: &Suite, rust: Rust) -> String {
+    match rust {
+        Rust::Without => suite.name.to_string(),
+        Rust::With => format!("{}-rust", suite.name),
+    }
 }
 
 /// Where kbuild's commands for a kernel run.
@@ -99,7 +132,19 @@ pub enum Choice {
 /// `--version` (`None` when the host has none) and whether a build root is
 /// forced ([`ENV_OVERRIDE`]).
 pub fn choose(kernel: &str, host: Option<&str>, force_root: bool) -> Result<Choice> {
-    if !force_root && host.is_some_and(|h| h.trim() == kernel.trim()) {
+    choose_with(kernel, host, true, force_root)
+}
+
+/// [`choose`] for a kernel whose other recorded tools (rustc, bindgen) the
+/// host has exactly (`host_has_rest`) or not: only a host with all of them
+/// builds natively.
+fn choose_with(
+    kernel: &str,
+    host: Option<&str>,
+    host_has_rest: bool,
+    force_root: bool,
+) -> Result<Choice> {
+    if !force_root && host_has_rest && host.is_some_and(|h| h.trim() == kernel.trim()) {
         return Ok(Choice::Native);
     }
     let program = kernel.split_whitespace().next().unwrap_or("");
@@ -167,37 +212,49 @@ enum Entry {
 #[derive(Debug, Clone)]
 pub struct BuildRoot {
     suite: Suite,
+    rust: Rust,
     dir: PathBuf,
     entry: Entry,
 }
 
 impl BuildRoot {
-    /// The root of `suite` in `cache`, created first if it is not there
-    /// (25-40 s and about 0.5 GB, from [`MIRROR`]). Creation happens in a
-    /// temporary directory under the cache's lock and is renamed into
-    /// place only when complete.
-    pub fn ensure(cache: &Cache, suite: Suite) -> Result<BuildRoot> {
+    /// The root of `suite` (with or without Rust) in `cache`, created
+    /// first if it is not there (25-40 s and about 0.5 GB from [`MIRROR`];
+    /// with Rust about 1.3 GB more). Creation happens in a temporary
+    /// directory under the cache's lock and is renamed into place only
+    /// when complete.
+    pub fn ensure(cache: &Cache, suite: Suite, rust: Rust) -> Result<BuildRoot> {
         let entry = entry()?;
         let parent = cache.root().join("buildroots");
-        let dir = parent.join(suite.name);
-        let stamp = stamp(&suite);
+        let name = root_name(&suite, rust);
+        let dir = parent.join(&name);
+        let stamp = stamp(&suite, rust);
         let current =
             |dir: &Path| std::fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == stamp);
-        let root = BuildRoot { suite, dir, entry };
+        let root = BuildRoot {
+            suite,
+            rust,
+            dir,
+            entry,
+        };
         if current(&root.dir) {
             return Ok(root);
         }
-        let _lock = cache.lock(&format!("buildroot-{}", suite.name))?;
+        let _lock = cache.lock(&format!("buildroot-{name}"))?;
         if current(&root.dir) {
             return Ok(root);
         }
         std::fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
-        ensure_space(&parent, 1 << 30)?;
-        let partial = parent.join(format!(".{}.partial", suite.name));
+        let needed = match rust {
+            Rust::Without => 1 << 30,
+            Rust::With => 3 << 30,
+        };
+        ensure_space(&parent, needed)?;
+        let partial = parent.join(format!(".{name}.partial"));
         remove_tree(&partial)?;
         let started = Instant::now();
         tracing::info!(suite = suite.name, dir = %root.dir.display(), "creating a build root");
-        bootstrap(&suite, &partial)?;
+        bootstrap(&suite, rust, &partial)?;
         let stamp_path = partial.join(STAMP);
         std::fs::write(&stamp_path, &stamp).map_err(|e| Error::io("write", &stamp_path, e))?;
         // A root of an older package list goes only now that its
@@ -224,6 +281,16 @@ impl BuildRoot {
     /// The suite.
     pub fn suite(&self) -> Suite {
         self.suite
+    }
+
+    /// Whether the root has the Rust toolchain.
+    pub fn rust(&self) -> Rust {
+        self.rust
+    }
+
+    /// The root's name: the suite, `-rust` for a root with Rust.
+    pub fn name(&self) -> String {
+        root_name(&self.suite, self.rust)
     }
 
     /// The root's directory on the host.
@@ -368,18 +435,18 @@ fn on_path(program: &str) -> bool {
     find_program(program).is_some()
 }
 
-fn stamp(suite: &Suite) -> String {
+fn stamp(suite: &Suite, rust: Rust) -> String {
     format!(
         "suite = {:?}\nmirror = {MIRROR:?}\npackages = {:?}\n",
         suite.name,
-        packages(suite)
+        packages(suite, rust)
     )
 }
 
 /// Makes a minbase root of `suite` with kbuild's packages in `dir` (which
 /// must not exist): mmdebstrap, else debootstrap.
-fn bootstrap(suite: &Suite, dir: &Path) -> Result<()> {
-    let include = format!("--include={}", packages(suite).join(","));
+fn bootstrap(suite: &Suite, rust: Rust, dir: &Path) -> Result<()> {
+    let include = format!("--include={}", packages(suite, rust).join(","));
     let mut cmd = if on_path("mmdebstrap") {
         let mut c = Command::new("mmdebstrap");
         c.args(["--variant=minbase", "--quiet"]);
@@ -526,28 +593,117 @@ pub enum Toolchain {
     Root(BuildRoot),
 }
 
+/// The tools a kernel's configuration recorded its build with: the C
+/// compiler's `CONFIG_CC_VERSION_TEXT` and, for a kernel built with Rust,
+/// `CONFIG_RUSTC_VERSION_TEXT` and `CONFIG_BINDGEN_VERSION_TEXT`. Kconfig
+/// probes these again whenever it runs, so a tree prepared with others
+/// would not have the kernel's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelTools {
+    /// The C compiler's version text (`x86_64-linux-gnu-gcc-14 (Debian
+    /// 14.2.0-19) 14.2.0`).
+    pub cc: String,
+    /// rustc's and bindgen's version texts, when `CONFIG_RUST=y`.
+    pub rust: Option<RustTools>,
+}
+
+/// The Rust tools a kernel was built with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RustTools {
+    /// `rustc 1.85.1 (4eb161250 2025-03-15) (built from a source tarball)`.
+    pub rustc: String,
+    /// `bindgen 0.71.1`.
+    pub bindgen: String,
+}
+
+impl KernelTools {
+    /// The tools the configuration `config` (a `.config` file's text)
+    /// records; an error names the setting that is missing.
+    pub fn from_config(config: &str) -> std::result::Result<KernelTools, String> {
+        let value = |name: &str| -> Option<String> {
+            config.lines().find_map(|l| {
+                let v = l.strip_prefix(name)?.strip_prefix('=')?;
+                Some(v.trim_matches('"').to_string())
+            })
+        };
+        let cc = value("CONFIG_CC_VERSION_TEXT")
+            .ok_or_else(|| "CONFIG_CC_VERSION_TEXT is missing".to_string())?;
+        let rust = if value("CONFIG_RUST").as_deref() == Some("y") {
+            let need = |name: &str| {
+                value(name)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("CONFIG_RUST=y but {name} is missing"))
+            };
+            Some(RustTools {
+                rustc: need("CONFIG_RUSTC_VERSION_TEXT")?,
+                bindgen: need("CONFIG_BINDGEN_VERSION_TEXT")?,
+            })
+        } else {
+            None
+        };
+        Ok(KernelTools { cc, rust })
+    }
+
+    /// Each tool as (program, version text the kernel recorded).
+    fn programs(&self) -> Vec<(&str, &str)> {
+        let mut list = vec![(
+            self.cc.split_whitespace().next().unwrap_or("gcc"),
+            self.cc.as_str(),
+        )];
+        if let Some(r) = &self.rust {
+            list.push(("rustc", r.rustc.as_str()));
+            list.push(("bindgen", r.bindgen.as_str()));
+        }
+        list
+    }
+}
+
 impl Toolchain {
     /// The toolchain for a kernel built with `kernel` (its
-    /// `CONFIG_CC_VERSION_TEXT`): the host when its compiler matches
-    /// exactly (unless [`ENV_OVERRIDE`] says otherwise), else the build
-    /// root of the suite that ships that compiler, created if needed and
-    /// checked to report exactly `kernel`.
+    /// `CONFIG_CC_VERSION_TEXT`) and no Rust; see [`Toolchain::for_kernel`].
     pub fn for_compiler(cache: &Cache, kernel: &str) -> Result<Toolchain> {
-        let program = kernel.split_whitespace().next().unwrap_or("gcc");
+        Toolchain::for_kernel(
+            cache,
+            &KernelTools {
+                cc: kernel.to_string(),
+                rust: None,
+            },
+        )
+    }
+
+    /// The toolchain for a kernel built with `tools`: the host when each
+    /// of its programs reports exactly the version text the kernel
+    /// recorded (unless [`ENV_OVERRIDE`] says otherwise), else the build
+    /// root of the suite that ships the compiler (with Rust when the
+    /// kernel has it), created if needed and checked to report exactly
+    /// those versions.
+    pub fn for_kernel(cache: &Cache, tools: &KernelTools) -> Result<Toolchain> {
+        let programs = tools.programs();
+        let (program, cc) = programs[0];
         let host = host_version(program);
-        let suite = match choose(kernel, host.as_deref(), forced())? {
+        let host_has_rest = programs[1..]
+            .iter()
+            .all(|(p, want)| host_version(p).is_some_and(|h| h == want.trim()));
+        let suite = match choose_with(cc, host.as_deref(), host_has_rest, forced())? {
             Choice::Native => return Ok(Toolchain::Native),
             Choice::Root(s) => s,
         };
-        let root = BuildRoot::ensure(cache, suite)?;
-        let found = root.version(program)?;
-        if found != kernel.trim() {
-            return Err(Error::BuildRootCompiler {
-                suite: suite.name.to_string(),
-                program: program.to_string(),
-                kernel: kernel.to_string(),
-                found,
-            });
+        let rust = if tools.rust.is_some() {
+            Rust::With
+        } else {
+            Rust::Without
+        };
+        let root = BuildRoot::ensure(cache, suite, rust)?;
+        for (program, want) in programs {
+            let found = root.version(program)?;
+            if found != want.trim() {
+                return Err(Error::BuildRootCompiler {
+                    suite: root.name(),
+                    program: program.to_string(),
+                    kernel: want.to_string(),
+                    found,
+                });
+            }
         }
         Ok(Toolchain::Root(root))
     }
@@ -579,7 +735,7 @@ impl std::fmt::Display for Toolchain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Toolchain::Native => f.write_str("the host's compiler"),
-            Toolchain::Root(r) => write!(f, "the {} build root", r.suite.name),
+            Toolchain::Root(r) => write!(f, "the {} build root", r.name()),
         }
     }
 }
@@ -667,12 +823,61 @@ mod tests {
     #[test]
     fn every_root_has_its_compiler_and_kbuilds_tools() {
         for s in SUITES {
-            let p = packages(s);
+            let p = packages(s, Rust::Without);
             assert_eq!(p[0], format!("gcc-{}", s.gcc));
             for tool in ["make", "bison", "flex", "libelf-dev", "dwarves", "rsync"] {
                 assert!(p.iter().any(|x| x == tool), "{} lacks {tool}", s.name);
             }
-            assert!(stamp(s).contains(s.name));
+            assert!(!p.iter().any(|x| x == "rustc"));
+            assert!(stamp(s, Rust::Without).contains(s.name));
+            let with = packages(s, Rust::With);
+            for tool in RUST_PACKAGES {
+                assert!(with.iter().any(|x| x == tool), "{} lacks {tool}", s.name);
+            }
+            // Two roots of one suite: the stamps and directories differ.
+            assert_ne!(stamp(s, Rust::With), stamp(s, Rust::Without));
+            assert_eq!(root_name(s, Rust::With), format!("{}-rust", s.name));
         }
+    }
+
+    #[test]
+    fn a_kernels_tools_are_read_from_its_config() {
+        let c = "CONFIG_CC_VERSION_TEXT=\"x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0\"\n\
+                 CONFIG_RUSTC_VERSION_TEXT=\"rustc 1.85.1 (4eb161250 2025-03-15) (built from a source tarball)\"\n\
+                 CONFIG_BINDGEN_VERSION_TEXT=\"bindgen 0.71.1\"\nCONFIG_RUST=y\n";
+        let t = KernelTools::from_config(c).unwrap();
+        assert_eq!(t.cc, "x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0");
+        let r = t.rust.as_ref().unwrap();
+        assert_eq!(r.bindgen, "bindgen 0.71.1");
+        assert!(r.rustc.starts_with("rustc 1.85.1 "));
+        assert_eq!(
+            t.programs().iter().map(|p| p.0).collect::<Vec<_>>(),
+            ["x86_64-linux-gnu-gcc-14", "rustc", "bindgen"]
+        );
+        // 6.12: Kconfig probed no rustc (version 0), CONFIG_RUST unset.
+        let t = KernelTools::from_config(
+            "CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\nCONFIG_RUSTC_VERSION=0\n# CONFIG_RUST is not set\n",
+        )
+        .unwrap();
+        assert_eq!(t.rust, None);
+        // Missing settings are named.
+        let e = KernelTools::from_config("CONFIG_RUST=y\n").unwrap_err();
+        assert!(e.contains("CONFIG_CC_VERSION_TEXT"), "{e}");
+        let e = KernelTools::from_config("CONFIG_CC_VERSION_TEXT=\"gcc-14\"\nCONFIG_RUST=y\n")
+            .unwrap_err();
+        assert!(e.contains("CONFIG_RUSTC_VERSION_TEXT"), "{e}");
+    }
+
+    #[test]
+    fn a_host_without_the_kernels_rust_tools_builds_in_a_root() {
+        let gcc14 = "x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0";
+        assert_eq!(
+            choose_with(gcc14, Some(gcc14), true, false).unwrap(),
+            Choice::Native
+        );
+        assert_eq!(
+            choose_with(gcc14, Some(gcc14), false, false).unwrap(),
+            suite("trixie")
+        );
     }
 }

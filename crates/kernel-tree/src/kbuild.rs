@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::buildroot::Toolchain;
+use crate::buildroot::{KernelTools, Toolchain};
 use crate::workspace::Workspace;
 use crate::{Error, Result};
 
@@ -25,12 +25,35 @@ impl Workspace {
     }
 
     /// Where this kernel's kbuild commands run: on the host when its
-    /// compiler reports exactly the version text the kernel was built with,
-    /// else in a build root that does (created on first use; see
+    /// compiler (and, for a kernel built with Rust, rustc and bindgen)
+    /// reports exactly the version text the kernel was built with, else in
+    /// a build root that does (created on first use; see
     /// [`crate::buildroot`]).
     pub fn toolchain(&self) -> Result<Toolchain> {
-        let (_, text) = self.kernel_compiler()?;
-        Toolchain::for_compiler(self.cache(), &text)
+        let config = std::fs::read_to_string(self.config())
+            .map_err(|e| Error::io("read", self.config(), e))?;
+        let tools =
+            KernelTools::from_config(&config).map_err(|reason| Error::CorruptWorkspace {
+                path: self.config(),
+                reason,
+            })?;
+        Toolchain::for_kernel(self.cache(), &tools)
+    }
+
+    /// Debian's 7.x headers packages name their own directory by its
+    /// installed path (`KBUILD_OUTPUT=/usr/src/linux-headers-…` in the
+    /// flavour's Makefile); unpacked into a workspace, that path does not
+    /// exist. The same variable on make's command line, naming where the
+    /// headers are, takes precedence. Older headers set nothing: no
+    /// argument.
+    fn headers_output_override(&self) -> Result<Option<String>> {
+        let makefile = self.headers_dir().join("Makefile");
+        let text =
+            std::fs::read_to_string(&makefile).map_err(|e| Error::io("read", &makefile, e))?;
+        Ok(text
+            .lines()
+            .any(|l| l.trim_start().starts_with("KBUILD_OUTPUT"))
+            .then(|| format!("KBUILD_OUTPUT={}", self.headers_dir().display())))
     }
 
     /// Fails unless the kernel's exact compiler is available, on the host
@@ -53,6 +76,7 @@ impl Workspace {
         let mut cmd = toolchain.command("make", out, &[self.cache().root(), out]);
         cmd.arg("-C")
             .arg(self.headers_dir())
+            .args(self.headers_output_override()?)
             .arg(format!("M={}", out.display()))
             .arg(format!("-j{jobs}"))
             .args(crate::source::make_overrides(

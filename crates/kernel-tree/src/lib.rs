@@ -34,7 +34,7 @@ pub mod symbols;
 pub mod workspace;
 
 pub use archive::{AptArchive, Archive, PackageInfo};
-pub use buildroot::{BuildRoot, Toolchain};
+pub use buildroot::{BuildRoot, KernelTools, Toolchain};
 pub use cache::Cache;
 pub use discover::{all_available_releases, available_releases, select_release, Selection};
 pub use error::Error;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use kernel_tree::buildroot::{BuildRoot, Toolchain, SUITES};
+use kernel_tree::buildroot::{BuildRoot, Rust, Toolchain, SUITES};
 use kernel_tree::{AptArchive, Cache, Workspace, DIFF_CFLAGS};
 
 const RELEASE: &str = "6.1.0-47-cloud-amd64";
@@ -28,7 +28,7 @@ fn suite(name: &str) -> kernel_tree::buildroot::Suite {
 fn trixie_root_provides_gcc_14_and_is_made_once() {
     let cache = Cache::from_env().unwrap();
     let started = Instant::now();
-    let root = BuildRoot::ensure(&cache, suite("trixie")).unwrap();
+    let root = BuildRoot::ensure(&cache, suite("trixie"), Rust::Without).unwrap();
     eprintln!(
         "trixie build root at {} in {:.1}s",
         root.dir().display(),
@@ -95,7 +95,7 @@ fn trixie_root_provides_gcc_14_and_is_made_once() {
 
     // Warm: found, not made again.
     let started = Instant::now();
-    let again = BuildRoot::ensure(&cache, suite("trixie")).unwrap();
+    let again = BuildRoot::ensure(&cache, suite("trixie"), Rust::Without).unwrap();
     let warm = started.elapsed();
     eprintln!("warm: {:.3}s", warm.as_secs_f64());
     assert_eq!(again.dir(), root.dir());

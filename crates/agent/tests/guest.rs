@@ -3,13 +3,15 @@
 //! bad bundle refused with nothing loaded; a stalled transition signalled
 //! then rolled back; levels kept across reboots on a disk and the crash
 //! guard skipping a level that crashed the machine; two agents at once.
+//! The kernel-facing part (apply, replace, a stalled transition rolled
+//! back, revert, unload) again on Debian 13's own kernel.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{config, fixture, guest_config, sh, Fixture};
+use common::{config, debian13_fixture, fixture, guest_config, sh, Fixture};
 
 /// What the kernel shows of our patches: "name:enabled:transition" lines.
 const SYSFS: &str = "for p in /sys/kernel/livepatch/*; do [ -d \"$p\" ] && echo \"$(basename $p):$(cat $p/enabled):$(cat $p/transition)\"; done; true";
@@ -701,4 +703,58 @@ fn a_failed_health_check_puts_the_previous_level_back() {
     let (code, s) = status(&mut g);
     assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
     assert_eq!(code, 2, "{s}");
+}
+
+/// Debian 13: the newest 6.12+deb13 build, its levels compiled in a trixie
+/// build root. Apply, atomic replace, a transition that cannot finish
+/// (kthreadd) rolled back to the previous level, revert, unload, update:
+/// what depends on the kernel's livepatch interface.
+#[test]
+fn debian_13_levels_apply_replace_roll_back_revert_and_unload() {
+    let f = debian13_fixture();
+    let mut g = lab::Guest::boot(&guest_config(f, &config("2s", "20s", ""))).unwrap();
+    let release = f.ws.release().to_string();
+    assert_eq!(g.exec_ok("uname -r").unwrap().trim(), release);
+    let (code, s) = status(&mut g);
+    assert_eq!(code, 1, "nothing applied: {s}");
+    assert_eq!(s["build_id"], f.build_id.as_str());
+
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replacing level 1"), "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-2 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
+
+    // Level 3 also replaces kthreadd(), which never returns: rolled back,
+    // level 2 stays.
+    let (code, out) = agent(&mut g, "apply /root/l3.nrb");
+    assert_eq!(code, 5, "must roll back: {out}");
+    assert!(out.contains("kthreadd (pid 2"), "{out}");
+    assert!(out.contains("previous level is active"), "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-2 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
+
+    let (code, out) = agent(&mut g, "revert");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l1");
+    let uname_v = g.exec_ok("/usr/sbin/noreboot uname -v").unwrap();
+    assert_eq!(uname_v.trim(), g.exec_ok("uname -v").unwrap().trim());
+
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 0, "{out}");
+    assert!(!cmdline(&mut g).contains("noreboot-level"));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "");
+    let (code, out) = agent(&mut g, "update");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-2 "), "{out}");
+    let dmesg = g.dmesg().unwrap();
+    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
 }

@@ -412,7 +412,19 @@ impl Archive for AptArchive {
                 .arg("Created-By: Packages");
             let targets = run(probe, "apt")?;
             if targets.stdout.iter().all(|b| b.is_ascii_whitespace()) {
-                return Err(Error::AptListsEmpty);
+                let remedy = match &self.private {
+                    Some(p) => {
+                        // Lists removed behind a fresh stamp: the stamp
+                        // goes too, so the next run downloads them.
+                        let _ = std::fs::remove_file(p.dir.join("updated"));
+                        format!(
+                            "noreboot's private package lists in {} are empty; the next run downloads them again (the archive must be reachable)",
+                            p.dir.join("state/lists").display()
+                        )
+                    }
+                    None => "run `apt-get update` first (as root)".to_string(),
+                };
+                return Err(Error::AptListsEmpty { remedy });
             }
         }
         names.sort();

@@ -43,8 +43,12 @@ pub enum Error {
         available: Vec<String>,
     },
     /// apt has no package lists at all.
-    #[error("apt knows no packages: run `apt-get update` first (as root)")]
-    AptListsEmpty,
+    #[error("apt knows no packages: {remedy}")]
+    AptListsEmpty {
+        /// What makes the lists: the host's `apt-get update`, or a refresh
+        /// of noreboot's private view.
+        remedy: String,
+    },
     /// The package archive could not be reached.
     #[error("cannot reach the package archive ({command}): {detail}")]
     ArchiveUnreachable {

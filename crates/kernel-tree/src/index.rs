@@ -120,10 +120,7 @@ impl BuildIndex {
                 continue;
             }
             let module = words.contains(&"-DMODULE");
-            let modname = words
-                .iter()
-                .find_map(|w| w.strip_prefix("-D__KBUILD_MODNAME=kmod_"))
-                .map(str::to_string);
+            let modname = module_name(&words);
             let target = match (module, modname) {
                 (true, Some(m)) => Target::Module(m),
                 _ => Target::Vmlinux,
@@ -149,6 +146,11 @@ impl BuildIndex {
         index
     }
 
+    /// The format line first in the index file: an index written by an
+    /// older noreboot (which read no module names of 6.13+ kbuild) is made
+    /// again.
+    const HEADER: &'static str = "# noreboot build index 2: object\tsource\ttarget\tinclude dirs\n";
+
     /// Adds an object, its source path normalized: kbuild names a file
     /// another directory's Makefile builds through that directory
     /// (`arch/x86/kvm/../../../virt/kvm/dirty_ring.c`), a patch by its
@@ -162,7 +164,7 @@ impl BuildIndex {
     }
 
     fn serialize(&self) -> String {
-        let mut s = String::from("# object\tsource\ttarget\tinclude dirs\n");
+        let mut s = String::from(Self::HEADER);
         for o in &self.objects {
             s.push_str(&format!(
                 "{}\t{}\t{}\t{}\n",
@@ -179,6 +181,9 @@ impl BuildIndex {
     }
 
     fn parse(text: &str) -> std::result::Result<BuildIndex, String> {
+        if !text.starts_with(Self::HEADER) {
+            return Err("written by another version".into());
+        }
         let mut index = BuildIndex::default();
         for (n, line) in text
             .lines()
@@ -215,6 +220,11 @@ impl BuildIndex {
     /// Whether no object is indexed.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+
+    /// Every compiled object, in the order of the build.
+    pub fn objects(&self) -> impl Iterator<Item = &IndexedObject> {
+        self.objects.iter()
     }
 
     /// The object compiled from a C file, if this configuration builds it.
@@ -356,9 +366,51 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// The module a compile command builds for: kbuild's
+/// `-DKBUILD_MODNAME='"name"'`, else its token form `-D__KBUILD_MODNAME=`,
+/// which up to 6.12 carries a `kmod_` prefix (`kmod_nfsd`) and from 6.13
+/// none (`nfsd`).
+fn module_name(words: &[&str]) -> Option<String> {
+    let quoted = words.iter().find_map(|w| {
+        let name = w
+            .strip_prefix("-DKBUILD_MODNAME=")?
+            .trim_matches(|c| c == '\'' || c == '"' || c == '\\');
+        (!name.is_empty()).then(|| name.to_string())
+    });
+    quoted.or_else(|| {
+        words.iter().find_map(|w| {
+            let token = w.strip_prefix("-D__KBUILD_MODNAME=")?;
+            Some(token.strip_prefix("kmod_").unwrap_or(token).to_string())
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_names_of_every_kbuild() {
+        // 6.1 and 6.12: both forms, the token with its kmod_ prefix.
+        let old = "gcc-12 -DMODULE -DKBUILD_MODNAME='\"mlx5_core\"' -D__KBUILD_MODNAME=kmod_mlx5_core -c -o x.o x.c";
+        // 7.x: the token without it.
+        let new = "x86_64-linux-gnu-gcc-14 -DMODULE -DKBUILD_BASENAME='\"nfs4proc\"' -DKBUILD_MODNAME='\"nfsd\"' -D__KBUILD_MODNAME=nfsd -c -o fs/nfsd/nfs4proc.o fs/nfsd/nfs4proc.c";
+        let token_only = "gcc -DMODULE -D__KBUILD_MODNAME=nfsd -c -o a.o a.c";
+        let words = |l: &'static str| l.split_whitespace().collect::<Vec<_>>();
+        assert_eq!(module_name(&words(old)).as_deref(), Some("mlx5_core"));
+        assert_eq!(module_name(&words(new)).as_deref(), Some("nfsd"));
+        assert_eq!(module_name(&words(token_only)).as_deref(), Some("nfsd"));
+        let i = BuildIndex::from_dry_run(new);
+        assert_eq!(
+            i.by_source("fs/nfsd/nfs4proc.c").unwrap().target,
+            Target::Module("nfsd".into())
+        );
+        // An index of the older format is not trusted.
+        assert!(BuildIndex::parse(
+            "# object\tsource\ttarget\tinclude dirs\nfs/a.o\tfs/a.c\tvmlinux\t\n"
+        )
+        .is_err());
+    }
 
     #[test]
     fn dry_run_lines() {

@@ -287,6 +287,15 @@ impl SourceTree {
         cmd
     }
 
+    /// kbuild's make in this tree with `args`, as noreboot runs it: the
+    /// kernel's compiler and release, noreboot's make variables (see
+    /// [`make_overrides`]), in the tree's toolchain (host or build root).
+    /// The tree is not locked here: a caller that builds objects holds
+    /// [`SourceTree::lock`] meanwhile.
+    pub fn make_command(&self, args: &[&str]) -> Command {
+        self.make(args)
+    }
+
     /// `program` run in the tree's directory with its toolchain; the cache
     /// (the tree, scratch copies, workspaces) is where it reads and writes.
     fn command(&self, program: &str) -> Command {
@@ -299,7 +308,10 @@ impl SourceTree {
         &self.toolchain
     }
 
-    pub(crate) fn lock(&self) -> Result<std::fs::File> {
+    /// The tree's lock, held while it is written (compiles, restores):
+    /// the factory, the tests and `noreboot-lab make` take it in turn.
+    /// Released when the returned file is dropped.
+    pub fn lock(&self) -> Result<std::fs::File> {
         let name = match &self.scratch {
             Some(n) => format!("{}-scratch-{n}", self.release),
             None => format!("{}-source-build", self.release),

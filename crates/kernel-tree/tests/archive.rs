@@ -209,8 +209,35 @@ fn never_updated_apt_is_reported_as_such() {
         .with_option("Dir::Cache::pkgcache=")
         .with_option("Dir::Cache::srcpkgcache=");
     let err = discover::available_releases(&archive, "cloud-amd64", "6.1").unwrap_err();
-    assert!(matches!(err, Error::AptListsEmpty), "{err}");
+    assert!(matches!(err, Error::AptListsEmpty { .. }), "{err}");
     assert!(err.to_string().contains("apt-get update"), "{err}");
+}
+
+/// noreboot's private view with its lists gone behind a fresh stamp: the
+/// error names the private lists (not the host's `apt-get update`, which
+/// would not help) and the stamp goes, so the next run downloads them.
+#[test]
+fn empty_private_lists_are_refreshed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::at(dir.path());
+    let archive = AptArchive::private(
+        &cache,
+        "# no sources\n",
+        std::time::Duration::from_secs(3600),
+    )
+    .unwrap();
+    let stamp = dir.path().join("apt/updated");
+    std::fs::write(&stamp, "").unwrap();
+    let err = discover::available_releases(&archive, "cloud-amd64", "6.1").unwrap_err();
+    assert!(matches!(err, Error::AptListsEmpty { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("private package lists"), "{msg}");
+    assert!(
+        msg.contains(&dir.path().join("apt/state/lists").display().to_string()),
+        "{msg}"
+    );
+    assert!(!msg.contains("apt-get update"), "{msg}");
+    assert!(!stamp.exists());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Fixtures for the agent's guest tests: real live patch levels for the
-//! 6.1 cloud kernel built by noreboot-build from edits of its own source
+//! 6.1 cloud kernel (and for the newest Debian 13 build the archive
+//! offers) built by noreboot-build from edits of its own source
 //! (level 1 and 2 change /proc/cmdline; level 3 also patches kthreadd,
 //! which never leaves its function, so its transition stalls), signed
 //! into bundles with a test key, plus bad bundles of every kind.
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use kernel_tree::{AptArchive, Cache, Workspace};
+use kernel_tree::{discover, AptArchive, Cache, Release, Workspace};
 
 pub const RELEASE: &str = "6.1.0-47-cloud-amd64";
 
@@ -135,9 +136,9 @@ fn stall_patch(tree: &Path, out: &Path) -> PathBuf {
     )
 }
 
-fn factory(build: &Path, patches: &[&Path], name: &str, cves: &[&str], out: &Path) {
+fn factory(build: &Path, release: &str, patches: &[&Path], name: &str, cves: &[&str], out: &Path) {
     let mut cmd = Command::new(build);
-    cmd.args(["--kernel", RELEASE, "--name", name, "-o"])
+    cmd.args(["--kernel", release, "--name", name, "-o"])
         .arg(out);
     for p in patches {
         cmd.arg("--patch").arg(p);
@@ -149,79 +150,103 @@ fn factory(build: &Path, patches: &[&Path], name: &str, cves: &[&str], out: &Pat
     run(&mut cmd);
 }
 
+/// The pinned 6.1 kernel's fixture; level 2 and 3 claim 6.1.192-3.
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let cache = Cache::from_env().unwrap();
-        let archive = AptArchive::new();
-        let ws = Workspace::fetch(&cache, &archive, &RELEASE.parse().unwrap()).unwrap();
-        let tree = ws.source_tree(&cache, &archive).unwrap();
-        let t = tree.dir().to_path_buf();
-        let dir = option_env!("CARGO_TARGET_TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir)
-            .join("agent-fixture");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let build = workspace_bin("noreboot-build", "build");
-        let agent = option_env!("CARGO_BIN_EXE_noreboot")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_bin("noreboot", "agent"));
-        run(Command::new(&build)
-            .args(["keygen", "-o"])
-            .arg(dir.join("keys")));
-        let secret = dir.join("keys/noreboot.key");
-        let public = dir.join("keys/noreboot.pub");
-
-        let p1 = cmdline_patch(&t, 1, &dir);
-        let p2 = cmdline_patch(&t, 2, &dir);
-        let ps = stall_patch(&t, &dir);
-        // (name, patches, CVEs, effective version)
-        type Spec<'a> = (&'a str, Vec<&'a Path>, Vec<&'a str>, Option<&'a str>);
-        let specs: [Spec; 3] = [
-            ("nrtest_l1", vec![&p1], vec!["CVE-2099-1001"], None),
-            (
-                "nrtest_l2",
-                vec![&p2],
-                vec!["CVE-2099-1001", "CVE-2099-1002"],
-                Some("6.1.192-3"),
-            ),
-            (
-                "nrtest_l3",
-                vec![&p2, &ps],
-                vec!["CVE-2099-1001", "CVE-2099-1002", "CVE-2099-1003"],
-                Some("6.1.192-3"),
-            ),
-        ];
-        let mut levels = Vec::new();
-        for (i, (name, patches, cves, eff)) in specs.iter().enumerate() {
-            let out = dir.join(name);
-            factory(&build, patches, name, cves, &out);
-            let nrb = dir.join(format!("{name}.nrb"));
-            let mut cmd = Command::new(&build);
-            cmd.args(["bundle", "--from"])
-                .arg(&out)
-                .args(["--level", &(i + 1).to_string(), "--key"])
-                .arg(&secret)
-                .arg("-o")
-                .arg(&nrb);
-            if let Some(e) = eff {
-                cmd.args(["--effective-version", e]);
-            }
-            run(&mut cmd);
-            levels.push(nrb);
-        }
-        let build_id = ws.identity().build_id.to_string();
-        Fixture {
-            ws,
-            dir,
-            agent,
-            secret,
-            public,
-            levels,
-            build_id,
-        }
+        make_fixture(
+            &RELEASE.parse().unwrap(),
+            "agent-fixture",
+            Some("6.1.192-3"),
+        )
     })
+}
+
+/// The newest 6.12+deb13 build the archive offers (Debian 13's own
+/// kernel, compiled in a trixie build root); its levels claim no
+/// effective version.
+pub fn debian13_fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let cache = Cache::from_env().unwrap();
+        let archive = AptArchive::debian(&cache).unwrap();
+        let list = discover::all_available_releases(&archive, "cloud-amd64").unwrap();
+        let (release, _) = discover::newest_for_debian(&list, 13, |s| s == "6.12")
+            .expect("the archive offers no 6.12+deb13 build");
+        make_fixture(&release, "agent-fixture-deb13", None)
+    })
+}
+
+fn make_fixture(release: &Release, name: &str, effective: Option<&str>) -> Fixture {
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::debian(&cache).unwrap();
+    let ws = Workspace::fetch(&cache, &archive, release).unwrap();
+    let tree = ws.source_tree(&cache, &archive).unwrap();
+    let t = tree.dir().to_path_buf();
+    let dir = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let build = workspace_bin("noreboot-build", "build");
+    let agent = option_env!("CARGO_BIN_EXE_noreboot")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_bin("noreboot", "agent"));
+    run(Command::new(&build)
+        .args(["keygen", "-o"])
+        .arg(dir.join("keys")));
+    let secret = dir.join("keys/noreboot.key");
+    let public = dir.join("keys/noreboot.pub");
+
+    let p1 = cmdline_patch(&t, 1, &dir);
+    let p2 = cmdline_patch(&t, 2, &dir);
+    let ps = stall_patch(&t, &dir);
+    // (name, patches, CVEs, effective version)
+    type Spec<'a> = (&'a str, Vec<&'a Path>, Vec<&'a str>, Option<&'a str>);
+    let specs: [Spec; 3] = [
+        ("nrtest_l1", vec![&p1], vec!["CVE-2099-1001"], None),
+        (
+            "nrtest_l2",
+            vec![&p2],
+            vec!["CVE-2099-1001", "CVE-2099-1002"],
+            effective,
+        ),
+        (
+            "nrtest_l3",
+            vec![&p2, &ps],
+            vec!["CVE-2099-1001", "CVE-2099-1002", "CVE-2099-1003"],
+            effective,
+        ),
+    ];
+    let mut levels = Vec::new();
+    for (i, (name, patches, cves, eff)) in specs.iter().enumerate() {
+        let out = dir.join(name);
+        factory(&build, release.as_str(), patches, name, cves, &out);
+        let nrb = dir.join(format!("{name}.nrb"));
+        let mut cmd = Command::new(&build);
+        cmd.args(["bundle", "--from"])
+            .arg(&out)
+            .args(["--level", &(i + 1).to_string(), "--key"])
+            .arg(&secret)
+            .arg("-o")
+            .arg(&nrb);
+        if let Some(e) = eff {
+            cmd.args(["--effective-version", e]);
+        }
+        run(&mut cmd);
+        levels.push(nrb);
+    }
+    let build_id = ws.identity().build_id.to_string();
+    Fixture {
+        ws,
+        dir,
+        agent,
+        secret,
+        public,
+        levels,
+        build_id,
+    }
 }
 
 /// The agent's configuration in the guest.

@@ -89,6 +89,29 @@ enum Cmd {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Print the path of a source tarball of the kernel's series: its own
+    /// version's, or another Debian version's (downloaded into the cache
+    /// through the private apt view): what fixes between two versions are
+    /// made from.
+    Source {
+        #[command(flatten)]
+        kernel: KernelArg,
+        /// A Debian version of the same source package, e.g. 6.1.192-3.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Run kbuild's make in the kernel's prepared source tree (prepared
+    /// first if needed) the way noreboot does: with the kernel's exact
+    /// compiler (in a build root when the host lacks it) and noreboot's
+    /// make variables, holding the tree's lock (a factory run on the same
+    /// kernel waits). Exits with make's status.
+    Make {
+        #[command(flatten)]
+        kernel: KernelArg,
+        /// make's arguments (targets, -j, KCFLAGS=...), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build the project's live patch fixture, boot the kernel, and show
     /// /proc/cmdline before, during and after the live patch.
     Demo {
@@ -255,6 +278,34 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::from(u8::try_from(r.status).unwrap_or(1)))
+        }
+        Cmd::Source { kernel, version } => {
+            let (cache, ws) = workspace(&kernel)?;
+            let tarball = match version {
+                Some(v) if v != ws.version() => {
+                    ws.other_source(&cache, &AptArchive::debian(&cache)?, &v)?
+                }
+                _ => ws.source_tarball(),
+            };
+            println!("{}", tarball.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Make { kernel, args } => {
+            let (cache, ws) = workspace(&kernel)?;
+            let tree = ws.source_tree(&cache, &AptArchive::debian(&cache)?)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            // The factory compiles in the same tree: one at a time.
+            let _lock = tree.lock()?;
+            let mut cmd = tree.make_command(&args);
+            let status = cmd
+                .status()
+                .with_context(|| format!("running make in {}", tree.dir().display()))?;
+            Ok(ExitCode::from(
+                status
+                    .code()
+                    .and_then(|c| u8::try_from(c).ok())
+                    .unwrap_or(1),
+            ))
         }
         Cmd::Demo { kernel, json } => {
             let (_cache, ws) = workspace(&kernel)?;

@@ -34,6 +34,19 @@ impl Correlation {
     }
 }
 
+/// The local label gcc gives UBSAN's per-check descriptors (`.Lubsan_data`)
+/// and type descriptors (`.Lubsan_type`); with `-fdata-sections` each sits in
+/// a section of that name, `.data..Lubsan_data12`.
+pub const UBSAN_LABEL: &str = "Lubsan_";
+
+/// Whether `section` holds one of gcc's UBSAN descriptors: data no symbol
+/// names, private to the code that references it.
+pub fn is_ubsan_descriptor(section: &str) -> bool {
+    section
+        .strip_prefix(".data..")
+        .is_some_and(|rest| rest.starts_with(UBSAN_LABEL))
+}
+
 /// The name with compiler-generated numbering removed, so that `foo.isra.0`
 /// and `foo.isra.3`, or `__key.12` and `__key.14`, share a stem.
 pub fn stem(name: &str) -> String {
@@ -41,6 +54,18 @@ pub fn stem(name: &str) -> String {
     for p in parts.iter_mut().skip(1) {
         if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
             *p = "N".into();
+        }
+    }
+    // gcc's UBSAN descriptors, one section each with -fdata-sections and
+    // numbered through the object: `.data..Lubsan_data12`,
+    // `.data..Lubsan_type3`.
+    for p in parts.iter_mut().skip(1) {
+        if p.starts_with(UBSAN_LABEL) {
+            let head = p.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+            if head < p.len() {
+                p.truncate(head);
+                p.push('N');
+            }
         }
     }
     // `__UNIQUE_ID_<prefix><counter>`, also as a static local that gcc
@@ -599,6 +624,11 @@ mod tests {
         assert_eq!(stem("__key.42"), "__key.N");
         assert_eq!(stem("__UNIQUE_ID_ddebug417"), "__UNIQUE_ID_ddebugN");
         assert_eq!(stem("__UNIQUE_ID_ddebug417.12"), "__UNIQUE_ID_ddebugN.N");
+        assert_eq!(stem(".data..Lubsan_data12"), ".data..Lubsan_dataN");
+        assert_eq!(stem(".data..Lubsan_type3"), ".data..Lubsan_typeN");
+        assert!(is_ubsan_descriptor(".data..Lubsan_data0"));
+        assert!(!is_ubsan_descriptor(".data.Lubsan_data0"));
+        assert!(!is_ubsan_descriptor(".data..percpu"));
         assert_eq!(stem("plain"), "plain");
         assert_eq!(
             stem("__BTF_ID__struct__map__655311"),

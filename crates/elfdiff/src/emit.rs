@@ -270,12 +270,15 @@ impl Ctx<'_> {
             return self.fragment_ref(b, r, t.value as i64 + r.addend + code_bias, from);
         }
         // Merged strings and constants (named `.LC*` labels or section
-        // symbols), and the symbol-less slow paths of static_cpu_has(),
-        // travel whole with whatever refers to them.
+        // symbols), the symbol-less slow paths of static_cpu_has(), and
+        // UBSAN's descriptors (per check, written once it reported: the
+        // carried check reports through its own) travel whole with
+        // whatever refers to them.
         if let Some(sec) = t.section {
             let s = self.patched.section(sec);
             if s.sh_flags & u64::from(elf::SHF_MERGE) != 0
                 || WHOLE_SECTIONS.contains(&s.name.as_str())
+                || crate::correlate::is_ubsan_descriptor(&s.name)
             {
                 if self.merge_kept.insert(sec) && !s.relocs.is_empty() {
                     self.whole_pending.push(sec);

@@ -11,7 +11,8 @@
 //! `records: NAME…` (the exact set of kernel symbols the livepatch records
 //! name; numbered exactly, or any numbering written `.N`) and `target:
 //! module NAME` (emit as for a loadable module: the
-//! object's statics are livepatch references into module NAME). Every
+//! object's statics are livepatch references into module NAME), `cflags:
+//! FLAGS` (gcc flags a kernel option adds, for both files). Every
 //! emitted object must also be accepted by `readelf -S -W` and `ld -r` and
 //! hold no section group. Both files are compiled by gcc with kernel-like
 //! flags inside the test; a failure prints the one command that reproduces
@@ -28,10 +29,6 @@ use elfdiff::report::Status;
 #[path = "common/gcc.rs"]
 mod gcc;
 use gcc::TestResolver;
-
-fn compile(src: &Path, out: &Path) {
-    gcc::compile(src, out, &[]);
-}
 
 #[derive(Default, Debug)]
 struct Expect {
@@ -56,6 +53,9 @@ struct Expect {
     lands: Vec<(String, String, Vec<i64>)>,
     /// `cc`: the compiler (`gcc` unless told, e.g. `clang`).
     cc: Option<String>,
+    /// `cflags`: gcc flags added to the kernel-like ones (a configuration
+    /// option's, e.g. UBSAN's `-fsanitize=bounds-strict`).
+    cflags: Vec<String>,
     /// `entry-size`: special-section entry sizes the kernel would give
     /// (`SECTION=BYTES`, as `--entry-size`).
     entry_sizes: Vec<(String, u64)>,
@@ -83,6 +83,7 @@ fn directives(src: &Path) -> Expect {
             "note" => e.notes.push(val.to_string()),
             "emit-error" => e.emit_error = Some(val.to_string()),
             "cc" => e.cc = Some(val.to_string()),
+            "cflags" => e.cflags.extend(val.split_whitespace().map(str::to_string)),
             "entry-size" => e.entry_sizes.push(
                 elfdiff::layout::parse_entry_size(val)
                     .unwrap_or_else(|err| panic!("{err}: {line:?}")),
@@ -168,8 +169,9 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
     let expect = directives(&dir.join("patched.c"));
     match expect.cc.as_deref() {
         None | Some("gcc") => {
-            compile(&dir.join("orig.c"), &o);
-            compile(&dir.join("patched.c"), &p);
+            let extra: Vec<&str> = expect.cflags.iter().map(String::as_str).collect();
+            gcc::compile(&dir.join("orig.c"), &o, &extra);
+            gcc::compile(&dir.join("patched.c"), &p, &extra);
         }
         Some(cc) => {
             gcc::compile_with(cc, &dir.join("orig.c"), &o);

@@ -1,5 +1,6 @@
 //! Times build roots for scripts/bench-buildroot: makes (or finds) the root
-//! of a suite and runs its compiler's `--version` inside, printing seconds
+//! of a suite (`trixie-rust`: the suite's root with Rust) and runs its
+//! compiler's `--version` inside, printing seconds
 //! for each; with `--object`, also compiles that object of the pinned 6.1
 //! kernel's prepared tree with whatever toolchain the environment selects
 //! (`NOREBOOT_BUILDROOT=always` for a bookworm root).
@@ -12,7 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use kernel_tree::buildroot::{BuildRoot, SUITES};
+use kernel_tree::buildroot::{BuildRoot, Rust, SUITES};
 use kernel_tree::{AptArchive, Cache, Workspace, DIFF_CFLAGS};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,16 +21,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = args
         .first()
         .ok_or("usage: buildroot <suite> [--object <path.o>]")?;
+    let (suite_name, rust) = match name.strip_suffix("-rust") {
+        Some(s) => (s, Rust::With),
+        None => (name.as_str(), Rust::Without),
+    };
     let suite = *SUITES
         .iter()
-        .find(|s| s.name == name.as_str())
+        .find(|s| s.name == suite_name)
         .ok_or_else(|| format!("unknown suite {name}"))?;
     let cache = Cache::from_env()?;
     let started = Instant::now();
-    let root = BuildRoot::ensure(&cache, suite, kernel_tree::buildroot::Rust::Without)?;
+    let root = BuildRoot::ensure(&cache, suite, rust)?;
     println!(
         "ensure {} {:.3}",
-        suite.name,
+        root.name(),
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();

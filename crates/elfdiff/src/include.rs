@@ -293,6 +293,7 @@ pub fn analyse(
     decide_data(orig, patched, &funcs, &changed_data, &mut out);
     check_groups(orig, patched, c, &mut out);
     check_runtime_constants(patched, &mut out);
+    check_types(orig, patched, &mut out);
     for name in crate::markers::forced_functions(patched) {
         out.refuse(
             &name,
@@ -862,6 +863,55 @@ fn decide_data(
 /// across the whole kernel, a live patch cannot redo that choice. What the
 /// patch carries must sit in a group that is the same in both objects —
 /// signature, kind and members — or in none.
+/// Structures, unions and enumerations whose layout the fix changes
+/// ([`crate::types`]): refused when the patch carries anything, since the
+/// carried code would meet instances the running kernel laid out the old
+/// way; listed as not carried when it carries nothing (no code changed
+/// with the layout).
+fn check_types(orig: &Object, patched: &Object, out: &mut Decisions) {
+    let carried = !out.included.is_empty();
+    match crate::types::changed_types(orig, patched) {
+        Ok(None) => {
+            if carried {
+                out.notes.push(
+                    "type layouts not compared: the objects carry no debugging information (DWARF)"
+                        .into(),
+                );
+            }
+        }
+        Ok(Some(changes)) => {
+            for c in changes {
+                if carried {
+                    out.refuse(
+                        &c.name,
+                        format!(
+                            "layout changed ({}): instances the running kernel already holds keep the old layout, and the carried code would use them with the new one; keep new state in a shadow variable (klp_shadow_get_or_alloc, docs/factory.md) and leave the type as it is",
+                            c.detail
+                        ),
+                    );
+                } else {
+                    out.not_carried.push(NotCarried {
+                        subject: c.name,
+                        rule: "type-layout",
+                        reason: format!(
+                            "layout changed ({}), but no code changed with it",
+                            c.detail
+                        ),
+                    });
+                }
+            }
+        }
+        Err(e) => {
+            if carried {
+                out.refuse(
+                    "debugging information",
+                    format!("cannot compare type layouts: {e}"),
+                );
+            }
+        }
+    }
+}
+
 fn check_groups(orig: &Object, patched: &Object, c: &Correlation, out: &mut Decisions) {
     let mut shapes_o = HashMap::new();
     let mut shapes_p = HashMap::new();

@@ -27,6 +27,7 @@ pub mod read;
 pub mod records;
 pub mod report;
 pub mod special;
+pub mod types;
 
 pub use error::{Error, Result};
 pub use report::{Outcome, Report, Status};

@@ -124,7 +124,15 @@ fn describe(old: &[Layout], new: &[Layout]) -> Option<String> {
                             parts.push(format!("{name} moved {} -> {}", at(*o_off), at(*off)));
                         }
                         if o_ty != ty || o_bits != bits {
-                            parts.push(format!("{name} is now {ty} (was {o_ty})"));
+                            let shown = |t: &str, b: &Option<u64>| match b {
+                                Some(b) => format!("{t}:{b}"),
+                                None => t.to_string(),
+                            };
+                            parts.push(format!(
+                                "{name} is now {} (was {})",
+                                shown(ty, bits),
+                                shown(o_ty, o_bits)
+                            ));
                         }
                     }
                 }

@@ -818,6 +818,8 @@ enum Expect {
     /// Built and verified with this target absent: its device is not in
     /// the lab, and the verification says so instead of failing.
     BuiltTargetAbsent(&'static str),
+    /// Refused (exit 4), the reason containing this text.
+    Refused(&'static str),
 }
 
 /// Real per-file fixes (6.1.170-3 → 6.1.192-3) that once stopped with a
@@ -828,6 +830,9 @@ enum Expect {
 /// and mlx5 cmd.c's `__func__.5` beside the module's dynamic debug keys.
 /// Each is built and verified in a guest; xen-netback's target cannot load
 /// in the lab (no Xen), so its patch is verified with the target absent.
+/// virtio_net.c, once built, is refused: the fix shrinks `struct
+/// control_buf` (352 to 104 bytes), which every virtio-net device the
+/// running kernel set up holds in the old layout.
 #[test]
 fn reach_fixes_resolve_build_and_verify() {
     let spec = fixes::load();
@@ -847,7 +852,10 @@ fn reach_fixes_resolve_build_and_verify() {
             "drivers/net/xen-netback/interface.c",
             Expect::BuiltTargetAbsent("xen_netback"),
         ),
-        ("drivers/net/virtio_net.c", Expect::Built("virtio_net")),
+        (
+            "drivers/net/virtio_net.c",
+            Expect::Refused("struct control_buf: layout changed (size 352 -> 104 bytes"),
+        ),
         (
             "drivers/net/ethernet/mellanox/mlx5/core/cmd.c",
             Expect::Built("mlx5_core"),
@@ -875,6 +883,13 @@ fn reach_fixes_resolve_build_and_verify() {
                         "{file}: exit {code}, replaced {:?}, verify {}\n{stderr}\n  reproduce: {line}",
                         replaced(&m),
                         m["verify"]
+                    ));
+                }
+            }
+            Expect::Refused(text) => {
+                if code != 4 || !stderr.contains(text) {
+                    failures.push(format!(
+                        "{file}: exit {code}, expected a refusal containing {text:?}\n{stderr}\n  reproduce: {line}"
                     ));
                 }
             }

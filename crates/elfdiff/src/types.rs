@@ -60,6 +60,11 @@ const SECTIONS: &[&str] = &[
 /// either object carries no DWARF (nothing to compare); an error when the
 /// DWARF cannot be read.
 pub fn changed_types(orig: &Object, patched: &Object) -> Result<Option<Vec<TypeChange>>, String> {
+    if same_debug_info(orig, patched) {
+        // Identical descriptions (a self-diff, a fix to code alone that
+        // moved no line): nothing to parse.
+        return Ok(Some(Vec::new()));
+    }
     let (Some(a), Some(b)) = (layouts(orig)?, layouts(patched)?) else {
         return Ok(None);
     };
@@ -79,6 +84,29 @@ pub fn changed_types(orig: &Object, patched: &Object) -> Result<Option<Vec<TypeC
         }
     }
     Ok(Some(changes))
+}
+
+/// Whether both objects hold the same debugging sections, byte for byte
+/// and relocation for relocation (by target name and addend).
+fn same_debug_info(orig: &Object, patched: &Object) -> bool {
+    SECTIONS.iter().all(|name| {
+        let (a, b) = (orig.section_by_name(name), patched.section_by_name(name));
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                let (a, b) = (orig.section(a), patched.section(b));
+                a.data == b.data
+                    && a.relocs.len() == b.relocs.len()
+                    && a.relocs.iter().zip(&b.relocs).all(|(x, y)| {
+                        x.offset == y.offset
+                            && x.r_type == y.r_type
+                            && x.addend == y.addend
+                            && orig.symbol(x.symbol).name == patched.symbol(y.symbol).name
+                    })
+            }
+            _ => false,
+        }
+    })
 }
 
 /// What differs between two sets of definitions of one name, or `None`

@@ -27,14 +27,55 @@ pub struct TypeChange {
 /// One definition's layout.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Layout {
-    /// A structure or union: size in bytes and members (name, bit offset,
-    /// bit size for bit fields, type).
-    Record {
-        size: u64,
-        members: Vec<(String, u64, Option<u64>, String)>,
-    },
+    /// A structure or union: size in bytes and members.
+    Record { size: u64, members: Vec<Member> },
     /// An enumeration: its enumerators and their values.
     Enum(Vec<(String, i64)>),
+}
+
+/// A member of a structure or union. Two members are the same layout when
+/// they sit at the same place with the same width and shape: a renamed
+/// member, or `unsigned long` spelled `u64`, changes no byte of an
+/// instance. The name and the type as written are for messages.
+#[derive(Debug, Clone)]
+struct Member {
+    name: String,
+    /// Offset from the start, in bits.
+    offset: u64,
+    /// Width of a bit field.
+    bits: Option<u64>,
+    /// What the bytes are: typedefs and qualifiers resolved, base types by
+    /// kind and size, pointers as pointers, named structures by name (their
+    /// own layout is compared under that name), anonymous ones inline.
+    shape: String,
+    /// The type as the source names it.
+    written: String,
+}
+
+impl Member {
+    fn key(&self) -> (u64, Option<u64>, &str) {
+        (self.offset, self.bits, &self.shape)
+    }
+}
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Member {}
+
+impl PartialOrd for Member {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Member {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// Layout definitions by name; a name may be defined more than once (in
@@ -144,30 +185,36 @@ fn describe(old: &[Layout], new: &[Layout]) -> Option<String> {
                     format!("{}.{}", bits / 8, bits % 8)
                 }
             };
-            for (name, off, bits, ty) in nm {
-                match om.iter().find(|m| &m.0 == name) {
-                    None => parts.push(format!("new member {name} at {}", at(*off))),
-                    Some((_, o_off, o_bits, o_ty)) => {
-                        if o_off != off {
-                            parts.push(format!("{name} moved {} -> {}", at(*o_off), at(*off)));
-                        }
-                        if o_ty != ty || o_bits != bits {
-                            let shown = |t: &str, b: &Option<u64>| match b {
-                                Some(b) => format!("{t}:{b}"),
-                                None => t.to_string(),
-                            };
+            let shown = |m: &Member| match m.bits {
+                Some(b) => format!("{}:{b}", m.written),
+                None => m.written.clone(),
+            };
+            for m in nm {
+                match om.iter().find(|o| o.name == m.name) {
+                    None => parts.push(format!("new member {} at {}", m.name, at(m.offset))),
+                    Some(o) => {
+                        if o.offset != m.offset {
                             parts.push(format!(
-                                "{name} is now {} (was {})",
-                                shown(ty, bits),
-                                shown(o_ty, o_bits)
+                                "{} moved {} -> {}",
+                                m.name,
+                                at(o.offset),
+                                at(m.offset)
+                            ));
+                        }
+                        if o.shape != m.shape || o.bits != m.bits {
+                            parts.push(format!(
+                                "{} is now {} (was {})",
+                                m.name,
+                                shown(m),
+                                shown(o)
                             ));
                         }
                     }
                 }
             }
-            for (name, ..) in om {
-                if !nm.iter().any(|m| &m.0 == name) {
-                    parts.push(format!("member {name} removed"));
+            for o in om {
+                if !nm.iter().any(|m| m.name == o.name) {
+                    parts.push(format!("member {} removed", o.name));
                 }
             }
             if parts.is_empty() {
@@ -364,11 +411,20 @@ fn layout_of(
                 let bits = m
                     .attr_value(gimli::DW_AT_bit_size)?
                     .and_then(|v| v.udata_value());
-                let ty = match m.attr_value(gimli::DW_AT_type)? {
-                    Some(AttributeValue::UnitRef(t)) => type_name(dwarf, unit, t, depth + 1)?,
-                    _ => "?".into(),
+                let (shape, written) = match m.attr_value(gimli::DW_AT_type)? {
+                    Some(AttributeValue::UnitRef(t)) => (
+                        shape_of(dwarf, unit, t, depth + 1)?,
+                        written_name(dwarf, unit, t)?,
+                    ),
+                    _ => ("?".into(), "?".into()),
                 };
-                members.push((name, bit_offset, bits, ty));
+                members.push(Member {
+                    name,
+                    offset: bit_offset,
+                    bits,
+                    shape,
+                    written,
+                });
             }
             Ok(Some(Layout::Record { size, members }))
         }
@@ -376,11 +432,9 @@ fn layout_of(
     }
 }
 
-/// A member's type, as far as its layout goes: named structures by name
-/// (their own layout is compared under that name), anonymous ones by their
-/// layout, pointers by what they point to (by name only: a pointer's size
-/// does not depend on its target).
-fn type_name(
+/// A member's type as far as the bytes of an instance go (see
+/// [`Member::shape`]).
+fn shape_of(
     dwarf: &gimli::Dwarf<R<'_>>,
     unit: &gimli::Unit<R<'_>>,
     at: UnitOffset,
@@ -390,15 +444,31 @@ fn type_name(
         return Ok("…".into());
     }
     let die = unit.entry(at)?;
-    let inner = |dwarf: &gimli::Dwarf<R<'_>>, depth: u32| -> gimli::Result<String> {
+    let inner = |depth: u32| -> gimli::Result<String> {
         match die.attr_value(gimli::DW_AT_type)? {
-            Some(AttributeValue::UnitRef(t)) => type_name(dwarf, unit, t, depth),
+            Some(AttributeValue::UnitRef(t)) => shape_of(dwarf, unit, t, depth),
             _ => Ok("void".into()),
         }
     };
-    let name = name_of(dwarf, unit, &die)?;
+    let size = die
+        .attr_value(gimli::DW_AT_byte_size)?
+        .and_then(|v| v.udata_value());
     Ok(match die.tag() {
-        gimli::DW_TAG_base_type | gimli::DW_TAG_typedef => name.unwrap_or_else(|| "?".into()),
+        gimli::DW_TAG_base_type => {
+            let kind = match die.attr_value(gimli::DW_AT_encoding)? {
+                Some(AttributeValue::Encoding(e)) if e == gimli::DW_ATE_float => "float",
+                Some(AttributeValue::Encoding(e)) if e == gimli::DW_ATE_boolean => "bool",
+                _ => "int",
+            };
+            format!("{kind}{}", size.unwrap_or(0))
+        }
+        // Qualifiers and typedefs change no byte.
+        gimli::DW_TAG_typedef
+        | gimli::DW_TAG_const_type
+        | gimli::DW_TAG_volatile_type
+        | gimli::DW_TAG_restrict_type
+        | gimli::DW_TAG_atomic_type => inner(depth + 1)?,
+        gimli::DW_TAG_pointer_type | gimli::DW_TAG_reference_type => "pointer".into(),
         gimli::DW_TAG_structure_type
         | gimli::DW_TAG_class_type
         | gimli::DW_TAG_union_type
@@ -408,7 +478,10 @@ fn type_name(
                 gimli::DW_TAG_enumeration_type => "enum",
                 _ => "struct",
             };
-            match name {
+            match name_of(dwarf, unit, &die)? {
+                Some(n) if die.tag() == gimli::DW_TAG_enumeration_type => {
+                    format!("enum {n}/{}", size.unwrap_or(0))
+                }
                 Some(n) => format!("{kw} {n}"),
                 None => match layout_of(dwarf, unit, at, depth + 1)? {
                     Some(l) => format!("{kw} {l:?}"),
@@ -416,20 +489,6 @@ fn type_name(
                 },
             }
         }
-        gimli::DW_TAG_pointer_type => {
-            // What a pointer points to does not move the members around it.
-            let target = match die.attr_value(gimli::DW_AT_type)? {
-                Some(AttributeValue::UnitRef(t)) => {
-                    let t = unit.entry(t)?;
-                    name_of(dwarf, unit, &t)?.unwrap_or_else(|| "anonymous".into())
-                }
-                _ => "void".into(),
-            };
-            format!("{target}*")
-        }
-        gimli::DW_TAG_const_type => format!("const {}", inner(dwarf, depth + 1)?),
-        gimli::DW_TAG_volatile_type => format!("volatile {}", inner(dwarf, depth + 1)?),
-        gimli::DW_TAG_atomic_type => format!("_Atomic {}", inner(dwarf, depth + 1)?),
         gimli::DW_TAG_array_type => {
             let mut dims = String::new();
             let mut tree = unit.entries_tree(Some(at))?;
@@ -455,11 +514,50 @@ fn type_name(
                     None => dims.push_str("[]"),
                 }
             }
-            format!("{}{dims}", inner(dwarf, depth + 1)?)
+            format!("{}{dims}", inner(depth + 1)?)
         }
         gimli::DW_TAG_subroutine_type => "function".into(),
-        _ => name.unwrap_or_else(|| format!("{}", die.tag())),
+        other => format!("{other}/{}", size.unwrap_or(0)),
     })
+}
+
+/// A member's type as its declaration writes it, for messages: the
+/// typedef's or the structure's name, `T*` for pointers.
+fn written_name(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    unit: &gimli::Unit<R<'_>>,
+    at: UnitOffset,
+) -> gimli::Result<String> {
+    let mut at = at;
+    let mut prefix = String::new();
+    let mut suffix = String::new();
+    for _ in 0..8 {
+        let die = unit.entry(at)?;
+        let keyword = match die.tag() {
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type => "struct ",
+            gimli::DW_TAG_union_type => "union ",
+            gimli::DW_TAG_enumeration_type => "enum ",
+            _ => "",
+        };
+        if let Some(n) = name_of(dwarf, unit, &die)? {
+            return Ok(format!("{prefix}{keyword}{n}{suffix}"));
+        }
+        match die.tag() {
+            gimli::DW_TAG_pointer_type => suffix.insert(0, '*'),
+            gimli::DW_TAG_const_type => prefix.push_str("const "),
+            gimli::DW_TAG_volatile_type => prefix.push_str("volatile "),
+            gimli::DW_TAG_array_type => suffix.push_str("[]"),
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type => {
+                return Ok(format!("{prefix}{keyword}{{…}}{suffix}"))
+            }
+            _ => {}
+        }
+        match die.attr_value(gimli::DW_AT_type)? {
+            Some(AttributeValue::UnitRef(t)) => at = t,
+            _ => return Ok(format!("{prefix}void{suffix}")),
+        }
+    }
+    Ok(format!("{prefix}…{suffix}"))
 }
 
 #[cfg(test)]
@@ -471,9 +569,22 @@ mod tests {
             size,
             members: members
                 .iter()
-                .map(|(n, o)| (n.to_string(), o * 8, None, "int".to_string()))
+                .map(|(n, o)| Member {
+                    name: n.to_string(),
+                    offset: o * 8,
+                    bits: None,
+                    shape: "int4".into(),
+                    written: "int".into(),
+                })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn renamed_members_and_retyped_aliases_keep_the_layout() {
+        let old = [record(8, &[("a", 0), ("b", 4)])];
+        let new = [record(8, &[("a", 0), ("renamed", 4)])];
+        assert_eq!(old, new);
     }
 
     #[test]

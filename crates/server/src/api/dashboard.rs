@@ -664,4 +664,84 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&quot;)&lt;/script&gt;&amp;"
         );
     }
+
+    #[test]
+    fn same_origin_compares_host_and_port_and_scheme_when_https() {
+        for (source, host, https, same) in [
+            ("http://127.0.0.1:8080", "127.0.0.1:8080", false, true),
+            ("https://127.0.0.1:8080", "127.0.0.1:8080", false, true),
+            ("http://127.0.0.1:8080", "127.0.0.1:8080", true, false),
+            ("https://Noreboot.Example", "noreboot.example", true, true),
+            (
+                "https://noreboot.example",
+                "noreboot.example:443",
+                true,
+                true,
+            ),
+            (
+                "https://noreboot.example:8443",
+                "noreboot.example",
+                true,
+                false,
+            ),
+            (
+                "http://noreboot.example",
+                "noreboot.example:443",
+                false,
+                false,
+            ),
+            (
+                "https://noreboot.example.evil",
+                "noreboot.example",
+                true,
+                false,
+            ),
+            ("https://[::1]:8443/ui/hosts?x=1", "[::1]:8443", true, true),
+            ("null", "noreboot.example", false, false),
+            ("noreboot.example", "noreboot.example", false, false),
+            ("ftp://noreboot.example", "noreboot.example", false, false),
+            ("", "noreboot.example", false, false),
+        ] {
+            assert_eq!(
+                is_same_origin(source, host, https),
+                same,
+                "{source} to {host}, https {https}"
+            );
+        }
+    }
+
+    #[test]
+    fn cross_site_needs_a_source_except_where_told() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let uri: Uri = "/ui/logout".parse().unwrap();
+        let host = ("host", "n.example");
+        assert!(cross_site(&headers(&[host]), &uri, false, true).is_none());
+        assert!(cross_site(&headers(&[host]), &uri, false, false).is_some());
+        let own = [host, ("origin", "http://n.example")];
+        assert!(cross_site(&headers(&own), &uri, false, false).is_none());
+        // The Origin decides when both are sent.
+        let both = [
+            host,
+            ("origin", "https://evil.example"),
+            ("referer", "http://n.example/ui/hosts"),
+        ];
+        assert!(cross_site(&headers(&both), &uri, false, false).is_some());
+        let fetch = [
+            host,
+            ("origin", "http://n.example"),
+            ("sec-fetch-site", "same-site"),
+        ];
+        assert!(cross_site(&headers(&fetch), &uri, false, false).is_some());
+        // HTTP/2: the host is the request's authority.
+        let h2: Uri = "https://n.example/ui/logout".parse().unwrap();
+        let origin = [("origin", "https://n.example")];
+        assert!(cross_site(&headers(&origin), &h2, true, false).is_none());
+        assert!(cross_site(&headers(&origin), &uri, true, false).is_some());
+    }
 }

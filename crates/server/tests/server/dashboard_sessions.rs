@@ -127,6 +127,11 @@ async fn sign_out_revokes_the_session_on_the_server() {
     let r = logout(&s.url, &cookie, &[("origin", &s.url)]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()["location"], "/ui/login");
+    // A copy of the cookie no longer works.
+    assert_eq!(page_status(&s.url, &cookie).await, StatusCode::SEE_OTHER);
+    // The same token's other session is not touched.
+    assert_eq!(page_status(&s.url, &other).await, StatusCode::OK);
+    // And the browser is told to forget the cookie.
     let cleared: Vec<&str> = r
         .headers()
         .get_all("set-cookie")
@@ -139,10 +144,6 @@ async fn sign_out_revokes_the_session_on_the_server() {
             .any(|c| c.starts_with("noreboot_session=;") && c.contains("Path=/;")),
         "{cleared:?}"
     );
-    // The browser forgets the cookie; a copy of it no longer works either.
-    assert_eq!(page_status(&s.url, &cookie).await, StatusCode::SEE_OTHER);
-    // The same token's other session is not touched.
-    assert_eq!(page_status(&s.url, &other).await, StatusCode::OK);
     // Signing out again is harmless.
     let r = logout(&s.url, &cookie, &[("origin", &s.url)]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
@@ -194,6 +195,32 @@ async fn the_session_lifetime_is_a_setting() {
     assert_eq!(page_status(&s.url, &cookie).await, StatusCode::OK);
     s.clock.advance(1);
     assert_eq!(page_status(&s.url, &cookie).await, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn sessions_are_shared_by_every_server_on_the_database() {
+    let s = TestServer::start().await;
+    let token = s.token("viewer", Role::ReadOnly).await;
+    let cookie = sign_in(&s.url, &token).await;
+    let id = cookie.strip_prefix("noreboot_session=").unwrap();
+    // Another server process's view of the same database.
+    let other = server::Context::open(
+        &server::Options {
+            db_url: s.storage.db_url.clone(),
+            data_dir: s.storage.data.clone(),
+            trusted_keys: Some(s.trusted_dir()),
+        },
+        s.clock.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.session(id).await.unwrap().name, "viewer");
+    assert_eq!(
+        other.sign_out(id, "192.0.2.7").await.unwrap().as_deref(),
+        Some("viewer")
+    );
+    assert_eq!(page_status(&s.url, &cookie).await, StatusCode::SEE_OTHER);
+    other.db.close().await;
 }
 
 /// Signs in to the `noreboot-server` at `url` with `http`; answers the

@@ -11,7 +11,8 @@
 //! batched) → `store` and `target` (shared queries and the feed rule) →
 //! `db` and `blobs` (storage). Errors: see `error`.
 //! Compliance reports (`report`) are computed from the same reads and
-//! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard.
+//! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard, whose
+//! sign-ins are database-backed sessions (`sessions`).
 
 pub mod admin;
 pub mod api;
@@ -26,6 +27,7 @@ pub mod hosts;
 pub mod model;
 pub mod report;
 pub mod secrets;
+pub mod sessions;
 pub mod store;
 pub mod target;
 pub mod tls;

@@ -94,6 +94,19 @@ enum Command {
         /// their whole state at every check-in).
         #[arg(long)]
         checkin_fsync: bool,
+        /// Browsers reach this server through a TLS-terminating proxy
+        /// (HTTPS there, plain HTTP here): mark the dashboard's session
+        /// cookie Secure and accept dashboard forms from https pages only,
+        /// as with --tls-cert. The proxy must pass the Host header on.
+        #[arg(long)]
+        behind_tls_proxy: bool,
+        /// Hours a dashboard session lasts after its sign-in.
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=24 * 366))]
+        session_hours: u64,
+        /// Failed dashboard sign-ins allowed per client address and minute
+        /// (0: no limit); further attempts that minute get 429.
+        #[arg(long, default_value_t = 10)]
+        login_failures_per_minute: u32,
     },
     /// Act on the server's database directly.
     Admin {
@@ -414,6 +427,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             stale_hours,
             metrics_token,
             checkin_fsync,
+            behind_tls_proxy,
+            session_hours,
+            login_failures_per_minute,
         } => {
             let policy =
                 server::report::Policy::default().with(Some(policy_days), Some(stale_hours))?;
@@ -428,8 +444,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ctx.trusted_dir.display()
                 );
             }
-            if tls.is_none() && !listen.ip().is_loopback() {
-                tracing::warn!("serving plain HTTP on {listen}: put a TLS proxy in front of it");
+            if tls.is_none() && !behind_tls_proxy && !listen.ip().is_loopback() {
+                tracing::warn!(
+                    "serving plain HTTP on {listen}: put a TLS proxy in front of it (and pass --behind-tls-proxy)"
+                );
             }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -449,6 +467,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     server::checkin::Durability::Crash
                 },
+                login_failures_per_minute,
+                session_lifetime: Duration::from_secs(session_hours * 3600),
+                https: tls.is_some() || behind_tls_proxy,
             };
             let db = ctx.db.clone();
             let state = AppState::new(ctx, settings);

@@ -3,34 +3,49 @@
 //! audit trail), no JavaScript, a little inline CSS.
 //!
 //! Sign-in: `/ui/login` takes an admin or read-only API token in a form
-//! and sets it as an `HttpOnly; SameSite=Strict` cookie scoped to `/ui`,
-//! checked like a bearer token on every page, so revoking the token ends
-//! the session. Storing the token itself (no session table) keeps the
-//! server stateless; the cookie never reaches JavaScript (there is none,
-//! and HttpOnly), and SameSite=Strict keeps other sites from using it.
-//! The cookie is not marked `Secure` because the server cannot tell
-//! whether a TLS proxy sits in front of it; serve the dashboard over
-//! HTTPS anyway. The pages only read, so there is nothing to forge.
+//! and opens a database session (`crate::sessions`); the cookie carries
+//! the session's random id, never the token, as `HttpOnly;
+//! SameSite=Strict; Path=/`, plus `Secure` when browsers come over HTTPS
+//! ([`super::Settings::https`]). Every page checks the session (expired, signed
+//! out or of a revoked token: back to the login form); sign-out revokes it
+//! on the server, so a copy of the cookie dies with it. Failed sign-ins
+//! are logged with the client's address (never the token), audited, and
+//! limited per address and minute (429 with Retry-After).
+//!
+//! Forms: [`same_origin`] refuses a POST to `/ui` that another site's page
+//! made (403 with a JSON error), judged by `Sec-Fetch-Site`, `Origin`, or
+//! failing that `Referer`, against the request's `Host`. A POST with
+//! neither `Origin` nor `Referer` is no browser's form (browsers send
+//! `Origin` with every POST); it is let through to the sign-in form only,
+//! for scripts, and refused everywhere a session cookie would act.
+//! `SameSite=Strict` already keeps browsers from sending the cookie
+//! cross-site; the check also covers the sign-in, which has no cookie yet
+//! (another site must not sign a browser in to a session of its choosing).
 //!
 //! Everything shown is escaped with [`esc`] — host names, tags, kernel
 //! strings and audit details come from hosts and admins — and a strict
 //! Content-Security-Policy forbids scripts as a second line of defence.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::uri::Authority;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
 
+use super::error::ApiError;
 use super::AppState;
 use crate::admin::Actor;
 use crate::clock::rfc3339;
 use crate::error::Error;
 use crate::model::Role;
+use crate::secrets;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "noreboot_session";
@@ -119,15 +134,23 @@ fn error_page(e: Error, who: Option<&Actor>) -> Response {
 #[derive(Debug)]
 pub struct Session(pub Actor);
 
-fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+/// Most session cookies a request may make the server look up.
+const MAX_SESSION_COOKIES: usize = 4;
+
+/// The well-formed session ids among the request's cookies. A browser may
+/// send more than one `noreboot_session`: an older server set the token
+/// itself as the cookie, on `Path=/ui`, and that one is sent first until
+/// it expires; it is skipped here.
+fn session_ids(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .filter(|(k, v)| *k == COOKIE && secrets::is_well_formed(secrets::SESSION, v))
         .map(|(_, v)| v)
+        .take(MAX_SESSION_COOKIES)
 }
 
 impl FromRequestParts<Arc<AppState>> for Session {
@@ -137,16 +160,31 @@ impl FromRequestParts<Arc<AppState>> for Session {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = cookie_token(&parts.headers)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| redirect("/ui/login"))?;
-        match state.ctx.authenticate_admin(token).await {
-            Ok(a) => Ok(Session(a)),
-            Err(Error::Unauthorized(_)) => Err(redirect("/ui/login")),
-            Err(e) => Err(error_page(e, None)),
+        for id in session_ids(&parts.headers) {
+            match state.ctx.session(id).await {
+                Ok(a) => return Ok(Session(a)),
+                Err(Error::Unauthorized(_)) => continue,
+                Err(e) => return Err(error_page(e, None)),
+            }
         }
+        Err(redirect("/ui/login"))
     }
 }
+
+/// The session cookie: `value` for `max_age` seconds (0: remove it).
+fn session_cookie(value: &str, max_age: u64, https: bool) -> HeaderValue {
+    let secure = if https { "; Secure" } else { "" };
+    let cookie =
+        format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
+    // Session ids are `nrs_` and hex: always a valid header value.
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Removes the cookie older servers set: the admin token itself, on
+/// `/ui`. A browser keeps it until its Max-Age otherwise, and it is a
+/// token, not a session.
+const LEGACY_COOKIE_REMOVAL: &str =
+    "noreboot_session=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0";
 
 fn login_form(status: StatusCode, message: &str) -> Response {
     let msg = if message.is_empty() {
@@ -183,44 +221,172 @@ pub struct Login {
     token: String,
 }
 
-/// `POST /ui/login`: a valid token becomes the session cookie.
-pub async fn login(State(s): State<Arc<AppState>>, Form(f): Form<Login>) -> Response {
-    let token = f.token.trim();
-    // Only what a cookie can carry verbatim; our tokens are `nra_` + hex.
-    let plain = !token.is_empty()
-        && token.len() <= 256
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !plain {
-        return login_form(StatusCode::UNAUTHORIZED, "That is not an admin token.");
+/// `POST /ui/login`: a valid token opens a session, whose id becomes the
+/// cookie. Failed attempts are limited per address: the attempt takes one
+/// from the address's allowance and a successful one gives it back, so
+/// concurrent guesses cannot all slip under the limit.
+pub async fn login(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Form(f): Form<Login>,
+) -> Response {
+    let ip = addr.ip();
+    let now = s.ctx.clock.now();
+    if let Err(retry) = s.login_limiter.take(&ip, now) {
+        tracing::warn!(address = %ip, "dashboard sign-in refused: too many failed sign-ins from this address");
+        let mut r = login_form(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many failed sign-ins from {ip}: try again in {retry} s."),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        return r;
     }
-    match s.ctx.authenticate_admin(token).await {
-        Ok(a) => {
-            tracing::info!(admin = %a.name, "dashboard sign-in");
-            let cookie =
-                format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=43200");
+    let lifetime = s.settings.session_lifetime.as_secs();
+    let seconds = i64::try_from(lifetime).unwrap_or(i64::MAX);
+    match s
+        .ctx
+        .sign_in(f.token.trim(), &ip.to_string(), seconds)
+        .await
+    {
+        Ok(new) => {
+            s.login_limiter.refund(&ip, now);
+            tracing::info!(admin = %new.actor.name, address = %ip, "dashboard sign-in");
             let mut r = redirect("/ui/hosts");
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
+            let h = r.headers_mut();
+            h.append(
+                header::SET_COOKIE,
+                session_cookie(&new.id, lifetime, s.settings.https),
+            );
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_static(LEGACY_COOKIE_REMOVAL),
+            );
             r
         }
-        Err(Error::Unauthorized(m)) => login_form(StatusCode::UNAUTHORIZED, &m),
+        Err(Error::Unauthorized(why)) => {
+            tracing::warn!(address = %ip, reason = %why, "failed dashboard sign-in");
+            login_form(StatusCode::UNAUTHORIZED, &why)
+        }
+        // The server's failure, not the client's: still counted, so that
+        // a fault cannot be used to guess without limit.
         Err(e) => error_page(e, None),
     }
 }
 
-/// `POST /ui/logout`.
-pub async fn logout() -> Response {
+/// `POST /ui/logout`: ends the session on the server (a copy of the cookie
+/// stops working too) and removes the cookie.
+pub async fn logout(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let ip = addr.ip();
+    for id in session_ids(&headers) {
+        match s.ctx.sign_out(id, &ip.to_string()).await {
+            Ok(Some(name)) => tracing::info!(admin = %name, address = %ip, "dashboard sign-out"),
+            Ok(None) => {}
+            Err(e) => return error_page(e, None),
+        }
+    }
     let mut r = redirect("/ui/login");
-    r.headers_mut().insert(
+    let h = r.headers_mut();
+    h.append(header::SET_COOKIE, session_cookie("", 0, s.settings.https));
+    h.append(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "noreboot_session=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0",
-        ),
+        HeaderValue::from_static(LEGACY_COOKIE_REMOVAL),
     );
     r
+}
+
+/// Refuses a POST (or any other unsafe method) to `/ui` that did not come
+/// from one of the dashboard's own pages: 403 with a JSON error, logged.
+/// Everything else passes untouched; bearer-token API requests never
+/// reach `/ui`.
+pub async fn same_origin(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let dashboard = path == "/ui" || path.starts_with("/ui/");
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !dashboard || safe {
+        return next.run(req).await;
+    }
+    let sign_in = path == "/ui/login";
+    match cross_site(req.headers(), req.uri(), s.settings.https, sign_in) {
+        None => next.run(req).await,
+        Some(why) => {
+            tracing::warn!(path, "{why}");
+            ApiError::new(StatusCode::FORBIDDEN, why).into_response()
+        }
+    }
+}
+
+/// Why a dashboard POST is not from one of this server's pages, if it is
+/// not. `https`: pages are served over HTTPS only. `no_source_ok`: a
+/// request with neither `Origin` nor `Referer` passes.
+fn cross_site(headers: &HeaderMap, uri: &Uri, https: bool, no_source_ok: bool) -> Option<String> {
+    // Browsers set it on every request and pages cannot change it: the
+    // most direct answer where it is sent.
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("");
+        if !matches!(site, "same-origin" | "none") {
+            return Some(format!(
+                "cross-site request refused: Sec-Fetch-Site is {site:?}, not same-origin"
+            ));
+        }
+    }
+    let (name, source) = match (headers.get(header::ORIGIN), headers.get(header::REFERER)) {
+        (Some(o), _) => ("Origin", o),
+        (None, Some(r)) => ("Referer", r),
+        (None, None) if no_source_ok => return None,
+        (None, None) => {
+            return Some(
+                "cross-site request refused: a dashboard form must come from a dashboard page                  (the request has neither Origin nor Referer)"
+                    .into(),
+            )
+        }
+    };
+    // HTTP/2 carries the host in the request's authority instead.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return Some("cross-site request refused: the request names no Host".into());
+    };
+    let source = source.to_str().unwrap_or("");
+    if is_same_origin(source, host, https) {
+        None
+    } else {
+        Some(format!(
+            "cross-site request refused: its {name} is not this server ({})",
+            if https { "https only" } else { "http or https" }
+        ))
+    }
+}
+
+/// Whether `source` (an `Origin`, or a `Referer` URL) is the origin whose
+/// host and port the request's `Host` names, with scheme https, or either
+/// scheme unless `https`. `Origin: null` (a sandboxed or privacy-hidden
+/// origin) is never the same.
+fn is_same_origin(source: &str, host: &str, https: bool) -> bool {
+    let Ok(uri) = source.parse::<Uri>() else {
+        return false;
+    };
+    let (Some(scheme), Some(from)) = (uri.scheme_str(), uri.authority()) else {
+        return false;
+    };
+    let default_port = match scheme {
+        "https" => 443,
+        "http" if !https => 80,
+        _ => return false,
+    };
+    let Ok(to) = host.parse::<Authority>() else {
+        return false;
+    };
+    // Browsers leave the scheme's default port out of both headers, but a
+    // proxy may spell it out in Host.
+    from.host().eq_ignore_ascii_case(to.host())
+        && from.port_u16().unwrap_or(default_port) == to.port_u16().unwrap_or(default_port)
 }
 
 /// Host list filters; empty fields mean no filter (a GET form sends them).
@@ -497,5 +663,85 @@ mod tests {
             esc("<script>alert('x\")</script>&"),
             "&lt;script&gt;alert(&#39;x&quot;)&lt;/script&gt;&amp;"
         );
+    }
+
+    #[test]
+    fn same_origin_compares_host_and_port_and_scheme_when_https() {
+        for (source, host, https, same) in [
+            ("http://127.0.0.1:8080", "127.0.0.1:8080", false, true),
+            ("https://127.0.0.1:8080", "127.0.0.1:8080", false, true),
+            ("http://127.0.0.1:8080", "127.0.0.1:8080", true, false),
+            ("https://Noreboot.Example", "noreboot.example", true, true),
+            (
+                "https://noreboot.example",
+                "noreboot.example:443",
+                true,
+                true,
+            ),
+            (
+                "https://noreboot.example:8443",
+                "noreboot.example",
+                true,
+                false,
+            ),
+            (
+                "http://noreboot.example",
+                "noreboot.example:443",
+                false,
+                false,
+            ),
+            (
+                "https://noreboot.example.evil",
+                "noreboot.example",
+                true,
+                false,
+            ),
+            ("https://[::1]:8443/ui/hosts?x=1", "[::1]:8443", true, true),
+            ("null", "noreboot.example", false, false),
+            ("noreboot.example", "noreboot.example", false, false),
+            ("ftp://noreboot.example", "noreboot.example", false, false),
+            ("", "noreboot.example", false, false),
+        ] {
+            assert_eq!(
+                is_same_origin(source, host, https),
+                same,
+                "{source} to {host}, https {https}"
+            );
+        }
+    }
+
+    #[test]
+    fn cross_site_needs_a_source_except_where_told() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let uri: Uri = "/ui/logout".parse().unwrap();
+        let host = ("host", "n.example");
+        assert!(cross_site(&headers(&[host]), &uri, false, true).is_none());
+        assert!(cross_site(&headers(&[host]), &uri, false, false).is_some());
+        let own = [host, ("origin", "http://n.example")];
+        assert!(cross_site(&headers(&own), &uri, false, false).is_none());
+        // The Origin decides when both are sent.
+        let both = [
+            host,
+            ("origin", "https://evil.example"),
+            ("referer", "http://n.example/ui/hosts"),
+        ];
+        assert!(cross_site(&headers(&both), &uri, false, false).is_some());
+        let fetch = [
+            host,
+            ("origin", "http://n.example"),
+            ("sec-fetch-site", "same-site"),
+        ];
+        assert!(cross_site(&headers(&fetch), &uri, false, false).is_some());
+        // HTTP/2: the host is the request's authority.
+        let h2: Uri = "https://n.example/ui/logout".parse().unwrap();
+        let origin = [("origin", "https://n.example")];
+        assert!(cross_site(&headers(&origin), &h2, true, false).is_none());
+        assert!(cross_site(&headers(&origin), &uri, true, false).is_some());
     }
 }

@@ -2,8 +2,10 @@
 //! `protocol` documents them (`agent`), the admin endpoints behind bearer
 //! tokens with roles (`admin`, `hosts`, `reports`), and the limits every
 //! request meets: body sizes (64 KiB of JSON, a bundle's maximum for
-//! publishing), a request timeout, registrations per address and minute,
-//! and JSON error bodies for every failure (`error`).
+//! publishing), a request timeout, registrations and failed dashboard
+//! sign-ins per address and minute, the dashboard's same-origin check on
+//! its forms (`dashboard`), and JSON error bodies for every failure
+//! (`error`).
 
 pub mod admin;
 pub mod agent;
@@ -16,7 +18,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod reports;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +33,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::context::Context;
-use ratelimit::RegisterLimits;
+use ratelimit::{RateLimiter, RegisterLimits};
 
 /// Largest JSON request body.
 pub const MAX_JSON: usize = 64 << 10;
@@ -53,6 +55,18 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// When a check-in is acknowledged.
     pub checkin_durability: crate::checkin::Durability,
+    /// Failed dashboard sign-ins per client address and minute (0:
+    /// unlimited); further attempts in that minute are refused with 429,
+    /// even with a valid token.
+    pub login_failures_per_minute: u32,
+    /// How long a dashboard session lasts after its sign-in.
+    pub session_lifetime: Duration,
+    /// Browsers reach the server over HTTPS: here (`serve --tls-cert`) or
+    /// at a TLS-terminating proxy (`serve --behind-tls-proxy`). The
+    /// session cookie is then marked `Secure`, and dashboard forms must
+    /// come from an `https://` page. `serve` sets it; the server cannot
+    /// see a proxy's TLS for itself.
+    pub https: bool,
 }
 
 impl Default for Settings {
@@ -64,6 +78,9 @@ impl Default for Settings {
             policy: crate::report::Policy::default(),
             metrics_token: None,
             checkin_durability: crate::checkin::Durability::default(),
+            login_failures_per_minute: 10,
+            session_lifetime: Duration::from_secs(12 * 3600),
+            https: false,
         }
     }
 }
@@ -77,6 +94,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Registrations per address.
     pub register_limiter: RegisterLimits,
+    /// Failed dashboard sign-ins per address.
+    pub login_limiter: RateLimiter<IpAddr>,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     /// The check-in writer.
@@ -89,6 +108,7 @@ impl AppState {
     pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
         Arc::new(Self {
             register_limiter: RegisterLimits::new(settings.register_per_minute),
+            login_limiter: RateLimiter::new(settings.login_failures_per_minute),
             metrics: metrics::Metrics::default(),
             checkins: crate::checkin::Checkins::start(
                 ctx.clone(),
@@ -156,6 +176,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/audit", get(dashboard::audit))
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .with_state(state.clone())
+        // Over every route rather than the dashboard's alone, so a form
+        // added to `/ui` later cannot miss it; it passes everything but
+        // the dashboard's POSTs.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            dashboard::same_origin,
+        ))
         // Each `.layer` wraps the ones before it. From the inside out:
         // panics turned into 500s, the timeout, a hard ceiling on any body
         // (checked against Content-Length before reading), then JSON

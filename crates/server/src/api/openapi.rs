@@ -361,7 +361,7 @@ const OPS: &[Op] = &[
     Op {
         method: "post",
         path: "/ui/login",
-        summary: "Dashboard login: an admin or read-only token in, a session cookie out",
+        summary: "Dashboard login: an admin or read-only token in, a session cookie (a random session id, not the token) out; 401 with the form again, 429 after too many failures from the address",
         auth: Auth::None,
         query: &[],
         body: Some("Login"),
@@ -370,8 +370,8 @@ const OPS: &[Op] = &[
     Op {
         method: "post",
         path: "/ui/logout",
-        summary: "Dashboard logout: clears the cookie",
-        auth: Auth::None,
+        summary: "Dashboard logout: ends the session on the server and clears the cookie",
+        auth: Auth::Cookie,
         query: &[],
         body: None,
         ok: (303, ""),
@@ -504,6 +504,14 @@ fn operation(op: &Op) -> Value {
     if let Auth::AdminWrite = op.auth {
         o["description"] = json!("Needs a token with the admin role; read-only tokens get 403.");
     }
+    if op.method == "post" && op.path.starts_with("/ui") {
+        o["description"] = json!(
+            "A dashboard form: refused with 403 when Sec-Fetch-Site is not same-origin, or when \
+             Origin (or, without it, Referer) names another origin than the request's Host \
+             (https only when the server is reached over HTTPS). Without either header it is \
+             refused too, except for /ui/login."
+        );
+    }
     if let Some(schema) = op.body {
         let ct = match schema {
             "Bundle" => "application/octet-stream",
@@ -538,7 +546,7 @@ pub fn document() -> Value {
                 "hostToken": {"type": "http", "scheme": "bearer", "description": "A host token (nrh_...) from /register"},
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "An admin API token (admin or read-only role)"},
                 "metricsToken": {"type": "http", "scheme": "bearer", "description": "serve --metrics-token, when set"},
-                "dashboardCookie": {"type": "apiKey", "in": "cookie", "name": "noreboot_session"},
+                "dashboardCookie": {"type": "apiKey", "in": "cookie", "name": "noreboot_session", "description": "A dashboard session id (nrs_...) from /ui/login: HttpOnly, SameSite=Strict, Path=/, Secure over HTTPS; it ends at its expiry, at logout, or when its token is revoked"},
             },
         },
     })

@@ -5,8 +5,9 @@
 //! presented (a client retrying a wrong key blocks only itself), failures
 //! with any key per address at a higher bound (guessing many keys), and
 //! successes per address at a much higher one (a site enrolling hundreds
-//! of hosts at once). Fixed one-minute windows in memory: each server
-//! replica limits on its own, which is enough for the purpose.
+//! of hosts at once). The dashboard limits failed sign-ins per address
+//! with a plain [`RateLimiter`]. Fixed one-minute windows in memory: each
+//! server replica limits on its own, which is enough for the purpose.
 
 use std::collections::HashMap;
 use std::hash::Hash;

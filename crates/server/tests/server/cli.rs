@@ -24,11 +24,11 @@ pub(crate) fn admin(storage: &Storage, args: &[&str]) -> Output {
 }
 
 /// The secret a `create` command printed on its last line.
-fn last_line(s: &str) -> String {
+pub(crate) fn last_line(s: &str) -> String {
     s.lines().last().unwrap().trim().to_string()
 }
 
-struct Serving(Child);
+pub(crate) struct Serving(Child);
 
 impl Drop for Serving {
     fn drop(&mut self) {
@@ -41,7 +41,7 @@ fn serve(storage: &Storage) -> (Serving, String) {
     serve_with(storage, &[])
 }
 
-fn serve_with(storage: &Storage, args: &[&str]) -> (Serving, String) {
+pub(crate) fn serve_with(storage: &Storage, args: &[&str]) -> (Serving, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(storage.args())

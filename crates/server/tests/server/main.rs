@@ -8,6 +8,7 @@ mod checkin;
 mod cli;
 mod common;
 mod dashboard;
+mod dashboard_sessions;
 mod feeds;
 mod flow;
 mod hosts;

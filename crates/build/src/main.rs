@@ -10,6 +10,7 @@ mod bundling;
 mod catalog;
 mod factory;
 mod patch;
+mod plan;
 mod runpre;
 mod verify;
 
@@ -154,6 +155,33 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Plan a release of a fix catalog across kernel builds: for each
+    /// build and each fix, whether the build's own Debian source already
+    /// contains it, whether it applies (with offsets or fuzz, listed),
+    /// conflicts (the failing hunks), touches files the build lacks, or is
+    /// for another series. Reads only the builds' source packages.
+    ///
+    /// Exit status: 0 planned, 1 error, 2 usage.
+    Plan {
+        /// The catalog directory.
+        #[arg(long, value_name = "DIR")]
+        catalog: PathBuf,
+        /// A kernel build (repeatable), e.g. 6.1.0-47-cloud-amd64.
+        #[arg(
+            long = "kernel",
+            value_name = "RELEASE",
+            required_unless_present = "kernels"
+        )]
+        kernel: Vec<String>,
+        /// Every cloud build the archive offers for a Debian release:
+        /// `debian12-cloud` (6.1 and 6.12+deb12) or `debian13-cloud`
+        /// (6.12+deb13 and the backports).
+        #[arg(long, value_name = "SET", conflicts_with = "kernel")]
+        kernels: Option<String>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a bundle signing key pair: DIR/noreboot.key (secret, mode 0600)
     /// and DIR/noreboot.pub, in minisign's formats.
     ///
@@ -211,6 +239,62 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&c)?);
             } else {
                 print!("{}", catalog::table(&c));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plan {
+            catalog,
+            kernel,
+            kernels,
+            json,
+        } => {
+            let c = catalog::Catalog::load(&catalog)?;
+            let cache = kernel_tree::Cache::from_env()?;
+            let archive = kernel_tree::AptArchive::debian(&cache)?;
+            let available = kernel_tree::discover::all_available_releases(&archive, "cloud-amd64")?;
+            let builds: Vec<(kernel_tree::Release, String)> = match kernels.as_deref() {
+                Some(set) => {
+                    let debian = match set {
+                        "debian12-cloud" => 12,
+                        "debian13-cloud" => 13,
+                        other => anyhow::bail!(
+                            "--kernels {other:?}: the sets are debian12-cloud and debian13-cloud"
+                        ),
+                    };
+                    available
+                        .iter()
+                        .filter(|(r, _)| r.debian_release() == Some(debian))
+                        .map(|(r, v)| (r.clone(), v.to_string()))
+                        .collect()
+                }
+                None => kernel
+                    .iter()
+                    .map(|k| {
+                        let r: kernel_tree::Release = k.parse()?;
+                        let v = available
+                            .iter()
+                            .find(|(a, _)| *a == r)
+                            .map(|(_, v)| v.to_string())
+                            .ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "--kernel {k}: the archive offers no complete build of that release (noreboot-lab releases lists them)"
+                                )
+                            })?;
+                        Ok((r, v))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            let work = cache
+                .root()
+                .join("tmp")
+                .join(format!("plan-{}", std::process::id()));
+            let plans = plan::plan(&cache, &archive, &c, &builds, &work);
+            let _ = std::fs::remove_dir_all(&work);
+            let plans = plans?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plans)?);
+            } else {
+                print!("{}", plan::table(&c, &plans));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -747,38 +747,92 @@ impl Workspace {
         archive: &dyn Archive,
         version: &str,
     ) -> Result<PathBuf> {
-        let package = self.release().source_package();
-        let dir = cache.root().join("sources");
-        let tarball = dir.join(format!("{package}_{version}.tar.xz"));
-        if tarball.exists() {
-            return Ok(tarball);
-        }
-        let _lock = cache.lock(&format!("{package}_{version}"))?;
-        if tarball.exists() {
-            return Ok(tarball);
-        }
-        let infos = archive.show(std::slice::from_ref(&package))?;
-        let info = infos
-            .iter()
-            .find(|i| i.version.to_string() == version)
-            .ok_or_else(|| Error::VersionMismatch {
-                release: self.release().to_string(),
-                package: package.clone(),
-                wanted: format!("= {version}"),
-                reason: "requested explicitly".into(),
-                available: infos.iter().map(|i| i.version.to_string()).collect(),
-            })?;
-        let partial = dir.join(format!(".{package}_{version}.partial"));
-        let _ = std::fs::remove_dir_all(&partial);
-        std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
-        ensure_space(&partial, info.size * 3)?;
-        let deb = archive.download(&package, &info.version, &partial)?;
-        crate::workspace::unpack_deb(&deb, &partial)?;
-        let unpacked = partial.join(format!("usr/src/{package}.tar.xz"));
-        std::fs::rename(&unpacked, &tarball).map_err(|e| Error::io("move", &unpacked, e))?;
-        let _ = std::fs::remove_dir_all(&partial);
-        Ok(tarball)
+        debian_source(cache, archive, self.release(), version)
     }
+}
+
+/// The source tarball of `release`'s series at Debian version `version`
+/// (`linux-source-6.1` at `6.1.192-3`), downloaded once into the cache's
+/// `sources/` without fetching the rest of a workspace: what a release
+/// plan reads to tell whether a build already has a fix.
+pub fn debian_source(
+    cache: &Cache,
+    archive: &dyn Archive,
+    release: &crate::Release,
+    version: &str,
+) -> Result<PathBuf> {
+    let package = release.source_package();
+    let dir = cache.root().join("sources");
+    let tarball = dir.join(format!("{package}_{version}.tar.xz"));
+    if tarball.exists() {
+        return Ok(tarball);
+    }
+    let _lock = cache.lock(&format!("{package}_{version}"))?;
+    if tarball.exists() {
+        return Ok(tarball);
+    }
+    let infos = archive.show(std::slice::from_ref(&package))?;
+    let info = infos
+        .iter()
+        .find(|i| i.version.to_string() == version)
+        .ok_or_else(|| Error::VersionMismatch {
+            release: release.to_string(),
+            package: package.clone(),
+            wanted: format!("= {version}"),
+            reason: "requested explicitly".into(),
+            available: infos.iter().map(|i| i.version.to_string()).collect(),
+        })?;
+    let partial = dir.join(format!(".{package}_{version}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
+    ensure_space(&partial, info.size * 3)?;
+    let deb = archive.download(&package, &info.version, &partial)?;
+    crate::workspace::unpack_deb(&deb, &partial)?;
+    let unpacked = partial.join(format!("usr/src/{package}.tar.xz"));
+    std::fs::rename(&unpacked, &tarball).map_err(|e| Error::io("move", &unpacked, e))?;
+    let _ = std::fs::remove_dir_all(&partial);
+    Ok(tarball)
+}
+
+/// Extracts whichever of `files` (paths relative to the tree) `tarball`
+/// holds into `dest`, the tarball's top directory stripped, and returns
+/// those it does not hold (a file a fix touches that this version lacks).
+pub fn extract_present(tarball: &Path, files: &[&str], dest: &Path) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
+    let top = tarball_top(tarball);
+    let mut tar = Command::new("tar");
+    tar.arg("-xf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dest)
+        .arg("--strip-components=1")
+        .args(files.iter().map(|f| format!("{top}/{f}")));
+    // tar exits 2 when a member is missing, after extracting the others.
+    let out = tar.output().map_err(|e| Error::spawn(&tar, "tar", e))?;
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|f| !dest.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
+    if !out.status.success() && missing.is_empty() {
+        return Err(Error::Command {
+            command: format!("{tar:?}"),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(missing)
+}
+
+/// The top directory of a Debian source tarball (`linux-source-6.1`), from
+/// its file name.
+fn tarball_top(tarball: &Path) -> String {
+    tarball
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('_').next())
+        .map(|n| n.trim_end_matches(".tar.xz").to_string())
+        .unwrap_or_default()
 }
 
 /// Extracts `files` (paths relative to the tree, e.g. `kernel/sys.c`) from a
@@ -786,12 +840,7 @@ impl Workspace {
 /// directory is stripped.
 pub fn extract_files(tarball: &Path, files: &[&str], dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
-    let top = tarball
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.split('_').next())
-        .map(|n| n.trim_end_matches(".tar.xz").to_string())
-        .unwrap_or_default();
+    let top = tarball_top(tarball);
     let mut tar = Command::new("tar");
     tar.arg("-xf")
         .arg(tarball)

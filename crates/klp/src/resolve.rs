@@ -105,7 +105,13 @@ impl<'k> KernelResolver<'k> {
                         module_syms = Cow::Owned(t);
                         module_block = block_of(&module_syms, orig)?;
                     }
-                    Err(Error::NoSuchObject { .. }) => {}
+                    // Without its place, a static the patch reaches is
+                    // found only when its name is the module's only one;
+                    // one with namesakes fails then, naming it (an object
+                    // whose statics other objects also have, e.g. only a
+                    // one-shot flag, is not refused for statics the patch
+                    // never reaches).
+                    Err(Error::NoSuchObject { .. } | Error::Ambiguous { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }

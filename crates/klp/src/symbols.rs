@@ -251,6 +251,10 @@ impl KernelSymbols {
         let want: std::collections::HashSet<&str> = locals.iter().copied().collect();
         let mut runs: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
         let mut start = None;
+        // Names in the current run: one object defines a name once, so a
+        // name seen again starts the next object's run (objects whose
+        // only static is the same one-shot flag sit side by side).
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for (i, s) in self.syms.iter().enumerate() {
             // Assembler labels a module keeps (`.LC16`, a string constant
             // some inline asm named) sit among an object's statics but
@@ -259,8 +263,21 @@ impl KernelSymbols {
                 continue;
             }
             let member = s.local && want.contains(s.name.as_str());
+            if member && start.is_some() && seen.contains(s.name.as_str()) {
+                if let Some(a) = start {
+                    runs.push((0, a..i));
+                }
+                start = None;
+            }
             match (member, start) {
-                (true, None) => start = Some(i),
+                (true, None) => {
+                    start = Some(i);
+                    seen.clear();
+                    seen.insert(s.name.as_str());
+                }
+                (true, Some(_)) => {
+                    seen.insert(s.name.as_str());
+                }
                 (false, Some(a)) => {
                     runs.push((0, a..i));
                     start = None;

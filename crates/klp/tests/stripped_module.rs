@@ -98,3 +98,44 @@ fn duplicate_statics_of_a_stripped_module_resolve_through_their_object() {
     .unwrap();
     assert!(r.resolve("dm_reg_value", true).is_err());
 }
+
+/// An object whose only static is one other objects of the module also
+/// have (xfs_pnfs.c: a one-shot flag, `__already_done.1`, in four of xfs's
+/// objects) cannot be placed; its patch still resolves what it reaches
+/// that is unique (its functions, the module's other symbols), and only a
+/// reference to the ambiguous static fails, naming it.
+#[test]
+fn an_object_that_cannot_be_placed_still_resolves_its_unique_symbols() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let flag = |name: &str| {
+        format!("static int once; int {name}(int v) {{ if (!once) {{ once = 1; return v; }} return 0; }}\n")
+    };
+    let objs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| compile(d, n, &flag(&format!("{n}_fn")), &[]))
+        .collect();
+    let ko = d.join("m.ko");
+    run(Command::new("ld").arg("-r").arg("-o").arg(&ko).args(&objs));
+    run(Command::new("strip").arg("--strip-debug").arg(&ko));
+    let module = KernelSymbols::from_module(&ko).unwrap();
+    assert_eq!(module.named("once").count(), 3);
+    let (vmlinux, symvers) = (KernelSymbols::default(), Symvers::default());
+    let orig = Object::read(&compile(
+        d,
+        "b",
+        &flag("b_fn"),
+        &["-ffunction-sections", "-fdata-sections"],
+    ))
+    .unwrap();
+    let r = KernelResolver::for_module(&vmlinux, &symvers, "m", &module, &orig).unwrap();
+    assert_eq!(
+        r.resolve("a_fn", false),
+        Ok(Outside::Livepatch {
+            object: "m".into(),
+            sympos: 0
+        })
+    );
+    let err = r.resolve("once", true).unwrap_err();
+    assert!(err.contains("once"), "{err}");
+}

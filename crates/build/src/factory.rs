@@ -175,7 +175,7 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     let diffs = diff(opts, &kernel, &affected, &compiled, &mut progress)?;
     let modules = target_modules(&kernel, &diffs)?;
     let located = locate(&kernel, &diffs, &modules)?;
-    let matched = run_pre(&located, &mut progress)?;
+    let matched = run_pre(opts, &kernel, &located, &mut progress)?;
     let parts = emit(&located, &mut progress)?;
     let module = link(opts, &kernel, &parts, &mut progress)?;
     let signed = sign(opts, &kernel, &module, &mut progress)?;
@@ -614,31 +614,67 @@ fn locate<'a>(
 /// Pass 6 (run-pre): each replaced function, compiled from the original
 /// source, is the running kernel's own code. Returns the matches per
 /// object, in the order of `located`.
-fn run_pre(located: &Located, progress: &mut Progress) -> anyhow::Result<Vec<Vec<Matched>>> {
-    let mut out = Vec::new();
-    for l in &located.objects {
-        let matched = match l.module {
+///
+/// The originals are compiled with function sections; where that alone
+/// moves code (gcc aligns loops relative to the section, and a function
+/// with its own section starts elsewhere relative to an alignment
+/// boundary than in the kernel's `.text`: 6.12+deb13's `crypto/ecc.o`),
+/// the object is compiled once more exactly as the kernel's build did and
+/// matched again, byte for byte: the source, configuration and compiler
+/// are still proven the kernel's.
+fn run_pre(
+    opts: &Options,
+    k: &Kernel,
+    located: &Located,
+    progress: &mut Progress,
+) -> anyhow::Result<Vec<Vec<Matched>>> {
+    let match_one = |l: &LocatedObject, orig: &Object| -> anyhow::Result<Vec<Matched>> {
+        match l.module {
             None => {
                 let at: Vec<(String, u64)> = l
                     .replaced
                     .iter()
                     .map(|(f, _, a)| (f.name.clone(), *a))
                     .collect();
-                runpre::match_vmlinux(&l.diff.orig, &at, &located.vmlinux)
+                runpre::match_vmlinux(orig, &at, &located.vmlinux)
             }
             Some(ko) => {
                 let names: Vec<String> =
                     l.replaced.iter().map(|(f, _, _)| f.name.clone()).collect();
-                runpre::match_module(&l.diff.orig, &names, ko)
+                runpre::match_module(orig, &names, ko)
             }
         }
-        .with_context(|| format!("run-pre matching {}", l.diff.object))?;
+    };
+    let mut out = Vec::new();
+    let mut recompiled = 0;
+    for l in &located.objects {
+        let matched = match match_one(l, &l.diff.orig) {
+            Ok(m) => m,
+            Err(first) => {
+                let dir = opts.out.join("work").join("orig-as-built");
+                std::fs::create_dir_all(&dir)?;
+                let path = dir.join(l.diff.object.replace('/', "_"));
+                k.tree.compile(&l.diff.object, "", &path).with_context(|| {
+                    format!("compiling {} as the kernel's build did", l.diff.object)
+                })?;
+                let as_built = Object::read(&path)?;
+                recompiled += 1;
+                match_one(l, &as_built)
+                    .map_err(|_| first)
+                    .with_context(|| format!("run-pre matching {}", l.diff.object))?
+            }
+        };
         out.push(matched);
     }
+    let again = if recompiled > 0 {
+        format!(" ({recompiled} object(s) compiled again without function sections to match)")
+    } else {
+        String::new()
+    };
     progress.done(
         "match",
         format!(
-            "{} function(s) match the kernel's code",
+            "{} function(s) match the kernel's code{again}",
             out.iter().map(Vec::len).sum::<usize>()
         ),
     );

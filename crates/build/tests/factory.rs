@@ -1065,7 +1065,8 @@ fn consecutive_fixes(
     let mut outcomes: Vec<String> = Vec::new();
     let mut verified = 0;
     for (i, file) in changed.iter().take(15 + must_count).enumerate() {
-        if verified >= 2 && i >= must_count {
+        // Two verified from the shuffled sample, besides the named ones.
+        if verified >= 2 + must_count {
             break;
         }
         let patch = out.join(format!("fix{i}.patch"));
@@ -1136,7 +1137,7 @@ fn consecutive_fixes(
             }
         }
     }
-    if verified < 2 {
+    if verified < 2 + must_count {
         return Err(format!(
             "only {verified} of the fixes tried built and verified:\n{}",
             outcomes.join("\n")

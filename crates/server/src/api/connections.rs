@@ -31,8 +31,9 @@
 //! - Anything else a client sends (HTTP/2 pings, settings, partial
 //!   headers) does not count: it keeps no connection open.
 //!
-//! A connection that times out is shut down gracefully (HTTP/2: GOAWAY)
-//! and dropped if that has not finished within [`CLOSE_GRACE`].
+//! A connection that times out before its first request is dropped; one
+//! that served requests is shut down gracefully (HTTP/2: GOAWAY) and
+//! dropped if that has not finished within [`CLOSE_GRACE`].
 //!
 //! At `max_connections` open connections the loop stops accepting until
 //! one closes: new clients wait in the kernel's listen queue (and, when it
@@ -244,8 +245,14 @@ impl Conn {
                 }
                 return;
             }
-            () = activity.expired(self.limits) => {
-                tracing::debug!(peer = %self.peer, "closing a connection with no request in progress: timed out");
+            fresh = activity.expired(self.limits) => {
+                tracing::debug!(peer = %self.peer, fresh, "closing a connection with no request in progress: timed out");
+                // Before its first request a client has nothing to be told,
+                // and hyper's graceful shutdown would wait for the rest of
+                // a half-sent head (measured: the whole grace).
+                if fresh {
+                    return;
+                }
                 CLOSE_GRACE
             }
             _ = self.stopped.changed() => SHUTDOWN_GRACE,
@@ -312,16 +319,17 @@ impl Activity {
     }
 
     /// Completes when the connection has had no request in progress for
-    /// longer than its limit.
-    async fn expired(&self, limits: ConnectionLimits) {
+    /// longer than its limit, saying whether it never had one.
+    async fn expired(&self, limits: ConnectionLimits) -> bool {
         let mut changes = self.0.subscribe();
         loop {
             let deadline = changes.borrow_and_update().deadline(limits);
             match deadline {
                 Some(deadline) => tokio::select! {
                     () = sleep_until(deadline) => {
-                        if self.0.borrow().deadline(limits).is_some_and(|d| d <= Instant::now()) {
-                            return;
+                        let idle = *self.0.borrow();
+                        if idle.deadline(limits).is_some_and(|d| d <= Instant::now()) {
+                            return idle.fresh;
                         }
                     }
                     _ = changes.changed() => {}

@@ -375,7 +375,10 @@ async fn the_tls_listener_times_out_handshakes_and_heads_and_stops_on_sigterm() 
             }
         };
     }
+    // A new connection for each request: a kept-alive one would race the
+    // server's idle timeout of 1 s.
     let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
         .resolve("localhost", addr)

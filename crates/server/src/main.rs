@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
+use server::api::connections::ConnectionLimits;
 use server::api::{self, AppState, Settings};
 use server::clock::{rfc3339, SystemClock};
 use server::model::Role;
@@ -70,9 +71,22 @@ enum Command {
         /// Check-in interval suggested to agents, in seconds.
         #[arg(long, default_value_t = 4 * 3600)]
         checkin_interval: u64,
-        /// Longest a request may take, in seconds.
+        /// Longest a request may take, in seconds, from its head to its
+        /// answer (reading its body included).
         #[arg(long, default_value_t = 120)]
         request_timeout: u64,
+        /// Seconds a new connection has to send its first request head (TLS
+        /// handshake included); slower clients are disconnected.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
+        /// Seconds a connection may stay open with no request in progress
+        /// (between kept-alive requests, or a response that does not move).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=24 * 3600))]
+        idle_timeout: u64,
+        /// Connections open at once; further clients wait to be accepted
+        /// until one closes. The open-file limit is raised to fit them.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max_connections: u32,
         /// Serve HTTPS with this PEM certificate chain (with --tls-key).
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -421,6 +435,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             register_per_minute,
             checkin_interval,
             request_timeout,
+            header_timeout,
+            idle_timeout,
+            max_connections,
             tls_cert,
             tls_key,
             policy_days,
@@ -449,6 +466,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "serving plain HTTP on {listen}: put a TLS proxy in front of it (and pass --behind-tls-proxy)"
                 );
             }
+            if let Some(fit) = api::connections::fit_open_files(max_connections) {
+                tracing::warn!(
+                    "the open-file limit leaves room for about {fit} connections, not --max-connections {max_connections}: raise it (systemd: LimitNOFILE=)"
+                );
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listen on {listen}"))?;
@@ -460,6 +482,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 register_per_minute,
                 checkin_interval: Some(checkin_interval),
                 request_timeout: Duration::from_secs(request_timeout),
+                connections: ConnectionLimits {
+                    header_timeout: Duration::from_secs(header_timeout),
+                    idle_timeout: Duration::from_secs(idle_timeout),
+                    max_connections,
+                },
                 policy,
                 metrics_token,
                 checkin_durability: if checkin_fsync {
@@ -474,10 +501,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = ctx.db.clone();
             let state = AppState::new(ctx, settings);
             match tls {
-                Some(tls) => {
-                    let listener = listener.into_std().context("listener")?;
-                    api::serve_tls(listener, state, tls, shutdown_signal()).await
-                }
+                Some(tls) => api::serve_tls(listener, state, tls, shutdown_signal()).await,
                 None => api::serve(listener, state, shutdown_signal()).await,
             }
             .context("serve")?;

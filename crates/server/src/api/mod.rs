@@ -5,10 +5,12 @@
 //! publishing), a request timeout, registrations and failed dashboard
 //! sign-ins per address and minute, the dashboard's same-origin check on
 //! its forms (`dashboard`), and JSON error bodies for every failure
-//! (`error`).
+//! (`error`). Connections are accepted, capped and timed out between
+//! requests in `connections`.
 
 pub mod admin;
 pub mod agent;
+pub mod connections;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
@@ -18,7 +20,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod reports;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +51,8 @@ pub struct Settings {
     pub checkin_interval: Option<u64>,
     /// How long one request may take, body included.
     pub request_timeout: Duration,
+    /// Timeouts and the cap on the connections themselves.
+    pub connections: connections::ConnectionLimits,
     /// The compliance reports' default policy.
     pub policy: crate::report::Policy,
     /// Bearer token `/metrics` requires (`None`: open).
@@ -75,6 +79,7 @@ impl Default for Settings {
             register_per_minute: 30,
             checkin_interval: Some(4 * 3600),
             request_timeout: Duration::from_secs(120),
+            connections: connections::ConnectionLimits::default(),
             policy: crate::report::Policy::default(),
             metrics_token: None,
             checkin_durability: crate::checkin::Durability::default(),
@@ -204,40 +209,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
 }
 
-/// Serves the API over TLS on `listener` until `shutdown` completes, then
-/// gives the requests in flight up to 30 s to finish.
+/// Serves the API over TLS on `listener` until `shutdown` completes (see
+/// [`connections::serve`]).
 pub async fn serve_tls(
-    listener: std::net::TcpListener,
+    listener: TcpListener,
     state: Arc<AppState>,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-    });
-    listener.set_nonblocking(true)?;
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum_server::from_tcp_rustls(
-        listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )
-    .handle(handle)
-    .serve(app)
-    .await
+    let limits = state.settings.connections;
+    let tls = tokio_rustls::TlsAcceptor::from(tls);
+    connections::serve(listener, router(state), Some(tls), limits, shutdown).await
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes
-/// the requests in flight.
+/// Serves the API on `listener` until `shutdown` completes (see
+/// [`connections::serve`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.settings.connections;
+    connections::serve(listener, router(state), None, limits, shutdown).await
 }

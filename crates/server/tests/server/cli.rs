@@ -28,7 +28,7 @@ pub(crate) fn last_line(s: &str) -> String {
     s.lines().last().unwrap().trim().to_string()
 }
 
-pub(crate) struct Serving(Child);
+pub(crate) struct Serving(pub(crate) Child);
 
 impl Drop for Serving {
     fn drop(&mut self) {

@@ -7,6 +7,7 @@
 mod checkin;
 mod cli;
 mod common;
+mod connections;
 mod dashboard;
 mod dashboard_sessions;
 mod feeds;

@@ -1013,18 +1013,20 @@ fn affected_objects(
                 .extension()
                 .and_then(|e| e.to_str())
                 .unwrap_or("");
-            if p.starts_with("Documentation/")
-                || p.starts_with("tools/")
-                || p.starts_with("samples/")
-            {
+            if p.starts_with("Documentation/") || p.starts_with("samples/") {
                 continue;
             }
+            // tools/ is user space, except what the kernel compiles from
+            // it (kernel/bpf/relo_core.o is built from
+            // tools/lib/bpf/relo_core.c): only that counts.
+            let tools = p.starts_with("tools/");
             match ext {
                 "c" => match index.by_source(p) {
                     Some(o) => {
                         objects.insert(o.object.clone(), o.clone());
                         line_diffs.insert(p.to_string(), f.text.clone());
                     }
+                    None if tools => {}
                     None if f.created => problems.push(format!(
                         "{}: {p} is a new source file; a live patch can only change files the kernel was built from",
                         fix.file.display()
@@ -1039,7 +1041,7 @@ fn affected_objects(
                         continue;
                     }
                     let deps = index.dependents(tree, p);
-                    if deps.is_empty() {
+                    if deps.is_empty() && !tools {
                         problems.push(format!(
                             "{}: no object of {release}'s configuration includes {p}",
                             fix.file.display()
@@ -1049,6 +1051,7 @@ fn affected_objects(
                         objects.insert(o.object.clone(), o.clone());
                     }
                 }
+                _ if tools => {}
                 "S" | "s" => problems.push(format!(
                     "{}: {p} is assembly; noreboot live patches C functions only",
                     fix.file.display()

@@ -35,6 +35,10 @@ pub struct SourceTree {
 /// restored; a leftover one (a killed process) is restored on next use.
 const BACKUP_DIR: &str = ".noreboot-originals";
 
+/// The host tools `make prepare` builds in the tree with their own build
+/// systems; scratch copies use the tree's through symlinks.
+const HOST_TOOLS: [&str; 2] = ["tools/objtool", "tools/bpf/resolve_btfids"];
+
 /// Beside the tree: original objects compiled with noreboot's flags, kept
 /// for the next build (see [`SourceTree::compile_objects`]).
 pub const ORIGINALS_DIR: &str = "original-objects";
@@ -343,25 +347,30 @@ impl SourceTree {
         let dir = parent.join(&name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
+            let e = e.map_err(|e| Error::io("list", &self.dir, e))?;
+            entries.push(e.path());
+        }
+        let mut cp = Command::new("cp");
+        cp.arg("-al").args(&entries).arg(&dir);
+        run(cp, "coreutils", &parent)?;
         // The host tools kbuild builds during `prepare` (objtool,
         // resolve_btfids) are made by their own build system with absolute
         // paths, so a copy would rebuild them, writing in place through
         // the shared links into the original tree while it builds too.
         // They do not depend on the sources a fix changes: the copy uses
-        // the original's through a symlink and never rebuilds them.
-        let mut entries = Vec::new();
-        for e in std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
-            let e = e.map_err(|e| Error::io("list", &self.dir, e))?;
-            if e.file_name() != "tools" {
-                entries.push(e.path());
+        // the original's through a symlink and never rebuilds them. The
+        // rest of tools/ is linked like any file (a fix may change a file
+        // the kernel compiles from there, tools/lib/bpf/relo_core.c).
+        for t in HOST_TOOLS {
+            let copy = dir.join(t);
+            if copy.exists() {
+                std::fs::remove_dir_all(&copy).map_err(|e| Error::io("remove", &copy, e))?;
+                std::os::unix::fs::symlink(self.dir.join(t), &copy)
+                    .map_err(|e| Error::io("link", &copy, e))?;
             }
         }
-        let mut cp = Command::new("cp");
-        cp.arg("-al").args(&entries).arg(&dir);
-        run(cp, "coreutils", &parent)?;
-        let tools = dir.join("tools");
-        std::os::unix::fs::symlink(self.dir.join("tools"), &tools)
-            .map_err(|e| Error::io("link", &tools, e))?;
         Ok(ScratchTree(SourceTree {
             dir,
             release: self.release.clone(),
@@ -484,10 +493,9 @@ impl SourceTree {
     /// scratch tree, and may be half-written) are reset to the tarball's
     /// files, so kbuild rebuilds them here once.
     fn heal_host_tools(&self, tarball: &Path) -> Result<()> {
-        const TOOLS: [&str; 2] = ["tools/objtool", "tools/bpf/resolve_btfids"];
         let mut files = Vec::new();
         let mut polluted = false;
-        let mut stack: Vec<PathBuf> = TOOLS.iter().map(|d| self.dir.join(d)).collect();
+        let mut stack: Vec<PathBuf> = HOST_TOOLS.iter().map(|d| self.dir.join(d)).collect();
         while let Some(d) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(&d) else {
                 continue;

@@ -59,6 +59,7 @@ fn state_disk(f: &Fixture, name: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
 fn levels_apply_replace_revert_unload_and_update() {
     let f = fixture();
     let mut g = lab::Guest::boot(&guest_config(f, &config("15s", "1m", ""))).unwrap();
@@ -293,6 +294,7 @@ fn bad_bundles(f: &Fixture, dir: &Path) -> Vec<(String, PathBuf, &'static str)> 
 }
 
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
 fn bad_bundles_are_refused_with_nothing_loaded() {
     let f = fixture();
     let dir = f.dir.join("bad");
@@ -352,6 +354,7 @@ fn bad_bundles_are_refused_with_nothing_loaded() {
 /// said and audited), never fatal while a good key sits beside it; and
 /// `bundle inspect` never calls a signature it could not check a pass.
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
 fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
     let f = fixture();
     let mut g = lab::Guest::boot(&guest_config(f, &config("15s", "1m", ""))).unwrap();
@@ -405,6 +408,7 @@ fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
 /// wrote, and a state file that is not JSON at all each leave the host
 /// patched (with the best level still intact) and every command working.
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots guests; scripts/test runs it"]
 fn damaged_files_never_leave_the_host_unpatched() {
     let f = fixture();
     let disk = state_disk(f, "damage-disk.img");
@@ -470,6 +474,7 @@ fn damaged_files_never_leave_the_host_unpatched() {
 }
 
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
 fn a_stalled_transition_is_signalled_then_rolled_back() {
     let f = fixture();
     // 6.1 has no signal file: the kernel signals blocking tasks itself
@@ -508,6 +513,7 @@ fn a_stalled_transition_is_signalled_then_rolled_back() {
 }
 
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
 fn two_agents_at_once_one_waits_and_state_stays_consistent() {
     let f = fixture();
     // A health command that takes a while keeps the first agent busy (and
@@ -571,6 +577,7 @@ fn two_agents_at_once_one_waits_and_state_stays_consistent() {
 }
 
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots guests; scripts/test runs it"]
 fn levels_survive_reboot_and_the_crash_guard_skips_a_level_that_crashed() {
     let f = fixture();
     let disk = state_disk(f, "state-disk.img");
@@ -676,6 +683,7 @@ fn levels_survive_reboot_and_the_crash_guard_skips_a_level_that_crashed() {
 }
 
 #[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
 fn a_failed_health_check_puts_the_previous_level_back() {
     let f = fixture();
     let failing = config("15s", "1m", "\n[health]\ncommand = \"exit 3\"\n");
@@ -710,6 +718,7 @@ fn a_failed_health_check_puts_the_previous_level_back() {
 /// (kthreadd) rolled back to the previous level, revert, unload, update:
 /// what depends on the kernel's livepatch interface.
 #[test]
+#[ignore = "slow tier: builds patch levels for the newest 6.12+deb13 kernel and boots it; scripts/test runs it"]
 fn debian_13_levels_apply_replace_roll_back_revert_and_unload() {
     let f = debian13_fixture();
     let mut g = lab::Guest::boot(&guest_config(f, &config("2s", "20s", ""))).unwrap();

@@ -58,6 +58,7 @@ fn unified_diff(rel: &str, old: &Path, new: &Path) -> String {
 }
 
 #[test]
+#[ignore = "slow tier: builds real 6.1 fixes and verifies them in guests; scripts/test runs it"]
 fn real_debian_fixes_build_load_and_verify() {
     let spec = fixes::load();
     let out = out_dir("real");
@@ -143,6 +144,7 @@ fn real_debian_fixes_build_load_and_verify() {
 /// `--verify`d: a carried call site's descriptor and static key are the
 /// patch module's own.
 #[test]
+#[ignore = "slow tier: builds real 6.1 module fixes and verifies them in guests; scripts/test runs it"]
 fn real_module_fixes_with_dynamic_debug_build_load_and_verify() {
     let spec = fixes::load_named("kernel-fixes-reach.toml");
     let out = out_dir("module-dyndbg");
@@ -370,6 +372,7 @@ fn static_check(name: &str, out: &Path) -> PathBuf {
 /// address/mask pair, accepted by the unpatched kernel, is rejected by the
 /// policy as the fixed kernel rejects it (tests/guest/netlabel_check.c).
 #[test]
+#[ignore = "slow tier: builds a real 6.1 fix and verifies it in a guest; scripts/test runs it"]
 fn netlabel_policy_fix_is_refused_alone_and_verified_with_its_callback() {
     let spec = fixes::load();
     let out = out_dir("netlabel");
@@ -466,6 +469,7 @@ fn netlabel_policy_fix_is_refused_alone_and_verified_with_its_callback() {
 /// source: the build says so first, with the compiler's own error lines,
 /// exits 5, and prints the command line only with --verbose.
 #[test]
+#[ignore = "slow tier: needs the 6.1 kernel source; scripts/test runs it"]
 fn a_fix_that_does_not_compile_says_so_first() {
     let release = fixes::load().release;
     let tree = source_tree(&release);
@@ -531,6 +535,7 @@ fn edit_patch(case: &str, tree: &Path, rel: &str, edits: &[(&str, &str)], out: &
 }
 
 #[test]
+#[ignore = "slow tier: builds 6.1 patches and verifies them in guests; scripts/test runs it"]
 fn classic_cases_are_observable_in_the_guest() {
     let release = "6.1.0-47-cloud-amd64";
     let tree = source_tree(release);
@@ -674,6 +679,7 @@ fn classic_cases_are_observable_in_the_guest() {
 /// 6.12.117 (the `factory` selection of elfdiff's kernel-fixes-6.12.toml),
 /// each built and verified in a 6.12 guest.
 #[test]
+#[ignore = "slow tier: builds real 6.12 fixes and verifies them in guests; scripts/test runs it"]
 fn real_debian_6_12_fixes_build_load_and_verify() {
     let spec = fixes::load_named("kernel-fixes-6.12.toml");
     let out = out_dir("real-6.12");
@@ -706,6 +712,7 @@ fn real_debian_6_12_fixes_build_load_and_verify() {
 /// (tests/guest/ptrace_check.c, static) runs the rewritten bound check
 /// with a valid pointer and one above the bound.
 #[test]
+#[ignore = "slow tier: builds a 6.12 patch and verifies it in a guest; scripts/test runs it"]
 fn runtime_constant_is_loaded_from_its_variable_in_a_6_12_guest() {
     let release = "6.12.107+deb12-cloud-amd64";
     let tree = source_tree(release);
@@ -834,6 +841,7 @@ enum Expect {
 /// control_buf` (352 to 104 bytes), which every virtio-net device the
 /// running kernel set up holds in the old layout.
 #[test]
+#[ignore = "slow tier: builds real 6.1 fixes and verifies them in guests; scripts/test runs it"]
 fn reach_fixes_resolve_build_and_verify() {
     let spec = fixes::load();
     let out = out_dir("reach");
@@ -910,6 +918,7 @@ fn reach_fixes_resolve_build_and_verify() {
 /// `__func__` strings, one name in two of its objects, travel with the
 /// patch.
 #[test]
+#[ignore = "slow tier: builds a fix for two 6.1 kernels and verifies it in guests; scripts/test runs it"]
 fn cve_2026_99362_builds_and_verifies_on_6_1_0_56_and_6_1_0_47() {
     const FILE: &str = "fs/nfsd/nfs4state.c";
     let out = out_dir("cve-2026-99362");
@@ -969,6 +978,7 @@ fn cve_2026_99362_builds_and_verifies_on_6_1_0_56_and_6_1_0_47() {
 /// compile alone" (the file needs others of the same change) are honest
 /// outcomes and are listed.
 #[test]
+#[ignore = "slow tier: builds real Debian 13 fixes in build roots and verifies them in guests; scripts/test runs it"]
 fn debian_13_real_fixes_build_and_verify() {
     let cache = Cache::from_env().unwrap();
     let archive = AptArchive::debian(&cache).unwrap();
@@ -1170,6 +1180,7 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
 /// observes: /proc/cmdline reads what the patched function prints, not
 /// before the patch, and does after.
 #[test]
+#[ignore = "slow tier: builds a fix for the newest Debian 13 kernels and boots them; scripts/test runs it"]
 fn the_newest_debian_13_kernels_run_an_observable_fix() {
     let cache = Cache::from_env().unwrap();
     let archive = AptArchive::debian(&cache).unwrap();

@@ -71,6 +71,7 @@ fn build(args: &[&str]) -> (i32, serde_json::Value, String) {
 }
 
 #[test]
+#[ignore = "slow tier: builds a 6.1 patch and boots a guest; scripts/test runs it"]
 fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
     let (ws, tree) = workspace();
     let out = out_dir("late-module");
@@ -164,6 +165,7 @@ fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
 }
 
 #[test]
+#[ignore = "slow tier: builds a 6.1 patch and boots a guest; scripts/test runs it"]
 fn a_function_marked_unchanged_is_left_to_the_kernel() {
     let (_ws, tree) = workspace();
     let out = out_dir("ignore");
@@ -284,6 +286,7 @@ fn a_function_marked_unchanged_is_left_to_the_kernel() {
 /// fix here is a real one's shape: kernel/audit.c between 6.1.170-3 and
 /// 6.1.192-3 changes kauditd_thread).
 #[test]
+#[ignore = "slow tier: builds a 6.1 patch and boots a guest; scripts/test runs it"]
 fn a_replaced_kthread_main_loop_is_warned_about() {
     let (_ws, tree) = workspace();
     let out = out_dir("kthread-loop");
@@ -323,6 +326,7 @@ fn a_replaced_kthread_main_loop_is_warned_about() {
 }
 
 #[test]
+#[ignore = "slow tier: builds a 6.1 patch and boots a guest; scripts/test runs it"]
 fn a_signed_module_carries_its_signature_and_still_verifies() {
     let (_ws, tree) = workspace();
     let out = out_dir("signed");
@@ -413,6 +417,7 @@ fn a_signed_module_carries_its_signature_and_still_verifies() {
 }
 
 #[test]
+#[ignore = "slow tier: builds a 6.1 patch and boots a guest; scripts/test runs it"]
 fn a_new_pr_debug_is_a_dynamic_debug_callsite_of_the_patch() {
     let (ws, tree) = workspace();
     let out = out_dir("dyndbg");
@@ -463,6 +468,7 @@ fn a_new_pr_debug_is_a_dynamic_debug_callsite_of_the_patch() {
 }
 
 #[test]
+#[ignore = "slow tier: builds a 6.1 patch and boots a guest; scripts/test runs it"]
 fn a_carried_pr_debug_in_a_module_is_the_patch_modules_own_call_site() {
     let (ws, tree) = workspace();
     let out = out_dir("dyndbg-module");

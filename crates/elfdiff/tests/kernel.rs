@@ -25,11 +25,13 @@ fn set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "slow tier: compiles real fixes in the 6.1 kernel source; scripts/test runs it"]
 fn real_debian_6_1_fixes_and_large_objects() {
     check_selection("kernel-fixes.toml");
 }
 
 #[test]
+#[ignore = "slow tier: compiles real fixes in the 6.12 kernel source; scripts/test runs it"]
 fn real_debian_6_12_fixes_and_large_objects() {
     check_selection("kernel-fixes-6.12.toml");
 }

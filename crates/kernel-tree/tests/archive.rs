@@ -27,6 +27,7 @@ fn ws() -> Workspace {
 }
 
 #[test]
+#[ignore = "slow tier: queries the archive's releases through apt; scripts/test runs it"]
 fn discovery_lists_complete_releases_oldest_first() {
     let r: Release = discover::PINNED_RELEASE.parse().unwrap();
     let list = discover::available_releases(&AptArchive::new(), r.flavour(), r.series()).unwrap();
@@ -40,6 +41,7 @@ fn discovery_lists_complete_releases_oldest_first() {
 }
 
 #[test]
+#[ignore = "slow tier: downloads the 6.1 kernel workspace into the cache; scripts/test runs it"]
 fn workspace_has_consistent_packages_identity_and_paths() {
     let ws = ws();
     let id = ws.identity();
@@ -95,6 +97,7 @@ fn workspace_has_consistent_packages_identity_and_paths() {
 }
 
 #[test]
+#[ignore = "slow tier: downloads the 6.1 kernel workspace and its -dbg symbols; scripts/test runs it"]
 fn symbol_table_comes_from_the_same_build() {
     let ws = ws();
     let table = ws
@@ -116,6 +119,7 @@ fn symbol_table_comes_from_the_same_build() {
 }
 
 #[test]
+#[ignore = "slow tier: queries the archive's releases through apt; scripts/test runs it"]
 fn unknown_release_names_what_is_offered() {
     let cache = tempfile::tempdir().unwrap();
     let release: Release = "6.1.0-9-cloud-amd64".parse().unwrap();
@@ -133,6 +137,7 @@ fn unknown_release_names_what_is_offered() {
 }
 
 #[test]
+#[ignore = "slow tier: picks the test kernel from the cache or apt's lists; scripts/test runs it"]
 fn no_network_is_reported_and_leaves_no_workspace() {
     let cache = tempfile::tempdir().unwrap();
     // A proxy nobody listens on: apt fails to connect exactly as it does
@@ -175,6 +180,7 @@ impl Drop for SmallFs {
 }
 
 #[test]
+#[ignore = "slow tier: picks the test kernel from the cache or apt's lists; mounts a tmpfs (root); scripts/test runs it"]
 fn disk_full_is_caught_before_downloading() {
     let fs = SmallFs::new("4m");
     let err =
@@ -185,6 +191,7 @@ fn disk_full_is_caught_before_downloading() {
 }
 
 #[test]
+#[ignore = "slow tier: downloads a kernel package; mounts a tmpfs (root); scripts/test runs it"]
 fn disk_full_during_download_is_reported_as_such() {
     let fs = SmallFs::new("256k");
     let release = &selection().release;
@@ -241,6 +248,7 @@ fn empty_private_lists_are_refreshed_by_the_next_run() {
 }
 
 #[test]
+#[ignore = "slow tier: downloads and prepares the 6.1 kernel source; scripts/test runs it"]
 fn source_tree_compiles_single_objects_reproducibly() {
     let ws = ws();
     let cache = Cache::from_env().unwrap();

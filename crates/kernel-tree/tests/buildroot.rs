@@ -25,6 +25,7 @@ fn suite(name: &str) -> kernel_tree::buildroot::Suite {
 }
 
 #[test]
+#[ignore = "slow tier: makes the trixie build root with mmdebstrap; scripts/test runs it"]
 fn trixie_root_provides_gcc_14_and_is_made_once() {
     let cache = Cache::from_env().unwrap();
     let started = Instant::now();
@@ -152,8 +153,10 @@ fn compile_all(out: &Path) -> Toolchain {
 
 /// The inner half of [`bookworm_root_builds_the_same_bytes_as_the_host`],
 /// run by it in a child process with `NOREBOOT_BUILDROOT` set (the
-/// environment is the process's): does nothing in a plain test run.
+/// environment is the process's): does nothing when a test run reaches it
+/// by itself.
 #[test]
+#[ignore = "slow tier: the inner half of bookworm_root_builds_the_same_bytes_as_the_host (a bookworm build root); scripts/test runs it"]
 fn forced_build_root() {
     let Some(out) = std::env::var_os(INNER_OUT) else {
         return;
@@ -175,6 +178,7 @@ fn forced_build_root() {
 }
 
 #[test]
+#[ignore = "slow tier: prepares the 6.1 kernel source and makes the bookworm build root; scripts/test runs it"]
 fn bookworm_root_builds_the_same_bytes_as_the_host() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("buildroot-test");
     let _ = std::fs::remove_dir_all(&dir);
@@ -192,7 +196,13 @@ fn bookworm_root_builds_the_same_bytes_as_the_host() {
         std::fs::create_dir_all(&rooted).unwrap();
         let started = Instant::now();
         let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "forced_build_root", "--nocapture"])
+            // The inner test is slow-tier (ignored) like this one.
+            .args([
+                "--exact",
+                "forced_build_root",
+                "--include-ignored",
+                "--nocapture",
+            ])
             .env("NOREBOOT_BUILDROOT", mode)
             .env(INNER_OUT, &rooted)
             .status()

@@ -61,6 +61,7 @@ fn newest_backports() -> Release {
 }
 
 #[test]
+#[ignore = "slow tier: refreshes the private apt lists from Debian's archive; scripts/test runs it"]
 fn discovery_lists_trixie_and_backports_builds_with_their_suites() {
     let list = available();
     let suites = discover::suites_of(archive(), list).unwrap();
@@ -198,6 +199,7 @@ fn check_source(ws: &Workspace) {
 }
 
 #[test]
+#[ignore = "slow tier: downloads a 6.12+deb13 workspace and prepares it in the trixie build root; scripts/test runs it"]
 fn trixie_6_12_workspace_and_source_in_the_build_root() {
     check_source(&check_workspace(&newest_trixie_6_12()));
 }
@@ -207,11 +209,13 @@ fn trixie_6_12_workspace_and_source_in_the_build_root() {
 /// bindgen, rust-src) cannot keep through `make olddefconfig`; the tree
 /// refuses that as an inconsistent config, as it should.
 #[test]
+#[ignore = "slow tier: downloads a trixie-backports kernel workspace; scripts/test runs it"]
 fn newest_backports_workspace() {
     check_workspace(&newest_backports());
 }
 
 #[test]
+#[ignore = "slow tier: refreshes the private apt lists from Debian's archive; scripts/test runs it"]
 fn private_lists_are_reused_while_fresh() {
     let a = archive();
     // The first query applies the freshness rule.

@@ -10,6 +10,7 @@ use kernel_tree::{AptArchive, Cache, Workspace};
 use klp::{KernelSymbols, Symvers};
 
 #[test]
+#[ignore = "slow tier: needs the 6.1 kernel source and -dbg symbols; scripts/test runs it"]
 fn sympos_of_duplicate_statics_follows_their_object_files() {
     let cache = Cache::from_env().unwrap();
     let archive = AptArchive::new();

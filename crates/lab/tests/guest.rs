@@ -25,6 +25,7 @@ fn ws() -> &'static Workspace {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn run_returns_status_output_dmesg_and_timing() {
     let cfg = GuestConfig::for_workspace(ws());
     let r = lab::run(&cfg, "echo out; echo err >&2; uname -r; exit 7").unwrap();
@@ -38,6 +39,7 @@ fn run_returns_status_output_dmesg_and_timing() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn session_keeps_state_across_steps() {
     let mut g = Guest::boot(&GuestConfig::for_workspace(ws())).unwrap();
     g.exec_ok("echo first > /tmp/state").unwrap();
@@ -60,6 +62,7 @@ fn session_keeps_state_across_steps() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn image_build_id_is_what_the_running_kernel_reports() {
     let mut g = Guest::boot(&GuestConfig::for_workspace(ws())).unwrap();
     let hex = g
@@ -77,6 +80,7 @@ fn image_build_id_is_what_the_running_kernel_reports() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn guest_reaches_host_loopback_over_user_networking() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -101,6 +105,7 @@ fn guest_reaches_host_loopback_over_user_networking() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn host_binary_runs_with_its_shared_libraries() {
     let cfg = GuestConfig::for_workspace(ws()).with_binary("/usr/bin/xz", "/usr/bin/xz");
     // By path: Debian's busybox shell runs its own applet for a bare `xz`.
@@ -118,6 +123,7 @@ fn host_binary_runs_with_its_shared_libraries() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn guest_panic_is_reported_with_the_console() {
     let started = Instant::now();
     let err = lab::run(
@@ -133,6 +139,7 @@ fn guest_panic_is_reported_with_the_console() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn hung_command_times_out_and_kills_the_guest() {
     let mut g = Guest::boot(&GuestConfig::for_workspace(ws())).unwrap();
     let started = Instant::now();
@@ -153,6 +160,7 @@ fn hung_command_times_out_and_kills_the_guest() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest; scripts/test runs it"]
 fn hung_boot_times_out_with_console() {
     let mut cfg = GuestConfig::for_workspace(ws());
     cfg.boot_script = Some("sleep 600".into());
@@ -178,6 +186,7 @@ fn missing_kernel_is_a_clear_error() {
 }
 
 #[test]
+#[ignore = "slow tier: needs the 6.1 kernel workspace; scripts/test runs it"]
 fn unknown_module_is_a_clear_error() {
     let mut cfg = GuestConfig::for_workspace(ws());
     cfg.modules = vec!["no_such_module_xyz".into()];
@@ -192,6 +201,7 @@ fn unknown_module_is_a_clear_error() {
 /// Item 4 of the foundation issue: the kernel's livepatch sample idea,
 /// written as the project's fixture, on the real kernel.
 #[test]
+#[ignore = "slow tier: builds the fixture module and boots a 6.1 guest; scripts/test runs it"]
 fn livepatch_fixture_patches_and_unpatches_cmdline() {
     let dir = tempfile::tempdir().unwrap();
     let r = lab::sample::run_cmdline_sample(ws(), dir.path()).unwrap();
@@ -227,6 +237,7 @@ fn livepatch_fixture_patches_and_unpatches_cmdline() {
 }
 
 #[test]
+#[ignore = "slow tier: boots a 6.1 guest through noreboot-lab; scripts/test runs it"]
 fn cli_runs_a_command_and_passes_its_exit_status() {
     let exe = env!("CARGO_BIN_EXE_noreboot-lab");
     let out = std::process::Command::new(exe)
@@ -262,6 +273,7 @@ fn cli_runs_a_command_and_passes_its_exit_status() {
 /// The workspace's symbol table (from the -dbg package) is the running
 /// kernel's: with KASLR off, /proc/kallsyms gives the same addresses.
 #[test]
+#[ignore = "slow tier: downloads the -dbg symbols and boots a 6.1 guest; scripts/test runs it"]
 fn symbol_table_matches_kallsyms_of_the_booted_kernel() {
     let table = ws()
         .symbols(&Cache::from_env().unwrap(), &AptArchive::new())

@@ -38,11 +38,13 @@ fn boot_and_run(pick: impl Fn(&str) -> bool, what: &str) {
 }
 
 #[test]
+#[ignore = "slow tier: downloads and boots a 6.12+deb13 guest; scripts/test runs it"]
 fn trixie_6_12_guest_runs_a_command() {
     boot_and_run(|s| s == "6.12", "6.12+deb13");
 }
 
 #[test]
+#[ignore = "slow tier: downloads and boots a trixie-backports guest; scripts/test runs it"]
 fn backports_guest_runs_a_command() {
     boot_and_run(|s| s != "6.12", "trixie-backports");
 }

@@ -78,8 +78,9 @@ fn malformed(what: &str, reason: impl Into<String>) -> KeyError {
 pub struct KeyId(pub [u8; 8]);
 
 impl fmt::Display for KeyId {
-    /// As minisign prints it: the bytes as a little-endian u64 in
-    /// uppercase hex, so ids match `minisign -V` output and .pub comments.
+    /// The bytes as a little-endian u64 in uppercase hex, 16 digits: the
+    /// number `minisign -V` and .pub comments print (minisign leaves out
+    /// leading zeros).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016X}", u64::from_le_bytes(self.0))
     }

@@ -244,58 +244,52 @@ impl KernelSymbols {
     /// statics `locals` form a block, found by where they sit: `ld -r`
     /// writes each input object's locals together, in link order, and
     /// stripping keeps that order. The block is the longest run of
-    /// consecutive locals that are all among `locals`; it must hold more
+    /// consecutive locals that are all among `locals`, without a name twice
+    /// (a namesake belongs to a neighbouring object); it must hold more
     /// than half of them and be unrivalled (no other run as long), or the
     /// object is not told apart and nothing is guessed.
     pub fn with_object_block(&self, file: &str, locals: &[&str]) -> Result<KernelSymbols> {
         let want: std::collections::HashSet<&str> = locals.iter().copied().collect();
+        // The candidates: within each run of consecutive locals that are
+        // all among `locals`, the longest windows in which no name
+        // repeats. One object defines a name once, so a repeated name is
+        // a neighbouring object's static of the same name (a `__func__.2`
+        // just before, a one-shot flag that several objects have): the
+        // window drops it. Assembler labels a module keeps (`.LC16`, a
+        // string constant some inline asm named) sit among an object's
+        // statics but are no static of the C file: they neither join nor
+        // end a run, and do not count.
         let mut runs: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-        let mut start = None;
-        // Names in the current run: one object defines a name once, so a
-        // name seen again starts the next object's run (objects whose
-        // only static is the same one-shot flag sit side by side).
-        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut window: std::collections::VecDeque<(usize, &str)> = Default::default();
+        let close = |window: &std::collections::VecDeque<(usize, &str)>,
+                     runs: &mut Vec<(usize, std::ops::Range<usize>)>| {
+            if let (Some(first), Some(last)) = (window.front(), window.back()) {
+                runs.push((window.len(), first.0..last.0 + 1));
+            }
+        };
         for (i, s) in self.syms.iter().enumerate() {
-            // Assembler labels a module keeps (`.LC16`, a string constant
-            // some inline asm named) sit among an object's statics but
-            // are no static of the C file: they neither join nor end a run.
             if s.local && s.name.starts_with('.') {
                 continue;
             }
             let member = s.local && want.contains(s.name.as_str());
-            if member && start.is_some() && seen.contains(s.name.as_str()) {
-                if let Some(a) = start {
-                    runs.push((0, a..i));
-                }
-                start = None;
+            if !member {
+                close(&window, &mut runs);
+                window.clear();
+                continue;
             }
-            match (member, start) {
-                (true, None) => {
-                    start = Some(i);
-                    seen.clear();
-                    seen.insert(s.name.as_str());
+            if window.iter().any(|(_, n)| *n == s.name.as_str()) {
+                // The window as it stands is one candidate; the next one
+                // starts after the earlier namesake.
+                close(&window, &mut runs);
+                while let Some((_, n)) = window.pop_front() {
+                    if n == s.name.as_str() {
+                        break;
+                    }
                 }
-                (true, Some(_)) => {
-                    seen.insert(s.name.as_str());
-                }
-                (false, Some(a)) => {
-                    runs.push((0, a..i));
-                    start = None;
-                }
-                _ => {}
             }
+            window.push_back((i, s.name.as_str()));
         }
-        if let Some(a) = start {
-            runs.push((0, a..self.syms.len()));
-        }
-        for (score, range) in &mut runs {
-            let names: std::collections::HashSet<&str> = self.syms[range.clone()]
-                .iter()
-                .filter(|s| !s.name.starts_with('.'))
-                .map(|s| s.name.as_str())
-                .collect();
-            *score = names.len();
-        }
+        close(&window, &mut runs);
         runs.sort_by_key(|r| std::cmp::Reverse(r.0));
         let not_found = || Error::NoSuchObject {
             file: file.to_string(),

@@ -139,3 +139,41 @@ fn an_object_that_cannot_be_placed_still_resolves_its_unique_symbols() {
     let err = r.resolve("once", true).unwrap_err();
     assert!(err.contains("once"), "{err}");
 }
+
+/// The object before another can end with a static of the same name as one
+/// of the next object's (erofs: decompressor.c's `__func__.2` right before
+/// zmap.c's statics, which include a `__func__.2` too): the block of the
+/// second object leaves its neighbour's namesake out, so the patch reaches
+/// its own static, not the neighbour's.
+#[test]
+fn a_neighbours_namesake_is_not_taken_into_the_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let first = "static int shared; int first_fn(int v) { shared += v; return shared; }\n";
+    let second = "static int shared; static int za; static int zb;\n\
+                  int second_fn(int v) { shared += v; za = v; return shared + za + zb; }\n\
+                  void second_set(int v) { zb = v; shared = v; }\n";
+    let a = compile(d, "first", first, &[]);
+    let b = compile(d, "second", second, &[]);
+    let ko = d.join("m.ko");
+    run(Command::new("ld")
+        .arg("-r")
+        .arg("-o")
+        .arg(&ko)
+        .arg(&a)
+        .arg(&b));
+    run(Command::new("strip").arg("--strip-debug").arg(&ko));
+    let module = KernelSymbols::from_module(&ko).unwrap();
+    assert_eq!(module.named("shared").count(), 2);
+    let (vmlinux, symvers) = (KernelSymbols::default(), Symvers::default());
+    let flags = ["-ffunction-sections", "-fdata-sections"];
+    let orig = Object::read(&compile(d, "second", second, &flags)).unwrap();
+    let r = KernelResolver::for_module(&vmlinux, &symvers, "m", &module, &orig).unwrap();
+    assert_eq!(
+        r.resolve("shared", true),
+        Ok(Outside::Livepatch {
+            object: "m".into(),
+            sympos: 2
+        })
+    );
+}

@@ -770,15 +770,7 @@ impl Context {
         let name: String = row.try_get(0).ctx("read the admin token")?;
         let role: String = row.try_get(1).ctx("read the admin token")?;
         let revoked: Option<i64> = row.try_get(2).ctx("read the admin token")?;
-        if revoked.is_some() {
-            return Err(Error::Unauthorized(format!(
-                "admin token {name:?} was revoked"
-            )));
-        }
-        let role = Role::parse(&role).ok_or_else(|| {
-            Error::Unauthorized(format!("admin token {name:?} has an unknown role"))
-        })?;
-        Ok(Actor { name, role })
+        token_actor(name, &role, revoked.is_some())
     }
 
     /// Every host but the retired ones (see `hosts`), by hostname.
@@ -976,4 +968,18 @@ async fn feed_state(
         level,
         serving,
     })
+}
+
+/// The admin an admin token's row names, unless it was revoked or holds a
+/// role this server does not know: what every way in (bearer token,
+/// dashboard session) checks.
+pub(crate) fn token_actor(name: String, role: &str, revoked: bool) -> Result<Actor, Error> {
+    if revoked {
+        return Err(Error::Unauthorized(format!(
+            "admin token {name:?} was revoked"
+        )));
+    }
+    let role = Role::parse(role)
+        .ok_or_else(|| Error::Unauthorized(format!("admin token {name:?} has an unknown role")))?;
+    Ok(Actor { name, role })
 }

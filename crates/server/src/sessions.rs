@@ -18,7 +18,6 @@ use crate::admin::Actor;
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{DbContext, Error};
-use crate::model::Role;
 use crate::secrets;
 use crate::store::audit;
 
@@ -152,15 +151,7 @@ impl Context {
         if expires_at <= self.clock.now() {
             return Err(unauthorized("the dashboard session expired"));
         }
-        if token_revoked.is_some() {
-            return Err(Error::Unauthorized(format!(
-                "admin token {name:?} was revoked"
-            )));
-        }
-        let role = Role::parse(&role).ok_or_else(|| {
-            Error::Unauthorized(format!("admin token {name:?} has an unknown role"))
-        })?;
-        Ok(Actor { name, role })
+        crate::admin::token_actor(name, &role, token_revoked.is_some())
     }
 
     /// Ends the open session `id` (signed out from `from`); answers whose

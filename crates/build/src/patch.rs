@@ -34,7 +34,9 @@ pub struct Fix {
     pub files: Vec<FileDiff>,
 }
 
-fn strip_path(p: &str, n: usize) -> Option<String> {
+/// A diff header's path (`a/fs/x.c`, maybe followed by a tab and a date)
+/// with `n` leading components stripped; `None` for `/dev/null`.
+pub fn strip_path(p: &str, n: usize) -> Option<String> {
     let p = p.split('\t').next().unwrap_or(p).trim();
     if p == "/dev/null" {
         return None;

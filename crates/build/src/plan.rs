@@ -77,11 +77,8 @@ pub fn applicability(patch: &Path, tree: &Path) -> anyhow::Result<Applicability>
     let files = crate::patch::parse_files(patch, &text)?;
     let absent: Vec<String> = files
         .iter()
-        .filter_map(|(old, _, _)| {
-            let path = old.split('\t').next()?.trim();
-            let rel = path.split_once('/').map(|(_, r)| r)?;
-            (path != "/dev/null" && !tree.join(rel).is_file()).then(|| rel.to_string())
-        })
+        .filter_map(|(old, _, _)| crate::patch::strip_path(old, 1))
+        .filter(|rel| !tree.join(rel).is_file())
         .collect();
     if !absent.is_empty() {
         return Ok(Applicability::Absent { files: absent });
@@ -245,12 +242,11 @@ pub fn plan(
         for p in patches.iter().flatten() {
             let text = std::fs::read_to_string(p)?;
             for (old, new, _) in crate::patch::parse_files(p, &text)? {
-                for path in [old, new] {
-                    let path = path.split('\t').next().unwrap_or("").trim().to_string();
-                    if let Some((_, rel)) = path.split_once('/') {
-                        touched.insert(rel.to_string());
-                    }
-                }
+                touched.extend(
+                    [old, new]
+                        .iter()
+                        .filter_map(|p| crate::patch::strip_path(p, 1)),
+                );
             }
         }
         let tree = dir.join("source");

@@ -980,9 +980,7 @@ fn cve_2026_99362_builds_and_verifies_on_6_1_0_56_and_6_1_0_47() {
 #[test]
 #[ignore = "slow tier: builds real Debian 13 fixes in build roots and verifies them in guests; scripts/test runs it"]
 fn debian_13_real_fixes_build_and_verify() {
-    let cache = Cache::from_env().unwrap();
-    let archive = AptArchive::debian(&cache).unwrap();
-    let list = kernel_tree::discover::all_available_releases(&archive, "cloud-amd64").unwrap();
+    let (cache, archive, list) = debian_releases();
     let mut failures = Vec::new();
     for (what, backports) in [("6.12+deb13", false), ("trixie-backports", true)] {
         match consecutive_fixes(&cache, &archive, &list, what, backports) {
@@ -991,6 +989,19 @@ fn debian_13_real_fixes_build_and_verify() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The cache, noreboot's private view of Debian 12 and 13, and every
+/// complete cloud release it offers.
+fn debian_releases() -> (
+    Cache,
+    AptArchive,
+    Vec<(kernel_tree::Release, debversion::Version)>,
+) {
+    let cache = Cache::from_env().unwrap();
+    let archive = AptArchive::debian(&cache).unwrap();
+    let list = kernel_tree::discover::all_available_releases(&archive, "cloud-amd64").unwrap();
+    (cache, archive, list)
 }
 
 /// Source versions of Debian 13 (not Debian 12's rebuilds of the same
@@ -1182,9 +1193,7 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
 #[test]
 #[ignore = "slow tier: builds a fix for the newest Debian 13 kernels and boots them; scripts/test runs it"]
 fn the_newest_debian_13_kernels_run_an_observable_fix() {
-    let cache = Cache::from_env().unwrap();
-    let archive = AptArchive::debian(&cache).unwrap();
-    let list = kernel_tree::discover::all_available_releases(&archive, "cloud-amd64").unwrap();
+    let (cache, archive, list) = debian_releases();
     let mut failures = Vec::new();
     for (what, backports) in [("6.12+deb13", false), ("trixie-backports", true)] {
         let (release, version) =

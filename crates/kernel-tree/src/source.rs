@@ -845,18 +845,17 @@ fn tarball_top(tarball: &Path) -> String {
 
 /// Extracts `files` (paths relative to the tree, e.g. `kernel/sys.c`) from a
 /// source tarball into `dest` (as `dest/<path>`); the tarball's top
-/// directory is stripped.
+/// directory is stripped. Every file must be there.
 pub fn extract_files(tarball: &Path, files: &[&str], dest: &Path) -> Result<()> {
-    std::fs::create_dir_all(dest).map_err(|e| Error::io("create", dest, e))?;
-    let top = tarball_top(tarball);
-    let mut tar = Command::new("tar");
-    tar.arg("-xf")
-        .arg(tarball)
-        .arg("-C")
-        .arg(dest)
-        .arg("--strip-components=1")
-        .args(files.iter().map(|f| format!("{top}/{f}")));
-    run(tar, "tar", dest)
+    let missing = extract_present(tarball, files, dest)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        command: format!("tar -xf {}", tarball.display()),
+        status: "incomplete".into(),
+        stderr: format!("not in the tarball: {}", missing.join(", ")),
+    })
 }
 
 #[cfg(test)]

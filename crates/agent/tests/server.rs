@@ -436,3 +436,133 @@ fn register_over_https_trusts_the_configured_ca_only() {
     assert_eq!(listed[0]["build_id"], "ab".repeat(20));
     assert_eq!(listed[0]["tags"], serde_json::json!(["tls"]));
 }
+
+/// A guest of `release` with the agent, trusting `public`, configured to
+/// take its levels from a server.
+fn release_guest(release: &str, agent_exe: &Path, public: &Path) -> lab::GuestConfig {
+    let cache = kernel_tree::Cache::from_env().unwrap();
+    let archive = kernel_tree::AptArchive::debian(&cache).unwrap();
+    let ws = kernel_tree::Workspace::fetch(&cache, &archive, &release.parse().unwrap()).unwrap();
+    let mut g = lab::GuestConfig::for_workspace(&ws)
+        .with_binary(agent_exe, "/usr/sbin/noreboot")
+        .with_file(public, "/etc/noreboot/trusted.d/release.pub")
+        .with_network();
+    g.contents.push((
+        "/etc/noreboot/config.toml".into(),
+        config(
+            "15s",
+            "1m",
+            "\n[server]\nattempts = 2\nbackoff = \"200ms\"\n",
+        )
+        .into_bytes(),
+        0o644,
+    ));
+    g
+}
+
+#[test]
+#[ignore = "slow tier: releases the example catalog for two 6.1 builds and boots a guest of each; scripts/test runs it"]
+fn a_release_run_reaches_each_build_through_the_server() {
+    // Two hosts on two builds register; `noreboot-build release
+    // --kernels-from-server` builds, verifies and publishes each build's
+    // own level of the example catalog; each host's `noreboot update`
+    // takes its own level, and the compliance report shows both protected.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = server_exe();
+    let build = workspace_bin("noreboot-build", "build");
+    let agent_exe = option_env!("CARGO_BIN_EXE_noreboot")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_bin("noreboot", "agent"));
+    let keys = dir.path().join("keys");
+    common::run(Command::new(&build).args(["keygen", "-o"]).arg(&keys));
+    let data = dir.path().join("server-data");
+    std::fs::create_dir_all(data.join("trusted.d")).unwrap();
+    std::fs::copy(
+        keys.join("noreboot.pub"),
+        data.join("trusted.d/release.pub"),
+    )
+    .unwrap();
+    let reg = admin(&exe, &data, &["key", "create", "--feed", "test"]);
+    let token = admin(
+        &exe,
+        &data,
+        &["token", "create", "release", "--role", "admin"],
+    );
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token["token"].as_str().unwrap()).unwrap();
+    let server = serve(&exe, &data, &[]);
+
+    let builds = ["6.1.0-47-cloud-amd64", "6.1.0-56-cloud-amd64"];
+    let mut guests: Vec<lab::Guest> = Vec::new();
+    for (i, b) in builds.iter().enumerate() {
+        let mut g =
+            lab::Guest::boot(&release_guest(b, &agent_exe, &keys.join("noreboot.pub"))).unwrap();
+        g.exec_ok(&format!("hostname host{i}")).unwrap();
+        let (code, out) = agent(
+            &mut g,
+            &format!(
+                "register --server http://10.0.2.2:{} --key {}",
+                server.port,
+                reg["secret"].as_str().unwrap()
+            ),
+        );
+        assert_eq!(code, 0, "{out}");
+        guests.push(g);
+    }
+
+    let catalog = dir.path().join("catalog");
+    common::run(
+        Command::new("cp")
+            .arg("-r")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../examples/catalog"
+            ))
+            .arg(&catalog),
+    );
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let out = common::run(
+        Command::new(&build)
+            .args(["release", "--json", "--catalog"])
+            .arg(&catalog)
+            .args([
+                "--kernels-from-server",
+                &url,
+                "--publish",
+                &url,
+                "--feed",
+                "test",
+            ])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--key")
+            .arg(keys.join("noreboot.key"))
+            .stdin(Stdio::null()),
+    );
+    let outcomes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let released: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o["result"] == "released" && o["published"] == url.as_str())
+        .map(|o| o["release"].as_str().unwrap())
+        .collect();
+    assert_eq!(released, builds, "{out}");
+
+    let before = admin(&exe, &data, &["report", "summary"]);
+    assert_eq!(before["hosts_exposed"].as_u64(), Some(2), "{before}");
+    for g in guests.iter_mut() {
+        let (code, out) = agent(g, "update");
+        assert_eq!(code, 0, "{out}");
+        let (code, s) = agent(g, "status --json");
+        assert_eq!(code, 0, "{s}");
+        assert!(s.contains("noreboot_l1"), "{s}");
+    }
+    // Each runs its own build's level: the 6.1.192-2 host's level
+    // completes 6.1.192-3, the 6.1.170-3 host's claims nothing.
+    let (_, uname) = agent(&mut guests[1], "uname -v");
+    assert!(uname.contains("6.1.192-3"), "{uname}");
+    let (_, uname) = agent(&mut guests[0], "uname -v");
+    assert!(!uname.contains("6.1.192-3"), "{uname}");
+    let after = admin(&exe, &data, &["report", "summary"]);
+    assert_eq!(after["hosts_protected"].as_u64(), Some(2), "{after}");
+    assert_eq!(after["hosts_exposed"].as_u64(), Some(0), "{after}");
+}

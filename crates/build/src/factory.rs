@@ -44,6 +44,9 @@ pub struct Options {
     /// Refuse instead of leaving any difference out (init code, line-only
     /// changes, …): the patch carries every difference or is not built.
     pub strict: bool,
+    /// No phase lines on stderr (a release runs several builds at once and
+    /// shows its own progress); warnings and notes still print.
+    pub quiet: bool,
 }
 
 /// Why a build stopped without a module, as distinct outcomes.
@@ -136,24 +139,28 @@ struct Progress {
     started: Instant,
     phase: Instant,
     phases: Vec<(String, f64)>,
+    quiet: bool,
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(quiet: bool) -> Self {
         Progress {
             started: Instant::now(),
             phase: Instant::now(),
             phases: Vec::new(),
+            quiet,
         }
     }
 
     fn done(&mut self, phase: &str, detail: impl AsRef<str>) {
         let s = self.phase.elapsed().as_secs_f64();
-        eprintln!(
-            "[{:>7.2}s] {phase:<9} {} ({s:.2} s)",
-            self.started.elapsed().as_secs_f64(),
-            detail.as_ref()
-        );
+        if !self.quiet {
+            eprintln!(
+                "[{:>7.2}s] {phase:<9} {} ({s:.2} s)",
+                self.started.elapsed().as_secs_f64(),
+                detail.as_ref()
+            );
+        }
         self.phases.push((phase.to_string(), s));
         self.phase = Instant::now();
     }
@@ -167,7 +174,7 @@ const KPATCH_HEADER: &str = include_str!("../include/kpatch-macros.h");
 /// Runs the pipeline: one pass per line, each taking what the ones before
 /// it made and timed under its own name.
 pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
-    let mut progress = Progress::new();
+    let mut progress = Progress::new(opts.quiet);
     let opts = &checked_options(opts)?;
     let kernel = workspace(opts, &mut progress)?;
     let affected = affected(opts, &kernel, &mut progress)?;
@@ -186,11 +193,13 @@ pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
     manifest.phases = progress.phases.clone();
     write_manifest(&opts.out, &manifest)?;
     let _ = compiled.cleanup.join();
-    eprintln!(
-        "[{:>7.2}s] done      {}",
-        progress.started.elapsed().as_secs_f64(),
-        module.path.display()
-    );
+    if !opts.quiet {
+        eprintln!(
+            "[{:>7.2}s] done      {}",
+            progress.started.elapsed().as_secs_f64(),
+            module.path.display()
+        );
+    }
     Ok(manifest)
 }
 

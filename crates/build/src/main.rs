@@ -11,6 +11,8 @@ mod catalog;
 mod factory;
 mod patch;
 mod plan;
+mod publish;
+mod release;
 mod runpre;
 mod verify;
 
@@ -182,6 +184,58 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Release a fix catalog as cumulative patch levels, one per kernel
+    /// build: each build's level carries every fix that applies to it
+    /// (see `plan`), built and verified in a guest of that build with the
+    /// fixes' check scripts, signed with the effective version only a
+    /// declared completion grants, optionally published. A level that
+    /// would carry what the build's newest level carries is not built
+    /// again; state per build lives in DIR/state/<release>.json, so a
+    /// killed run is simply started again. One build's job
+    /// (`--kernel K`) can run alone, anywhere (docs/catalog.md).
+    ///
+    /// Exit status: 0 every build released or up to date, 1 a build
+    /// failed (the summary says which and why) or an error, 2 usage.
+    Release {
+        /// The catalog directory.
+        #[arg(long, value_name = "DIR")]
+        catalog: PathBuf,
+        /// A kernel build (repeatable), e.g. 6.1.0-47-cloud-amd64.
+        #[arg(long = "kernel", value_name = "RELEASE", required_unless_present_any = ["kernels", "kernels_from_server"])]
+        kernel: Vec<String>,
+        /// Every cloud build the archive offers for a Debian release:
+        /// `debian12-cloud` or `debian13-cloud`.
+        #[arg(long, value_name = "SET", conflicts_with_all = ["kernel", "kernels_from_server"])]
+        kernels: Option<String>,
+        /// The builds the hosts of this noreboot-server run (its admin API,
+        /// with --token-file).
+        #[arg(long, value_name = "URL", conflicts_with = "kernel")]
+        kernels_from_server: Option<String>,
+        /// The bundle signing key (noreboot-build keygen).
+        #[arg(long, value_name = "SECRET.key")]
+        key: PathBuf,
+        /// Where levels are built and bundles written [default: DIR/out].
+        #[arg(short = 'o', long, value_name = "OUT")]
+        out: Option<PathBuf>,
+        /// Builds run at once [default: the number of cores].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        jobs: Option<u32>,
+        /// Publish each new level to this noreboot-server (admin API).
+        #[arg(long, value_name = "URL")]
+        publish: Option<String>,
+        /// Release published levels to this feed (repeatable).
+        #[arg(long = "feed", value_name = "FEED", requires = "publish")]
+        feeds: Vec<String>,
+        /// A file holding the server's admin token [default: $NOREBOOT_ADMIN_TOKEN].
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// PEM CA certificates the server's certificate must chain to.
+        #[arg(long, value_name = "CA.pem")]
+        server_ca: Option<PathBuf>,
+        /// Print the outcomes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a bundle signing key pair: DIR/noreboot.key (secret, mode 0600)
     /// and DIR/noreboot.pub, in minisign's formats.
     ///
@@ -251,39 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = catalog::Catalog::load(&catalog)?;
             let cache = kernel_tree::Cache::from_env()?;
             let archive = kernel_tree::AptArchive::debian(&cache)?;
-            let available = kernel_tree::discover::all_available_releases(&archive, "cloud-amd64")?;
-            let builds: Vec<(kernel_tree::Release, String)> = match kernels.as_deref() {
-                Some(set) => {
-                    let debian = match set {
-                        "debian12-cloud" => 12,
-                        "debian13-cloud" => 13,
-                        other => anyhow::bail!(
-                            "--kernels {other:?}: the sets are debian12-cloud and debian13-cloud"
-                        ),
-                    };
-                    available
-                        .iter()
-                        .filter(|(r, _)| r.debian_release() == Some(debian))
-                        .map(|(r, v)| (r.clone(), v.to_string()))
-                        .collect()
-                }
-                None => kernel
-                    .iter()
-                    .map(|k| {
-                        let r: kernel_tree::Release = k.parse()?;
-                        let v = available
-                            .iter()
-                            .find(|(a, _)| *a == r)
-                            .map(|(_, v)| v.to_string())
-                            .ok_or_else(|| {
-                                anyhow::anyhow!(
-                                    "--kernel {k}: the archive offers no complete build of that release (noreboot-lab releases lists them)"
-                                )
-                            })?;
-                        Ok((r, v))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
-            };
+            let builds = builds(&archive, &kernel, kernels.as_deref(), None)?;
             let work = cache
                 .root()
                 .join("tmp")
@@ -295,6 +317,82 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&plans)?);
             } else {
                 print!("{}", plan::table(&c, &plans));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Release {
+            catalog,
+            kernel,
+            kernels,
+            kernels_from_server,
+            key,
+            out,
+            jobs,
+            publish,
+            feeds,
+            token_file,
+            server_ca,
+            json,
+        } => {
+            let c = catalog::Catalog::load(&catalog)?;
+            let token = || -> anyhow::Result<String> {
+                let t = match &token_file {
+                    Some(f) => std::fs::read_to_string(f)
+                        .with_context(|| format!("--token-file {}", f.display()))?,
+                    None => std::env::var("NOREBOOT_ADMIN_TOKEN").map_err(|_| {
+                        anyhow::anyhow!(
+                            "the server needs an admin token: --token-file FILE or NOREBOOT_ADMIN_TOKEN"
+                        )
+                    })?,
+                };
+                Ok(t.trim().to_string())
+            };
+            // Fail on a bad key now, not after the first build.
+            bundle::SecretKey::read(&key).with_context(|| format!("--key {}", key.display()))?;
+            let from_server = match &kernels_from_server {
+                Some(url) => Some(publish::Client::new(url, &token()?, server_ca.as_deref())?),
+                None => None,
+            };
+            let target = match publish {
+                Some(url) => Some(publish::Target {
+                    url,
+                    token: token()?,
+                    feeds,
+                    ca: server_ca.clone(),
+                }),
+                None => None,
+            };
+            let cache = kernel_tree::Cache::from_env()?;
+            let archive = kernel_tree::AptArchive::debian(&cache)?;
+            let builds = builds(&archive, &kernel, kernels.as_deref(), from_server.as_ref())?;
+            let out = out.unwrap_or_else(|| catalog.join("out"));
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let out = out.canonicalize()?;
+            eprintln!("release: planning {} builds", builds.len());
+            let work = out.join("plan");
+            let plans = plan::plan(&cache, &archive, &c, &builds, &work)?;
+            let opts = release::Options {
+                catalog: c,
+                out,
+                key,
+                jobs: jobs.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    |j| j as usize,
+                ),
+                publish: target,
+            };
+            let outcomes = release::release(&opts, &plans);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcomes)?);
+            } else {
+                print!("{}", release::table(&opts.catalog, &outcomes));
+            }
+            let failed = outcomes.iter().filter(|o| !o.ok()).count();
+            if failed > 0 {
+                anyhow::bail!(
+                    "{failed} of {} builds failed (the summary says why)",
+                    outcomes.len()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -431,6 +529,67 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The kernel builds named by `--kernel` (each checked against what the
+/// archive offers), `--kernels SET`, or a server's reported builds: each
+/// with its Debian version.
+fn builds(
+    archive: &kernel_tree::AptArchive,
+    kernel: &[String],
+    set: Option<&str>,
+    server: Option<&publish::Client>,
+) -> anyhow::Result<Vec<(kernel_tree::Release, String)>> {
+    let available = kernel_tree::discover::all_available_releases(archive, "cloud-amd64")?;
+    if let Some(set) = set {
+        let debian = match set {
+            "debian12-cloud" => 12,
+            "debian13-cloud" => 13,
+            other => {
+                anyhow::bail!("--kernels {other:?}: the sets are debian12-cloud and debian13-cloud")
+            }
+        };
+        return Ok(available
+            .iter()
+            .filter(|(r, _)| r.debian_release() == Some(debian))
+            .map(|(r, v)| (r.clone(), v.to_string()))
+            .collect());
+    }
+    let named: Vec<String> = match server {
+        Some(c) => {
+            let reported = c.reported()?;
+            for r in &reported {
+                eprintln!(
+                    "release: the fleet runs {} ({}) on {} hosts, newest level {}",
+                    r.release,
+                    r.version,
+                    r.hosts,
+                    r.newest_level.map_or("none".into(), |l| l.to_string())
+                );
+            }
+            let mut names: Vec<String> = reported.into_iter().map(|r| r.release).collect();
+            names.sort();
+            names.dedup();
+            names
+        }
+        None => kernel.to_vec(),
+    };
+    named
+        .iter()
+        .map(|k| {
+            let r: kernel_tree::Release = k.parse()?;
+            let v = available
+                .iter()
+                .find(|(a, _)| *a == r)
+                .map(|(_, v)| v.to_string())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "kernel {k}: the archive offers no complete build of that release (noreboot-lab releases lists them)"
+                    )
+                })?;
+            Ok((r, v))
+        })
+        .collect()
+}
+
 fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let (Some(kernel), Some(name), Some(out)) = (a.kernel, a.name, a.out) else {
         anyhow::bail!(
@@ -451,6 +610,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         sign: a.sign_key.zip(a.sign_cert),
         out,
         strict: a.strict,
+        quiet: false,
     };
     let manifest = factory::build(&opts)?;
     if a.json {

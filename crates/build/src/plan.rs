@@ -60,6 +60,14 @@ pub struct BuildPlan {
     pub fixes: Vec<(String, Applicability)>,
     /// The fixes its cumulative level carries: those that apply.
     pub level: Vec<String>,
+    /// Each fix's unified diff for this build's series (`None`: another
+    /// series), in catalog order: what a release applies.
+    #[serde(skip)]
+    pub patches: Vec<Option<PathBuf>>,
+    /// The build's own source files that the fixes and their hooks touch,
+    /// as its Debian source package has them.
+    #[serde(skip)]
+    pub source: PathBuf,
 }
 
 /// The series (`6.1`) of a Debian kernel version (`6.1.192-3`,
@@ -169,14 +177,13 @@ fn fix_patch(
             }
             let names: Vec<&str> = files.iter().map(String::as_str).collect();
             let mut text = String::new();
-            let trees = [("a", from), ("b", to)]
-                .map(|(side, v)| (side, v, dir.join(fix.id.as_str()).join(side)));
-            for (_, version, tree) in &trees {
+            let mut trees = Vec::new();
+            for version in [from, to] {
                 let tarball = kernel_tree::source::debian_source(cache, archive, release, version)?;
-                kernel_tree::source::extract_present(&tarball, &names, tree)?;
+                trees.push(kernel_tree::source::cached_files(cache, &tarball, &names)?.0);
             }
             for f in files {
-                let (a, b) = (trees[0].2.join(f), trees[1].2.join(f));
+                let (a, b) = (trees[0].join(f), trees[1].join(f));
                 let diff = Command::new("diff")
                     .arg("-u")
                     .arg(format!("--label=a/{f}"))
@@ -206,6 +213,24 @@ fn fix_patch(
         }
     }
     Ok(Ok(out))
+}
+
+/// Whether the build's Debian `version` is at least the fix's `fixed_in`
+/// of the same series.
+fn contained_by_version(fix: &CatalogFix, release: &Release, version: &str) -> bool {
+    let Some(fixed_in) = &fix.fixed_in else {
+        return false;
+    };
+    if series_of(fixed_in) != release.series() {
+        return false;
+    }
+    match (
+        fixed_in.parse::<debversion::Version>(),
+        version.parse::<debversion::Version>(),
+    ) {
+        (Ok(f), Ok(v)) => v >= f,
+        _ => false,
+    }
 }
 
 /// The plan of `catalog` for each of `builds` ((release, Debian version)),
@@ -238,7 +263,11 @@ pub fn plan(
         }
         // The build's own source: every file any fix touches, extracted
         // with one pass over the tarball.
-        let mut touched = BTreeSet::new();
+        let mut touched: BTreeSet<String> = catalog
+            .fixes
+            .iter()
+            .flat_map(|f| f.appends.iter().map(|a| a.file.clone()))
+            .collect();
         for p in patches.iter().flatten() {
             let text = std::fs::read_to_string(p)?;
             for (old, new, _) in crate::patch::parse_files(p, &text)? {
@@ -253,13 +282,28 @@ pub fn plan(
         let tarball = kernel_tree::source::debian_source(cache, archive, release, version)
             .with_context(|| format!("{release}: its source package {version}"))?;
         let names: Vec<&str> = touched.iter().map(String::as_str).collect();
-        kernel_tree::source::extract_present(&tarball, &names, &tree)?;
+        // The build's copy of just these files: a release composes its
+        // level on it.
+        let (cached, missing) = kernel_tree::source::cached_files(cache, &tarball, &names)?;
+        std::fs::create_dir_all(&tree)?;
+        for f in names.iter().filter(|f| !missing.iter().any(|m| m == *f)) {
+            let to = tree.join(f);
+            if let Some(d) = to.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::copy(cached.join(f), &to)
+                .with_context(|| format!("copying {f} of {version}"))?;
+        }
         let mut fixes = Vec::new();
         for (fix, p) in catalog.fixes.iter().zip(&patches) {
             let a = match p {
                 Err(series) => Applicability::OtherSeries {
                     series: series.clone(),
                 },
+                // Debian's own version says so: the build is at least the
+                // version that first shipped the fix (same series only: a
+                // 6.12 version is "newer" than any 6.1 one).
+                Ok(_) if contained_by_version(fix, release, version) => Applicability::Contained,
                 Ok(p) => applicability(p, &tree)?,
             };
             fixes.push((fix.id.clone(), a));
@@ -274,6 +318,8 @@ pub fn plan(
             version: version.clone(),
             fixes,
             level,
+            patches: patches.into_iter().map(Result::ok).collect(),
+            source: tree,
         });
     }
     Ok(plans)

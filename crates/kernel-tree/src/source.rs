@@ -832,6 +832,70 @@ pub fn extract_present(tarball: &Path, files: &[&str], dest: &Path) -> Result<Ve
     Ok(missing)
 }
 
+/// Files of a source tarball, extracted once into the cache
+/// (`sources/files/<tarball>/`) and reused: a release plan reads the same
+/// few files of the same source packages on every run. Returns the tree
+/// and the files the tarball does not hold (remembered too, in `.absent`).
+/// Each file is moved into place whole, so a killed extraction leaves no
+/// partial file behind.
+pub fn cached_files(
+    cache: &Cache,
+    tarball: &Path,
+    files: &[&str],
+) -> Result<(PathBuf, Vec<String>)> {
+    let name = tarball
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.trim_end_matches(".tar.xz").to_string())
+        .unwrap_or_default();
+    let tree = cache.root().join("sources").join("files").join(&name);
+    std::fs::create_dir_all(&tree).map_err(|e| Error::io("create", &tree, e))?;
+    let _lock = cache.lock(&format!("files-{name}"))?;
+    let absent_list = tree.join(".absent");
+    let mut absent: std::collections::BTreeSet<String> = std::fs::read_to_string(&absent_list)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let wanted: Vec<&str> = files
+        .iter()
+        .copied()
+        .filter(|f| !tree.join(f).is_file() && !absent.contains(*f))
+        .collect();
+    if !wanted.is_empty() {
+        let tmp = cache
+            .root()
+            .join("sources")
+            .join("files")
+            .join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let missing = extract_present(tarball, &wanted, &tmp)?;
+        for f in &wanted {
+            if missing.iter().any(|m| m == f) {
+                continue;
+            }
+            let to = tree.join(f);
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            }
+            let from = tmp.join(f);
+            std::fs::rename(&from, &to).map_err(|e| Error::io("move", &from, e))?;
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !missing.is_empty() {
+            absent.extend(missing);
+            let text: String = absent.iter().map(|a| format!("{a}\n")).collect();
+            std::fs::write(&absent_list, text).map_err(|e| Error::io("write", &absent_list, e))?;
+        }
+    }
+    let missing = files
+        .iter()
+        .filter(|f| absent.contains(**f))
+        .map(|f| f.to_string())
+        .collect();
+    Ok((tree, missing))
+}
+
 /// The top directory of a Debian source tarball (`linux-source-6.1`), from
 /// its file name.
 fn tarball_top(tarball: &Path) -> String {

@@ -488,6 +488,17 @@ fn compare_all(
                     );
                     continue;
                 }
+                if psec == "__param" {
+                    // The module loader registers a module's parameters
+                    // from its own __param table once, at load: the
+                    // running module cannot gain one, and an entry carried
+                    // in the patch would become a parameter of the patch.
+                    out.refuse(
+                        &sp.name,
+                        format!("a new module parameter ({}): the running module's parameters are fixed when it loads; a live patch cannot add one", sp.name.trim_start_matches("__param_")),
+                    );
+                    continue;
+                }
                 let shared = patched.section(sec).symbols.iter().any(|other| {
                     *other != p
                         && patched.symbol(*other).kind == SymKind::Object
@@ -792,6 +803,19 @@ fn decide_data(
         }
         if so.size != sp.size {
             out.refuse(&so.name, format!("data size changed from {} to {} bytes: the running kernel's layout cannot change (use a shadow variable)", so.size, sp.size));
+        } else if !is_plain_rodata(&secname) && !osec.is_some_and(|s| s.is_writable()) {
+            // A section the kernel walks as a table (`__param`: module
+            // parameters; tracepoint and event tables): the running kernel
+            // reads its own entry through the table, never through a
+            // reference a patch could redirect, and a copy in the patch
+            // module would be registered as the patch's own.
+            out.refuse(
+                &so.name,
+                format!(
+                    "read-only data changed ({}): the kernel reads {secname} as a table of its own (module parameters, tracepoints, …), so the running kernel keeps its entry and a copy in the patch is never used (a changed module parameter cannot be applied live)",
+                    reasons.join("; ")
+                ),
+            );
         } else if osec.is_some_and(|s| s.is_writable()) {
             out.refuse(&so.name, format!("initial value of existing data changed ({}): the running kernel keeps the old value and the state it holds; set the new value from a pre-patch callback, or keep new state in a shadow variable", reasons.join("; ")));
         } else {
@@ -857,6 +881,12 @@ fn decide_data(
             reasons: reasons.clone(),
         });
     }
+}
+
+/// `.rodata` and its per-symbol and merged sections: data only code reads,
+/// through references the patch can see.
+fn is_plain_rodata(section: &str) -> bool {
+    section == ".rodata" || section.starts_with(".rodata.")
 }
 
 /// Section groups: the linker keeps one copy of each group signature

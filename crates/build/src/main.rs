@@ -87,6 +87,11 @@ struct BuildArgs {
     /// On a compile failure, also print the full compiler command line.
     #[arg(long)]
     verbose: bool,
+    /// Keep the kernel workspaces under this much disk (40G, 500M, 1.5T,
+    /// bytes; 0 = no cap), evicting the least recently used before a fetch
+    /// [default: $NOREBOOT_CACHE_CAP, else no cap]
+    #[arg(long, value_name = "SIZE", value_parser = kernel_tree::size::parse_size)]
+    cache_cap: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -451,6 +456,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         sign: a.sign_key.zip(a.sign_cert),
         out,
         strict: a.strict,
+        cache_cap: a.cache_cap,
     };
     let manifest = factory::build(&opts)?;
     if a.json {

@@ -47,6 +47,9 @@ pub struct Options {
     /// No phase lines on stderr (a release runs several builds at once and
     /// shows its own progress); warnings and notes still print.
     pub quiet: bool,
+    /// The kernel cache's cap (`--cache-cap`; `Some(0)` is none), else
+    /// `NOREBOOT_CACHE_CAP`'s.
+    pub cache_cap: Option<u64>,
 }
 
 /// Why a build stopped without a module, as distinct outcomes.
@@ -152,6 +155,15 @@ impl Progress {
         }
     }
 
+    /// A line within the current phase, which goes on timing.
+    fn note(&self, what: &str, detail: impl AsRef<str>) {
+        eprintln!(
+            "[{:>7.2}s] {what:<9} {}",
+            self.started.elapsed().as_secs_f64(),
+            detail.as_ref()
+        );
+    }
+
     fn done(&mut self, phase: &str, detail: impl AsRef<str>) {
         let s = self.phase.elapsed().as_secs_f64();
         if !self.quiet {
@@ -233,10 +245,16 @@ struct Kernel {
 }
 
 fn workspace(opts: &Options, progress: &mut Progress) -> anyhow::Result<Kernel> {
-    let cache = Cache::from_env()?;
+    let cache = Cache::from_env_with_cap(opts.cache_cap)?;
     // noreboot's own view of Debian 12 and 13, whatever the host runs.
     let archive = AptArchive::debian(&cache)?;
-    let ws = Workspace::fetch(&cache, &archive, &opts.kernel.parse()?)?;
+    let fetched = Workspace::fetch_reporting(&cache, &archive, &opts.kernel.parse()?)?;
+    match &fetched.eviction {
+        Some(e) if !e.fits() => eprintln!("warning: kernel cache over its cap: {e}"),
+        Some(e) if !e.evicted.is_empty() => progress.note("cache", e.to_string()),
+        _ => {}
+    }
+    let ws = fetched.workspace;
     ws.check_compiler()?;
     let tree = ws.source_tree(&cache, &archive)?;
     let symbols = ws.symbols(&cache, &archive)?;

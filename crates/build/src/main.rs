@@ -89,6 +89,11 @@ struct BuildArgs {
     /// On a compile failure, also print the full compiler command line.
     #[arg(long)]
     verbose: bool,
+    /// Keep the kernel workspaces under this much disk (40G, 500M, 1.5T,
+    /// bytes; 0 = no cap), evicting the least recently used before a fetch
+    /// [default: $NOREBOOT_CACHE_CAP, else no cap]
+    #[arg(long, value_name = "SIZE", value_parser = kernel_tree::size::parse_size)]
+    cache_cap: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +237,11 @@ enum Cmd {
         /// PEM CA certificates the server's certificate must chain to.
         #[arg(long, value_name = "CA.pem")]
         server_ca: Option<PathBuf>,
+        /// Keep the kernel workspaces under this much disk (as the
+        /// factory's --cache-cap): builds released earlier in the run are
+        /// evicted first [default: $NOREBOOT_CACHE_CAP, else no cap]
+        #[arg(long, value_name = "SIZE", value_parser = kernel_tree::size::parse_size)]
+        cache_cap: Option<u64>,
         /// Print the outcomes as JSON.
         #[arg(long)]
         json: bool,
@@ -332,6 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             feeds,
             token_file,
             server_ca,
+            cache_cap,
             json,
         } => {
             let c = catalog::Catalog::load(&catalog)?;
@@ -380,6 +391,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     |j| j as usize,
                 ),
                 publish: target,
+                cache_cap,
             };
             let outcomes = release::release(&opts, &plans);
             if json {
@@ -611,6 +623,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         out,
         strict: a.strict,
         quiet: false,
+        cache_cap: a.cache_cap,
     };
     let manifest = factory::build(&opts)?;
     if a.json {

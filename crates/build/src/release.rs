@@ -37,6 +37,8 @@ pub struct Options {
     pub jobs: usize,
     /// Publish each new level here.
     pub publish: Option<publish::Target>,
+    /// The kernel cache's cap (`--cache-cap`), else the environment's.
+    pub cache_cap: Option<u64>,
 }
 
 /// One released level, as the state file records it.
@@ -571,7 +573,7 @@ fn run_job(
                     // after signing, or a new server): publish that bundle.
                     line.step(&format!("publishing level {n}"));
                     let bundle = o.out.join(&newest.bundle);
-                    let build_id = build_id(&plan.release)?;
+                    let build_id = build_id(&plan.release, o.cache_cap)?;
                     publish_level(c, t, &build_id, &bundle, &newest.bundle_sha256, n)?;
                     let url = t.url.clone();
                     if let Some(l) = state.levels.last_mut() {
@@ -593,7 +595,7 @@ fn run_job(
         let build_id = match client {
             Some(_) => {
                 line.step("fetching the kernel");
-                Some(build_id(&plan.release)?)
+                Some(build_id(&plan.release, o.cache_cap)?)
             }
             None => None,
         };
@@ -639,6 +641,7 @@ fn run_job(
             out: work.join("build"),
             strict: false,
             quiet: true,
+            cache_cap: o.cache_cap,
         };
         line.step(&format!("building and verifying level {n}"));
         match factory::build(&opts) {
@@ -793,9 +796,10 @@ fn publish_level(
 }
 
 /// The GNU build-id of a build's kernel image (its workspace is fetched:
-/// the level's build needs it anyway).
-fn build_id(release: &str) -> anyhow::Result<String> {
-    let cache = kernel_tree::Cache::from_env()?;
+/// the level's build needs it anyway; the value is dropped at once, so
+/// nothing here keeps it from being evicted later).
+fn build_id(release: &str, cap: Option<u64>) -> anyhow::Result<String> {
+    let cache = kernel_tree::Cache::from_env_with_cap(cap)?;
     let archive = kernel_tree::AptArchive::debian(&cache)?;
     let ws = kernel_tree::Workspace::fetch(&cache, &archive, &release.parse()?)?;
     Ok(ws.identity().build_id.to_string())

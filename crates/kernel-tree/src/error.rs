@@ -187,6 +187,16 @@ pub enum Error {
         /// Series looked for.
         series: String,
     },
+    /// A size (a cache cap) that cannot be read.
+    #[error("invalid {what} {value:?}: {reason}")]
+    BadSize {
+        /// Where it came from: the variable or flag.
+        what: String,
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The cache directory cannot be determined.
     #[error("no cache directory: set NOREBOOT_CACHE, XDG_CACHE_HOME or HOME")]
     NoCacheDir,

@@ -84,6 +84,7 @@ impl SourceTree {
         let tmp = file.with_extension("tmp");
         std::fs::write(&tmp, index.serialize()).map_err(|e| Error::io("write", &tmp, e))?;
         std::fs::rename(&tmp, &file).map_err(|e| Error::io("write", &file, e))?;
+        self.grew()?;
         tracing::info!(
             objects = index.objects.len(),
             seconds = started.elapsed().as_secs_f64(),

@@ -8,7 +8,9 @@
 //! kernel's identity out of the image, and builds external modules against
 //! the headers with kbuild, always with the kernel's exact compiler: the
 //! host's, or a build root's of the Debian release that ships it
-//! ([`buildroot`]). It knows nothing of HTTP servers or databases.
+//! ([`buildroot`]). Workspaces are evicted least recently used first when
+//! the cache's cap (`NOREBOOT_CACHE_CAP`) requires room ([`evict`]). It
+//! knows nothing of HTTP servers or databases.
 //!
 //! ```no_run
 //! use kernel_tree::{AptArchive, Cache, Release, Workspace};
@@ -24,11 +26,13 @@ pub mod buildroot;
 pub mod cache;
 pub mod discover;
 pub mod error;
+pub mod evict;
 pub mod image;
 pub mod index;
 pub mod kbuild;
 pub mod plan;
 pub mod release;
+pub mod size;
 pub mod source;
 pub mod symbols;
 pub mod workspace;
@@ -38,13 +42,14 @@ pub use buildroot::{BuildRoot, KernelTools, Toolchain};
 pub use cache::Cache;
 pub use discover::{all_available_releases, available_releases, select_release, Selection};
 pub use error::Error;
+pub use evict::{CacheStatus, Eviction, InUse};
 pub use image::ImageIdentity;
 pub use index::{BuildIndex, IndexedObject, Target};
 pub use plan::{PackagePlan, PlannedPackage};
 pub use release::Release;
 pub use source::{Compiled, ScratchTree, SourceTree, DIFF_CFLAGS};
 pub use symbols::SymbolTable;
-pub use workspace::Workspace;
+pub use workspace::{Fetched, Workspace};
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::archive::Archive;
 use crate::buildroot::Toolchain;
 use crate::cache::{ensure_space, Cache};
+use crate::evict::InUse;
 use crate::workspace::Workspace;
 use crate::{Error, Result};
 
@@ -29,6 +30,11 @@ pub struct SourceTree {
     overrides: Vec<String>,
     /// Where make, the compiler and objtool run.
     toolchain: Toolchain,
+    /// The workspace directory the tree is in.
+    workspace: PathBuf,
+    /// Keeps the workspace from eviction while the tree is used, even
+    /// after the workspace value is gone.
+    in_use: InUse,
 }
 
 /// Where a compile with replaced files keeps the originals until they are
@@ -85,6 +91,8 @@ impl Workspace {
                 self.dir(),
             )?,
             toolchain,
+            workspace: self.dir().to_path_buf(),
+            in_use: self.in_use().clone(),
         };
         let done = root.join(".prepared");
         if done.exists() {
@@ -100,6 +108,10 @@ impl Workspace {
         let started = Instant::now();
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| Error::io("create", &root, e))?;
+        // The unpacked, prepared tree is about as big again as the rest
+        // of the workspace (1.7 GB for 6.12): room is made under the cap
+        // as for a fetch.
+        crate::evict::make_room(cache, self.release(), 2 << 30)?;
         ensure_space(&root, 2 << 30)?;
         tracing::info!(tarball = %self.source_tarball().display(), "unpacking the kernel source");
         let mut tar = Command::new("tar");
@@ -144,6 +156,7 @@ impl Workspace {
             .unwrap_or(1);
         run(tree.make(&[&format!("-j{jobs}"), "prepare"]), "make", &dir)?;
         std::fs::write(&done, "").map_err(|e| Error::io("write", &done, e))?;
+        self.grew()?;
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             "kernel source prepared"
@@ -279,6 +292,13 @@ impl SourceTree {
         &self.dir
     }
 
+    /// Notes that the workspace grew, here by what this crate compiled or
+    /// by a caller's own make run (`noreboot-lab make`): its recorded size
+    /// is measured again by the next status or eviction ([`crate::evict`]).
+    pub fn grew(&self) -> Result<()> {
+        crate::evict::forget_size(&self.workspace)
+    }
+
     pub(crate) fn make(&self, targets: &[&str]) -> Command {
         let mut cmd = self.command("make");
         cmd.arg(format!("CC={}", self.cc))
@@ -379,6 +399,8 @@ impl SourceTree {
             scratch: Some(name),
             overrides: self.overrides.clone(),
             toolchain: self.toolchain.clone(),
+            workspace: self.workspace.clone(),
+            in_use: self.in_use.clone(),
         }))
     }
 
@@ -440,6 +462,8 @@ impl SourceTree {
             .collect();
         if !missing.is_empty() {
             self.make_objects(&missing, extra_cflags, jobs)?;
+            // The objects stay in the tree and are kept beside it.
+            self.grew()?;
         }
         let mut out_commands = Vec::with_capacity(objects.len());
         for (i, o) in objects.iter().enumerate() {

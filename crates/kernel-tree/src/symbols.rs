@@ -67,6 +67,7 @@ impl Workspace {
         std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
         // The deb plus the two extracted files (the vmlinux is about twice
         // the package's size).
+        crate::evict::make_room(cache, self.release(), dbg.size * 4)?;
         ensure_space(&partial, dbg.size * 4)?;
         tracing::info!(package = %dbg.package, size = dbg.size, "downloading debug symbols");
         let deb = archive.download(&dbg.package, &dbg.version, &partial)?;
@@ -121,6 +122,7 @@ impl Workspace {
         std::fs::rename(&vmlinux, &table.vmlinux).map_err(|e| Error::io("move", &vmlinux, e))?;
         std::fs::write(&done, id.to_string()).map_err(|e| Error::io("write", &done, e))?;
         let _ = std::fs::remove_dir_all(&partial);
+        self.grew()?;
         Ok(table)
     }
 }

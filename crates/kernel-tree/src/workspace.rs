@@ -3,6 +3,10 @@
 //! Fetching is idempotent, serialized by a lock and atomic (a partial
 //! directory is renamed into place only when complete), so an interrupted
 //! or concurrent fetch never leaves a workspace that looks usable but isn't.
+//! A workspace value holds the workspace in use (a shared lock) and opening
+//! one records the use, so the cache's eviction ([`crate::evict`]) takes
+//! least recently used ones and never one a process holds; a fetch first
+//! makes room under the cache's cap.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::Archive;
 use crate::cache::{ensure_space, Cache};
+use crate::evict::{self, Eviction, InUse};
 use crate::image::{self, ImageIdentity};
 use crate::plan::{plan, Role};
 use crate::release::Release;
@@ -48,7 +53,8 @@ pub struct Manifest {
     pub identity: ImageIdentity,
 }
 
-/// A fetched kernel workspace.
+/// A fetched kernel workspace, in use (safe from eviction) while this
+/// value or a clone of it lives.
 #[derive(Debug, Clone)]
 pub struct Workspace {
     release: Release,
@@ -56,13 +62,34 @@ pub struct Workspace {
     manifest: Manifest,
     /// The cache it lives in (build roots are there too).
     cache: Cache,
+    in_use: InUse,
+}
+
+/// A workspace from [`Workspace::fetch_reporting`], with what was evicted
+/// to make room for it.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The workspace.
+    pub workspace: Workspace,
+    /// The eviction before the download: `None` when the workspace was
+    /// already cached or the cache has no cap.
+    pub eviction: Option<Eviction>,
 }
 
 impl Workspace {
-    /// Opens the workspace of `release` if the cache holds a complete one.
+    /// Opens the workspace of `release` if the cache holds a complete one,
+    /// and records the use.
     pub fn open(cache: &Cache, release: &Release) -> Result<Option<Workspace>> {
         let dir = cache.kernels_dir().join(release.as_str());
         let path = dir.join(MANIFEST);
+        // Looked at before locking, so that asking after releases never
+        // fetched leaves no lock files behind.
+        if !path.exists() {
+            return Ok(None);
+        }
+        let in_use = InUse::acquire(cache, release.as_str())?;
+        // Read under the lock: an eviction that came first has moved the
+        // directory away by now.
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -81,35 +108,59 @@ impl Workspace {
                 ),
             });
         }
+        evict::touch(&dir)?;
         Ok(Some(Workspace {
             release: release.clone(),
             dir,
             manifest,
             cache: cache.clone(),
+            in_use,
         }))
     }
 
     /// Returns the cached workspace of `release`, fetching it first if
-    /// needed.
+    /// needed (after evicting least recently used workspaces when the
+    /// cache's cap requires it).
     pub fn fetch(cache: &Cache, archive: &dyn Archive, release: &Release) -> Result<Workspace> {
+        Self::fetch_reporting(cache, archive, release).map(|f| f.workspace)
+    }
+
+    /// [`Workspace::fetch`], also telling what was evicted to make room,
+    /// for a caller to print.
+    pub fn fetch_reporting(
+        cache: &Cache,
+        archive: &dyn Archive,
+        release: &Release,
+    ) -> Result<Fetched> {
+        let cached = |workspace| Fetched {
+            workspace,
+            eviction: None,
+        };
         if let Some(ws) = Self::open(cache, release)? {
-            return Ok(ws);
+            return Ok(cached(ws));
         }
         let _lock = cache.lock(release.as_str())?;
         // Another process may have finished while we waited for the lock.
         if let Some(ws) = Self::open(cache, release)? {
-            return Ok(ws);
+            return Ok(cached(ws));
         }
         let started = Instant::now();
         let plan = plan(archive, release)?;
         let kernels = cache.kernels_dir();
         std::fs::create_dir_all(&kernels).map_err(|e| Error::io("create", &kernels, e))?;
-        // Room for the .debs and their unpacked contents, plus slack for
-        // the filesystem's own overhead.
-        ensure_space(&kernels, plan.space_needed() + plan.space_needed() / 10)?;
-
+        // An interrupted fetch's leftover goes before its space is counted.
         let partial = kernels.join(format!(".{release}.partial"));
         remove_dir_if_exists(&partial)?;
+        // Held from before the rename into place: an eviction running in
+        // another process cannot take the new workspace before it is
+        // opened below.
+        let _in_use = InUse::acquire(cache, release.as_str())?;
+        // Room for the .debs and their unpacked contents, plus slack for
+        // the filesystem's own overhead.
+        let needed = plan.space_needed() + plan.space_needed() / 10;
+        let eviction = evict::make_room(cache, release, needed)?;
+        ensure_space(&kernels, needed)?;
+
         let debs = partial.join("debs");
         let root = partial.join("root");
         for d in [&debs, &root] {
@@ -172,14 +223,32 @@ impl Workspace {
         })?;
         let mpath = partial.join(MANIFEST);
         std::fs::write(&mpath, text).map_err(|e| Error::io("write", &mpath, e))?;
+        evict::touch(&partial)?;
+        evict::record_size(&partial, crate::size::disk_usage(&partial)?)?;
         let dir = kernels.join(release.as_str());
         remove_dir_if_exists(&dir)?;
         std::fs::rename(&partial, &dir).map_err(|e| Error::io("rename into place", &partial, e))?;
         tracing::info!(%release, seconds = started.elapsed().as_secs_f64(), "kernel workspace ready");
-        Self::open(cache, release)?.ok_or_else(|| Error::CorruptWorkspace {
+        let workspace = Self::open(cache, release)?.ok_or_else(|| Error::CorruptWorkspace {
             path: dir,
             reason: "manifest vanished right after it was written".into(),
+        })?;
+        Ok(Fetched {
+            workspace,
+            eviction,
         })
+    }
+
+    /// The hold that keeps this workspace from eviction, for values that
+    /// outlive it (its source trees).
+    pub fn in_use(&self) -> &InUse {
+        &self.in_use
+    }
+
+    /// Notes that the workspace grew: its recorded size is measured anew
+    /// by the next status or eviction.
+    pub(crate) fn grew(&self) -> Result<()> {
+        evict::forget_size(&self.dir)
     }
 
     fn layout(&self) -> Layout {

@@ -1,6 +1,8 @@
 //! `noreboot-lab`: boot real distribution kernels in QEMU from the command
-//! line. Fetches kernel workspaces, runs commands in guests, and runs the
-//! live-patch demo. Errors are mapped to exit codes in `exit_code` only.
+//! line. Fetches kernel workspaces (evicting least recently used ones under
+//! the cache's cap), shows and trims the kernel cache, runs commands in
+//! guests, and runs the live-patch demo. Errors are mapped to exit codes in
+//! `exit_code` only.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kernel_tree::{discover, AptArchive, Cache, Release, Workspace};
+use kernel_tree::size::{format_size, parse_size};
+use kernel_tree::{discover, evict, AptArchive, Cache, Release, Workspace};
 use lab::{GuestConfig, LabError};
 
 #[derive(Parser)]
@@ -29,6 +32,39 @@ struct KernelArg {
     /// else the pinned release, else the oldest one the archive offers]
     #[arg(long, short = 'k')]
     kernel: Option<String>,
+    #[command(flatten)]
+    cap: CacheCapArg,
+}
+
+#[derive(clap::Args, Clone)]
+struct CacheCapArg {
+    /// Keep the kernel workspaces under this much disk (40G, 500M, 1.5T,
+    /// bytes; 0 = no cap), evicting the least recently used before a fetch
+    /// [default: $NOREBOOT_CACHE_CAP, else no cap]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    cache_cap: Option<u64>,
+}
+
+impl CacheCapArg {
+    fn cache(&self) -> anyhow::Result<Cache> {
+        Ok(Cache::from_env_with_cap(self.cache_cap)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum CacheCmd {
+    /// Each workspace with its size, last use and whether a process uses
+    /// it now (least recently used, the next to be evicted, first); the
+    /// total and the cap. The default.
+    Status,
+    /// Evict least recently used workspaces not in use now, until the
+    /// kernel cache fits under --to (default: the cap), and remove what
+    /// interrupted fetches and evictions left.
+    Evict {
+        /// The size to fit under [default: the cap].
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        to: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -53,6 +89,18 @@ enum Cmd {
         symbols: bool,
         /// Print JSON.
         #[arg(long)]
+        json: bool,
+    },
+    /// The kernel cache: `status` (the default) or `evict`.
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheCmd>,
+        /// The cap to show and evict to (40G, 500M, 1.5T, bytes; 0 = no
+        /// cap) [default: $NOREBOOT_CACHE_CAP, else no cap]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, global = true)]
+        cache_cap: Option<u64>,
+        /// Print JSON.
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Read release, GNU build-id and compiler from a kernel image (bzImage).
@@ -124,7 +172,7 @@ enum Cmd {
 }
 
 fn workspace(arg: &KernelArg) -> anyhow::Result<(Cache, Workspace)> {
-    let cache = Cache::from_env()?;
+    let cache = arg.cap.cache()?;
     let archive = AptArchive::debian(&cache)?;
     let release: Release = match &arg.kernel {
         Some(k) => k.parse()?,
@@ -158,8 +206,78 @@ fn split_host_guest(spec: &str, default_dir: &str) -> (PathBuf, String) {
     }
 }
 
+/// `noreboot-lab cache [status|evict]`.
+fn cache_command(action: Option<CacheCmd>, cap: &CacheCapArg, json: bool) -> anyhow::Result<()> {
+    let cache = cap.cache()?;
+    match action.unwrap_or(CacheCmd::Status) {
+        CacheCmd::Status => {
+            let s = evict::status(&cache)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(());
+            }
+            println!(
+                "kernel cache {} (least recently used first)",
+                s.kernels.display()
+            );
+            for w in &s.workspaces {
+                println!(
+                    "{:<34} {:>9}  {:<20}  {}",
+                    w.release,
+                    format_size(w.bytes),
+                    w.last_used
+                        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    if w.in_use { "in use" } else { "" }
+                );
+            }
+            for o in &s.other {
+                println!("{:<34} {:>9}  {}", o.name, format_size(o.bytes), o.what);
+            }
+            let cap = match s.cap {
+                Some(c) => format!("cap {}", format_size(c)),
+                None => format!(
+                    "no cap (set {} or --cache-cap)",
+                    kernel_tree::cache::CAP_ENV
+                ),
+            };
+            let over = match s.cap {
+                Some(c) if s.total > c => ": over the cap",
+                _ => "",
+            };
+            println!("total {}, {cap}{over}", format_size(s.total));
+        }
+        CacheCmd::Evict { to } => {
+            let Some(target) = to.or(cache.cap()) else {
+                anyhow::bail!(
+                    "no size to evict to: give --to SIZE (or --cache-cap SIZE, or set {})",
+                    kernel_tree::cache::CAP_ENV
+                );
+            };
+            let e = evict::evict_to(&cache, target)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                if !e.leftovers.is_empty() {
+                    println!("removed leftovers: {}", e.leftovers.join(", "));
+                }
+                println!("{e}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Cmd::Cache {
+            action,
+            cache_cap,
+            json,
+        } => {
+            cache_command(action, &CacheCapArg { cache_cap }, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Releases { series, flavour } => {
             let archive = AptArchive::debian(&Cache::from_env()?)?;
             let list = match &series {
@@ -300,6 +418,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let status = cmd
                 .status()
                 .with_context(|| format!("running make in {}", tree.dir().display()))?;
+            tree.grew()?;
             Ok(ExitCode::from(
                 status
                     .code()

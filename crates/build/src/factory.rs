@@ -61,6 +61,16 @@ pub enum Stop {
     /// The fix cannot be applied live.
     #[error("the fix cannot be applied live:\n{}", .0.join("\n"))]
     Refused(Vec<String>),
+    /// The fix changes only files this kernel's configuration does not
+    /// compile (a driver it does not build): nothing to patch here. The
+    /// paths, and the message naming each.
+    #[error("{message}")]
+    NotCompiled {
+        /// The C files not compiled.
+        files: Vec<String>,
+        /// One line per file.
+        message: String,
+    },
     /// The module was built, and the lab showed it does not work: each
     /// problem seen (the manifest beside it holds the whole report).
     #[error("verification failed:\n  {}", .0.join("\n  "))]
@@ -1033,6 +1043,7 @@ fn affected_objects(
     let mut objects = BTreeMap::new();
     let mut line_diffs = HashMap::new();
     let mut problems = Vec::new();
+    let mut not_compiled = Vec::new();
     for fix in &fixes {
         for f in &fix.files {
             let p = f.path.as_str();
@@ -1058,10 +1069,13 @@ fn affected_objects(
                         "{}: {p} is a new source file; a live patch can only change files the kernel was built from",
                         fix.file.display()
                     )),
-                    None => problems.push(format!(
-                        "{}: {p} is not compiled in {release}'s configuration",
-                        fix.file.display()
-                    )),
+                    None => {
+                        not_compiled.push(p.to_string());
+                        problems.push(format!(
+                            "{}: {p} is not compiled in {release}'s configuration",
+                            fix.file.display()
+                        ))
+                    }
                 },
                 "h" => {
                     if f.created {
@@ -1099,6 +1113,13 @@ fn affected_objects(
                 line_diffs.remove(&f.path);
             }
         }
+    }
+    if !problems.is_empty() && problems.len() == not_compiled.len() {
+        return Err(Stop::NotCompiled {
+            files: not_compiled,
+            message: problems.join("\n"),
+        }
+        .into());
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));

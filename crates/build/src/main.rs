@@ -754,6 +754,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(factory::Stop::NoChange(_)) => 3,
         Some(factory::Stop::Refused(_)) => 4,
         Some(factory::Stop::VerifyFailed(_)) => 6,
+        // As before the variant existed: an error naming each file.
+        Some(factory::Stop::NotCompiled { .. }) => 1,
         None if unpatchable => 4,
         None => 1,
     }

@@ -75,6 +75,10 @@ pub struct State {
     /// they were refused at (a changed fix is tried again).
     #[serde(default)]
     pub refused: BTreeMap<String, Refusal>,
+    /// Fixes that change only files this build's configuration does not
+    /// compile, with their content hash then.
+    #[serde(default)]
+    pub not_built: BTreeMap<String, Refusal>,
 }
 
 /// A fix the factory refused for a build.
@@ -151,7 +155,8 @@ pub struct FixOutcome {
     /// The fix's id.
     pub id: String,
     /// One word: in, in*, contained, conflict, absent, other-series,
-    /// refused, no-change.
+    /// refused, not-built (its files are not compiled in this build),
+    /// no-change.
     pub state: String,
     /// Why (hunks, offsets, the factory's reasons), one item each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -533,8 +538,9 @@ fn run_job(
     // Fixes refused before at the same content stay out without a try.
     let mut level: Vec<String> = Vec::new();
     for id in &plan.level {
-        match state.refused.get(id) {
-            Some(r) if r.fix_hash == hashes[id] => mark(fixes, id, "refused", r.reasons.clone()),
+        match (state.refused.get(id), state.not_built.get(id)) {
+            (Some(r), _) if r.fix_hash == hashes[id] => mark(fixes, id, "refused", r.reasons.clone()),
+            (_, Some(r)) if r.fix_hash == hashes[id] => mark(fixes, id, "not-built", r.reasons.clone()),
             _ => level.push(id.clone()),
         }
     }
@@ -652,6 +658,47 @@ fn run_job(
                         mark(fixes, id, "no-change", vec![why.clone()]);
                     }
                     return Ok(LevelResult::NoChange { why: why.clone() });
+                }
+                Some(Stop::NotCompiled { files, .. }) => {
+                    // Fixes of code this configuration does not build
+                    // (a driver it leaves out) are not for this build.
+                    let mut dropped = Vec::new();
+                    for (fix, patch) in catalog.fixes.iter().zip(&plan.patches) {
+                        let Some(patch) = patch.as_ref().filter(|_| level.contains(&fix.id)) else {
+                            continue;
+                        };
+                        let text = std::fs::read_to_string(patch)?;
+                        let mine: Vec<String> = crate::patch::parse_files(patch, &text)?
+                            .into_iter()
+                            .filter_map(|(_, new, _)| crate::patch::strip_path(&new, 1))
+                            .filter(|f| files.contains(f))
+                            .collect();
+                        if mine.is_empty() {
+                            continue;
+                        }
+                        let why: Vec<String> = mine
+                            .iter()
+                            .map(|f| format!("{f} is not compiled in this build's configuration"))
+                            .collect();
+                        mark(fixes, &fix.id, "not-built", why.clone());
+                        state.not_built.insert(
+                            fix.id.clone(),
+                            Refusal {
+                                fix_hash: hashes[&fix.id].clone(),
+                                reasons: why,
+                            },
+                        );
+                        dropped.push(fix.id.clone());
+                    }
+                    if dropped.is_empty() {
+                        return Err(e);
+                    }
+                    state.save(&catalog.dir)?;
+                    level.retain(|id| !dropped.contains(id));
+                    if level.is_empty() {
+                        return Ok(LevelResult::NothingApplies);
+                    }
+                    continue;
                 }
                 Some(Stop::VerifyFailed(problems)) => {
                     return Ok(LevelResult::VerifyFailed {

@@ -14,7 +14,8 @@ use crate::blobs::sha256_hex;
 use crate::context::Context;
 use crate::error::{conflict, not_found, DbContext, Error};
 use crate::model::{
-    AdminToken, AuditEntry, Cve, Feed, Host, Kernel, Level, RegistrationKey, Report, Role,
+    AdminToken, AuditEntry, Cve, Feed, Host, Kernel, Level, RegistrationKey, Report, ReportedBuild,
+    Role,
 };
 use crate::secrets;
 use crate::store::{self, audit};
@@ -94,6 +95,15 @@ pub struct Rollback {
     /// The level served now (hosts move to it at their next check-in;
     /// `None`: none, and hosts keep what they have).
     pub to: Option<i64>,
+}
+
+/// Which of the builds hosts run [`Context::reported_builds`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Every build.
+    All,
+    /// Only builds with no published level: what no release covers.
+    Uncovered,
 }
 
 /// A new registration key; the secret is shown this once.
@@ -797,6 +807,35 @@ impl Context {
         .fetch_all(self.db.pool())
         .await
         .ctx("list kernels")
+    }
+
+    /// The kernel builds active hosts run, one per (release, version,
+    /// build-id) as the hosts report it, with how many hosts run it and
+    /// the newest level published for its build-id; by release, then
+    /// build-id. Grouped by all three rather than by build-id alone, so
+    /// that hosts reporting one build-id under two releases show up as two
+    /// rows instead of one release being picked for them.
+    ///
+    /// "Covered" means a level is published for the build-id, whether or
+    /// not it is released to the feeds its hosts follow.
+    pub async fn reported_builds(&self, which: Coverage) -> Result<Vec<ReportedBuild>, Error> {
+        let mut builds = sqlx::query_as::<_, ReportedBuild>(
+            "SELECT h.kernel_release AS release, h.kernel_version AS version, h.build_id, \
+             COUNT(*) AS hosts, l.newest_level \
+             FROM hosts h LEFT JOIN \
+             (SELECT build_id, MAX(level) AS newest_level FROM levels GROUP BY build_id) l \
+             ON l.build_id = h.build_id \
+             WHERE h.retired_at IS NULL \
+             GROUP BY h.kernel_release, h.kernel_version, h.build_id, l.newest_level \
+             ORDER BY h.kernel_release, h.build_id, h.kernel_version",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .ctx("list the builds hosts run")?;
+        if which == Coverage::Uncovered {
+            builds.retain(|b| b.newest_level.is_none());
+        }
+        Ok(builds)
     }
 
     /// Published levels (of one kernel, or all), with CVEs and feeds.

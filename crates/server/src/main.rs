@@ -13,10 +13,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
+use server::admin::Coverage;
 use server::api::connections::ConnectionLimits;
 use server::api::{self, AppState, Settings};
 use server::clock::{rfc3339, SystemClock};
-use server::model::Role;
+use server::model::{ReportedBuild, Role};
+use server::report::Table;
 use server::transfer::{ImportError, Outcome};
 use server::{Context, Error, ErrorKind, Options};
 
@@ -218,8 +220,18 @@ enum AdminCommand {
     /// host has: move it to another feed, set its tags, retire it.
     #[command(subcommand)]
     Host(HostCommand),
-    /// Kernels with published levels.
-    Kernels,
+    /// Kernels with published levels; with --reported or --uncovered, the
+    /// kernel builds active hosts run instead.
+    Kernels {
+        /// List every build active hosts run, with its host count and its
+        /// newest published level ("none": no level covers it).
+        #[arg(long, conflicts_with = "uncovered")]
+        reported: bool,
+        /// List only the builds active hosts run that have no published
+        /// level, with their host counts.
+        #[arg(long)]
+        uncovered: bool,
+    },
     /// Published levels.
     Levels {
         /// Only this kernel build-id.
@@ -552,6 +564,31 @@ fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The builds hosts run as a table, with their newest levels unless only
+/// uncovered ones (no level: the column would say `none` throughout).
+fn builds_table(builds: &[ReportedBuild], which: Coverage) -> Table {
+    let mut header = vec!["release", "version", "build id", "hosts"];
+    if which == Coverage::All {
+        header.push("newest level");
+    }
+    let rows = builds
+        .iter()
+        .map(|b| {
+            let mut row = vec![
+                b.release.clone(),
+                b.version.clone(),
+                b.build_id.clone(),
+                b.hosts.to_string(),
+            ];
+            if which == Coverage::All {
+                row.push(b.newest_level.map_or("none".into(), |l| l.to_string()));
+            }
+            row
+        })
+        .collect();
+    Table { header, rows }
+}
+
 fn opt(v: Option<i64>) -> String {
     v.map_or_else(|| "-".to_string(), |l| l.to_string())
 }
@@ -816,7 +853,33 @@ async fn admin(
                 );
             }
         }
-        AdminCommand::Kernels => {
+        AdminCommand::Kernels {
+            reported,
+            uncovered,
+        } if reported || uncovered => {
+            let which = if uncovered {
+                Coverage::Uncovered
+            } else {
+                Coverage::All
+            };
+            let builds = ctx.reported_builds(which).await?;
+            if json {
+                return print_json(&builds);
+            }
+            if builds.is_empty() {
+                println!(
+                    "{}",
+                    match which {
+                        Coverage::Uncovered =>
+                            "every kernel build active hosts run has a published level",
+                        Coverage::All => "no active hosts",
+                    }
+                );
+                return Ok(());
+            }
+            print!("{}", builds_table(&builds, which).to_text());
+        }
+        AdminCommand::Kernels { .. } => {
             let kernels = ctx.kernels().await?;
             if json {
                 return print_json(&kernels);

@@ -44,6 +44,25 @@ pub struct Kernel {
     pub newest_level: Option<i64>,
 }
 
+/// A kernel build active hosts run, as they report it (`GET
+/// /admin/kernels/reported`), with the newest level published for its
+/// build-id. The JSON field names are an interface: `noreboot-build
+/// release --kernels-from-server` reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ReportedBuild {
+    /// `uname -r`, as the hosts report it.
+    pub release: String,
+    /// `uname -v`, as the hosts report it.
+    pub version: String,
+    /// GNU build-id.
+    pub build_id: String,
+    /// Active (not retired) hosts running it.
+    pub hosts: i64,
+    /// The newest level published for the build-id (`None`: no level, no
+    /// release covers it).
+    pub newest_level: Option<i64>,
+}
+
 /// A CVE a level fixes.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Cve {

@@ -1,7 +1,8 @@
 //! The admin endpoints under `/admin`: reads for any admin token, changes
 //! for tokens with the admin role (a read-only token gets 403), each
 //! audited under the token's name. Bodies are JSON except for publish,
-//! whose body is the bundle file itself (`?feed=NAME`, repeatable).
+//! whose body is the bundle file itself (`?feed=NAME`, repeatable). Query
+//! strings are checked whole: an unknown parameter is a 400 naming it.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{AdminRead, AdminWrite, Json};
 use super::AppState;
+use crate::admin::Coverage;
 use crate::error::invalid;
 use crate::validate;
 
@@ -103,6 +105,56 @@ pub async fn reports(
 /// `GET /admin/kernels`.
 pub async fn kernels(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer {
     answer(json!({ "kernels": s.ctx.kernels().await? }))
+}
+
+/// `GET /admin/kernels/reported?uncovered=true`: the builds active hosts
+/// run, as a bare array (`noreboot-build release --kernels-from-server`
+/// reads it).
+pub async fn reported_kernels(
+    State(s): State<Arc<AppState>>,
+    _: AdminRead,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let which = coverage_from_query(query.as_deref())?;
+    answer(s.ctx.reported_builds(which).await?)
+}
+
+/// `uncovered=true|false`, at most once. Parsed by hand like publish's
+/// `feed=`, so that a misspelt parameter is refused by its name instead of
+/// silently listing every build.
+fn coverage_from_query(query: Option<&str>) -> Result<Coverage, ApiError> {
+    let mut uncovered = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "uncovered" {
+            // Query strings are as long as the client likes; the message
+            // is not.
+            let name: String = name.chars().take(80).collect();
+            return Err(invalid(format!(
+                "unknown query parameter {name:?}: /admin/kernels/reported takes only `uncovered=true` or `uncovered=false`"
+            ))
+            .into());
+        }
+        if uncovered.is_some() {
+            return Err(invalid("query parameter `uncovered` is given more than once").into());
+        }
+        uncovered = Some(match value {
+            "true" => true,
+            "false" => false,
+            other => {
+                let other: String = other.chars().take(40).collect();
+                return Err(invalid(format!(
+                    "query parameter `uncovered`: {other:?} is neither `true` nor `false`"
+                ))
+                .into());
+            }
+        });
+    }
+    Ok(if uncovered == Some(true) {
+        Coverage::Uncovered
+    } else {
+        Coverage::All
+    })
 }
 
 /// `GET /admin/levels?kernel=BUILD_ID`.
@@ -264,5 +316,32 @@ mod tests {
         );
         assert!(feeds_from_query(Some("feed=a%2Fb")).is_err());
         assert!(feeds_from_query(Some("level=3")).is_err());
+    }
+
+    #[test]
+    fn reported_kernels_query() {
+        for (q, want) in [
+            (None, Coverage::All),
+            (Some(""), Coverage::All),
+            (Some("uncovered=false"), Coverage::All),
+            (Some("uncovered=true"), Coverage::Uncovered),
+        ] {
+            assert_eq!(coverage_from_query(q).unwrap(), want, "{q:?}");
+        }
+        for (q, says) in [
+            ("uncoverd=true", "unknown query parameter \"uncoverd\""),
+            ("uncovered=true&feed=x", "unknown query parameter \"feed\""),
+            ("uncovered", "\"\" is neither"),
+            ("uncovered=1", "\"1\" is neither"),
+            ("uncovered=true&uncovered=false", "more than once"),
+        ] {
+            let e = coverage_from_query(Some(q)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{q}");
+            assert!(e.message.contains(says), "{q}: {}", e.message);
+        }
+        // A long name is cut short in the message.
+        let long = format!("{}=1", "x".repeat(10_000));
+        let e = coverage_from_query(Some(&long)).unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message.len());
     }
 }

@@ -1,6 +1,7 @@
 //! The dashboard under `/ui`: server-rendered HTML pages (hosts with their
-//! ids, feeds and tags, and filters; kernels and their levels; compliance;
-//! audit trail), no JavaScript, a little inline CSS.
+//! ids, feeds and tags, and filters; kernels and their levels, and the
+//! builds hosts run that no level covers; compliance; audit trail), no
+//! JavaScript, a little inline CSS.
 //!
 //! Sign-in: `/ui/login` takes an admin or read-only API token in a form
 //! and opens a database session (`crate::sessions`); the cookie carries
@@ -41,10 +42,10 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::admin::Actor;
+use crate::admin::{Actor, Coverage};
 use crate::clock::rfc3339;
 use crate::error::Error;
-use crate::model::Role;
+use crate::model::{ReportedBuild, Role};
 use crate::secrets;
 
 /// The session cookie's name.
@@ -487,13 +488,19 @@ pub async fn hosts(
     page(StatusCode::OK, "Hosts", Some(&who), &body)
 }
 
-/// `GET /ui/kernels`.
+/// `GET /ui/kernels`: first the builds hosts run that no level covers
+/// (what the next release has to build for), then each kernel with its
+/// levels.
 pub async fn kernels(State(s): State<Arc<AppState>>, Session(who): Session) -> Response {
-    let (kernels, levels) = match tokio::try_join!(s.ctx.kernels(), s.ctx.levels(None)) {
+    let (kernels, levels, reported) = match tokio::try_join!(
+        s.ctx.kernels(),
+        s.ctx.levels(None),
+        s.ctx.reported_builds(Coverage::All)
+    ) {
         Ok(v) => v,
         Err(e) => return error_page(e, Some(&who)),
     };
-    let mut body = String::new();
+    let mut body = uncovered_section(&reported);
     for k in &kernels {
         let _ = write!(
             body,
@@ -533,6 +540,48 @@ pub async fn kernels(State(s): State<Arc<AppState>>, Session(who): Session) -> R
         body.push_str("<p>No kernel has published levels yet.</p>");
     }
     page(StatusCode::OK, "Kernels", Some(&who), &body)
+}
+
+/// The kernels page's "Builds hosts run without a level": a table of the
+/// uncovered builds, each host count linking to those hosts, or a
+/// sentence that there are none.
+fn uncovered_section(reported: &[ReportedBuild]) -> String {
+    let mut out = String::from("<h2>Builds hosts run without a level</h2>");
+    let uncovered: Vec<&ReportedBuild> = reported
+        .iter()
+        .filter(|b| b.newest_level.is_none())
+        .collect();
+    if uncovered.is_empty() {
+        out.push_str(if reported.is_empty() {
+            "<p>No active host is registered.</p>"
+        } else {
+            "<p>Every build active hosts run has a published level.</p>"
+        });
+        return out;
+    }
+    let hosts: i64 = uncovered.iter().map(|b| b.hosts).sum();
+    let _ = write!(
+        out,
+        "<p>{} build{} run by {hosts} host{} that no published level covers.</p>\
+         <table><tr><th>Release</th><th>Version</th><th>Build id</th><th>Hosts</th></tr>",
+        uncovered.len(),
+        if uncovered.len() == 1 { "" } else { "s" },
+        if hosts == 1 { "" } else { "s" },
+    );
+    for b in uncovered {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td>\
+             <td><a href=\"/ui/hosts?kernel={}\">{}</a></td></tr>",
+            esc(&b.release),
+            esc(&b.version),
+            esc(&b.build_id),
+            esc(&b.build_id),
+            b.hosts
+        );
+    }
+    out.push_str("</table>");
+    out
 }
 
 /// `?policy_days=` of the compliance page.

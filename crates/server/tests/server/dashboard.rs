@@ -19,7 +19,7 @@ fn no_redirects() -> reqwest::Client {
 }
 
 /// Signs in with `token` through the form; answers the cookie pair.
-async fn sign_in(url: &str, token: &str) -> String {
+pub(crate) async fn sign_in(url: &str, token: &str) -> String {
     let r = no_redirects()
         .post(format!("{url}/ui/login"))
         .form(&[("token", token)])
@@ -34,7 +34,7 @@ async fn sign_in(url: &str, token: &str) -> String {
     cookie.split(';').next().unwrap().to_string()
 }
 
-async fn page(url: &str, path: &str, cookie: &str) -> (StatusCode, String) {
+pub(crate) async fn page(url: &str, path: &str, cookie: &str) -> (StatusCode, String) {
     let r = no_redirects()
         .get(format!("{url}{path}"))
         .header("cookie", cookie)

@@ -20,3 +20,4 @@ mod publish;
 mod reports;
 mod security;
 mod transfer;
+mod uncovered;

@@ -133,6 +133,8 @@ async fn metrics_count_hosts_levels_checkins_reports_refusals_and_requests() {
     assert_eq!(get("noreboot_hosts{state=\"unsupported\"}"), 1.0);
     assert_eq!(get("noreboot_hosts_total"), 5.0);
     assert_eq!(get("noreboot_levels_published"), 2.0);
+    // KERNEL_B, which `EVIL` runs, has no level.
+    assert_eq!(get("noreboot_uncovered_builds"), 1.0);
     assert_eq!(get("noreboot_checkins_total"), 3.0);
     assert_eq!(get("noreboot_host_reports_total{result=\"failed\"}"), 1.0);
     assert_eq!(

@@ -561,7 +561,15 @@ fn builds(
         };
         return Ok(available
             .iter()
-            .filter(|(r, _)| r.debian_release() == Some(debian))
+            .filter(|(r, _)| {
+                // `+debN` ABIs say which release they are for; the stable
+                // release's own kernel does not (6.1.0-47 is Debian 12's).
+                r.debian_release().or(match r.series() {
+                    "6.1" => Some(12),
+                    "5.10" => Some(11),
+                    _ => None,
+                }) == Some(debian)
+            })
             .map(|(r, v)| (r.clone(), v.to_string()))
             .collect());
     }

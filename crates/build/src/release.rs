@@ -539,8 +539,12 @@ fn run_job(
     let mut level: Vec<String> = Vec::new();
     for id in &plan.level {
         match (state.refused.get(id), state.not_built.get(id)) {
-            (Some(r), _) if r.fix_hash == hashes[id] => mark(fixes, id, "refused", r.reasons.clone()),
-            (_, Some(r)) if r.fix_hash == hashes[id] => mark(fixes, id, "not-built", r.reasons.clone()),
+            (Some(r), _) if r.fix_hash == hashes[id] => {
+                mark(fixes, id, "refused", r.reasons.clone())
+            }
+            (_, Some(r)) if r.fix_hash == hashes[id] => {
+                mark(fixes, id, "not-built", r.reasons.clone())
+            }
             _ => level.push(id.clone()),
         }
     }

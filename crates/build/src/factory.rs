@@ -592,17 +592,61 @@ fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
             let ko = index.path(m)?.with_context(|| {
                 format!("module {m} is not in {}", k.ws.modules_dir().display())
             })?;
+            let syms = module_symbols(k, &ko)?;
             modules.insert(
                 m.to_string(),
                 (
                     Object::read(&ko)?,
-                    klp::KernelSymbols::from_module(&ko)?,
+                    syms,
                     lab::initramfs::module_depends(&ko)?,
                 ),
             );
         }
     }
     Ok(modules)
+}
+
+/// A target module's symbols, grouped by object file: Debian strips its
+/// modules of the `STT_FILE` symbols that tell whose a static is, so the
+/// debug copy of the module from the `-dbg` package is read instead when
+/// it holds exactly the same symbols in the same order (then every
+/// position and `sympos` is the installed module's). Without a usable
+/// copy, the installed module's table is used and statics are placed by
+/// where they sit (`KernelSymbols::with_object_block`).
+fn module_symbols(k: &Kernel, ko: &Path) -> anyhow::Result<klp::KernelSymbols> {
+    let syms = klp::KernelSymbols::from_module(ko)?;
+    if syms.has_object_blocks() {
+        return Ok(syms);
+    }
+    let Ok(rel) = ko.strip_prefix(k.ws.modules_dir()) else {
+        return Ok(syms);
+    };
+    let cache = k.ws.cache();
+    let archive = AptArchive::debian(cache)?;
+    let debug = match k
+        .ws
+        .module_debug_file(cache, &archive, &rel.to_string_lossy())
+    {
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(syms),
+        Err(e) => {
+            eprintln!(
+                "noreboot-build: note: no debug copy of {} ({e}); its statics are placed by position",
+                rel.display()
+            );
+            return Ok(syms);
+        }
+    };
+    let full = klp::KernelSymbols::from_module(&debug)?;
+    if full.has_object_blocks() && full.same_symbols(&syms) {
+        Ok(full)
+    } else {
+        eprintln!(
+            "noreboot-build: note: the debug copy of {} does not hold the module's symbols; its statics are placed by position",
+            rel.display()
+        );
+        Ok(syms)
+    }
 }
 
 fn locate<'a>(

@@ -104,7 +104,6 @@ impl Workspace {
             }
             Err(e) => return Err(e),
         };
-        std::fs::remove_file(&deb).map_err(|e| Error::io("remove", &deb, e))?;
         let map = partial.join(&members[0][2..]);
         let vmlinux = partial.join(&members[1][2..]);
         let id = vmlinux_build_id(&vmlinux)?;
@@ -120,10 +119,95 @@ impl Workspace {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
         std::fs::rename(&map, &table.system_map).map_err(|e| Error::io("move", &map, e))?;
         std::fs::rename(&vmlinux, &table.vmlinux).map_err(|e| Error::io("move", &vmlinux, e))?;
+        // Kept (about 280 MB): the debug copies of modules are taken from
+        // it when a patch targets one (see `module_debug_file`).
+        let kept = dir.join(DBG_DEB);
+        std::fs::rename(&deb, &kept).map_err(|e| Error::io("move", &deb, e))?;
         std::fs::write(&done, id.to_string()).map_err(|e| Error::io("write", &done, e))?;
         let _ = std::fs::remove_dir_all(&partial);
         self.grew()?;
         Ok(table)
+    }
+}
+
+/// The `-dbg` package kept in the symbols directory.
+const DBG_DEB: &str = "dbg.deb";
+
+impl Workspace {
+    /// The debug copy of the installed module at `module` (a path under
+    /// the workspace's modules directory, e.g.
+    /// `kernel/fs/smb/client/cifs.ko`), from the `-dbg` package: unlike
+    /// the installed module, stripped with `--strip-debug`, its symbol
+    /// table keeps the `STT_FILE` symbols that tell which object file
+    /// each static came from. Extracted on first use into
+    /// `symbols/modules/`; the package is downloaded again if a workspace
+    /// made before it was kept lacks it. `None` when the package has no
+    /// copy of that module.
+    pub fn module_debug_file(
+        &self,
+        cache: &Cache,
+        archive: &dyn Archive,
+        module: &str,
+    ) -> Result<Option<PathBuf>> {
+        let module = module
+            .trim_end_matches(".xz")
+            .trim_end_matches(".zst")
+            .trim_end_matches(".gz");
+        if module.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(Error::Command {
+                command: "module_debug_file".into(),
+                status: "bad path".into(),
+                stderr: format!("{module:?} is not a path under the modules directory"),
+            });
+        }
+        self.symbols(cache, archive)?;
+        let dir = self.symbols_dir();
+        let dest = dir.join("modules").join(module);
+        if dest.is_file() {
+            return Ok(Some(dest));
+        }
+        let _lock = cache.lock(&format!("{}-symbols", self.release()))?;
+        if dest.is_file() {
+            return Ok(Some(dest));
+        }
+        let deb = dir.join(DBG_DEB);
+        if !deb.is_file() {
+            let dbg = plan(archive, self.release())?
+                .dbg
+                .filter(|d| d.version.to_string() == self.version())
+                .ok_or_else(|| Error::VersionMismatch {
+                    release: self.release().to_string(),
+                    package: self.release().dbg_package(),
+                    wanted: format!("= {}", self.version()),
+                    reason: "the module debug files must come from the same build".into(),
+                    available: Vec::new(),
+                })?;
+            let partial = dir.join(".dbg.partial");
+            let _ = std::fs::remove_dir_all(&partial);
+            std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
+            ensure_space(&partial, dbg.size * 2)?;
+            let got = archive.download(&dbg.package, &dbg.version, &partial)?;
+            std::fs::rename(&got, &deb).map_err(|e| Error::io("move", &got, e))?;
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        let member = format!("./usr/lib/debug/lib/modules/{}/{module}", self.release());
+        let partial = dir.join(".module.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
+        // tar fails when the member is missing: that is the answer "none".
+        let _ = extract_members(&deb, &partial, std::slice::from_ref(&member));
+        let got = partial.join(&member[2..]);
+        if !got.is_file() {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Ok(None);
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        std::fs::rename(&got, &dest).map_err(|e| Error::io("move", &got, e))?;
+        let _ = std::fs::remove_dir_all(&partial);
+        self.grew()?;
+        Ok(Some(dest))
     }
 }
 

@@ -190,6 +190,24 @@ impl KernelSymbols {
         Ok(Self::index(syms, blocks, address_order))
     }
 
+    /// Whether the table groups locals by object file (`STT_FILE`
+    /// symbols): a stripped module's does not.
+    pub fn has_object_blocks(&self) -> bool {
+        !self.blocks.is_empty()
+    }
+
+    /// Whether `other` holds the same symbols in the same order (names,
+    /// addresses, binding): a module's debug copy and the module itself,
+    /// so that positions and `sympos` counted in one hold in the other.
+    pub fn same_symbols(&self, other: &KernelSymbols) -> bool {
+        self.syms.len() == other.syms.len()
+            && self
+                .syms
+                .iter()
+                .zip(&other.syms)
+                .all(|(a, b)| a.name == b.name && a.address == b.address && a.local == b.local)
+    }
+
     /// Number of symbols.
     pub fn len(&self) -> usize {
         self.syms.len()

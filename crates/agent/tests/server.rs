@@ -510,6 +510,18 @@ fn a_release_run_reaches_each_build_through_the_server() {
         guests.push(g);
     }
 
+    // Both builds are reported and no level covers them yet: what the
+    // next release run must cover.
+    let uncovered = admin(&exe, &data, &["kernels", "--uncovered"]);
+    let mut names: Vec<&str> = uncovered
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["release"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, builds, "{uncovered}");
+
     let catalog = dir.path().join("catalog");
     common::run(
         Command::new("cp")
@@ -547,6 +559,12 @@ fn a_release_run_reaches_each_build_through_the_server() {
         .collect();
     assert_eq!(released, builds, "{out}");
 
+    let uncovered = admin(&exe, &data, &["kernels", "--uncovered"]);
+    assert_eq!(
+        uncovered,
+        serde_json::json!([]),
+        "every reported build has a level now"
+    );
     let before = admin(&exe, &data, &["report", "summary"]);
     assert_eq!(before["hosts_exposed"].as_u64(), Some(2), "{before}");
     for g in guests.iter_mut() {

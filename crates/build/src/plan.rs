@@ -325,32 +325,46 @@ pub fn plan(
     Ok(plans)
 }
 
-/// The plan as a table: a row per build, a column per fix.
-pub fn table(catalog: &Catalog, plans: &[BuildPlan]) -> String {
+/// A table of builds by fixes: a row per build (release, version, the
+/// level column `level` of `width`, one word per fix), a column per fix.
+pub fn grid<'a>(
+    catalog: &Catalog,
+    level: &str,
+    width: usize,
+    rows: impl Iterator<Item = (&'a str, &'a str, String, Vec<&'a str>)> + Clone,
+) -> String {
     let ids: Vec<&str> = catalog.fixes.iter().map(|f| f.id.as_str()).collect();
-    let width = plans
-        .iter()
-        .map(|p| p.release.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let mut s = format!("{:width$}  {:22}  {:5}", "build", "version", "level");
+    let first = rows.clone().map(|r| r.0.len()).max().unwrap_or(6).max(6);
+    let mut s = format!("{:first$}  {:22}  {level:width$}", "build", "version");
     for id in &ids {
         s.push_str(&format!("  {id}"));
     }
     s.push('\n');
-    for p in plans {
-        s.push_str(&format!(
-            "{:width$}  {:22}  {:5}",
-            p.release,
-            p.version,
-            p.level.len()
-        ));
-        for (id, (_, a)) in ids.iter().zip(&p.fixes) {
-            s.push_str(&format!("  {:w$}", a.word(), w = id.len()));
+    for (release, version, lvl, words) in rows {
+        s.push_str(&format!("{release:first$}  {version:22}  {lvl:width$}"));
+        for (id, w) in ids.iter().zip(&words) {
+            s.push_str(&format!("  {w:width$}", width = id.len()));
         }
         s.push('\n');
     }
+    s
+}
+
+/// The plan as a table: a row per build, a column per fix.
+pub fn table(catalog: &Catalog, plans: &[BuildPlan]) -> String {
+    let mut s = grid(
+        catalog,
+        "level",
+        5,
+        plans.iter().map(|p| {
+            (
+                p.release.as_str(),
+                p.version.as_str(),
+                p.level.len().to_string(),
+                p.fixes.iter().map(|(_, a)| a.word()).collect(),
+            )
+        }),
+    );
     let notes: Vec<String> = plans
         .iter()
         .flat_map(|p| {

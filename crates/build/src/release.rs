@@ -895,37 +895,28 @@ pub fn release(o: &Options, plans: &[BuildPlan]) -> Vec<BuildOutcome> {
 /// The summary: a row per build (kernel × fix), then why each fix that is
 /// not in a build's level was left out, and each failure.
 pub fn table(catalog: &Catalog, outcomes: &[BuildOutcome]) -> String {
-    let ids: Vec<&str> = catalog.fixes.iter().map(|f| f.id.as_str()).collect();
-    let width = outcomes
-        .iter()
-        .map(|o| o.release.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let mut s = format!("{:width$}  {:22}  {:14}", "build", "version", "level");
-    for id in &ids {
-        s.push_str(&format!("  {id}"));
-    }
-    s.push('\n');
-    for o in outcomes {
-        let level = match &o.result {
-            LevelResult::Released { level, .. } => format!("{level} new"),
-            LevelResult::UpToDate { level } => format!("{level} unchanged"),
-            LevelResult::NothingApplies => "none".into(),
-            LevelResult::NoChange { .. } => "no change".into(),
-            LevelResult::Refused => "refused".into(),
-            LevelResult::VerifyFailed { .. } => "VERIFY FAILED".into(),
-            LevelResult::Failed { .. } => "FAILED".into(),
-        };
-        s.push_str(&format!(
-            "{:width$}  {:22}  {:14}",
-            o.release, o.version, level
-        ));
-        for (id, f) in ids.iter().zip(&o.fixes) {
-            s.push_str(&format!("  {:w$}", f.state, w = id.len()));
-        }
-        s.push('\n');
-    }
+    let level = |o: &BuildOutcome| match &o.result {
+        LevelResult::Released { level, .. } => format!("{level} new"),
+        LevelResult::UpToDate { level } => format!("{level} unchanged"),
+        LevelResult::NothingApplies => "none".into(),
+        LevelResult::NoChange { .. } => "no change".into(),
+        LevelResult::Refused => "refused".into(),
+        LevelResult::VerifyFailed { .. } => "VERIFY FAILED".into(),
+        LevelResult::Failed { .. } => "FAILED".into(),
+    };
+    let mut s = crate::plan::grid(
+        catalog,
+        "level",
+        14,
+        outcomes.iter().map(|o| {
+            (
+                o.release.as_str(),
+                o.version.as_str(),
+                level(o),
+                o.fixes.iter().map(|f| f.state.as_str()).collect(),
+            )
+        }),
+    );
     let mut notes = Vec::new();
     for o in outcomes {
         for f in &o.fixes {

@@ -51,17 +51,7 @@ impl Workspace {
         if done.exists() {
             return Ok(table);
         }
-        let plan = plan(archive, self.release())?;
-        let dbg = plan
-            .dbg
-            .filter(|d| d.version.to_string() == self.version())
-            .ok_or_else(|| Error::VersionMismatch {
-                release: self.release().to_string(),
-                package: self.release().dbg_package(),
-                wanted: format!("= {}", self.version()),
-                reason: "the symbol table must come from the same build".into(),
-                available: Vec::new(),
-            })?;
+        let dbg = self.dbg_package(archive)?;
         let partial = self.dir().join(".symbols.partial");
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;
@@ -134,6 +124,21 @@ impl Workspace {
 const DBG_DEB: &str = "dbg.deb";
 
 impl Workspace {
+    /// The `-dbg` package of exactly this build: symbols and debug copies
+    /// from any other build would describe another kernel.
+    fn dbg_package(&self, archive: &dyn Archive) -> Result<crate::archive::PackageInfo> {
+        plan(archive, self.release())?
+            .dbg
+            .filter(|d| d.version.to_string() == self.version())
+            .ok_or_else(|| Error::VersionMismatch {
+                release: self.release().to_string(),
+                package: self.release().dbg_package(),
+                wanted: format!("= {}", self.version()),
+                reason: "symbols and debug files must come from the same build".into(),
+                available: Vec::new(),
+            })
+    }
+
     /// The debug copy of the installed module at `module` (a path under
     /// the workspace's modules directory, e.g.
     /// `kernel/fs/smb/client/cifs.ko`), from the `-dbg` package: unlike
@@ -172,16 +177,7 @@ impl Workspace {
         }
         let deb = dir.join(DBG_DEB);
         if !deb.is_file() {
-            let dbg = plan(archive, self.release())?
-                .dbg
-                .filter(|d| d.version.to_string() == self.version())
-                .ok_or_else(|| Error::VersionMismatch {
-                    release: self.release().to_string(),
-                    package: self.release().dbg_package(),
-                    wanted: format!("= {}", self.version()),
-                    reason: "the module debug files must come from the same build".into(),
-                    available: Vec::new(),
-                })?;
+            let dbg = self.dbg_package(archive)?;
             let partial = dir.join(".dbg.partial");
             let _ = std::fs::remove_dir_all(&partial);
             std::fs::create_dir_all(&partial).map_err(|e| Error::io("create", &partial, e))?;

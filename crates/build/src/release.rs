@@ -331,7 +331,8 @@ fn fixset(fixes: &[(String, String)], effective: Option<&str>) -> String {
 }
 
 /// The effective version a build may claim with `carried` (built into the
-/// level) and `contained` fixes: the newest completion whose fixes it all
+/// level) and `contained` fixes (its source has them, or it does not
+/// compile the code they fix): the newest completion whose fixes it all
 /// has and whose `builds_from` it is at least. None when none holds.
 pub fn effective_version(
     catalog: &Catalog,
@@ -569,7 +570,20 @@ fn run_job(
 
     loop {
         let carried: BTreeSet<String> = level.iter().cloned().collect();
-        let effective = effective_version(catalog, &plan.version, &carried, &contained);
+        // A fix of code this build does not compile leaves nothing to fix
+        // here: for a completion it counts as had.
+        let had: BTreeSet<String> = contained
+            .iter()
+            .cloned()
+            .chain(
+                state
+                    .not_built
+                    .iter()
+                    .filter(|(id, r)| hashes.get(*id) == Some(&r.fix_hash))
+                    .map(|(id, _)| id.clone()),
+            )
+            .collect();
+        let effective = effective_version(catalog, &plan.version, &carried, &had);
         let ids: Vec<(String, String)> = level
             .iter()
             .map(|id| (id.clone(), hashes[id].clone()))

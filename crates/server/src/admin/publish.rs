@@ -128,39 +128,7 @@ impl Context {
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
 
-        sqlx::query(
-            "INSERT INTO levels (build_id, level, name, sha256, size, effective_version, description, signer, created, published_at, published_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&kernel.build_id)
-        .bind(level)
-        .bind(&m.name)
-        .bind(&sha256)
-        .bind(size)
-        .bind(&m.effective_version)
-        .bind(&m.description)
-        .bind(verified.signer.to_string())
-        .bind(&m.created)
-        .bind(now)
-        .bind(actor)
-        .execute(&mut *tx)
-        .await
-        .ctx("record the level")?;
-        let cves: BTreeMap<&str, &str> = m
-            .cves
-            .iter()
-            .map(|c| (c.id.as_str(), c.description.as_str()))
-            .collect();
-        for (id, description) in &cves {
-            sqlx::query("INSERT INTO level_cves (build_id, level, cve, description) VALUES ($1, $2, $3, $4)")
-                .bind(&kernel.build_id)
-                .bind(level)
-                .bind(*id)
-                .bind(*description)
-                .execute(&mut *tx)
-                .await
-                .ctx("record the level's CVEs")?;
-        }
+        let cves = record_level(&mut tx, &verified, &sha256, size, now, actor).await?;
         let feeds: Vec<String> = feeds
             .iter()
             .cloned()
@@ -177,7 +145,7 @@ impl Context {
             name: m.name.clone(),
             sha256,
             size,
-            cves: cves.keys().map(|c| c.to_string()).collect(),
+            cves,
             feeds,
             new_kernel,
         };
@@ -193,6 +161,55 @@ impl Context {
         .await?;
         Ok(out)
     }
+}
+
+/// Records the level and the CVEs it fixes; answers their ids, sorted.
+async fn record_level(
+    conn: &mut AnyConnection,
+    verified: &bundle::VerifiedBundle,
+    sha256: &str,
+    size: i64,
+    now: i64,
+    actor: &str,
+) -> Result<Vec<String>, Error> {
+    let m = &verified.manifest;
+    let level = i64::from(m.level);
+    sqlx::query(
+        "INSERT INTO levels (build_id, level, name, sha256, size, effective_version, description, signer, created, published_at, published_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&m.kernel.build_id)
+    .bind(level)
+    .bind(&m.name)
+    .bind(sha256)
+    .bind(size)
+    .bind(&m.effective_version)
+    .bind(&m.description)
+    .bind(verified.signer.to_string())
+    .bind(&m.created)
+    .bind(now)
+    .bind(actor)
+    .execute(&mut *conn)
+    .await
+    .ctx("record the level")?;
+    let cves: BTreeMap<&str, &str> = m
+        .cves
+        .iter()
+        .map(|c| (c.id.as_str(), c.description.as_str()))
+        .collect();
+    for (id, description) in &cves {
+        sqlx::query(
+            "INSERT INTO level_cves (build_id, level, cve, description) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&m.kernel.build_id)
+        .bind(level)
+        .bind(*id)
+        .bind(*description)
+        .execute(&mut *conn)
+        .await
+        .ctx("record the level's CVEs")?;
+    }
+    Ok(cves.keys().map(|c| c.to_string()).collect())
 }
 
 /// Registers the bundle's kernel unless known, and answers whether it was

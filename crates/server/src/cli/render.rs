@@ -1,16 +1,18 @@
 //! How the admin commands print their results: each result type states
 //! its text form once ([`Render::text`]: lines, or a [`Table`]), and
-//! [`Output::print`] prints that, or with `--json` the result serialized
-//! as the admin API answers it. The few results whose printing depends on
-//! more than their type (a pin and a hold both answer a `FeedState`; the
-//! report's view) are wrapped in types of their own here.
+//! [`Output::print`] prints that, or with `--json` the result itself,
+//! serialized. The few results whose printing depends on more than their
+//! type (a pin, a hold and an unpin all answer a `FeedState`; the report's
+//! view; a token's revocation, which has no JSON) are types of their own
+//! here.
 
 use serde::Serialize;
 use server::admin::{Coverage, FeedState, NewKey, NewToken, Promoted, Published, Rollback};
 use server::admin::{Moved, Retired, RetiredHost, Tagged};
 use server::clock::rfc3339;
-use server::model::ReportedBuild;
-use server::model::{AdminToken, AuditEntry, Feed, Host, Kernel, Level, RegistrationKey};
+use server::model::{
+    AdminToken, AuditEntry, Feed, Host, Kernel, Level, RegistrationKey, ReportedBuild,
+};
 use server::report::{Compliance, Table};
 use server::transfer::{Exported, Imported, Outcome};
 

@@ -101,7 +101,7 @@ impl Context {
     }
 
     /// The host whose bearer token this is; a retired host's token is
-    /// refused (see `hosts`).
+    /// refused (see `admin::hosts`).
     pub async fn authenticate_host(&self, token: &str) -> Result<HostAuth, Error> {
         self.authenticate_token_hash(&secrets::hash(token)).await
     }

@@ -2,12 +2,12 @@
 //! keeps the fleet's state. Bundles are published per kernel build-id as
 //! cumulative levels and released to feeds; hosts register with a key,
 //! check in, and are told the level their feed serves. The same
-//! operations ([`Context`]'s methods in `admin`, `hosts` and `fleet`) back
-//! the admin CLI and the HTTP API (`api`), and every admin action is
-//! audited.
+//! operations ([`Context`]'s methods in `admin`, one module per resource,
+//! and `fleet`) back the admin CLI and the HTTP API (`api`), and every
+//! admin action is audited (`admin::audit`).
 //!
 //! Layers, in the order a request meets them: `api` (HTTP, auth, limits)
-//! → `admin` / `hosts` / `fleet` / `checkin` (operations; check-ins are
+//! → `admin` / `fleet` / `checkin` (operations; check-ins are
 //! batched) → `store` and `target` (shared queries and the feed rule) →
 //! `db` and `blobs` (storage). Errors: see `error`.
 //! Compliance reports (`report`) are computed from the same reads and
@@ -23,7 +23,6 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod fleet;
-pub mod hosts;
 pub mod model;
 pub mod report;
 pub mod secrets;

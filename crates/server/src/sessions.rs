@@ -19,7 +19,6 @@ use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{DbContext, Error};
 use crate::secrets;
-use crate::store::audit;
 
 /// Who the audit trail names for a failed sign-in: the token presented
 /// named no one (or a revoked someone).
@@ -65,9 +64,9 @@ impl Context {
             Err(e) => return Err(e),
         };
         let id = secrets::new_secret(secrets::SESSION)?;
-        let now = self.clock.now();
+        let mut tx = self.begin_audited().await?;
+        let now = tx.now();
         let expires_at = now.saturating_add(lifetime);
-        let mut tx = self.db.begin_write().await?;
         // Rows that can no longer open anything go here rather than in a
         // background task: sign-ins are rare, and every server process
         // does its share without coordination.
@@ -90,16 +89,14 @@ impl Context {
         .execute(&mut *tx)
         .await
         .ctx("open a dashboard session")?;
-        audit(
-            &mut tx,
-            now,
+        tx.commit(
             &actor.name,
             "dashboard-sign-in",
             from,
             json!({"expires_at": rfc3339(expires_at)}),
+            "commit the dashboard session",
         )
         .await?;
-        tx.commit().await.ctx("commit the dashboard session")?;
         Ok(NewSession {
             id,
             actor,
@@ -109,17 +106,15 @@ impl Context {
 
     /// Audits a refused sign-in from `from`, in its own transaction.
     async fn audit_failed_sign_in(&self, from: &str, why: &str) -> Result<(), Error> {
-        let mut tx = self.db.begin_write().await?;
-        audit(
-            &mut tx,
-            self.clock.now(),
+        let tx = self.begin_audited().await?;
+        tx.commit(
             ANONYMOUS,
             "dashboard-sign-in-failed",
             from,
             json!({"reason": why}),
+            "commit the audit entry",
         )
-        .await?;
-        tx.commit().await.ctx("commit the audit entry")
+        .await
     }
 
     /// The admin whose open session `id` is; [`Error::Unauthorized`] for
@@ -160,9 +155,9 @@ impl Context {
         if !secrets::is_well_formed(secrets::SESSION, id) {
             return Ok(None);
         }
-        let now = self.clock.now();
         let hash = secrets::hash(id);
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.begin_audited().await?;
+        let now = tx.now();
         let name: Option<String> = sqlx::query(
             "SELECT token_name FROM dashboard_sessions \
              WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
@@ -184,8 +179,14 @@ impl Context {
             .execute(&mut *tx)
             .await
             .ctx("end the dashboard session")?;
-        audit(&mut tx, now, &name, "dashboard-sign-out", from, json!({})).await?;
-        tx.commit().await.ctx("commit the sign-out")?;
+        tx.commit(
+            &name,
+            "dashboard-sign-out",
+            from,
+            json!({}),
+            "commit the sign-out",
+        )
+        .await?;
         Ok(Some(name))
     }
 }

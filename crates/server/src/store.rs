@@ -1,36 +1,11 @@
-//! Queries more than one operation needs: the audit record written inside
-//! each admin action's transaction, the level a feed serves, and lookups
-//! that turn a missing row into a [`not_found`] naming what is missing.
+//! Queries more than one operation needs: the level a feed serves, and
+//! lookups that turn a missing row into a [`not_found`] naming what is
+//! missing. (The audit record each admin change writes is `admin::audit`'s.)
 
 use sqlx::{AnyConnection, Row};
 
 use crate::error::{not_found, DbContext, Error};
 use crate::target::{self, Override, Release};
-
-/// Appends an audit entry. Ids are max + 1 within the caller's write
-/// transaction: portable SQL (no SERIAL or AUTOINCREMENT) and gap-free.
-pub async fn audit(
-    conn: &mut AnyConnection,
-    at: i64,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: serde_json::Value,
-) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO audit (id, at, actor, action, target, detail) \
-         SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, $5 FROM audit",
-    )
-    .bind(at)
-    .bind(actor)
-    .bind(action)
-    .bind(target)
-    .bind(detail.to_string())
-    .execute(conn)
-    .await
-    .ctx("write the audit trail")?;
-    Ok(())
-}
 
 /// A feed's delay, or not found.
 pub async fn feed_delay(conn: &mut AnyConnection, feed: &str) -> Result<i64, Error> {

@@ -23,7 +23,7 @@ use crate::blobs::{is_sha256, sha256_hex, BlobError, BlobStore};
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{conflict, invalid, not_found, DbContext, Error};
-use crate::store::{self, audit};
+use crate::store;
 use crate::validate;
 
 /// The index's file name in an export directory.
@@ -526,9 +526,9 @@ impl Context {
         target: &str,
         detail: serde_json::Value,
     ) -> Result<(), Error> {
-        let mut tx = self.db.begin_write().await?;
-        audit(&mut tx, self.clock.now(), actor, action, target, detail).await?;
-        tx.commit().await.ctx("commit the audit entry")
+        let tx = self.begin_audited().await?;
+        tx.commit(actor, action, target, detail, "commit the audit entry")
+            .await
     }
 }
 

@@ -1,7 +1,7 @@
 //! The HTTP API: all routes in [`router`], the agent endpoints exactly as
 //! `protocol` documents them (`agent`), the admin endpoints behind bearer
-//! tokens with roles (`admin`, `hosts`, `reports`), and the limits every
-//! request meets: body sizes (64 KiB of JSON, a bundle's maximum for
+//! tokens with roles (`admin`, one module per resource), and the limits
+//! every request meets: body sizes (64 KiB of JSON, a bundle's maximum for
 //! publishing), a request timeout, registrations and failed dashboard
 //! sign-ins per address and minute, the dashboard's same-origin check on
 //! its forms (`dashboard`), and JSON error bodies for every failure
@@ -14,11 +14,9 @@ pub mod connections;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
-pub mod hosts;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
-pub mod reports;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -135,36 +133,42 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/checkin", post(agent::checkin))
         .route("/bundles/{sha256}", get(agent::bundle))
         .route("/report", post(agent::report))
-        .route("/admin/hosts", get(admin::hosts))
-        .route("/admin/hosts/retired", get(hosts::retired))
-        .route("/admin/hosts/{host}/move", post(hosts::move_host))
-        .route("/admin/hosts/{host}/tags", post(hosts::set_tags))
-        .route("/admin/hosts/{host}/retire", post(hosts::retire))
-        .route("/admin/reports", get(admin::reports))
-        .route("/admin/reports/compliance", get(reports::compliance))
-        .route("/admin/reports/hosts", get(reports::hosts))
-        .route("/admin/reports/cves", get(reports::cves))
-        .route("/admin/reports/summary", get(reports::summary))
-        .route("/admin/kernels", get(admin::kernels))
-        .route("/admin/kernels/reported", get(admin::reported_kernels))
-        .route("/admin/levels", get(admin::levels))
-        .route("/admin/feeds", get(admin::feeds).post(admin::create_feed))
+        .route("/admin/hosts", get(admin::hosts::list))
+        .route("/admin/hosts/retired", get(admin::hosts::retired))
+        .route("/admin/hosts/{host}/move", post(admin::hosts::move_host))
+        .route("/admin/hosts/{host}/tags", post(admin::hosts::set_tags))
+        .route("/admin/hosts/{host}/retire", post(admin::hosts::retire))
+        .route("/admin/reports", get(admin::reports::list))
+        .route("/admin/reports/compliance", get(admin::reports::compliance))
+        .route("/admin/reports/hosts", get(admin::reports::hosts))
+        .route("/admin/reports/cves", get(admin::reports::cves))
+        .route("/admin/reports/summary", get(admin::reports::summary))
+        .route("/admin/kernels", get(admin::kernels::list))
+        .route("/admin/kernels/reported", get(admin::kernels::reported))
+        .route("/admin/levels", get(admin::kernels::levels))
+        .route(
+            "/admin/feeds",
+            get(admin::feeds::list).post(admin::feeds::create),
+        )
         .route(
             "/admin/feeds/{feed}/kernels/{kernel}",
-            get(admin::feed_state),
+            get(admin::feeds::state),
         )
-        .route("/admin/audit", get(admin::audit))
-        .route("/admin/keys", get(admin::keys).post(admin::create_key))
-        .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/admin/audit", get(admin::audit::list))
+        .route(
+            "/admin/keys",
+            get(admin::keys::list).post(admin::keys::create),
+        )
+        .route("/admin/keys/{id}/revoke", post(admin::keys::revoke))
         .route(
             "/admin/publish",
-            post(admin::publish).layer(DefaultBodyLimit::max(publish_limit)),
+            post(admin::publish::publish).layer(DefaultBodyLimit::max(publish_limit)),
         )
-        .route("/admin/promote", post(admin::promote))
-        .route("/admin/pin", post(admin::pin))
-        .route("/admin/hold", post(admin::hold))
-        .route("/admin/unpin", post(admin::unpin))
-        .route("/admin/rollback", post(admin::rollback))
+        .route("/admin/promote", post(admin::releases::promote))
+        .route("/admin/pin", post(admin::releases::pin))
+        .route("/admin/hold", post(admin::releases::hold))
+        .route("/admin/unpin", post(admin::releases::unpin))
+        .route("/admin/rollback", post(admin::releases::rollback))
         .route("/openapi.json", get(openapi::openapi));
     Router::new()
         .nest(protocol::API_PREFIX, api)

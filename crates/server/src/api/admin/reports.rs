@@ -1,5 +1,6 @@
-//! `GET /admin/reports/{compliance,hosts,cves,summary}`: the compliance
-//! report (see `report`) for any admin token, as JSON (default) or CSV
+//! `GET /admin/reports` for any admin token: the hosts' own reports
+//! (`?host=ID&limit=N`), and under `/admin/reports/{compliance,hosts,cves,summary}`
+//! the compliance report (see `report`), as JSON (default) or CSV
 //! (`?format=csv`). `?policy_days=N&stale_hours=H` override the server's
 //! defaults (`serve --policy-days`, `--stale-hours`) for one request.
 
@@ -11,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
-use super::extract::AdminRead;
-use super::AppState;
+use super::{answer, Answer, ListQuery};
+use crate::api::error::ApiError;
+use crate::api::extract::AdminRead;
+use crate::api::AppState;
 use crate::error::invalid;
 use crate::report::{Compliance, Table};
 
@@ -71,6 +73,19 @@ async fn report(s: &AppState, q: ReportQuery, view: View) -> Result<Response, Ap
         View::Summary => json!(summary),
     };
     Ok(axum::Json(body).into_response())
+}
+
+/// `GET /admin/reports?host=ID&limit=N`: newest first.
+pub async fn list(
+    State(s): State<Arc<AppState>>,
+    _: AdminRead,
+    Query(q): Query<ListQuery>,
+) -> Answer {
+    let reports = s
+        .ctx
+        .reports(q.host.as_deref(), q.limit.unwrap_or(100))
+        .await?;
+    answer(json!({ "reports": reports }))
 }
 
 /// `GET /admin/reports/compliance`: every host × CVE exposure.

@@ -1,8 +1,8 @@
-//! Host management: the admin actions on one registered host — move it to
-//! another feed, replace its tags, retire it — and the lookup that turns
-//! what an operator types into that host. Shared by the admin CLI and the
-//! admin API; like every admin action (see `admin`), each change writes its
-//! audit entry in the same transaction as the change itself.
+//! Hosts as the admin sees them: the lists of active and retired hosts,
+//! and the actions on one registered host — move it to another feed,
+//! replace its tags, retire it — with the lookup that turns what an
+//! operator types into that host. Like every admin change, each is
+//! audited in its own transaction (see `admin::audit`).
 //!
 //! A host is named by its id, or by its hostname when exactly one active
 //! host has it. An id always wins: hostnames come from the hosts
@@ -31,7 +31,7 @@ use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{conflict, not_found, DbContext, Error};
 use crate::model::Host;
-use crate::store::{self, audit};
+use crate::store;
 use crate::validate;
 
 fn time<S: Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -188,8 +188,8 @@ impl Context {
     /// matters to it).
     pub async fn move_host(&self, actor: &str, host: &str, feed: &str) -> Result<Moved, Error> {
         validate::name("feed", feed)?;
-        let now = self.clock.now();
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.begin_audited().await?;
+        let now = tx.now();
         let h = resolve(&mut tx, host).await?;
         store::feed_delay(&mut tx, feed).await?;
         sqlx::query("UPDATE hosts SET feed = $1 WHERE id = $2")
@@ -199,16 +199,14 @@ impl Context {
             .await
             .ctx("move the host")?;
         let serving = store::served_level(&mut tx, feed, &h.build_id, now).await?;
-        audit(
-            &mut tx,
-            now,
+        tx.commit(
             actor,
             "host-move",
             &h.id,
             json!({"hostname": h.hostname, "from": h.feed, "to": feed, "serving": serving}),
+            "commit the move",
         )
         .await?;
-        tx.commit().await.ctx("commit the move")?;
         Ok(Moved {
             id: h.id,
             hostname: h.hostname,
@@ -234,8 +232,7 @@ impl Context {
                 to.push(t.clone());
             }
         }
-        let now = self.clock.now();
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.begin_audited().await?;
         let h = resolve(&mut tx, host).await?;
         // A column only a hand-edited database could break; show it as none.
         let from: Vec<String> = serde_json::from_str(&h.tags).unwrap_or_default();
@@ -245,16 +242,14 @@ impl Context {
             .execute(&mut *tx)
             .await
             .ctx("set the host's tags")?;
-        audit(
-            &mut tx,
-            now,
+        tx.commit(
             actor,
             "host-tags",
             &h.id,
             json!({"hostname": h.hostname, "from": from, "to": to}),
+            "commit the tags",
         )
         .await?;
-        tx.commit().await.ctx("commit the tags")?;
         Ok(Tagged {
             id: h.id,
             hostname: h.hostname,
@@ -267,8 +262,8 @@ impl Context {
     /// and it leaves the host list and the compliance reports; its row and
     /// reports are kept (see the module documentation).
     pub async fn retire_host(&self, actor: &str, host: &str) -> Result<Retired, Error> {
-        let now = self.clock.now();
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.begin_audited().await?;
+        let now = tx.now();
         let h = resolve(&mut tx, host).await?;
         sqlx::query(
             "UPDATE hosts SET retired_at = $1, retired_by = $2 WHERE id = $3 AND retired_at IS NULL",
@@ -286,18 +281,16 @@ impl Context {
             .ctx("count the host's reports")?
             .try_get(0)
             .ctx("count the host's reports")?;
-        audit(
-            &mut tx,
-            now,
+        tx.commit(
             actor,
             "host-retire",
             &h.id,
             json!({"hostname": h.hostname, "feed": h.feed, "kernel_release": h.kernel_release,
                    "build_id": h.build_id, "level": h.level,
                    "last_checkin": h.last_checkin.map(rfc3339), "reports": reports}),
+            "commit the retirement",
         )
         .await?;
-        tx.commit().await.ctx("commit the retirement")?;
         Ok(Retired {
             id: h.id,
             hostname: h.hostname,
@@ -305,6 +298,18 @@ impl Context {
             retired_at: now,
             reports,
         })
+    }
+
+    /// Every host but the retired ones, by hostname.
+    pub async fn hosts(&self) -> Result<Vec<Host>, Error> {
+        sqlx::query_as::<_, Host>(
+            "SELECT id, hostname, feed, kernel_release, kernel_version, build_id, level, effective_version, \
+             skipped, agent_version, tags, registration_key, registered_at, last_checkin \
+             FROM hosts WHERE retired_at IS NULL ORDER BY hostname, id",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .ctx("list hosts")
     }
 
     /// Every retired host, most recently retired first.

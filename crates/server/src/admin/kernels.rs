@@ -1,0 +1,120 @@
+//! Kernels and their levels, as read: the kernels with published levels,
+//! the kernel builds active hosts run (all, or only those no level
+//! covers), and the published levels with their CVEs and the feeds they
+//! are released to. Kernels and levels are written by publishing.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use crate::context::Context;
+use crate::error::{DbContext, Error};
+use crate::model::{Cve, Kernel, Level, ReportedBuild};
+use crate::validate;
+
+/// Which of the builds hosts run [`Context::reported_builds`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Every build.
+    All,
+    /// Only builds with no published level: what no release covers.
+    Uncovered,
+}
+
+impl Context {
+    /// Every kernel with published levels.
+    pub async fn kernels(&self) -> Result<Vec<Kernel>, Error> {
+        sqlx::query_as::<_, Kernel>(
+            "SELECT k.build_id, k.release, k.version, k.first_published_at, \
+             COUNT(l.level) AS levels, MAX(l.level) AS newest_level \
+             FROM kernels k LEFT JOIN levels l ON l.build_id = k.build_id \
+             GROUP BY k.build_id, k.release, k.version, k.first_published_at \
+             ORDER BY k.release, k.build_id",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .ctx("list kernels")
+    }
+
+    /// The kernel builds active hosts run, one per (release, version,
+    /// build-id) as the hosts report it, with how many hosts run it and
+    /// the newest level published for its build-id; by release, then
+    /// build-id. Grouped by all three rather than by build-id alone, so
+    /// that hosts reporting one build-id under two releases show up as two
+    /// rows instead of one release being picked for them.
+    ///
+    /// "Covered" means a level is published for the build-id, whether or
+    /// not it is released to the feeds its hosts follow.
+    pub async fn reported_builds(&self, which: Coverage) -> Result<Vec<ReportedBuild>, Error> {
+        let mut builds = sqlx::query_as::<_, ReportedBuild>(
+            "SELECT h.kernel_release AS release, h.kernel_version AS version, h.build_id, \
+             COUNT(*) AS hosts, l.newest_level \
+             FROM hosts h LEFT JOIN \
+             (SELECT build_id, MAX(level) AS newest_level FROM levels GROUP BY build_id) l \
+             ON l.build_id = h.build_id \
+             WHERE h.retired_at IS NULL \
+             GROUP BY h.kernel_release, h.kernel_version, h.build_id, l.newest_level \
+             ORDER BY h.kernel_release, h.build_id, h.kernel_version",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .ctx("list the builds hosts run")?;
+        if which == Coverage::Uncovered {
+            builds.retain(|b| b.newest_level.is_none());
+        }
+        Ok(builds)
+    }
+
+    /// Published levels (of one kernel, or all), with CVEs and feeds.
+    pub async fn levels(&self, build_id: Option<&str>) -> Result<Vec<Level>, Error> {
+        if let Some(b) = build_id {
+            validate::build_id("kernel", b)?;
+        }
+        // One filter for all three queries: `$1 IS NULL` matches every kernel.
+        let filter = "($1 IS NULL OR build_id = $1)";
+        let mut levels = sqlx::query_as::<_, Level>(&format!(
+            "SELECT build_id, level, name, sha256, size, effective_version, description, signer, created, \
+             published_at, published_by FROM levels WHERE {filter} ORDER BY build_id, level"
+        ))
+        .bind(build_id)
+        .fetch_all(self.db.pool())
+        .await
+        .ctx("list levels")?;
+        let mut cves: BTreeMap<(String, i64), Vec<Cve>> = BTreeMap::new();
+        for row in sqlx::query(&format!(
+            "SELECT build_id, level, cve, description FROM level_cves WHERE {filter} ORDER BY cve"
+        ))
+        .bind(build_id)
+        .fetch_all(self.db.pool())
+        .await
+        .ctx("list CVEs")?
+        {
+            let key = (
+                row.try_get(0).ctx("read CVEs")?,
+                row.try_get(1).ctx("read CVEs")?,
+            );
+            cves.entry(key).or_default().push(Cve {
+                cve: row.try_get(2).ctx("read CVEs")?,
+                description: row.try_get(3).ctx("read CVEs")?,
+            });
+        }
+        let mut feeds: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+        for row in sqlx::query(&format!(
+            "SELECT build_id, level, feed FROM releases WHERE {filter} AND withdrawn_at IS NULL ORDER BY feed"
+        ))
+        .bind(build_id)
+        .fetch_all(self.db.pool())
+        .await
+        .ctx("list releases")?
+        {
+            let key = (row.try_get(0).ctx("read releases")?, row.try_get(1).ctx("read releases")?);
+            feeds.entry(key).or_default().push(row.try_get(2).ctx("read releases")?);
+        }
+        for l in &mut levels {
+            let key = (l.build_id.clone(), l.level);
+            l.cves = cves.remove(&key).unwrap_or_default();
+            l.feeds = feeds.remove(&key).unwrap_or_default();
+        }
+        Ok(levels)
+    }
+}

@@ -1,0 +1,122 @@
+//! `GET /admin/kernels`, `/admin/kernels/reported` and `/admin/levels`,
+//! for any admin token: the kernels with published levels, the builds
+//! active hosts run (all, or `?uncovered=true` those no level covers), and
+//! the published levels.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, RawQuery, State};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{answer, Answer};
+use crate::admin::Coverage;
+use crate::api::error::ApiError;
+use crate::api::extract::AdminRead;
+use crate::api::AppState;
+use crate::error::invalid;
+
+/// `?kernel=` filter of the level list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelsQuery {
+    kernel: Option<String>,
+}
+
+/// `GET /admin/kernels`.
+pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer {
+    answer(json!({ "kernels": s.ctx.kernels().await? }))
+}
+
+/// `GET /admin/kernels/reported?uncovered=true`: the builds active hosts
+/// run, as a bare array (`noreboot-build release --kernels-from-server`
+/// reads it).
+pub async fn reported(
+    State(s): State<Arc<AppState>>,
+    _: AdminRead,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let which = coverage_from_query(query.as_deref())?;
+    answer(s.ctx.reported_builds(which).await?)
+}
+
+/// `GET /admin/levels?kernel=BUILD_ID`.
+pub async fn levels(
+    State(s): State<Arc<AppState>>,
+    _: AdminRead,
+    Query(q): Query<LevelsQuery>,
+) -> Answer {
+    answer(json!({ "levels": s.ctx.levels(q.kernel.as_deref()).await? }))
+}
+
+/// `uncovered=true|false`, at most once. Parsed by hand like publish's
+/// `feed=`, so that a misspelt parameter is refused by its name instead of
+/// silently listing every build.
+fn coverage_from_query(query: Option<&str>) -> Result<Coverage, ApiError> {
+    let mut uncovered = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "uncovered" {
+            // Query strings are as long as the client likes; the message
+            // is not.
+            let name: String = name.chars().take(80).collect();
+            return Err(invalid(format!(
+                "unknown query parameter {name:?}: /admin/kernels/reported takes only `uncovered=true` or `uncovered=false`"
+            ))
+            .into());
+        }
+        if uncovered.is_some() {
+            return Err(invalid("query parameter `uncovered` is given more than once").into());
+        }
+        uncovered = Some(match value {
+            "true" => true,
+            "false" => false,
+            other => {
+                let other: String = other.chars().take(40).collect();
+                return Err(invalid(format!(
+                    "query parameter `uncovered`: {other:?} is neither `true` nor `false`"
+                ))
+                .into());
+            }
+        });
+    }
+    Ok(if uncovered == Some(true) {
+        Coverage::Uncovered
+    } else {
+        Coverage::All
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn reported_kernels_query() {
+        for (q, want) in [
+            (None, Coverage::All),
+            (Some(""), Coverage::All),
+            (Some("uncovered=false"), Coverage::All),
+            (Some("uncovered=true"), Coverage::Uncovered),
+        ] {
+            assert_eq!(coverage_from_query(q).unwrap(), want, "{q:?}");
+        }
+        for (q, says) in [
+            ("uncoverd=true", "unknown query parameter \"uncoverd\""),
+            ("uncovered=true&feed=x", "unknown query parameter \"feed\""),
+            ("uncovered", "\"\" is neither"),
+            ("uncovered=1", "\"1\" is neither"),
+            ("uncovered=true&uncovered=false", "more than once"),
+        ] {
+            let e = coverage_from_query(Some(q)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{q}");
+            assert!(e.message.contains(says), "{q}: {}", e.message);
+        }
+        // A long name is cut short in the message.
+        let long = format!("{}=1", "x".repeat(10_000));
+        let e = coverage_from_query(Some(&long)).unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message.len());
+    }
+}

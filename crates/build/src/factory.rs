@@ -1095,7 +1095,13 @@ fn affected_objects(
                 .extension()
                 .and_then(|e| e.to_str())
                 .unwrap_or("");
-            if p.starts_with("Documentation/") || p.starts_with("samples/") {
+            // Documentation, samples, and the host programs kbuild builds
+            // the kernel with (scripts/: modpost, kallsyms, …): none of it
+            // runs in the kernel.
+            if p.starts_with("Documentation/")
+                || p.starts_with("samples/")
+                || p.starts_with("scripts/")
+            {
                 continue;
             }
             // tools/ is user space, except what the kernel compiles from
@@ -1169,7 +1175,10 @@ fn affected_objects(
         bail!("{}", problems.join("\n"));
     }
     if objects.is_empty() {
-        bail!("the patches change no C source or header of the kernel");
+        return Err(Stop::NoChange(
+            "the patches change no C source or header the kernel runs (documentation, samples and build tools under scripts/ are not part of it)".into(),
+        )
+        .into());
     }
     Ok(Affected {
         fixes,

@@ -3,15 +3,18 @@
 //! bad bundle refused with nothing loaded; a stalled transition signalled
 //! then rolled back; levels kept across reboots on a disk and the crash
 //! guard skipping a level that crashed the machine; two agents at once.
-//! The kernel-facing part (apply, replace, a stalled transition rolled
-//! back, revert, unload) again on Debian 13's own kernel.
+//! Live patches that are not ours (another vendor's, or a module named
+//! like one of our levels) are named, never taken for a level, and
+//! replaced only when asked. The kernel-facing part (apply, replace, a
+//! stalled transition rolled back, revert, unload) again on Debian 13's
+//! own kernel.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{config, debian13_fixture, fixture, guest_config, sh, Fixture};
+use common::{config, debian13_fixture, fixture, foreign_modules, guest_config, sh, Fixture};
 
 /// What the kernel shows of our patches: "name:enabled:transition" lines.
 const SYSFS: &str = "for p in /sys/kernel/livepatch/*; do [ -d \"$p\" ] && echo \"$(basename $p):$(cat $p/enabled):$(cat $p/transition)\"; done; true";
@@ -219,6 +222,145 @@ fn levels_apply_replace_revert_unload_and_update() {
         .all(|e| e["invoker"].as_str().unwrap().starts_with("uid=0")));
     let dmesg = g.dmesg().unwrap();
     assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+}
+
+/// Loads a live patch module by hand (as another vendor's tools would)
+/// and waits for its transition to finish.
+fn insmod_live_patch(g: &mut lab::Guest, path: &str, name: &str) {
+    g.exec_ok(&format!("insmod {path}")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let transition = format!("/sys/kernel/livepatch/{name}/transition");
+    while g.exec_ok(&format!("cat {transition}")).unwrap().trim() != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not finish its transition"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 16, point 2: every level replaces all live patches atomically,
+/// so a live patch that is not ours (here one loaded by hand, as another
+/// vendor's would be) is named by `status`, makes `apply` and `update`
+/// refuse, and is replaced only with `--replace-foreign`, audited. A
+/// module named like one of our levels but built from another edit is not
+/// that level: not active, not unloaded, not replaced under its name.
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and two foreign live patches and boots a guest; scripts/test runs it"]
+fn foreign_live_patches_are_named_refused_and_replaced_only_when_asked() {
+    let f = fixture();
+    let fm = foreign_modules();
+    let cfg = guest_config(f, &config("15s", "1m", ""))
+        .with_file(&fm.foreign, "/root/foreign/nrforeign.ko")
+        .with_file(&fm.impostor, "/root/impostor/nrtest_l2.ko");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+
+    insmod_live_patch(&mut g, "/root/foreign/nrforeign.ko", "nrforeign");
+    assert!(cmdline(&mut g).starts_with("foreign-patch "));
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["state"].as_str()), (1, Some("unpatched")), "{s}");
+    assert_eq!(s["foreign"][0]["name"], "nrforeign", "{s}");
+    assert!(
+        s["foreign"][0]["marker"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("patch=nrforeign kernel={} build=", f.build_id)),
+        "{s}"
+    );
+    let (_, text) = agent(&mut g, "status");
+    assert!(
+        text.contains("foreign:   nrforeign (enabled: not a level noreboot applied on this host)"),
+        "{text}"
+    );
+
+    // apply and update refuse, naming it and what replacing would do;
+    // nothing of ours is loaded.
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("foreign live patches are loaded: nrforeign (enabled")
+            && out.contains("disable every other live patch")
+            && out.contains("--replace-foreign"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "update");
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("nrforeign"), "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrforeign:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "");
+    assert!(cmdline(&mut g).starts_with("foreign-patch "));
+
+    // Asked to: level 1 replaces it, and the audit log says so.
+    let (code, out) = agent(&mut g, "apply --replace-foreign /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert_eq!(s["foreign"], serde_json::json!([]), "{s}");
+    assert_eq!(code, 2, "level 2 was offered by the update: {s}");
+    let (_, log) = agent(&mut g, "log --json");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    let seq: Vec<String> = log
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}",
+                e["action"].as_str().unwrap(),
+                e["level"],
+                e["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        seq,
+        [
+            "apply:1:refused",
+            "update:2:refused",
+            "apply:1:ok",
+            "replace-foreign:1:ok"
+        ],
+        "{log:?}"
+    );
+    assert!(
+        log[3]["detail"].as_str().unwrap().contains("nrforeign"),
+        "{log:?}"
+    );
+
+    // Level 2 cached, then back to level 1 (level 2's module unloaded);
+    // then a module named like level 2 but built from another edit is
+    // loaded by hand and replaces level 1.
+    for cmd in ["apply /root/l2.nrb", "revert"] {
+        let (code, out) = agent(&mut g, cmd);
+        assert_eq!(code, 0, "{cmd}: {out}");
+    }
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l1");
+    insmod_live_patch(&mut g, "/root/impostor/nrtest_l2.ko", "nrtest_l2");
+    assert!(cmdline(&mut g).starts_with("impostor-level-2 "));
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["state"].as_str()), (1, Some("unpatched")), "{s}");
+    assert_eq!(s["active"], serde_json::Value::Null, "{s}");
+    assert_eq!(s["foreign"][0]["name"], "nrtest_l2", "{s}");
+    assert!(
+        s["foreign"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("named like level 2"),
+        "{s}"
+    );
+    // The kernel cannot load level 2 beside a module of its name, so even
+    // --replace-foreign refuses, and says what to do; `unload` leaves the
+    // module alone.
+    let (code, out) = agent(&mut g, "apply --replace-foreign /root/l2.nrb");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("a live patch named nrtest_l2 is loaded that is not level 2"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert!(cmdline(&mut g).starts_with("impostor-level-2 "));
 }
 
 /// Builds the bad bundles: (file name, what the refusal must say).

@@ -19,6 +19,7 @@
 pub mod identity;
 pub mod kallsyms;
 pub mod livepatch;
+pub mod module_id;
 pub mod notes;
 
 pub use identity::{Identity, IdentityError};

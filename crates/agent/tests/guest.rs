@@ -242,9 +242,7 @@ fn insmod_live_patch(g: &mut lab::Guest, path: &str, name: &str) {
 /// Issue 16, point 2: every level replaces all live patches atomically,
 /// so a live patch that is not ours (here one loaded by hand, as another
 /// vendor's would be) is named by `status`, makes `apply` and `update`
-/// refuse, and is replaced only with `--replace-foreign`, audited. A
-/// module named like one of our levels but built from another edit is not
-/// that level: not active, not unloaded, not replaced under its name.
+/// refuse, and is replaced only with `--replace-foreign`, audited.
 #[test]
 #[ignore = "slow tier: builds the 6.1 patch levels and two foreign live patches and boots a guest; scripts/test runs it"]
 fn foreign_live_patches_are_named_refused_and_replaced_only_when_asked() {
@@ -326,11 +324,25 @@ fn foreign_live_patches_are_named_refused_and_replaced_only_when_asked() {
         log[3]["detail"].as_str().unwrap().contains("nrforeign"),
         "{log:?}"
     );
+}
+
+/// Issue 16, point 2: a live patch is a level of ours by its module's
+/// identity notes, not by its name. A module named like level 2 but built
+/// from another edit, loaded by hand, is not level 2: not active, not
+/// replaced under that name, not unloaded; a byte-identical copy of level
+/// 1's module loaded by hand is level 1.
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and two foreign live patches and boots a guest; scripts/test runs it"]
+fn a_module_named_like_a_level_is_not_that_level() {
+    let f = fixture();
+    let fm = foreign_modules();
+    let cfg = guest_config(f, &config("15s", "1m", ""))
+        .with_file(&fm.impostor, "/root/impostor/nrtest_l2.ko");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
 
     // Level 2 cached, then back to level 1 (level 2's module unloaded);
-    // then a module named like level 2 but built from another edit is
-    // loaded by hand and replaces level 1.
-    for cmd in ["apply /root/l2.nrb", "revert"] {
+    // then the impostor is loaded by hand and replaces level 1.
+    for cmd in ["apply /root/l1.nrb", "apply /root/l2.nrb", "revert"] {
         let (code, out) = agent(&mut g, cmd);
         assert_eq!(code, 0, "{cmd}: {out}");
     }
@@ -338,8 +350,8 @@ fn foreign_live_patches_are_named_refused_and_replaced_only_when_asked() {
     insmod_live_patch(&mut g, "/root/impostor/nrtest_l2.ko", "nrtest_l2");
     assert!(cmdline(&mut g).starts_with("impostor-level-2 "));
     let (code, s) = status(&mut g);
-    assert_eq!((code, s["state"].as_str()), (1, Some("unpatched")), "{s}");
     assert_eq!(s["active"], serde_json::Value::Null, "{s}");
+    assert_eq!((code, s["state"].as_str()), (1, Some("unpatched")), "{s}");
     assert_eq!(s["foreign"][0]["name"], "nrtest_l2", "{s}");
     assert!(
         s["foreign"][0]["why"]
@@ -348,9 +360,15 @@ fn foreign_live_patches_are_named_refused_and_replaced_only_when_asked() {
             .contains("named like level 2"),
         "{s}"
     );
+    let (_, p) = agent(&mut g, "patches --json");
+    let p: serde_json::Value = serde_json::from_str(&p).unwrap();
+    assert!(
+        p.as_array().unwrap().iter().all(|l| l["active"] == false),
+        "{p}"
+    );
     // The kernel cannot load level 2 beside a module of its name, so even
-    // --replace-foreign refuses, and says what to do; `unload` leaves the
-    // module alone.
+    // --replace-foreign refuses, and says what to do; `unload` removes
+    // level 1's replaced module and leaves the impostor alone.
     let (code, out) = agent(&mut g, "apply --replace-foreign /root/l2.nrb");
     assert_eq!(code, 4, "{out}");
     assert!(
@@ -360,7 +378,24 @@ fn foreign_live_patches_are_named_refused_and_replaced_only_when_asked() {
     let (code, out) = agent(&mut g, "unload");
     assert_eq!(code, 0, "{out}");
     assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
     assert!(cmdline(&mut g).starts_with("impostor-level-2 "));
+
+    // The impostor removed by hand; level 1's own module, taken out of its
+    // bundle and loaded by hand, is level 1.
+    g.exec_ok(
+        "echo 0 > /sys/kernel/livepatch/nrtest_l2/enabled; \
+         for i in $(seq 60); do rmmod nrtest_l2 2>/dev/null && break; sleep 1; done; \
+         ! grep -q '^nrtest_l2 ' /proc/modules",
+    )
+    .unwrap();
+    g.exec_ok("mkdir -p /tmp/l1 && cd /tmp/l1 && tar -xf /root/l1.nrb module.ko && mv module.ko nrtest_l1.ko")
+        .unwrap();
+    insmod_live_patch(&mut g, "/tmp/l1/nrtest_l1.ko", "nrtest_l1");
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert_eq!(s["foreign"], serde_json::json!([]), "{s}");
+    assert_eq!(code, 2, "level 2 is cached: {s}");
 }
 
 /// Builds the bad bundles: (file name, what the refusal must say).

@@ -762,6 +762,12 @@ fn inspect(cfg: &Config, file: &PathBuf, json: bool) -> anyhow::Result<u8> {
             r
         }
     };
+    // What a loaded copy of this module will be recognised by (read from
+    // the module whether or not the checks passed: `ok` says whether to
+    // trust it).
+    let identity = bundle::container::read(&bytes)
+        .ok()
+        .map(|m| module_identity(m.module));
     if json {
         let checks: Vec<_> = r
             .checks
@@ -782,11 +788,30 @@ fn inspect(cfg: &Config, file: &PathBuf, json: bool) -> anyhow::Result<u8> {
             "signer": r.signer.map(|k| k.to_string()),
             "trusted_comment": r.trusted_comment,
             "manifest": r.manifest,
+            "module_identity": identity,
             "checks": checks,
             "ok": r.passed(),
         }))?;
     } else {
         print!("{r}");
+        if let Some(identity) = identity {
+            println!("module identity: {identity}");
+        }
     }
     Ok(if r.passed() { 0 } else { 4 })
+}
+
+/// How hosts will recognise a loaded copy of a module: its marker, else
+/// (a module from before markers) its GNU build-id.
+fn module_identity(module: &[u8]) -> String {
+    use kernel::module_id::ModuleNotes;
+    match ModuleNotes::from_module(module) {
+        Err(e) => format!("unreadable: {e}"),
+        Ok(n) => match (n.marker(), n.build_id()) {
+            (Some(Ok(m)), _) => format!("marker {m}"),
+            (Some(Err(e)), _) => format!("bad marker: {e}"),
+            (None, Some(id)) => format!("no marker; GNU build-id {id}"),
+            (None, None) => "none: a loaded copy cannot be recognised".into(),
+        },
+    }
 }

@@ -557,6 +557,13 @@ fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
     );
     let (code, out) = agent(&mut g, "bundle inspect /root/l1.nrb");
     assert_eq!(code, 0, "the good key still checks it: {out}");
+    assert!(
+        out.contains(&format!(
+            "module identity: marker patch=nrtest_l1 kernel={} build=",
+            f.build_id
+        )),
+        "{out}"
+    );
     // Issue 16, point 6: the audit log is chained; its last entry removed
     // (as by someone covering tracks) is found.
     let (code, out) = agent(&mut g, "log --verify");

@@ -398,6 +398,75 @@ fn a_module_named_like_a_level_is_not_that_level() {
     assert_eq!(code, 2, "level 2 is cached: {s}");
 }
 
+/// The fixture's level 1 as a factory from before markers made it: the
+/// same module with its `.note.noreboot` section made a plain PROGBITS
+/// section (so the kernel shows no marker note and only kbuild's GNU
+/// build-id identifies it), bundled again with the test key. The section
+/// header is patched in place: the converted module's livepatch sections
+/// are not something to round-trip through an ELF writer here.
+fn pre_marker_level_1(f: &Fixture) -> PathBuf {
+    use kernel::module_id::{ModuleNotes, MARKER_SECTION};
+    let key = bundle::SecretKey::read(&f.secret).unwrap();
+    let keys = bundle::TrustedKeys::from_keys([key.public_key()]).unwrap();
+    let vb = bundle::open(&std::fs::read(&f.levels[0]).unwrap(), &keys).unwrap();
+    let mut module = vb.module.clone();
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let (shoff, shnum, shstrndx) = (
+        u64_at(&module, 0x28),
+        u16_at(&module, 0x3c),
+        u16_at(&module, 0x3e),
+    );
+    let header = |i: usize| shoff + i * 64;
+    let strtab = u64_at(&module, header(shstrndx) + 24);
+    let marker = (0..shnum)
+        .find(|&i| {
+            let name = strtab
+                + u32::from_le_bytes(module[header(i)..header(i) + 4].try_into().unwrap()) as usize;
+            module[name..].starts_with(format!("{MARKER_SECTION}\0").as_bytes())
+        })
+        .expect("level 1's module has a marker");
+    // sh_type: SHT_NOTE (7) to SHT_PROGBITS (1).
+    module[header(marker) + 4..header(marker) + 8].copy_from_slice(&1u32.to_le_bytes());
+    let notes = ModuleNotes::from_module(&module).unwrap();
+    assert!(notes.marker().is_none() && notes.build_id().is_some());
+    let path = f.dir.join("pre-marker-l1.nrb");
+    bundle::Bundle::create(vb.manifest, &module, &key, "level 1 without its marker")
+        .unwrap()
+        .write_to(&path)
+        .unwrap();
+    path
+}
+
+/// Bundles made before the marker existed: a level whose module has only
+/// kbuild's GNU build-id is recognised by it (active, replaced by the next
+/// level as ours, not refused as foreign).
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
+fn a_level_bundled_before_markers_is_recognised_by_its_build_id() {
+    let f = fixture();
+    let old = pre_marker_level_1(f);
+    let cfg = guest_config(f, &config("15s", "1m", "")).with_file(&old, "/root/old-l1.nrb");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    let (code, out) = agent(&mut g, "bundle inspect /root/old-l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("module identity: no marker; GNU build-id"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "apply /root/old-l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["active"]["level"].as_u64()), (0, Some(1)), "{s}");
+    assert_eq!(s["foreign"], serde_json::json!([]), "{s}");
+    let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replacing level 1"), "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
+}
+
 /// Builds the bad bundles: (file name, what the refusal must say).
 fn bad_bundles(f: &Fixture, dir: &Path) -> Vec<(String, PathBuf, &'static str)> {
     use bundle::{container, signature, SecretKey};

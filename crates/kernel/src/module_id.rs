@@ -591,6 +591,22 @@ mod tests {
         std::fs::write(notes.join(".note.Linux"), b"other").unwrap();
         let loaded = ModuleNotes::loaded(t.path(), "nrtest_l1").unwrap();
         assert_eq!(loaded.compare_with_file(&file), Comparison::Same);
+        // A module file from before markers: its GNU build-id decides.
+        let old = ModuleNotes {
+            sections: BTreeMap::from([(
+                BUILD_ID_SECTION.to_string(),
+                file.sections[BUILD_ID_SECTION].clone(),
+            )]),
+        };
+        assert_eq!(loaded.compare_with_file(&old), Comparison::Same);
+        let mut other = old.clone();
+        other
+            .sections
+            .insert(BUILD_ID_SECTION.to_string(), note(b"GNU", 3, &[8; 20]));
+        assert_eq!(
+            loaded.compare_with_file(&other),
+            Comparison::Differs(BUILD_ID_SECTION)
+        );
         // Another module of the same name: another marker.
         let other = "patch=nrtest_l1 kernel=abcd build=ffff\0";
         std::fs::write(

@@ -4,13 +4,23 @@
 //! boot behind the crash guard. The invariant every path keeps: after any
 //! failure the previously active level is still the active one and no
 //! module of a failed level stays loaded.
+//!
+//! A live patch is ours only when its module is a level this agent
+//! verified: the identity notes the kernel shows for the loaded module
+//! (`kernel::module_id`) equal those of the module in that level's cached
+//! bundle, checked again against the trusted keys. Its name only says
+//! which level to compare with. Every other live patch is foreign, and
+//! since each level replaces all live patches atomically, loading a level
+//! while one is loaded is refused unless the caller allows it.
 
+use std::cell::OnceCell;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bundle::{Manifest, TrustedKeys};
 use kernel::livepatch::{self, BlockingTask, Livepatch};
+use kernel::module_id::{Comparison, ModuleNotes};
 use kernel::Identity;
 use serde::Serialize;
 
@@ -71,8 +81,76 @@ pub struct ApplyReport {
     pub agent_overhead_ms: f64,
     /// The agent's peak resident set so far (VmHWM), KiB.
     pub peak_rss_kib: u64,
+    /// Foreign live patches the level replaced (allowed by
+    /// `--replace-foreign`).
+    pub replaced_foreign: Vec<String>,
     /// Notes (stale modules removed, crash guard, ...).
     pub notes: Vec<String>,
+}
+
+/// Whether an action that loads a level may replace live patches that
+/// are not ours: a level replaces every live patch atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// Refuse to load while a foreign live patch is loaded (the default).
+    Refuse,
+    /// Load anyway, replacing them (`--replace-foreign`), and audit it.
+    Replace,
+}
+
+/// A live patch the kernel shows that is not a level of ours: another
+/// vendor's, one loaded by hand, or a module named like one of our levels
+/// that is not that level's module.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForeignPatch {
+    /// Patch (and module) name.
+    pub name: String,
+    /// `enabled`.
+    pub enabled: bool,
+    /// `transition`.
+    pub transition: bool,
+    /// Why it is not one of ours.
+    pub why: String,
+    /// noreboot-build's marker of the loaded module, when it has one (built
+    /// by noreboot-build, but not a level this host verified).
+    pub marker: Option<String>,
+}
+
+/// Every live patch of the kernel, ours and foreign.
+#[derive(Debug, Clone, Default)]
+pub struct LivePatches {
+    /// Levels of ours.
+    pub ours: Vec<LivePatch>,
+    /// Everything else.
+    pub foreign: Vec<ForeignPatch>,
+}
+
+impl LivePatches {
+    /// The active level: our enabled patch with the highest level.
+    pub fn active(&self) -> Option<(u32, String)> {
+        self.ours
+            .iter()
+            .filter(|p| p.enabled)
+            .filter_map(|p| Some((p.level?, p.name.clone())))
+            .max()
+    }
+}
+
+/// One line per foreign patch: name, state, and why it is not ours.
+pub fn describe_foreign(foreign: &[ForeignPatch]) -> String {
+    foreign
+        .iter()
+        .map(|f| {
+            format!(
+                "{} ({}{}: {})",
+                f.name,
+                if f.enabled { "enabled" } else { "disabled" },
+                if f.transition { ", in transition" } else { "" },
+                f.why
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A live patch of ours as the kernel shows it.
@@ -105,6 +183,9 @@ pub struct Agent {
     /// When this agent started: apply timings count from here, so reading
     /// and verifying the bundle are part of the agent's overhead.
     pub started: Instant,
+    /// The trusted keys, loaded once per run (so a key file left out is
+    /// reported and audited once).
+    keys: OnceCell<TrustedKeys>,
 }
 
 impl Agent {
@@ -124,6 +205,7 @@ impl Agent {
             lp,
             identity,
             build_id,
+            keys: OnceCell::new(),
         })
     }
 
@@ -133,6 +215,9 @@ impl Agent {
     /// the host unpatched when good keys sit beside it. Only a directory
     /// that cannot be read is an error.
     pub fn keys(&self) -> Result<TrustedKeys, AgentError> {
+        if let Some(keys) = self.keys.get() {
+            return Ok(keys.clone());
+        }
         let started = Instant::now();
         let (keys, skipped) =
             TrustedKeys::load_dir_skipping(&self.cfg.trusted_keys).map_err(AgentError::failed)?;
@@ -152,6 +237,7 @@ impl Agent {
                 format!("{}: {why}", path.display()),
             );
         }
+        let _ = self.keys.set(keys.clone());
         Ok(keys)
     }
 
@@ -212,11 +298,7 @@ impl Agent {
                 );
             }
         }
-        let live = self.lp.patches().map_err(AgentError::failed)?;
-        let running = live
-            .iter()
-            .filter(|p| p.enabled)
-            .find_map(|p| st.level_of(&p.name));
+        let running = self.live_patches(&st)?.active().map(|(level, _)| level);
         let keep = running.or_else(|| st.levels.keys().max().copied());
         if let Some(level) = keep {
             let name = st.levels[&level].name.clone();
@@ -238,31 +320,100 @@ impl Agent {
             .map_err(AgentError::failed)
     }
 
-    /// Our live patches: those whose names belong to a cached level.
-    pub fn live(&self, st: &KernelState) -> Result<Vec<LivePatch>, AgentError> {
-        let all = self.lp.patches().map_err(AgentError::failed)?;
-        Ok(all
-            .into_iter()
-            .filter_map(|p| {
-                let level = st.level_of(&p.name)?;
-                Some(LivePatch {
+    /// Every live patch of the kernel, split into levels of ours (see the
+    /// module doc for the rule) and foreign ones.
+    pub fn live_patches(&self, st: &KernelState) -> Result<LivePatches, AgentError> {
+        let mut out = LivePatches::default();
+        for p in self.lp.patches().map_err(AgentError::failed)? {
+            match self.identify(&p.name, st) {
+                Ok(level) => out.ours.push(LivePatch {
                     name: p.name,
                     level: Some(level),
                     enabled: p.enabled,
                     transition: p.transition,
-                })
-            })
-            .collect())
+                }),
+                Err(why) => {
+                    let marker = ModuleNotes::loaded(&self.cfg.kernel.sys, &p.name)
+                        .ok()
+                        .and_then(|n| n.marker())
+                        .and_then(Result::ok)
+                        .map(|m| m.to_string());
+                    out.foreign.push(ForeignPatch {
+                        name: p.name,
+                        enabled: p.enabled,
+                        transition: p.transition,
+                        why,
+                        marker,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Our live patches.
+    pub fn live(&self, st: &KernelState) -> Result<Vec<LivePatch>, AgentError> {
+        Ok(self.live_patches(st)?.ours)
     }
 
     /// The active level: our enabled patch not in transition.
     pub fn active(&self, st: &KernelState) -> Result<Option<(u32, String)>, AgentError> {
-        Ok(self
-            .live(st)?
-            .into_iter()
-            .filter(|p| p.enabled)
-            .filter_map(|p| Some((p.level?, p.name)))
-            .max())
+        Ok(self.live_patches(st)?.active())
+    }
+
+    /// Which cached level the loaded module `name` is, or why it is none
+    /// of ours. The name only picks the levels to compare with; the
+    /// loaded module's identity notes must equal those of the level's
+    /// module in its cached bundle, which is verified again here (the
+    /// state file is not signed, the bundle is).
+    fn identify(&self, name: &str, st: &KernelState) -> Result<u32, String> {
+        let candidates: Vec<u32> = st
+            .levels
+            .iter()
+            .rev()
+            .filter(|(_, r)| r.name == name)
+            .map(|(l, _)| *l)
+            .collect();
+        if candidates.is_empty() {
+            return Err("not a level noreboot applied on this host".into());
+        }
+        let loaded = ModuleNotes::loaded(&self.cfg.kernel.sys, name)
+            .map_err(|e| format!("its module's identity cannot be read: {e}"))?;
+        let mut why = Vec::new();
+        for level in candidates {
+            let file = match self.level_notes(level) {
+                Ok(n) => n,
+                Err(e) => {
+                    why.push(format!(
+                        "named like level {level}, whose cached bundle cannot be checked: {e}"
+                    ));
+                    continue;
+                }
+            };
+            match loaded.compare_with_file(&file) {
+                Comparison::Same => return Ok(level),
+                Comparison::Differs(section) => why.push(format!(
+                    "named like level {level}, but its {section} note is not that level's module's: another module"
+                )),
+                Comparison::Missing(section) => why.push(format!(
+                    "named like level {level}, but it lacks that level's {section} note: another module"
+                )),
+                Comparison::NoIdentity => why.push(format!(
+                    "named like level {level}, whose module carries no identity note to recognise it by"
+                )),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// The identity notes of a cached level's module, from its bundle
+    /// verified now.
+    fn level_notes(&self, level: u32) -> Result<ModuleNotes, AgentError> {
+        let keys = self.keys()?;
+        let path = self.store.bundle_path(&self.build_id, level);
+        let (_, vb) = self.open_file(&path, &keys)?;
+        ModuleNotes::from_module(&vb.module)
+            .map_err(|e| AgentError::Failed(format!("{}: {e}", path.display())))
     }
 
     /// Appends to the audit log; a log that cannot be written is an error
@@ -336,10 +487,11 @@ impl Agent {
         bytes: &[u8],
         vb: &bundle::VerifiedBundle,
         action: &str,
+        foreign: Foreign,
     ) -> Result<ApplyReport, AgentError> {
         let started = Instant::now();
         let m = &vb.manifest;
-        let r = self.apply_inner(bytes, vb, started, true);
+        let r = self.apply_inner(bytes, vb, started, true, foreign);
         match &r {
             Ok(rep) => {
                 let result = if rep.changed { "ok" } else { "no-op" };
@@ -355,6 +507,20 @@ impl Agent {
                     detail.push_str(n);
                 }
                 self.log(action, m.level, &m.name, result, started, detail)?;
+                if !rep.replaced_foreign.is_empty() {
+                    self.log(
+                        "replace-foreign",
+                        m.level,
+                        &m.name,
+                        "ok",
+                        started,
+                        format!(
+                            "level {} replaced foreign live patches {}, allowed by --replace-foreign",
+                            m.level,
+                            rep.replaced_foreign.join(", ")
+                        ),
+                    )?;
+                }
             }
             Err(e) => {
                 let result = match e {
@@ -378,6 +544,7 @@ impl Agent {
         vb: &bundle::VerifiedBundle,
         started: Instant,
         check_health: bool,
+        foreign: Foreign,
     ) -> Result<ApplyReport, AgentError> {
         let m = &vb.manifest;
         self.check_kernel(m)?;
@@ -397,7 +564,8 @@ impl Agent {
                 busy.name
             )));
         }
-        let before = self.active(&st)?;
+        let live = self.live_patches(&st)?;
+        let before = live.active();
         let previous = before.as_ref().map(|b| b.0).unwrap_or(0);
         if before.as_ref().is_some_and(|(_, n)| *n == m.name) {
             return Ok(ApplyReport {
@@ -412,15 +580,54 @@ impl Agent {
                 unload_ms: 0.0,
                 agent_overhead_ms: ms(started.elapsed()),
                 peak_rss_kib: peak_rss_kib(),
+                replaced_foreign: Vec::new(),
                 notes: vec!["already active".into()],
             });
         }
         let mut notes = Vec::new();
+        // The kernel cannot load a second module of this name, so even
+        // --replace-foreign cannot help; nor may the agent unload it.
+        if let Some(f) = live.foreign.iter().find(|f| f.name == m.name) {
+            return Err(AgentError::Refused(format!(
+                "a live patch named {} is loaded that is not level {} ({}); the kernel cannot load a second module of that name: disable it ({}/enabled) and unload it first",
+                f.name,
+                m.level,
+                f.why,
+                self.lp.dir(&f.name).display()
+            )));
+        }
+        let replaced_foreign: Vec<String> = live.foreign.iter().map(|f| f.name.clone()).collect();
+        if !live.foreign.is_empty() {
+            if foreign == Foreign::Refuse {
+                return Err(AgentError::Refused(format!(
+                    "foreign live patches are loaded: {}. Level {} replaces live patches atomically: loading it would disable every other live patch, these too, and undo whatever they fix. Remove them, or apply with --replace-foreign to replace them",
+                    describe_foreign(&live.foreign),
+                    m.level
+                )));
+            }
+            notes.push(format!(
+                "replacing foreign live patches {} (--replace-foreign); their modules stay loaded",
+                replaced_foreign.join(", ")
+            ));
+        }
         // A module of this name without a live patch is what a replaced
         // level leaves behind; it cannot be enabled again, only reloaded.
+        // One that is not a level's module is not ours to remove.
         if livepatch::module_loaded(&self.cfg.kernel.sys, &m.name)
             && !all.iter().any(|p| p.name == m.name)
         {
+            let this = ModuleNotes::from_module(&vb.module).unwrap_or_default();
+            let same = ModuleNotes::loaded(&self.cfg.kernel.sys, &m.name)
+                .map(|n| n.compare_with_file(&this) == Comparison::Same)
+                .unwrap_or(false);
+            if !same {
+                if let Err(why) = self.identify(&m.name, &st) {
+                    return Err(AgentError::Refused(format!(
+                        "a module named {} is loaded that is not level {} ({why}); the kernel cannot load a second module of that name: unload it first",
+                        m.name, m.level
+                    )));
+                }
+            }
             livepatch::unload_module(&m.name).map_err(AgentError::failed)?;
             notes.push(format!("removed stale module {}", m.name));
         }
@@ -488,7 +695,7 @@ impl Agent {
             Ok(())
         };
         if let Err(why) = healthy {
-            let back = self.put_back(before.as_ref().map(|b| b.0), &m.name);
+            let back = self.put_back(before.as_ref().map(|b| b.0), &m.name, foreign);
             self.store
                 .clear_marker(&self.build_id)
                 .map_err(AgentError::failed)?;
@@ -526,6 +733,7 @@ impl Agent {
             unload_ms,
             agent_overhead_ms: (total_ms - load_ms - transition_ms - unload_ms).max(0.0),
             peak_rss_kib: peak_rss_kib(),
+            replaced_foreign,
             notes,
         })
     }
@@ -628,13 +836,13 @@ impl Agent {
 
     /// After a failed health check: the previous level back (from the
     /// cache), or no patch if there was none.
-    fn put_back(&self, previous: Option<u32>, failed: &str) -> String {
+    fn put_back(&self, previous: Option<u32>, failed: &str, foreign: Foreign) -> String {
         match previous {
             Some(level) => {
                 let res = self.keys().and_then(|keys| {
                     let path = self.store.bundle_path(&self.build_id, level);
                     let (bytes, vb) = self.open_file(&path, &keys)?;
-                    self.apply_inner(&bytes, &vb, Instant::now(), false)
+                    self.apply_inner(&bytes, &vb, Instant::now(), false, foreign)
                 });
                 match res {
                     Ok(_) => {
@@ -671,7 +879,12 @@ impl Agent {
     }
 
     /// Puts a cached level in place (revert, boot).
-    pub fn apply_cached(&self, level: u32, action: &str) -> Result<ApplyReport, AgentError> {
+    pub fn apply_cached(
+        &self,
+        level: u32,
+        action: &str,
+        foreign: Foreign,
+    ) -> Result<ApplyReport, AgentError> {
         let keys = self.keys()?;
         let path = self.store.bundle_path(&self.build_id, level);
         if !path.exists() {
@@ -681,7 +894,7 @@ impl Agent {
             )));
         }
         let (bytes, vb) = self.open_file(&path, &keys)?;
-        self.apply(&bytes, &vb, action)
+        self.apply(&bytes, &vb, action, foreign)
     }
 
     /// Disables and unloads every live patch of ours.
@@ -698,11 +911,13 @@ impl Agent {
                 errors.push(what);
             }
         }
-        // Replaced levels' modules that are still loaded.
+        // Replaced levels' modules that are still loaded (and are those
+        // levels' modules, not others of their names).
         for r in st.levels.values() {
             if !done.contains(&r.name)
                 && livepatch::module_loaded(&self.cfg.kernel.sys, &r.name)
                 && self.lp.state(&r.name).ok().flatten().is_none()
+                && self.identify(&r.name, &st).is_ok()
                 && livepatch::unload_module(&r.name).is_ok()
             {
                 done.push(r.name.clone());
@@ -735,7 +950,11 @@ impl Agent {
     }
 
     /// `revert [--to LEVEL]`: a cached lower level, or none (`0`).
-    pub fn revert(&self, to: Option<u32>) -> Result<Option<ApplyReport>, AgentError> {
+    pub fn revert(
+        &self,
+        to: Option<u32>,
+        foreign: Foreign,
+    ) -> Result<Option<ApplyReport>, AgentError> {
         let st = self.state()?;
         let Some((current, _)) = self.active(&st)? else {
             return Err(AgentError::Nothing(
@@ -762,11 +981,11 @@ impl Agent {
             self.unload_all("revert")?;
             return Ok(None);
         }
-        self.apply_cached(target, "revert").map(Some)
+        self.apply_cached(target, "revert", foreign).map(Some)
     }
 
     /// `boot`: the crash guard, then the wanted level from the cache.
-    pub fn boot(&self) -> Result<BootReport, AgentError> {
+    pub fn boot(&self, foreign: Foreign) -> Result<BootReport, AgentError> {
         let started = Instant::now();
         let mut st = self.state()?;
         let mut report = BootReport::default();
@@ -861,7 +1080,7 @@ impl Agent {
                         None => w.level,
                     }
                 };
-                let rep = self.apply_cached(level, "boot")?;
+                let rep = self.apply_cached(level, "boot", foreign)?;
                 report.applied = Some(rep);
             }
             None => {
@@ -875,7 +1094,7 @@ impl Agent {
                     .filter(|l| report.skipped.is_none_or(|s| *l < s))
                     .max();
                 if let (Some(level), Some(_)) = (fallback, report.skipped) {
-                    report.applied = Some(self.apply_cached(level, "boot")?);
+                    report.applied = Some(self.apply_cached(level, "boot", foreign)?);
                 }
             }
         }

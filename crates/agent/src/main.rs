@@ -43,10 +43,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The kernel, the active level, and whether it is up to date.
+    /// The kernel, the active level, whether it is up to date, and live
+    /// patches that are not ours.
     ///
     /// Exit status: 0 up to date, 1 nothing applied, 2 a newer level is
-    /// available but not applied, 3 no patches exist for this kernel.
+    /// available but not applied, 3 no patches exist for this kernel, 4 a
+    /// level is active but foreign live patches are loaded beside it (they
+    /// may replace the same functions, so its fixes cannot be vouched for).
     Status,
     /// Verify and apply a bundle file (local or air-gapped use).
     ///
@@ -60,10 +63,15 @@ enum Cmd {
         /// downgrade; `noreboot revert` is the usual way back).
         #[arg(long)]
         allow_downgrade: bool,
+        #[command(flatten)]
+        foreign: ReplaceForeign,
     },
     /// Apply the level the server (or the update directory) has for this
     /// host; retries with backoff while the server is unreachable.
-    Update,
+    Update {
+        #[command(flatten)]
+        foreign: ReplaceForeign,
+    },
     /// Join a noreboot-server's fleet with a registration key.
     Register {
         /// The server, e.g. https://patches.example.com.
@@ -81,12 +89,17 @@ enum Cmd {
         /// The level to go to; 0 removes every patch.
         #[arg(long)]
         to: Option<u32>,
+        #[command(flatten)]
+        foreign: ReplaceForeign,
     },
     /// Disable and unload every live patch of ours.
     Unload,
     /// Re-apply the cached level at boot (no network), behind the crash
     /// guard.
-    Boot,
+    Boot {
+        #[command(flatten)]
+        foreign: ReplaceForeign,
+    },
     /// Like uname(1), with the effective kernel version of the active level.
     Uname {
         /// All fields.
@@ -124,6 +137,28 @@ enum Cmd {
     /// Bundle files.
     #[command(subcommand)]
     Bundle(BundleCmd),
+}
+
+/// `--replace-foreign` of the commands that load a level.
+#[derive(clap::Args)]
+struct ReplaceForeign {
+    /// Load the level even though live patches that are not noreboot's
+    /// are loaded (another vendor's, or loaded by hand). Every level
+    /// replaces all live patches atomically, so this disables them; it is
+    /// audited. Without it the level is refused (exit 4) while any is
+    /// loaded.
+    #[arg(long)]
+    replace_foreign: bool,
+}
+
+impl ReplaceForeign {
+    fn policy(&self) -> engine::Foreign {
+        if self.replace_foreign {
+            engine::Foreign::Replace
+        } else {
+            engine::Foreign::Refuse
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -203,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Apply {
             file,
             allow_downgrade,
+            foreign,
         } => {
             let _l = lock(&agent, &format!("apply {}", file.display()))?;
             let keys = agent.keys()?;
@@ -236,7 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     return Err(e.into());
                 }
             }
-            let rep = agent.apply(&bytes, &vb, "apply")?;
+            let rep = agent.apply(&bytes, &vb, "apply", foreign.policy())?;
             if let Some(active) = active.filter(|a| m.level < *a) {
                 agent.log(
                     "downgrade",
@@ -249,9 +285,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             report_apply(&rep, json)
         }
-        Cmd::Update => {
+        Cmd::Update { foreign } => {
             let _l = lock(&agent, "update")?;
-            let rep = update::run(&agent)?;
+            let rep = update::run(&agent, foreign.policy())?;
             if json {
                 print_json(&rep)?;
             } else {
@@ -301,9 +337,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Revert { to } => {
+        Cmd::Revert { to, foreign } => {
             let _l = lock(&agent, "revert")?;
-            match agent.revert(to)? {
+            match agent.revert(to, foreign.policy())? {
                 Some(rep) => report_apply(&rep, json),
                 None => {
                     if json {
@@ -327,9 +363,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Boot => {
+        Cmd::Boot { foreign } => {
             let _l = lock(&agent, "boot")?;
-            let rep = agent.boot()?;
+            let rep = agent.boot(foreign.policy())?;
             if json {
                 print_json(&rep)?;
             } else {
@@ -496,6 +532,7 @@ struct Status {
     build_id: String,
     active: Option<ActiveLevel>,
     live: Vec<engine::LivePatch>,
+    foreign: Vec<engine::ForeignPatch>,
     wanted: Option<u32>,
     newest_known: u32,
     effective_version: String,
@@ -515,8 +552,8 @@ struct ActiveLevel {
 
 fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
     let st = agent.state()?;
-    let live = agent.live(&st)?;
-    let active = agent.active(&st)?;
+    let patches = agent.live_patches(&st)?;
+    let active = patches.active();
     let cached = agent.store.cached_levels(&agent.build_id)?;
     let newest_cached = cached
         .iter()
@@ -552,11 +589,28 @@ fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
             ));
         }
     }
+    if !patches.foreign.is_empty() {
+        let names: Vec<&str> = patches.foreign.iter().map(|f| f.name.as_str()).collect();
+        notes.push(match &active {
+            // Whichever patch is newest on the kernel's stack wins for the
+            // functions both replace, so the level's fixes are not certain.
+            Some((level, _)) => format!(
+                "foreign live patches are loaded beside level {level}: {}; they may replace the same functions, so level {level}'s fixes cannot be vouched for",
+                names.join(", ")
+            ),
+            None => format!(
+                "foreign live patches are loaded: {}; applying a level would replace them, which apply and update refuse without --replace-foreign",
+                names.join(", ")
+            ),
+        });
+    }
     let active_level = active.as_ref().map(|a| a.0).unwrap_or(0);
     let (state, code) = if st.offer.as_ref().is_some_and(|o| !o.supported) && active.is_none() {
         ("unsupported", 3)
     } else if active.is_none() {
         ("unpatched", 1)
+    } else if !patches.foreign.is_empty() {
+        ("foreign-patches", 4)
     } else if newest_known > active_level {
         ("update-available", 2)
     } else {
@@ -571,7 +625,8 @@ fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
             level,
             name,
         }),
-        live,
+        live: patches.ours,
+        foreign: patches.foreign,
         wanted: st.wanted.as_ref().map(|w| w.level),
         newest_known,
         effective_version: effective,
@@ -604,6 +659,12 @@ fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
         }
         for sk in &s.skipped {
             println!("skipped:   level {}: {}", sk.level, sk.reason);
+        }
+        for f in &s.foreign {
+            println!(
+                "foreign:   {}",
+                engine::describe_foreign(std::slice::from_ref(f))
+            );
         }
         for n in &s.notes {
             println!("note:      {n}");
@@ -701,6 +762,12 @@ fn inspect(cfg: &Config, file: &PathBuf, json: bool) -> anyhow::Result<u8> {
             r
         }
     };
+    // What a loaded copy of this module will be recognised by (read from
+    // the module whether or not the checks passed: `ok` says whether to
+    // trust it).
+    let identity = bundle::container::read(&bytes)
+        .ok()
+        .map(|m| module_identity(m.module));
     if json {
         let checks: Vec<_> = r
             .checks
@@ -721,11 +788,30 @@ fn inspect(cfg: &Config, file: &PathBuf, json: bool) -> anyhow::Result<u8> {
             "signer": r.signer.map(|k| k.to_string()),
             "trusted_comment": r.trusted_comment,
             "manifest": r.manifest,
+            "module_identity": identity,
             "checks": checks,
             "ok": r.passed(),
         }))?;
     } else {
         print!("{r}");
+        if let Some(identity) = identity {
+            println!("module identity: {identity}");
+        }
     }
     Ok(if r.passed() { 0 } else { 4 })
+}
+
+/// How hosts will recognise a loaded copy of a module: its marker, else
+/// (a module from before markers) its GNU build-id.
+fn module_identity(module: &[u8]) -> String {
+    use kernel::module_id::ModuleNotes;
+    match ModuleNotes::from_module(module) {
+        Err(e) => format!("unreadable: {e}"),
+        Ok(n) => match (n.marker(), n.build_id()) {
+            (Some(Ok(m)), _) => format!("marker {m}"),
+            (Some(Err(e)), _) => format!("bad marker: {e}"),
+            (None, Some(id)) => format!("no marker; GNU build-id {id}"),
+            (None, None) => "none: a loaded copy cannot be recognised".into(),
+        },
+    }
 }

@@ -119,14 +119,6 @@ pub struct LevelRecord {
 }
 
 impl KernelState {
-    /// The level a patch name belongs to, if it is one of ours.
-    pub fn level_of(&self, name: &str) -> Option<u32> {
-        self.levels
-            .iter()
-            .find(|(_, r)| r.name == name)
-            .map(|(l, _)| *l)
-    }
-
     /// Whether the crash guard or a failed health check took a level out.
     pub fn is_skipped(&self, level: u32) -> bool {
         self.skipped.iter().any(|s| s.level == level)

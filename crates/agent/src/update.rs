@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::audit;
-use crate::engine::{Agent, AgentError, ApplyReport};
+use crate::engine::{Agent, AgentError, ApplyReport, Foreign};
 use crate::server::{Client, Registration};
 use crate::state::Offer;
 
@@ -26,10 +26,11 @@ pub struct UpdateReport {
 }
 
 /// Runs one update: from the server this host registered with, else
-/// from the configured directory.
-pub fn run(agent: &Agent) -> Result<UpdateReport, AgentError> {
+/// from the configured directory. `foreign`: whether the level may replace
+/// live patches that are not ours.
+pub fn run(agent: &Agent, foreign: Foreign) -> Result<UpdateReport, AgentError> {
     if let Some(reg) = Registration::load(agent.store.root()).map_err(AgentError::failed)? {
-        return from_server(agent, &reg);
+        return from_server(agent, &reg, foreign);
     }
     let started = std::time::Instant::now();
     let Some(dir) = agent.cfg.update.directory.clone() else {
@@ -82,7 +83,7 @@ pub fn run(agent: &Agent) -> Result<UpdateReport, AgentError> {
         });
     }
     let (bytes, vb) = agent.open_file(&path, &keys)?;
-    let rep = agent.apply(&bytes, &vb, "update")?;
+    let rep = agent.apply(&bytes, &vb, "update", foreign)?;
     Ok(UpdateReport {
         offered: level,
         summary: format!(
@@ -143,7 +144,11 @@ pub fn kernel(agent: &Agent) -> protocol::Kernel {
 
 /// One check-in with the server; applies the level it names for this
 /// host (newer, or older after a rollback on the server) and reports.
-fn from_server(agent: &Agent, reg: &Registration) -> Result<UpdateReport, AgentError> {
+fn from_server(
+    agent: &Agent,
+    reg: &Registration,
+    foreign: Foreign,
+) -> Result<UpdateReport, AgentError> {
     let started = std::time::Instant::now();
     let client = Client::new(&reg.url, Some(reg.token.clone()), &agent.cfg.server)
         .map_err(AgentError::failed)?;
@@ -255,7 +260,7 @@ fn from_server(agent: &Agent, reg: &Registration) -> Result<UpdateReport, AgentE
                     target.level, agent.build_id, vb.manifest.level, vb.manifest.kernel.build_id
                 )));
             }
-            agent.apply(&bytes, &vb, "update")
+            agent.apply(&bytes, &vb, "update", foreign)
         });
     let now_active = agent
         .state()

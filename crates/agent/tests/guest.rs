@@ -3,15 +3,18 @@
 //! bad bundle refused with nothing loaded; a stalled transition signalled
 //! then rolled back; levels kept across reboots on a disk and the crash
 //! guard skipping a level that crashed the machine; two agents at once.
-//! The kernel-facing part (apply, replace, a stalled transition rolled
-//! back, revert, unload) again on Debian 13's own kernel.
+//! Live patches that are not ours (another vendor's, or a module named
+//! like one of our levels) are named, never taken for a level, and
+//! replaced only when asked. The kernel-facing part (apply, replace, a
+//! stalled transition rolled back, revert, unload) again on Debian 13's
+//! own kernel.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{config, debian13_fixture, fixture, guest_config, sh, Fixture};
+use common::{config, debian13_fixture, fixture, foreign_modules, guest_config, sh, Fixture};
 
 /// What the kernel shows of our patches: "name:enabled:transition" lines.
 const SYSFS: &str = "for p in /sys/kernel/livepatch/*; do [ -d \"$p\" ] && echo \"$(basename $p):$(cat $p/enabled):$(cat $p/transition)\"; done; true";
@@ -221,6 +224,249 @@ fn levels_apply_replace_revert_unload_and_update() {
     assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
 }
 
+/// Loads a live patch module by hand (as another vendor's tools would)
+/// and waits for its transition to finish.
+fn insmod_live_patch(g: &mut lab::Guest, path: &str, name: &str) {
+    g.exec_ok(&format!("insmod {path}")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let transition = format!("/sys/kernel/livepatch/{name}/transition");
+    while g.exec_ok(&format!("cat {transition}")).unwrap().trim() != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not finish its transition"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 16, point 2: every level replaces all live patches atomically,
+/// so a live patch that is not ours (here one loaded by hand, as another
+/// vendor's would be) is named by `status`, makes `apply` and `update`
+/// refuse, and is replaced only with `--replace-foreign`, audited.
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and two foreign live patches and boots a guest; scripts/test runs it"]
+fn foreign_live_patches_are_named_refused_and_replaced_only_when_asked() {
+    let f = fixture();
+    let fm = foreign_modules();
+    let cfg = guest_config(f, &config("15s", "1m", ""))
+        .with_file(&fm.foreign, "/root/foreign/nrforeign.ko")
+        .with_file(&fm.impostor, "/root/impostor/nrtest_l2.ko");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+
+    insmod_live_patch(&mut g, "/root/foreign/nrforeign.ko", "nrforeign");
+    assert!(cmdline(&mut g).starts_with("foreign-patch "));
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["state"].as_str()), (1, Some("unpatched")), "{s}");
+    assert_eq!(s["foreign"][0]["name"], "nrforeign", "{s}");
+    assert!(
+        s["foreign"][0]["marker"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("patch=nrforeign kernel={} build=", f.build_id)),
+        "{s}"
+    );
+    let (_, text) = agent(&mut g, "status");
+    assert!(
+        text.contains("foreign:   nrforeign (enabled: not a level noreboot applied on this host)"),
+        "{text}"
+    );
+
+    // apply and update refuse, naming it and what replacing would do;
+    // nothing of ours is loaded.
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("foreign live patches are loaded: nrforeign (enabled")
+            && out.contains("disable every other live patch")
+            && out.contains("--replace-foreign"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "update");
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("nrforeign"), "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrforeign:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "");
+    assert!(cmdline(&mut g).starts_with("foreign-patch "));
+
+    // Asked to: level 1 replaces it, and the audit log says so.
+    let (code, out) = agent(&mut g, "apply --replace-foreign /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(cmdline(&mut g).starts_with("noreboot-level-1 "));
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l1:1:0");
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert_eq!(s["foreign"], serde_json::json!([]), "{s}");
+    assert_eq!(code, 2, "level 2 was offered by the update: {s}");
+    let (_, log) = agent(&mut g, "log --json");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    let seq: Vec<String> = log
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}",
+                e["action"].as_str().unwrap(),
+                e["level"],
+                e["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        seq,
+        [
+            "apply:1:refused",
+            "update:2:refused",
+            "apply:1:ok",
+            "replace-foreign:1:ok"
+        ],
+        "{log:?}"
+    );
+    assert!(
+        log[3]["detail"].as_str().unwrap().contains("nrforeign"),
+        "{log:?}"
+    );
+}
+
+/// Issue 16, point 2: a live patch is a level of ours by its module's
+/// identity notes, not by its name. A module named like level 2 but built
+/// from another edit, loaded by hand, is not level 2: not active, not
+/// replaced under that name, not unloaded; a byte-identical copy of level
+/// 1's module loaded by hand is level 1.
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and two foreign live patches and boots a guest; scripts/test runs it"]
+fn a_module_named_like_a_level_is_not_that_level() {
+    let f = fixture();
+    let fm = foreign_modules();
+    let cfg = guest_config(f, &config("15s", "1m", ""))
+        .with_file(&fm.impostor, "/root/impostor/nrtest_l2.ko");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+
+    // Level 2 cached, then back to level 1 (level 2's module unloaded);
+    // then the impostor is loaded by hand and replaces level 1.
+    for cmd in ["apply /root/l1.nrb", "apply /root/l2.nrb", "revert"] {
+        let (code, out) = agent(&mut g, cmd);
+        assert_eq!(code, 0, "{cmd}: {out}");
+    }
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l1");
+    insmod_live_patch(&mut g, "/root/impostor/nrtest_l2.ko", "nrtest_l2");
+    assert!(cmdline(&mut g).starts_with("impostor-level-2 "));
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"], serde_json::Value::Null, "{s}");
+    assert_eq!((code, s["state"].as_str()), (1, Some("unpatched")), "{s}");
+    assert_eq!(s["foreign"][0]["name"], "nrtest_l2", "{s}");
+    assert!(
+        s["foreign"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("named like level 2"),
+        "{s}"
+    );
+    let (_, p) = agent(&mut g, "patches --json");
+    let p: serde_json::Value = serde_json::from_str(&p).unwrap();
+    assert!(
+        p.as_array().unwrap().iter().all(|l| l["active"] == false),
+        "{p}"
+    );
+    // The kernel cannot load level 2 beside a module of its name, so even
+    // --replace-foreign refuses, and says what to do; `unload` removes
+    // level 1's replaced module and leaves the impostor alone.
+    let (code, out) = agent(&mut g, "apply --replace-foreign /root/l2.nrb");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("a live patch named nrtest_l2 is loaded that is not level 2"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
+    assert!(cmdline(&mut g).starts_with("impostor-level-2 "));
+
+    // The impostor removed by hand; level 1's own module, taken out of its
+    // bundle and loaded by hand, is level 1.
+    g.exec_ok(
+        "echo 0 > /sys/kernel/livepatch/nrtest_l2/enabled; \
+         for i in $(seq 60); do rmmod nrtest_l2 2>/dev/null && break; sleep 1; done; \
+         ! grep -q '^nrtest_l2 ' /proc/modules",
+    )
+    .unwrap();
+    g.exec_ok("mkdir -p /tmp/l1 && cd /tmp/l1 && tar -xf /root/l1.nrb module.ko && mv module.ko nrtest_l1.ko")
+        .unwrap();
+    insmod_live_patch(&mut g, "/tmp/l1/nrtest_l1.ko", "nrtest_l1");
+    let (code, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(1), "{s}");
+    assert_eq!(s["foreign"], serde_json::json!([]), "{s}");
+    assert_eq!(code, 2, "level 2 is cached: {s}");
+}
+
+/// The fixture's level 1 as a factory from before markers made it: the
+/// same module with its `.note.noreboot` section made a plain PROGBITS
+/// section (so the kernel shows no marker note and only kbuild's GNU
+/// build-id identifies it), bundled again with the test key. The section
+/// header is patched in place: the converted module's livepatch sections
+/// are not something to round-trip through an ELF writer here.
+fn pre_marker_level_1(f: &Fixture) -> PathBuf {
+    use kernel::module_id::{ModuleNotes, MARKER_SECTION};
+    let key = bundle::SecretKey::read(&f.secret).unwrap();
+    let keys = bundle::TrustedKeys::from_keys([key.public_key()]).unwrap();
+    let vb = bundle::open(&std::fs::read(&f.levels[0]).unwrap(), &keys).unwrap();
+    let mut module = vb.module.clone();
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let (shoff, shnum, shstrndx) = (
+        u64_at(&module, 0x28),
+        u16_at(&module, 0x3c),
+        u16_at(&module, 0x3e),
+    );
+    let header = |i: usize| shoff + i * 64;
+    let strtab = u64_at(&module, header(shstrndx) + 24);
+    let marker = (0..shnum)
+        .find(|&i| {
+            let name = strtab
+                + u32::from_le_bytes(module[header(i)..header(i) + 4].try_into().unwrap()) as usize;
+            module[name..].starts_with(format!("{MARKER_SECTION}\0").as_bytes())
+        })
+        .expect("level 1's module has a marker");
+    // sh_type: SHT_NOTE (7) to SHT_PROGBITS (1).
+    module[header(marker) + 4..header(marker) + 8].copy_from_slice(&1u32.to_le_bytes());
+    let notes = ModuleNotes::from_module(&module).unwrap();
+    assert!(notes.marker().is_none() && notes.build_id().is_some());
+    let path = f.dir.join("pre-marker-l1.nrb");
+    bundle::Bundle::create(vb.manifest, &module, &key, "level 1 without its marker")
+        .unwrap()
+        .write_to(&path)
+        .unwrap();
+    path
+}
+
+/// Bundles made before the marker existed: a level whose module has only
+/// kbuild's GNU build-id is recognised by it (active, replaced by the next
+/// level as ours, not refused as foreign).
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
+fn a_level_bundled_before_markers_is_recognised_by_its_build_id() {
+    let f = fixture();
+    let old = pre_marker_level_1(f);
+    let cfg = guest_config(f, &config("15s", "1m", "")).with_file(&old, "/root/old-l1.nrb");
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    let (code, out) = agent(&mut g, "bundle inspect /root/old-l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("module identity: no marker; GNU build-id"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "apply /root/old-l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    let (code, s) = status(&mut g);
+    assert_eq!((code, s["active"]["level"].as_u64()), (0, Some(1)), "{s}");
+    assert_eq!(s["foreign"], serde_json::json!([]), "{s}");
+    let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("replacing level 1"), "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "nrtest_l2");
+}
+
 /// Builds the bad bundles: (file name, what the refusal must say).
 fn bad_bundles(f: &Fixture, dir: &Path) -> Vec<(String, PathBuf, &'static str)> {
     use bundle::{container, signature, SecretKey};
@@ -380,6 +626,13 @@ fn an_unusable_key_file_is_left_out_and_an_unchecked_signature_never_passes() {
     );
     let (code, out) = agent(&mut g, "bundle inspect /root/l1.nrb");
     assert_eq!(code, 0, "the good key still checks it: {out}");
+    assert!(
+        out.contains(&format!(
+            "module identity: marker patch=nrtest_l1 kernel={} build=",
+            f.build_id
+        )),
+        "{out}"
+    );
     // Issue 16, point 6: the audit log is chained; its last entry removed
     // (as by someone covering tracks) is found.
     let (code, out) = agent(&mut g, "log --verify");

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Context};
 use bundle::manifest::{self, Cve, Function, Kernel, Manifest, Target};
 use bundle::{Bundle, SecretKey};
+use kernel::module_id::ModuleNotes;
 
 /// A problem with the arguments rather than the inputs (exit status 2).
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +163,8 @@ pub fn bundle(o: &BundleOptions) -> anyhow::Result<(PathBuf, Bundle)> {
         );
     }
 
+    check_identity(&ko_path, &module, stem, &f.kernel_build_id)?;
+
     let cves = cves(&f, &o.cve_descriptions)?;
     let m = Manifest {
         format: manifest::FORMAT,
@@ -223,6 +226,38 @@ pub fn bundle(o: &BundleOptions) -> anyhow::Result<(PathBuf, Bundle)> {
     });
     b.write_to(&out)?;
     Ok((out, b))
+}
+
+/// Hosts take a loaded live patch for this level only when its identity
+/// notes are this module's (`kernel::module_id`), so a module must carry
+/// one, and a marker must name this patch and kernel. A module from a
+/// factory that wrote no marker yet is still identified by its GNU build-id.
+fn check_identity(
+    ko_path: &Path,
+    module: &[u8],
+    name: &str,
+    kernel_build_id: &str,
+) -> anyhow::Result<()> {
+    let notes = ModuleNotes::from_module(module).with_context(|| ko_path.display().to_string())?;
+    match notes.marker() {
+        Some(Ok(m)) if m.patch == name && m.kernel == kernel_build_id => Ok(()),
+        Some(Ok(m)) => bail!(
+            "{}: the module's marker ({m}) is not patch {name} for kernel build-id {kernel_build_id}",
+            ko_path.display()
+        ),
+        Some(Err(e)) => bail!("{}: {e}", ko_path.display()),
+        None if notes.build_id().is_some() => {
+            eprintln!(
+                "noreboot-build: warning: {} carries no noreboot marker (an older factory built it); hosts identify it by its GNU build-id alone",
+                ko_path.display()
+            );
+            Ok(())
+        }
+        None => bail!(
+            "{}: the module carries neither a noreboot marker nor a GNU build-id, so hosts could not tell it from another module named {name}",
+            ko_path.display()
+        ),
+    }
 }
 
 /// The factory's CVE ids, each described by its `--cve-description` or

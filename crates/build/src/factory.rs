@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use elfdiff::read::Object;
 use elfdiff::report::Status;
 use elfdiff::Outcome;
+use kernel::module_id::{Marker, ModuleNotes};
 use kernel_tree::{AptArchive, Cache, IndexedObject, SourceTree, Target, Workspace, DIFF_CFLAGS};
 use sha2::Digest;
 
@@ -853,11 +854,12 @@ fn link(
     } else {
         opts.description.clone()
     };
+    let module = opts.name.replace('-', "_");
+    let marker = marker(&module, k, parts);
     std::fs::write(
         src.join("noreboot_glue.c"),
-        klp::module::glue_source(&opts.name, &description, &glue)?,
+        klp::module::glue_source(&opts.name, &description, &marker, &glue)?,
     )?;
-    let module = opts.name.replace('-', "_");
     let mut kbuild = format!("obj-m := {module}.o\n{module}-y := noreboot_glue.o");
     for (i, bytes) in parts.objects.iter().enumerate() {
         // The object itself, not a `part{i}.o_shipped` copied by kbuild's
@@ -885,7 +887,7 @@ fn link(
     let path = opts.out.join(&ko_name);
     std::fs::write(opts.out.join(format!("{module}.ko.debug")), &full.bytes)?;
     std::fs::write(&path, &converted.bytes)?;
-    check_module(&path, k.ws.release().as_str(), &k.symvers)?;
+    check_module(&path, k.ws.release().as_str(), &k.symvers, &marker)?;
     progress.done(
         "module",
         format!(
@@ -899,6 +901,41 @@ fn link(
         path,
         description,
     })
+}
+
+/// The module's marker: its name, the kernel it is for, and a digest of
+/// what it carries (each patch object and the glue's tables). It depends
+/// only on the module's contents, so a rebuild of the same fix is the same
+/// build, and another edit under the same name is another.
+fn marker(module: &str, k: &Kernel, parts: &Parts) -> Marker {
+    let mut h = sha2::Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(b"noreboot marker 1");
+    field(module.as_bytes());
+    field(k.ws.identity().build_id.as_bytes());
+    for o in parts.glue.values() {
+        field(o.name.as_bytes());
+        for f in &o.funcs {
+            field(f.old_name.as_bytes());
+            field(&f.old_sympos.to_le_bytes());
+            field(f.new_symbol.as_bytes());
+        }
+        for (kind, sym) in &o.callbacks {
+            field(kind.as_bytes());
+            field(sym.as_bytes());
+        }
+    }
+    for object in &parts.objects {
+        field(object);
+    }
+    Marker {
+        patch: module.to_string(),
+        kernel: k.ws.identity().build_id.to_string(),
+        build: hex::encode(h.finalize()),
+    }
 }
 
 /// Pass 9 (optional): module signing with the kernel's sign-file.
@@ -1199,7 +1236,30 @@ fn callbacks(patched: &Object) -> anyhow::Result<Vec<(String, String)>> {
 
 /// Checks a built module: vermagic names the kernel, the livepatch flag
 /// is set, and every undefined symbol is one the kernel exports.
-fn check_module(ko: &Path, release: &str, symvers: &klp::Symvers) -> anyhow::Result<()> {
+fn check_module(
+    ko: &Path,
+    release: &str,
+    symvers: &klp::Symvers,
+    marker: &Marker,
+) -> anyhow::Result<()> {
+    // Hosts tell this module from any other of its name by the marker the
+    // kernel shows for it: it must have come through kbuild and the
+    // livepatch conversion as an allocated note.
+    let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+    let notes = ModuleNotes::from_module(&bytes).with_context(|| ko.display().to_string())?;
+    match notes.marker() {
+        Some(Ok(m)) if m == *marker => {}
+        Some(Ok(m)) => bail!(
+            "{}: the module's marker is {m}, expected {marker}",
+            ko.display()
+        ),
+        Some(Err(e)) => bail!("{}: {e}", ko.display()),
+        None => bail!(
+            "{}: the module lost its {} note",
+            ko.display(),
+            kernel::module_id::MARKER_SECTION
+        ),
+    }
     let fields = lab::initramfs::modinfo(ko)?;
     let field = |key: &str| {
         fields

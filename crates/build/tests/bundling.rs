@@ -27,6 +27,61 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+const BUILD_ID: &str = "8d1e4a6c0f27b93e5a1d2c3b4a59687766554433";
+
+/// The marker the factory writes for this output's module.
+fn marker(patch: &str, kernel: &str) -> String {
+    format!("patch={patch} kernel={kernel} build={}", "ab".repeat(32))
+}
+
+fn note(owner: &str, n_type: u32, desc: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&(owner.len() as u32 + 1).to_le_bytes());
+    v.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    v.extend_from_slice(&n_type.to_le_bytes());
+    v.extend_from_slice(owner.as_bytes());
+    v.push(0);
+    while !v.len().is_multiple_of(4) {
+        v.push(0);
+    }
+    v.extend_from_slice(desc);
+    while !v.len().is_multiple_of(4) {
+        v.push(0);
+    }
+    v
+}
+
+/// A module file with what bundling looks at: the marker note (`None`:
+/// a factory from before markers) and kbuild's GNU build-id note.
+fn module(marker: Option<&str>, build_id: bool) -> Vec<u8> {
+    use object::write::Object;
+    use object::{Architecture, BinaryFormat, Endianness, SectionFlags, SectionKind};
+    let mut o = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let text = o.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+    o.append_section_data(text, &[0xc3; 5000], 16);
+    let mut notes = Vec::new();
+    if let Some(m) = marker {
+        let mut desc = m.as_bytes().to_vec();
+        desc.push(0);
+        notes.push((".note.noreboot", note("noreboot", 1, &desc)));
+    }
+    if build_id {
+        notes.push((".note.gnu.build-id", note("GNU", 3, &[0x5a; 20])));
+    }
+    for (name, data) in notes {
+        let s = o.add_section(Vec::new(), name.as_bytes().to_vec(), SectionKind::Note);
+        o.section_mut(s).flags = SectionFlags::Elf {
+            sh_flags: object::elf::SHF_ALLOC.into(),
+        };
+        o.append_section_data(s, &data, 4);
+    }
+    o.write().unwrap()
+}
+
+fn good_module() -> Vec<u8> {
+    module(Some(&marker("nr_cve_2024_1086", BUILD_ID)), true)
+}
+
 const DESCRIPTION: &str =
     "nf_tables: reject verdicts that drop into a chain\n\nBackport of f342de4e2f33.";
 
@@ -38,7 +93,7 @@ fn factory_output(dir: &Path, ko: &[u8]) {
     let manifest = serde_json::json!({
         "name": "nr-cve-2024-1086",
         "kernel_release": "6.1.0-47-cloud-amd64",
-        "kernel_build_id": "8d1e4a6c0f27b93e5a1d2c3b4a59687766554433",
+        "kernel_build_id": BUILD_ID,
         "kernel_version": "6.1.170-3",
         "targets": [
             {
@@ -88,11 +143,7 @@ fn factory_output(dir: &Path, ko: &[u8]) {
 fn keygen_then_bundle() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let ko: Vec<u8> = b"\x7fELF"
-        .iter()
-        .copied()
-        .chain((0..5000).map(|i| i as u8))
-        .collect();
+    let ko = good_module();
     factory_output(&d.join("out"), &ko);
 
     // keygen: files, modes, no silent overwrite.
@@ -227,7 +278,7 @@ fn keygen_then_bundle() {
 fn bundle_refusals() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    factory_output(&d.join("out"), b"\x7fELF module");
+    factory_output(&d.join("out"), &good_module());
     assert!(nb(&["keygen", "-o", "keys"], d).status.success());
     let base = ["bundle", "--from", "out", "--key", "keys/noreboot.key"];
     let run = |extra: &[&str]| nb(&[&base[..], extra].concat(), d);
@@ -250,7 +301,7 @@ fn bundle_refusals() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("sha256"), "{}", stderr(&o));
     // A key that is not a key.
-    factory_output(&d.join("out"), b"\x7fELF module");
+    factory_output(&d.join("out"), &good_module());
     let o = nb(
         &[
             "bundle",
@@ -273,4 +324,59 @@ fn bundle_refusals() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("taint changed"), "{}", stderr(&o));
     assert!(!d.join("out/nr_cve_2024_1086-1.nrb").exists());
+}
+
+/// A module the hosts could not tell from another of its name is not
+/// bundled; one from a factory before markers is, by its GNU build-id.
+#[test]
+fn bundle_checks_the_module_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    assert!(nb(&["keygen", "-o", "keys"], d).status.success());
+    let run = || {
+        nb(
+            &[
+                "bundle",
+                "--from",
+                "out",
+                "--key",
+                "keys/noreboot.key",
+                "--level",
+                "1",
+            ],
+            d,
+        )
+    };
+    for (ko, expect) in [
+        (
+            module(None, false),
+            "neither a noreboot marker nor a GNU build-id",
+        ),
+        (
+            module(Some(&marker("another_patch", BUILD_ID)), true),
+            "is not patch nr_cve_2024_1086",
+        ),
+        (
+            module(Some(&marker("nr_cve_2024_1086", &"00".repeat(20))), true),
+            "for kernel build-id 8d1e4a6c",
+        ),
+        (
+            module(Some("patch=nr_cve_2024_1086 no-build"), true),
+            "noreboot marker",
+        ),
+    ] {
+        factory_output(&d.join("out"), &ko);
+        let o = run();
+        assert_eq!(o.status.code(), Some(1), "{expect}");
+        assert!(stderr(&o).contains(expect), "{expect}: {}", stderr(&o));
+        assert!(!d.join("out/nr_cve_2024_1086-1.nrb").exists());
+    }
+    factory_output(&d.join("out"), &module(None, true));
+    let o = run();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("carries no noreboot marker"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -2,7 +2,8 @@
 //! string and its GNU build-id, which is the only reliable way to tell two
 //! builds of the same release apart. Knows nothing of packages, compilers or
 //! HTTP; the kernel workspaces of `kernel-tree` reuse the note parser to read
-//! the same build-id out of a kernel image.
+//! the same build-id out of a kernel image. Loaded modules are told apart
+//! the same way, by their notes rather than their names ([`module_id`]).
 //!
 //! ```
 //! // The bytes of /sys/kernel/notes (or of a vmlinux `.notes` section).
@@ -19,6 +20,7 @@
 pub mod identity;
 pub mod kallsyms;
 pub mod livepatch;
+pub mod module_id;
 pub mod notes;
 
 pub use identity::{Identity, IdentityError};

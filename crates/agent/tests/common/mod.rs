@@ -3,7 +3,8 @@
 //! offers) built by noreboot-build from edits of its own source
 //! (level 1 and 2 change /proc/cmdline; level 3 also patches kthreadd,
 //! which never leaves its function, so its transition stalls), signed
-//! into bundles with a test key, plus bad bundles of every kind.
+//! into bundles with a test key, plus bad bundles of every kind, and live
+//! patch modules that are not levels (as another vendor's would be).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -148,6 +149,55 @@ fn factory(build: &Path, release: &str, patches: &[&Path], name: &str, cves: &[&
     }
     cmd.args(["--description", &format!("test level {name}")]);
     run(&mut cmd);
+}
+
+/// Live patch modules for the 6.1 fixture's kernel that are no level of
+/// the agent's, built by noreboot-build like the levels but never bundled:
+/// loaded by hand in a guest, they are what another vendor's patch looks
+/// like to the agent.
+pub struct ForeignModules {
+    /// `nrforeign.ko`: prefixes /proc/cmdline with `foreign-patch `.
+    pub foreign: PathBuf,
+    /// `nrtest_l2.ko` built from another edit (`impostor-level-2 `): named
+    /// like level 2, but not level 2's module.
+    pub impostor: PathBuf,
+}
+
+/// The 6.1 fixture's foreign modules, built once per test binary.
+pub fn foreign_modules() -> &'static ForeignModules {
+    static F: OnceLock<ForeignModules> = OnceLock::new();
+    F.get_or_init(|| {
+        let f = fixture();
+        let cache = Cache::from_env().unwrap();
+        let archive = AptArchive::debian(&cache).unwrap();
+        let tree = f.ws.source_tree(&cache, &archive).unwrap();
+        let build = workspace_bin("noreboot-build", "build");
+        let mut out = Vec::new();
+        for (name, text) in [
+            ("nrforeign", "foreign-patch "),
+            ("nrtest_l2", "impostor-level-2 "),
+        ] {
+            let d = f.dir.join(format!("foreign-{name}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let patch = edit(
+                tree.dir(),
+                "fs/proc/cmdline.c",
+                &[(
+                    "\tseq_puts(m, saved_command_line);",
+                    &format!("\tseq_puts(m, \"{text}\");\n\tseq_puts(m, saved_command_line);"),
+                )],
+                &d,
+            );
+            let built = d.join("out");
+            let release = f.ws.release().to_string();
+            factory(&build, &release, &[&patch], name, &[], &built);
+            out.push(built.join(format!("{name}.ko")));
+        }
+        ForeignModules {
+            impostor: out.pop().unwrap(),
+            foreign: out.pop().unwrap(),
+        }
+    })
 }
 
 /// The pinned 6.1 kernel's fixture; level 2 and 3 claim 6.1.192-3.

@@ -721,9 +721,12 @@ fn run_pre(
                 runpre::match_vmlinux(orig, &at, &located.vmlinux)
             }
             Some(ko) => {
-                let names: Vec<String> =
-                    l.replaced.iter().map(|(f, _, _)| f.name.clone()).collect();
-                runpre::match_module(orig, &names, ko)
+                let at: Vec<(String, u64)> = l
+                    .replaced
+                    .iter()
+                    .map(|(f, _, a)| (f.name.clone(), *a))
+                    .collect();
+                runpre::match_module(orig, &at, ko)
             }
         }
     };
@@ -772,6 +775,8 @@ struct Parts {
     glue: BTreeMap<String, klp::module::PatchObject>,
     /// Per changed object (in order): the emitter's notes.
     notes: Vec<Vec<String>>,
+    /// Kernel exports the patch module links against.
+    exports: BTreeSet<String>,
 }
 
 fn emit(located: &Located, progress: &mut Progress) -> anyhow::Result<Parts> {
@@ -779,6 +784,7 @@ fn emit(located: &Located, progress: &mut Progress) -> anyhow::Result<Parts> {
         objects: Vec::new(),
         glue: BTreeMap::new(),
         notes: Vec::new(),
+        exports: BTreeSet::new(),
     };
     let mut alias_count = 0usize;
     for l in &located.objects {
@@ -787,6 +793,7 @@ fn emit(located: &Located, progress: &mut Progress) -> anyhow::Result<Parts> {
         let emitted =
             elfdiff::emit::emit(&d.orig, &d.patched, &d.correlation, &d.report, &l.resolver)
                 .with_context(|| format!("emitting the patch object for {}", d.object))?;
+        parts.exports.extend(emitted.exports.iter().cloned());
         let entry = parts
             .glue
             .entry(target.clone())
@@ -858,7 +865,13 @@ fn link(
     let marker = marker(&module, k, parts);
     std::fs::write(
         src.join("noreboot_glue.c"),
-        klp::module::glue_source(&opts.name, &description, &marker, &glue)?,
+        klp::module::glue_source(
+            &opts.name,
+            &description,
+            &marker,
+            &glue,
+            &export_namespaces(&k.symvers, &parts.exports),
+        )?,
     )?;
     let mut kbuild = format!("obj-m := {module}.o\n{module}-y := noreboot_glue.o");
     for (i, bytes) in parts.objects.iter().enumerate() {
@@ -1085,6 +1098,9 @@ fn verify_in_lab(
     for n in &report.not_exercised {
         eprintln!("noreboot-build: note: not exercised in the lab: {n}");
     }
+    for n in &report.before_patch {
+        eprintln!("noreboot-build: note: before the patch loaded (not counted against it): {n}");
+    }
     progress.done(
         "verify",
         format!(
@@ -1232,6 +1248,17 @@ fn callbacks(patched: &Object) -> anyhow::Result<Vec<(String, String)>> {
         .into_iter()
         .map(|c| (c.kind, c.function))
         .collect())
+}
+
+/// The symbol namespaces of `exports` (sorted, each once).
+fn export_namespaces(symvers: &klp::Symvers, exports: &BTreeSet<String>) -> Vec<String> {
+    let set: BTreeSet<&str> = exports
+        .iter()
+        .filter_map(|e| symvers.get(e))
+        .map(|e| e.namespace.as_str())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    set.into_iter().map(str::to_string).collect()
 }
 
 /// Checks a built module: vermagic names the kernel, the livepatch flag

@@ -30,13 +30,27 @@ struct Code {
 }
 
 /// A compiled function of `obj`: its bytes, and which bytes relocations
-/// fill in.
-fn compiled(obj: &Object, name: &str) -> anyhow::Result<Code> {
-    let sym = obj
-        .symbols
-        .iter()
-        .find(|s| s.name == name && s.kind == SymKind::Func && s.section.is_some())
-        .with_context(|| format!("{name} is not defined in {}", obj.path.display()))?;
+/// fill in. `value`, when given, picks among same-named functions (a
+/// module links several objects' statics: btrfs.ko has two
+/// `fill_inode_item`), the one at that symbol value.
+fn compiled(obj: &Object, name: &str, value: Option<u64>) -> anyhow::Result<Code> {
+    let mut candidates = obj.symbols.iter().filter(|s| {
+        s.name == name
+            && s.kind == SymKind::Func
+            && s.section.is_some()
+            && value.is_none_or(|v| s.value == v)
+    });
+    let sym = candidates.next().with_context(|| match value {
+        Some(v) => format!("{name} at {v:#x} is not defined in {}", obj.path.display()),
+        None => format!("{name} is not defined in {}", obj.path.display()),
+    })?;
+    if value.is_some() && candidates.next().is_some() {
+        bail!(
+            "{}: several functions {name} at {:#x}: cannot tell which one the patch replaces",
+            obj.path.display(),
+            sym.value
+        );
+    }
     let sec = obj.section(sym.section.expect("checked"));
     let start = sym.value as usize;
     let size = if sym.size > 0 {
@@ -129,7 +143,7 @@ pub fn match_vmlinux(
     let mut out = Vec::new();
     for (f, addr) in functions {
         let (f, addr) = (f.as_str(), *addr);
-        let ours = compiled(orig, f)?;
+        let ours = compiled(orig, f, None)?;
         let theirs = Code {
             bytes: vmlinux.read(addr, ours.bytes.len() as u64)?.to_vec(),
             mask: vec![false; ours.bytes.len()],
@@ -147,16 +161,17 @@ pub fn match_vmlinux(
 }
 
 /// Matches functions of `orig` against the module as the distribution
-/// shipped it (relocated fields masked on both sides).
+/// shipped it (relocated fields masked on both sides), each at the symbol
+/// value the module's symbol table gives: (name, value).
 pub fn match_module(
     orig: &Object,
-    functions: &[String],
+    functions: &[(String, u64)],
     ko: &Object,
 ) -> anyhow::Result<Vec<Matched>> {
     let mut out = Vec::new();
-    for f in functions {
-        let ours = compiled(orig, f)?;
-        let theirs = compiled(ko, f)?;
+    for (f, value) in functions {
+        let ours = compiled(orig, f, None)?;
+        let theirs = compiled(ko, f, Some(*value))?;
         if let Some(at) = first_difference(&ours, &theirs) {
             bail!(
                 "{f} compiled from this source differs from {}'s at +{at:#x}: wrong source \

@@ -525,6 +525,25 @@ pub fn section_target(
                 .iter()
                 .find_map(|t| owner_past_end(obj, sec, addend.checked_add(*t)?))
         })
+        .or_else(|| {
+            biases
+                .iter()
+                .find_map(|t| object_ending_at(obj, sec, addend.checked_add(*t)?))
+        })
+}
+
+/// The object that ends exactly at `offset` when nothing begins there: a
+/// pointer one past an array's last element (`pool < pools + N`), in a
+/// section other objects share (`.data..read_mostly`, where
+/// `z_erofs_workqueue` precedes `pcluster_pool`), with the array last. C
+/// allows that pointer; the kernel keeps the input section whole, so the
+/// object plus its size is the same place there.
+fn object_ending_at(obj: &Object, sec: SectionId, offset: i64) -> Option<SymbolId> {
+    let off = u64::try_from(offset).ok()?;
+    obj.section(sec).symbols.iter().copied().find(|id| {
+        let sym = obj.symbol(*id);
+        sym.kind == SymKind::Object && sym.size > 0 && sym.value.checked_add(sym.size) == Some(off)
+    })
 }
 
 /// String literals the compiler gives a symbol: `__func__`,

@@ -9,7 +9,8 @@
 //! name, section symbols by their section) and `lands: FROM INTO OFFSET…`
 //! (where FROM's relocations into section INTO land, in order),
 //! `records: NAME…` (the exact set of kernel symbols the livepatch records
-//! name; numbered exactly, or any numbering written `.N`) and `target:
+//! name; numbered exactly, or any numbering written `.N`), `record-addends:
+//! NAME ADDEND…` (the addends of the records naming NAME, in order) and `target:
 //! module NAME` (emit as for a loadable module: the
 //! object's statics are livepatch references into module NAME), `cflags:
 //! FLAGS` (gcc flags a kernel option adds, for both files). Every
@@ -65,6 +66,9 @@ struct Expect {
     records: Option<BTreeSet<String>>,
     /// `target: module NAME`: the loadable module the object belongs to.
     module: Option<String>,
+    /// `record-addends: NAME ADDEND…`: the addends of the livepatch
+    /// records naming NAME, in record order.
+    record_addends: Vec<(String, Vec<i64>)>,
 }
 
 fn directives(src: &Path) -> Expect {
@@ -88,6 +92,12 @@ fn directives(src: &Path) -> Expect {
                 elfdiff::layout::parse_entry_size(val)
                     .unwrap_or_else(|err| panic!("{err}: {line:?}")),
             ),
+            "record-addends" => {
+                let mut it = val.split_whitespace();
+                let name = it.next().expect("record-addends: NAME ADDEND…").to_string();
+                let addends = it.map(|a| a.parse().expect("an addend")).collect();
+                e.record_addends.push((name, addends));
+            }
             "records" => e.records = Some(val.split_whitespace().map(str::to_string).collect()),
             "target" => {
                 let name = val
@@ -435,6 +445,14 @@ fn check_output(expect: &Expect, e: &elfdiff::emit::Emitted, path: &Path) -> Vec
             ));
         }
     }
+    for (name, want) in &expect.record_addends {
+        let got = record_addends(&o, name);
+        if &got != want {
+            problems.push(format!(
+                "livepatch records naming {name} have addends {got:?}, expected {want:?}"
+            ));
+        }
+    }
     for (_, s) in o.sections() {
         if s.sh_type == object::elf::SHT_GROUP
             || s.sh_flags & u64::from(object::elf::SHF_GROUP) != 0
@@ -491,4 +509,31 @@ fn c_cases() {
         dirs.len(),
         failures.join("\n\n")
     );
+}
+
+/// The addends of the emitted livepatch records whose symbol-name field
+/// names `name`, in record order (names are relocations into the string
+/// table, see `elfdiff::records`).
+fn record_addends(o: &Object, name: &str) -> Vec<i64> {
+    use elfdiff::records;
+    let (Some(sec), Some(strs)) = (
+        o.section_by_name(records::SECTION),
+        o.section_by_name(records::STRINGS),
+    ) else {
+        return Vec::new();
+    };
+    let (sec, strs) = (o.section(sec), &o.section(strs).data);
+    let name_at = |rec: u64| -> Option<&str> {
+        let field = rec + records::NAME_FIELDS[2];
+        let r = sec.relocs.iter().find(|r| r.offset == field)?;
+        let tail = strs.get(usize::try_from(r.addend).ok()?..)?;
+        let end = tail.iter().position(|&b| b == 0)?;
+        std::str::from_utf8(&tail[..end]).ok()
+    };
+    sec.data
+        .chunks_exact(records::SIZE as usize)
+        .enumerate()
+        .filter(|(i, _)| name_at(*i as u64 * records::SIZE) == Some(name))
+        .filter_map(|(_, rec)| records::decode(rec).map(|f| f.addend))
+        .collect()
 }

@@ -74,12 +74,15 @@ pub fn check_patch_name(name: &str) -> Result<()> {
 /// `klp_func`/`klp_object`/`klp_patch` tables, module init, and the
 /// module's `marker` ([`kernel::module_id`]) as an allocated ELF note,
 /// which the kernel shows for the loaded module, and as modinfo, which
-/// `modinfo` shows for the file.
+/// `modinfo` shows for the file. `namespaces` are the symbol namespaces of
+/// the exports the patch uses (`CXL` for `to_cxl_port`): modpost refuses a
+/// module that uses one without importing it.
 pub fn glue_source(
     patch: &str,
     description: &str,
     marker: &Marker,
     objects: &[PatchObject],
+    namespaces: &[String],
 ) -> Result<String> {
     check_patch_name(patch)?;
     let mut c = String::new();
@@ -97,6 +100,17 @@ pub fn glue_source(
          ELFNOTE32({}, {NT_NOREBOOT_MARKER}, {text});\nMODULE_INFO({MARKER_MODINFO}, {text});\n",
         c_string(MARKER_OWNER),
     );
+    for ns in namespaces {
+        if ns.is_empty() || !ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::Malformed {
+                path: ns.into(),
+                what: "a symbol namespace is a C identifier".into(),
+            });
+        }
+        // What MODULE_IMPORT_NS() expands to in every kernel: before 6.13
+        // the macro takes an identifier, from 6.13 a string literal.
+        let _ = writeln!(c, "MODULE_INFO(import_ns, {});", c_string(ns));
+    }
     for (oi, o) in objects.iter().enumerate() {
         if o.name != "vmlinux" {
             names::check_objname(&o.name)?;
@@ -501,7 +515,8 @@ mod tests {
             kernel: "ab".into(),
             build: "cd".into(),
         };
-        let c = glue_source("p1", "a \"quoted\" fix", &marker, &objs).unwrap();
+        let c = glue_source("p1", "a \"quoted\" fix", &marker, &objs, &["CXL".into()]).unwrap();
+        assert!(c.contains("MODULE_INFO(import_ns, \"CXL\");"));
         assert!(c.contains("__asm__(\"noreboot_f0\")"));
         assert!(
             c.contains(".old_name = \"s_start\", .new_func = noreboot_new_1_0, .old_sympos = 2")
@@ -515,10 +530,11 @@ mod tests {
             "ELFNOTE32(\"noreboot\", 1, \"patch=p1 kernel=ab build=cd\");\n\
              MODULE_INFO(noreboot, \"patch=p1 kernel=ab build=cd\");"
         ));
-        assert!(glue_source("bad name", "", &marker, &objs).is_err());
+        assert!(glue_source("bad name", "", &marker, &objs, &[]).is_err());
+        assert!(glue_source("p", "", &marker, &objs, &["A\");".into()]).is_err());
         let mut bad = objs.clone();
         bad[0].callbacks.insert("sometimes".into(), "x".into());
-        assert!(glue_source("p", "", &marker, &bad).is_err());
+        assert!(glue_source("p", "", &marker, &bad, &[]).is_err());
     }
 
     #[test]

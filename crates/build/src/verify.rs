@@ -261,7 +261,8 @@ pub fn verify(
     }
     let earlier = dmesg_problems(before);
     if !earlier.is_empty() || taint_before & !EXPECTED_TAINT != 0 {
-        rep.before_patch.push(format!("kernel taint {taint_before:#x}"));
+        rep.before_patch
+            .push(format!("kernel taint {taint_before:#x}"));
         rep.before_patch
             .extend(earlier.into_iter().map(|p| format!("dmesg: {p}")));
     }

@@ -15,6 +15,7 @@ mod flow;
 mod hosts;
 mod metrics;
 mod openapi;
+mod pages;
 mod pg;
 mod publish;
 mod reports;

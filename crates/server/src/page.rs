@@ -234,7 +234,9 @@ impl Sql {
     }
 
     /// A query of rows of `T` with the parameters bound.
-    pub fn query_as<'a, T>(&'a self) -> sqlx::query::QueryAs<'a, sqlx::Any, T, sqlx::any::AnyArguments<'a>>
+    pub fn query_as<'a, T>(
+        &'a self,
+    ) -> sqlx::query::QueryAs<'a, sqlx::Any, T, sqlx::any::AnyArguments<'a>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
     {

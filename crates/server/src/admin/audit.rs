@@ -81,7 +81,9 @@ impl Context {
             .fetch_all(self.db.pool())
             .await
             .ctx("read the audit trail")?;
-        Ok(Page::from_rows(AUDIT_LIST, page, rows, |a| vec![json!(a.id)]))
+        Ok(Page::from_rows(AUDIT_LIST, page, rows, |a| {
+            vec![json!(a.id)]
+        }))
     }
 }
 

@@ -481,7 +481,8 @@ impl HostFilter {
             sql.push(" AND feed = ").bind(Bind::Text(f.clone()));
         }
         if let Some(k) = &self.kernel {
-            sql.push(" AND (kernel_release = ").bind(Bind::Text(k.clone()));
+            sql.push(" AND (kernel_release = ")
+                .bind(Bind::Text(k.clone()));
             // A build-id prefix as a range, which the build-id index serves
             // on both backends (LIKE would not on PostgreSQL's C collation
             // without a pattern index, and ignores case on SQLite).
@@ -546,7 +547,6 @@ impl HostFilter {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -46,10 +46,10 @@ use super::AppState;
 use crate::admin::audit::{AuditFilter, AUDIT_LIST};
 use crate::admin::hosts::{HostFilter, Status, HOSTS_LIST};
 use crate::admin::{Actor, Coverage};
-use crate::page::PageRequest;
 use crate::clock::rfc3339;
 use crate::error::Error;
 use crate::model::{ReportedBuild, Role};
+use crate::page::PageRequest;
 use crate::secrets;
 
 /// The session cookie's name.
@@ -474,13 +474,11 @@ pub async fn hosts(
         Err(e) => return error_page(e, Some(&who)),
     };
     let policy = s.settings.policy;
-    let (hosts, fixes) = match tokio::try_join!(
-        s.ctx.host_page(&filter, &wanted, policy),
-        s.ctx.fixes()
-    ) {
-        Ok(v) => v,
-        Err(e) => return error_page(e, Some(&who)),
-    };
+    let (hosts, fixes) =
+        match tokio::try_join!(s.ctx.host_page(&filter, &wanted, policy), s.ctx.fixes()) {
+            Ok(v) => v,
+            Err(e) => return error_page(e, Some(&who)),
+        };
     let now = s.ctx.clock.now();
     let mut rows = String::new();
     for h in &hosts.items {
@@ -778,10 +776,11 @@ pub async fn audit(
         actor: given(&q.actor).map(str::to_string),
         target: given(&q.target).map(str::to_string),
     };
-    let entries = match PageRequest::parse(AUDIT_LIST, None, given(&q.cursor), crate::page::MAX_LIMIT) {
-        Ok(p) => s.ctx.audit_page(&filter, &p).await,
-        Err(e) => Err(e),
-    };
+    let entries =
+        match PageRequest::parse(AUDIT_LIST, None, given(&q.cursor), crate::page::MAX_LIMIT) {
+            Ok(p) => s.ctx.audit_page(&filter, &p).await,
+            Err(e) => Err(e),
+        };
     let entries = match entries {
         Ok(e) => e,
         Err(e) => return error_page(e, Some(&who)),

@@ -40,7 +40,11 @@ async fn walk(s: &TestServer, path: &str, key: &str, field: &str, token: &str) -
     for _ in 0..1000 {
         let (body, link) = get(s, &url, token).await;
         for row in body[key].as_array().unwrap() {
-            out.push(row[field].as_str().map_or_else(|| row[field].to_string(), str::to_string));
+            out.push(
+                row[field]
+                    .as_str()
+                    .map_or_else(|| row[field].to_string(), str::to_string),
+            );
         }
         let link = link.unwrap_or_default();
         for rel in ["next", "prev"] {
@@ -93,16 +97,15 @@ async fn host_pages_hold_every_host_exactly_once_while_hosts_register() {
     let unique: BTreeSet<String> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "a host shown twice: {seen:?}");
     assert!(unique.is_superset(&before), "a host missing");
-    assert!(unique.iter().all(|id| before.contains(id) || later.contains(id)));
+    assert!(unique
+        .iter()
+        .all(|id| before.contains(id) || later.contains(id)));
     // Hosts registered behind the cursor wait for the next walk; the ones
     // ahead of it were picked up.
     assert!(seen.iter().any(|id| later.contains(id)));
     assert!(pages[0]["prev"].is_null());
-    // Back from the last page with `prev`: the same pages, in reverse.
-    let last = pages.last().unwrap();
-    let prev = last["prev"].as_str().unwrap();
-    let (back, _) = get(&s, &format!("/api/v1/admin/hosts?limit=5&cursor={prev}"), &viewer).await;
-    let before_last = &pages[pages.len() - 2]["hosts"];
+    // Back from the last page with `prev` (nothing registers now): the
+    // pages of a forward walk, in reverse.
     let ids = |v: &Value| -> Vec<String> {
         v.as_array()
             .unwrap()
@@ -110,9 +113,42 @@ async fn host_pages_hold_every_host_exactly_once_while_hosts_register() {
             .map(|h| h["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ids(&back["hosts"]), ids(before_last));
+    let mut forward = Vec::new();
+    let mut url = "/api/v1/admin/hosts?limit=4".to_string();
+    loop {
+        let (body, _) = get(&s, &url, &viewer).await;
+        forward.push(ids(&body["hosts"]));
+        match body["next"].as_str() {
+            Some(c) => url = format!("/api/v1/admin/hosts?limit=4&cursor={c}"),
+            None => {
+                url = format!(
+                    "/api/v1/admin/hosts?limit=4&cursor={}",
+                    body["prev"].as_str().unwrap()
+                );
+                break;
+            }
+        }
+    }
+    let mut backward = vec![forward.last().unwrap().clone()];
+    loop {
+        let (body, _) = get(&s, &url, &viewer).await;
+        backward.push(ids(&body["hosts"]));
+        match body["prev"].as_str() {
+            Some(c) => url = format!("/api/v1/admin/hosts?limit=4&cursor={c}"),
+            None => break,
+        }
+    }
+    backward.reverse();
+    assert_eq!(backward, forward);
     // A full walk now shows every active host once, in order.
-    let names = walk(&s, "/api/v1/admin/hosts?limit=7", "hosts", "hostname", &viewer).await;
+    let names = walk(
+        &s,
+        "/api/v1/admin/hosts?limit=7",
+        "hosts",
+        "hostname",
+        &viewer,
+    )
+    .await;
     assert_eq!(names.len(), before.len() + later.len());
     assert!(names.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
 }
@@ -123,7 +159,11 @@ async fn host_filters_and_bad_parameters() {
     let admin = s.token("ops", Role::Admin).await;
     s.clock.set(T0 - 10 * 86_400);
     s.ctx
-        .publish(ACTOR, s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]), &["stable".into()])
+        .publish(
+            ACTOR,
+            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
+            &["stable".into()],
+        )
         .await
         .unwrap();
     s.clock.set(T0);
@@ -143,9 +183,15 @@ async fn host_filters_and_bad_parameters() {
     for (q, want) in [
         ("feed=test", vec!["db-1"]),
         ("feed=stable", vec!["web-1", "web-2", "web-3"]),
-        ("kernel=6.1.0-47-cloud-amd64", vec!["db-1", "web-1", "web-2", "web-3"]),
+        (
+            "kernel=6.1.0-47-cloud-amd64",
+            vec!["db-1", "web-1", "web-2", "web-3"],
+        ),
         (&format!("kernel={}", &KERNEL_B[..8]), vec!["db-1"]),
-        (&format!("kernel={KERNEL_A}"), vec!["web-1", "web-2", "web-3"]),
+        (
+            &format!("kernel={KERNEL_A}"),
+            vec!["web-1", "web-2", "web-3"],
+        ),
         ("level=1", vec!["web-1"]),
         ("tag=db", vec!["db-1"]),
         ("tag=eu%20%22west%22", vec!["db-1"]),
@@ -161,7 +207,14 @@ async fn host_filters_and_bad_parameters() {
         ("feed=stable&status=exposed&stale=0", vec!["web-2"]),
         ("feed=&kernel=", vec!["db-1", "web-1", "web-2", "web-3"]),
     ] {
-        let names = walk(&s, &format!("/api/v1/admin/hosts?limit=2&{q}"), "hosts", "hostname", &admin).await;
+        let names = walk(
+            &s,
+            &format!("/api/v1/admin/hosts?limit=2&{q}"),
+            "hosts",
+            "hostname",
+            &admin,
+        )
+        .await;
         assert_eq!(names, want, "{q}");
     }
     // The per-host report takes the same filters.
@@ -185,7 +238,13 @@ async fn host_filters_and_bad_parameters() {
         .to_string();
     for (q, names) in [
         ("cursor=zz".to_string(), "cursor"),
-        (format!("cursor={}", hex_of("{\"l\":\"hosts\",\"d\":\"n\",\"k\":[1]}")), "cursor"),
+        (
+            format!(
+                "cursor={}",
+                hex_of("{\"l\":\"hosts\",\"d\":\"n\",\"k\":[1]}")
+            ),
+            "cursor",
+        ),
         (format!("cursor={audit_cursor}"), "cursor"),
         ("limit=0".into(), "limit"),
         ("limit=1001".into(), "limit"),
@@ -196,20 +255,41 @@ async fn host_filters_and_bad_parameters() {
         ("bogus=1".into(), "bogus"),
     ] {
         let (st, body) = s
-            .call(Method::GET, &format!("/api/v1/admin/hosts?{q}"), Some(&admin), None)
+            .call(
+                Method::GET,
+                &format!("/api/v1/admin/hosts?{q}"),
+                Some(&admin),
+                None,
+            )
             .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {body}");
-        let e = body["error"].as_str().unwrap_or_else(|| panic!("{q}: {body}"));
+        let e = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{q}: {body}"));
         assert!(e.contains(names), "{q}: {e}");
     }
-    for q in ["limit=5&format=csv", "status=protected", "feed=x&format=csv&cursor=zz"] {
+    for q in [
+        "limit=5&format=csv",
+        "status=protected",
+        "feed=x&format=csv&cursor=zz",
+    ] {
         let (st, body) = s
-            .call(Method::GET, &format!("/api/v1/admin/reports/compliance?{q}"), Some(&admin), None)
+            .call(
+                Method::GET,
+                &format!("/api/v1/admin/reports/compliance?{q}"),
+                Some(&admin),
+                None,
+            )
             .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {body}");
     }
     let (st, body) = s
-        .call(Method::GET, "/api/v1/admin/reports/summary?limit=5", Some(&admin), None)
+        .call(
+            Method::GET,
+            "/api/v1/admin/reports/summary?limit=5",
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"].as_str().unwrap().contains("limit"));
@@ -287,7 +367,10 @@ async fn csv_reports_stream_every_host_across_chunks() {
     let lines: Vec<&str> = hosts.split_terminator("\r\n").collect();
     assert_eq!(lines.len(), n + 1, "header and one line per host");
     assert!(lines[0].starts_with("hostname,host_id,"));
-    let names: BTreeSet<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    let names: BTreeSet<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(names.len(), n, "every host once");
     assert!(lines[1..].windows(2).all(|w| w[0] < w[1]), "by hostname");
     // Every exposure: two CVEs per host.
@@ -320,6 +403,9 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
         let s = &s;
         let viewer = &viewer;
         async move {
+            // The gauges reuse the summary, cached FLEET_MAX_AGE seconds:
+            // move past that first.
+            s.clock.advance(server::api::metrics::FLEET_MAX_AGE + 1);
             let oracle = s.ctx.compliance(policy).await.unwrap();
             let (mut sum, _) = get(s, "/api/v1/admin/reports/summary", viewer).await;
             let mut want = json!(oracle.summary);
@@ -327,7 +413,14 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
             want["generated_at"] = Value::Null;
             assert_eq!(sum, want, "{what}");
             // And with the standing of each host, paged.
-            let statuses = walk(s, "/api/v1/admin/reports/hosts?limit=2", "hosts", "status", viewer).await;
+            let statuses = walk(
+                s,
+                "/api/v1/admin/reports/hosts?limit=2",
+                "hosts",
+                "status",
+                viewer,
+            )
+            .await;
             for status in ["protected", "exposed", "unsupported"] {
                 let n = statuses.iter().filter(|s| *s == status).count();
                 assert_eq!(sum[format!("hosts_{status}")], n, "{what}: {status}");
@@ -343,17 +436,27 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
                 .text()
                 .await
                 .unwrap();
-            // The gauges reuse the summary (cached FLEET_MAX_AGE seconds:
-            // the clock moves past it before each look).
-            let line = format!("noreboot_hosts_total {}", oracle.summary.hosts_total);
-            assert!(metrics.contains(&line), "{what}: {line}");
-            s.clock.advance(server::api::metrics::FLEET_MAX_AGE + 1);
+            for (gauge, n) in [
+                ("noreboot_hosts_total", oracle.summary.hosts_total),
+                ("noreboot_hosts_stale", oracle.summary.hosts_stale),
+                ("noreboot_hosts_breaching", oracle.summary.hosts_breaching),
+                (
+                    "noreboot_hosts{state=\"exposed\"}",
+                    oracle.summary.hosts_exposed,
+                ),
+            ] {
+                let line = format!("\n{gauge} {n}\n");
+                assert!(metrics.contains(&line), "{what}: {line}");
+            }
         }
     };
-    check("empty").await;
     s.clock.set(T0 - 40 * 86_400);
     s.ctx
-        .publish(ACTOR, s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]), &["stable".into()])
+        .publish(
+            ACTOR,
+            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
+            &["stable".into()],
+        )
         .await
         .unwrap();
     s.clock.set(T0 - 5 * 86_400);
@@ -366,10 +469,14 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
         .await
         .unwrap();
     s.clock.set(T0);
+    check("no hosts").await;
     let stable = s.reg_key("stable").await;
     let hosts: Vec<_> = {
         let mut v = Vec::new();
-        for (i, build) in [KERNEL_A, KERNEL_A, KERNEL_A, KERNEL_B, KERNEL_A].iter().enumerate() {
+        for (i, build) in [KERNEL_A, KERNEL_A, KERNEL_A, KERNEL_B, KERNEL_A]
+            .iter()
+            .enumerate()
+        {
             v.push(s.register(&stable, &format!("h{i}"), build).await);
         }
         v
@@ -379,7 +486,10 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
     s.checkin(&hosts[1].token, KERNEL_A, 2).await;
     s.checkin(&hosts[3].token, KERNEL_B, 0).await;
     check("checked in").await;
-    s.ctx.move_host(ACTOR, &hosts[0].host_id, "test").await.unwrap();
+    s.ctx
+        .move_host(ACTOR, &hosts[0].host_id, "test")
+        .await
+        .unwrap();
     s.checkin(&hosts[0].token, KERNEL_A, 2).await;
     check("moved and updated").await;
     // A host reboots into another kernel.
@@ -390,7 +500,11 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
     s.clock.advance(2 * 86_400);
     check("stale").await;
     s.ctx
-        .publish(ACTOR, s.bundle(KERNEL_B, 1, &["CVE-2024-0003"]), &["stable".into()])
+        .publish(
+            ACTOR,
+            s.bundle(KERNEL_B, 1, &["CVE-2024-0003"]),
+            &["stable".into()],
+        )
         .await
         .unwrap();
     check("a level for B").await;
@@ -401,16 +515,20 @@ async fn audit_retired_and_report_lists_page() {
     let s = TestServer::start().await;
     let admin = s.token("ops", Role::Admin).await;
     for i in 0..12 {
-        s.ctx
-            .create_feed(ACTOR, &format!("f{i}"), 0)
-            .await
-            .unwrap();
+        s.ctx.create_feed(ACTOR, &format!("f{i}"), 0).await.unwrap();
     }
     let all = s.ctx.audit_log(1000).await.unwrap();
     let ids = walk(&s, "/api/v1/admin/audit?limit=5", "audit", "id", &admin).await;
     let want: Vec<String> = all.iter().map(|a| a.id.to_string()).collect();
     assert_eq!(ids, want, "newest first, each once");
-    let feeds = walk(&s, "/api/v1/admin/audit?limit=5&action=feed-create", "audit", "target", &admin).await;
+    let feeds = walk(
+        &s,
+        "/api/v1/admin/audit?limit=5&action=feed-create",
+        "audit",
+        "target",
+        &admin,
+    )
+    .await;
     assert_eq!(feeds.len(), 12);
     assert_eq!(feeds[0], "f11");
 
@@ -422,7 +540,14 @@ async fn audit_retired_and_report_lists_page() {
         s.ctx.retire_host(ACTOR, &h.host_id).await.unwrap();
         retired.push(h.host_id);
     }
-    let listed = walk(&s, "/api/v1/admin/hosts/retired?limit=3", "hosts", "id", &admin).await;
+    let listed = walk(
+        &s,
+        "/api/v1/admin/hosts/retired?limit=3",
+        "hosts",
+        "id",
+        &admin,
+    )
+    .await;
     let got: BTreeSet<&String> = listed.iter().collect();
     assert_eq!(listed.len(), 7);
     assert_eq!(got, retired.iter().collect());

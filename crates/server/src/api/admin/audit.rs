@@ -41,5 +41,9 @@ pub async fn list(
         actor: text_param(&q.actor),
         target: text_param(&q.target),
     };
-    Ok(paged(&uri, "audit", s.ctx.audit_page(&filter, &page).await?))
+    Ok(paged(
+        &uri,
+        "audit",
+        s.ctx.audit_page(&filter, &page).await?,
+    ))
 }

@@ -70,7 +70,11 @@ fn text_param(v: &Option<String>) -> Option<String> {
 }
 
 /// `?limit=&cursor=` of a list as a [`PageRequest`].
-fn page_request(list: &str, limit: Option<&str>, cursor: Option<&str>) -> Result<PageRequest, Error> {
+fn page_request(
+    list: &str,
+    limit: Option<&str>,
+    cursor: Option<&str>,
+) -> Result<PageRequest, Error> {
     PageRequest::parse(list, int_param("limit", limit)?, cursor, MAX_LIMIT)
 }
 

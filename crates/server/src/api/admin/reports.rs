@@ -193,12 +193,24 @@ async fn report(
                 exposures.append(&mut exposed);
             }
             Ok(if view == View::Hosts {
-                paged(uri, "hosts", crate::page::Page { items: rows, next: hosts.next, prev: hosts.prev })
+                paged(
+                    uri,
+                    "hosts",
+                    crate::page::Page {
+                        items: rows,
+                        next: hosts.next,
+                        prev: hosts.prev,
+                    },
+                )
             } else {
                 paged(
                     uri,
                     "exposures",
-                    crate::page::Page { items: exposures, next: hosts.next, prev: hosts.prev },
+                    crate::page::Page {
+                        items: exposures,
+                        next: hosts.next,
+                        prev: hosts.prev,
+                    },
                 )
             })
         }

@@ -123,7 +123,7 @@ fn parse(s: &AppState, q: &ReportQuery, view: View) -> Result<(bool, Policy), Er
                 )));
             }
         }
-    } else if csv && h.cursor.is_some() || csv && h.limit.is_some() {
+    } else if csv && (h.cursor.is_some() || h.limit.is_some()) {
         return Err(invalid(
             "limit, cursor: a CSV report is the whole report, streamed; page the JSON one",
         ));

@@ -7,6 +7,7 @@
 mod audit;
 mod config;
 mod engine;
+mod journal;
 mod lock;
 mod server;
 mod state;
@@ -176,10 +177,29 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("noreboot: {e:#}");
+            eprintln!("noreboot: {}", render_error(&e));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: errors here say
+/// their cause in their own message (`audit log PATH: No space left on
+/// device`) and also keep it as their source, which a plain chain would
+/// print a second time.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// The one place errors become exit codes.
@@ -221,6 +241,49 @@ fn lock(agent: &Agent, what: &str) -> anyhow::Result<AgentLock> {
     Ok(l)
 }
 
+/// Takes the lock and makes the recorded state agree with the kernel
+/// (an apply an agent left unfinished is finished or undone) before a
+/// command acts; what was found goes to stderr.
+fn lock_reconciled(
+    agent: &Agent,
+    what: &str,
+    foreign: engine::Foreign,
+) -> anyhow::Result<AgentLock> {
+    let l = lock(agent, what)?;
+    for n in agent.reconcile(foreign)?.notes {
+        eprintln!("noreboot: {n}");
+    }
+    Ok(l)
+}
+
+/// For commands that report: reconcile when no other agent is at work
+/// (never waiting for one), else say so. A state directory this user
+/// cannot lock (not root) is read as it is. Returns notes for the report.
+fn reconcile_if_free(agent: &Agent, what: &str) -> anyhow::Result<Vec<String>> {
+    if agent.store.ensure().is_err() {
+        return Ok(Vec::new());
+    }
+    match AgentLock::acquire(
+        &agent.store.lock_path(),
+        std::time::Duration::ZERO,
+        what,
+        |_| {},
+    ) {
+        // What the command reports matters more than reconciling now (a
+        // full disk, say): the reason is one of its notes.
+        Ok(_l) => Ok(match agent.reconcile(engine::Foreign::Refuse) {
+            Ok(r) => r.notes,
+            Err(e) => vec![format!(
+                "the recorded state could not be brought in line with the kernel: {e}"
+            )],
+        }),
+        Err(LockError::Busy { holder, .. }) => Ok(vec![format!(
+            "another noreboot is at work ({holder}): what this shows may be about to change"
+        )]),
+        Err(LockError::Io { .. }) => Ok(Vec::new()),
+    }
+}
+
 fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -234,13 +297,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let agent = Agent::new(cfg)?;
     let json = cli.json;
     match cli.command {
-        Cmd::Status => status(&agent, json),
+        Cmd::Status => {
+            let notes = reconcile_if_free(&agent, "status")?;
+            status(&agent, json, notes)
+        }
         Cmd::Apply {
             file,
             allow_downgrade,
             foreign,
         } => {
-            let _l = lock(&agent, &format!("apply {}", file.display()))?;
+            let _l = lock_reconciled(
+                &agent,
+                &format!("apply {}", file.display()),
+                foreign.policy(),
+            )?;
             let keys = agent.keys()?;
             let (bytes, vb) = match agent.open_file(&file, &keys) {
                 Ok(x) => x,
@@ -286,7 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             report_apply(&rep, json)
         }
         Cmd::Update { foreign } => {
-            let _l = lock(&agent, "update")?;
+            let _l = lock_reconciled(&agent, "update", foreign.policy())?;
             let rep = update::run(&agent, foreign.policy())?;
             if json {
                 print_json(&rep)?;
@@ -338,7 +408,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Revert { to, foreign } => {
-            let _l = lock(&agent, "revert")?;
+            let _l = lock_reconciled(&agent, "revert", foreign.policy())?;
             match agent.revert(to, foreign.policy())? {
                 Some(rep) => report_apply(&rep, json),
                 None => {
@@ -352,7 +422,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Cmd::Unload => {
-            let _l = lock(&agent, "unload")?;
+            let _l = lock_reconciled(&agent, "unload", engine::Foreign::Refuse)?;
             let done = agent.unload_all("unload")?;
             if json {
                 print_json(&serde_json::json!({ "unloaded": done }))?;
@@ -387,6 +457,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             kernel_version,
             machine,
         } => {
+            for n in reconcile_if_free(&agent, "uname")? {
+                eprintln!("noreboot: {n}");
+            }
             let u = rustix::system::uname();
             let eff = effective_version(&agent);
             let mut fields = Vec::new();
@@ -423,7 +496,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Patches => patches(&agent, json),
+        Cmd::Patches => {
+            for n in reconcile_if_free(&agent, "patches")? {
+                eprintln!("noreboot: {n}");
+            }
+            patches(&agent, json)
+        }
         Cmd::Log { verify: true, .. } => {
             let v = agent.audit.verify()?;
             if json {
@@ -550,7 +628,7 @@ struct ActiveLevel {
     applied_at: Option<String>,
 }
 
-fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
+fn status(agent: &Agent, json: bool, mut notes: Vec<String>) -> anyhow::Result<u8> {
     let st = agent.state()?;
     let patches = agent.live_patches(&st)?;
     let active = patches.active();
@@ -563,7 +641,6 @@ fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
         .unwrap_or(0);
     let offered = st.offer.as_ref().map(|o| o.level).unwrap_or(0);
     let newest_known = newest_cached.max(offered);
-    let mut notes = Vec::new();
     let mut cves = Vec::new();
     let mut effective = agent.identity.version.clone();
     if let Some((level, _)) = &active {
@@ -575,10 +652,14 @@ fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
             Err(e) => notes.push(format!("cached level {level} cannot be read: {e}")),
         }
     }
-    if let Some(m) = agent.store.marker(&agent.build_id)? {
+    // Still there after reconciling: another agent is applying it now.
+    if let Ok(Some(j)) = agent.store.journal(&agent.build_id).read() {
         notes.push(format!(
-            "level {} was being applied at {} and not finished (crash guard armed)",
-            m.level, m.at
+            "level {} is being applied (pid {}, since {}, step {})",
+            j.level,
+            j.pid,
+            j.at,
+            j.step.as_str()
         ));
     }
     if let Some(w) = &st.wanted {
@@ -813,5 +894,28 @@ fn module_identity(module: &[u8]) -> String {
             (None, Some(id)) => format!("no marker; GNU build-id {id}"),
             (None, None) => "none: a loaded copy cannot be recognised".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_cause_is_printed_once() {
+        let t = tempfile::tempdir().unwrap();
+        // Appending to a log whose path is a directory fails with an I/O
+        // error that the audit error both says and keeps as its source.
+        let log = audit::AuditLog::new(t.path());
+        let e = anyhow::Error::from(log.check_writable().unwrap_err());
+        let text = render_error(&e);
+        let cause = std::io::Error::from_raw_os_error(21).to_string();
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        assert!(text.starts_with("audit log "), "{text}");
+        // A context that adds words keeps them, and its cause once.
+        let e = e.context("level 2 not applied");
+        let text = render_error(&e);
+        assert!(text.starts_with("level 2 not applied: audit log"), "{text}");
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
     }
 }

@@ -4,15 +4,6 @@
 //! people and scanners what the kernel is now protected against. Errors
 //! become exit codes in `exit_code` only.
 
-mod audit;
-mod config;
-mod engine;
-mod journal;
-mod lock;
-mod server;
-mod state;
-mod update;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,9 +11,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::engine::{Agent, AgentError};
-use crate::lock::{AgentLock, LockError};
+use agent::config::{self, Config};
+use agent::engine::{self, Agent, AgentError};
+use agent::lock::{AgentLock, LockError};
+use agent::{client, state, update};
 
 #[derive(Parser)]
 #[command(
@@ -367,7 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::Register { server, key, tags } => {
             let _l = lock(&agent, "register")?;
-            let client = server::Client::new(&server, None, &agent.cfg.server)?;
+            let client = client::Client::new(&server, None, &agent.cfg.server)?;
             let hostname = rustix::system::uname()
                 .nodename()
                 .to_string_lossy()
@@ -379,7 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
                 tags,
             })?;
-            let reg = server::Registration {
+            let reg = client::Registration {
                 url: server.trim_end_matches('/').to_string(),
                 host_id: r.host_id.clone(),
                 token: r.token,
@@ -906,7 +898,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         // Appending to a log whose path is a directory fails with an I/O
         // error that the audit error both says and keeps as its source.
-        let log = audit::AuditLog::new(t.path());
+        let log = agent::audit::AuditLog::new(t.path());
         let e = anyhow::Error::from(log.check_writable().unwrap_err());
         let text = render_error(&e);
         let cause = std::io::Error::from_raw_os_error(21).to_string();

@@ -10,8 +10,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::audit;
+use crate::client::{Client, Registration};
 use crate::engine::{Agent, AgentError, ApplyReport, Foreign};
-use crate::server::{Client, Registration};
 use crate::state::Offer;
 
 /// What `update` did.

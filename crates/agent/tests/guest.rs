@@ -1218,7 +1218,8 @@ fn an_apply_stopped_at_any_step_is_finished_or_undone() {
 /// refuses before anything changes; filled by the health command (after
 /// every check passed), the level stays live, the apply says it could
 /// not be recorded, and the next command records it once there is room.
-/// No temporary file is left behind either way.
+/// No temporary file is left behind either way. An audit log that cannot
+/// be written stops `apply` and `unload` before they touch the kernel.
 #[test]
 #[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
 fn a_full_disk_never_leaves_the_kernel_and_the_state_apart() {
@@ -1293,4 +1294,24 @@ fn a_full_disk_never_leaves_the_kernel_and_the_state_apart() {
     let (code, out) = agent(&mut g, "update");
     assert_eq!(code, 0, "{out}");
     assert_eq!(agreed_level(&mut g, &kdir), 2);
+
+    // An audit log that cannot take entries stops an action before the
+    // kernel is touched.
+    g.exec_ok("cd /var/lib/noreboot && mv audit.log audit.keep && mkdir audit.log")
+        .unwrap();
+    let (code, out) = agent(&mut g, "apply --allow-downgrade /root/l1.nrb");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("nothing changed: the audit log cannot take entries"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing unloaded: audit log"), "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    g.exec_ok("cd /var/lib/noreboot && rmdir audit.log && mv audit.keep audit.log")
+        .unwrap();
+    assert_eq!(agreed_level(&mut g, &kdir), 2);
+    let (code, out) = agent(&mut g, "log --verify");
+    assert_eq!(code, 0, "{out}");
 }

@@ -147,21 +147,6 @@ impl Section {
     pub fn is_writable(&self) -> bool {
         self.sh_flags & u64::from(elf::SHF_WRITE) != 0
     }
-
-    /// A relocation section, symbol table or string table: structure, not
-    /// content.
-    pub fn is_meta(&self) -> bool {
-        matches!(
-            self.sh_type,
-            elf::SHT_RELA
-                | elf::SHT_REL
-                | elf::SHT_SYMTAB
-                | elf::SHT_STRTAB
-                | elf::SHT_GROUP
-                | elf::SHT_NULL
-                | elf::SHT_SYMTAB_SHNDX
-        )
-    }
 }
 
 /// Section types of other toolchains that `object::build::elf` (which the

@@ -171,7 +171,7 @@ fn check_selection(name: &str) {
                 " --lines-from fix.diff"
             };
             failures.push(format!(
-                "{} ({}, {object}):\n  {}\n{report}reproduce: diff -u {} {} > fix.diff; cargo run -q -p build --bin noreboot-build -- diff{lines} {} {}",
+                "{} ({}, {object}):\n  {}\n{report}reproduce: diff -u {} {} > fix.diff; cargo run -q -p factory --bin noreboot-build -- diff{lines} {} {}",
                 fix.file,
                 fix.why,
                 problems.join("\n  "),

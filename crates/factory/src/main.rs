@@ -78,6 +78,11 @@ struct BuildArgs {
     /// Output directory: the .ko and manifest.json.
     #[arg(short = 'o', long, value_name = "OUTDIR")]
     out: Option<PathBuf>,
+    /// Keep OUTDIR/work: the objects compiled before and after the fix,
+    /// the patch module's source and the guest's files (removed by
+    /// default, whatever the outcome).
+    #[arg(long)]
+    keep_work: bool,
     /// Refuse when any difference would be left out of the module (init
     /// and exit code, line-only changes, author-ignored functions, …)
     /// instead of listing it as not carried.
@@ -632,6 +637,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         strict: a.strict,
         quiet: false,
         cache_cap: a.cache_cap,
+        keep_work: a.keep_work,
     };
     let manifest = factory::build(&opts)?;
     if a.json {

@@ -666,6 +666,7 @@ fn run_job(
             strict: false,
             quiet: true,
             cache_cap: o.cache_cap,
+            keep_work: false,
         };
         line.step(&format!("building and verifying level {n}"));
         match factory::build(&opts) {

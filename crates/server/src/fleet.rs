@@ -149,11 +149,9 @@ impl Context {
                 host.build_id
             )));
         }
-        let blobs = self.blobs.clone();
-        let key = sha256.to_string();
-        tokio::task::spawn_blocking(move || blobs.get(&key))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??
+        self.blobs
+            .get(sha256)
+            .await?
             .ok_or_else(|| Error::Blob(BlobError::Missing(sha256.to_string())))
     }
 

@@ -38,14 +38,16 @@ pub async fn register(
     let attempt = state
         .register_limiter
         .start(addr.ip(), &req.registration_key, state.ctx.clock.now())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
         .map_err(refused)?;
     let resp = match state.ctx.register(&req).await {
         Ok(r) => {
-            state.register_limiter.succeeded(attempt);
+            state.register_limiter.succeeded(attempt).await;
             r
         }
         Err(e) => {
-            state.register_limiter.failed(attempt);
+            state.register_limiter.failed(attempt).await;
             match &e {
                 crate::Error::Unauthorized(_) => state.metrics.refused("unauthorized"),
                 crate::Error::Invalid(_) => state.metrics.refused("invalid"),

@@ -6,7 +6,7 @@
 //! On PostgreSQL, where several `serve` processes may share the database,
 //! bundles live in the database too ([`DbStore`]), and the trusted keys —
 //! read from each process's own directory — are compared through it: each
-//! `serve` records its key set at start, and a process whose set differs
+//! `serve` records its key set at start, and a `serve` whose set differs
 //! from the last recorded one refuses to publish rather than judge
 //! bundles differently from its peers.
 
@@ -52,6 +52,11 @@ pub struct Context {
     pub trusted_dir: PathBuf,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Publications check the trusted keys against the database's record:
+    /// set by [`Context::record_trusted_keys`], so in `serve` only (the
+    /// admin CLI reads its `--trusted-keys` afresh at every run, for what
+    /// its operator runs by hand).
+    check_trust: bool,
 }
 
 impl Context {
@@ -111,6 +116,7 @@ impl Context {
             trusted: Arc::new(trusted),
             trusted_dir,
             data_dir: data.clone(),
+            check_trust: false,
         })
     }
 }
@@ -135,12 +141,15 @@ impl Context {
     }
 
     /// Records this process's trusted keys as the ones every process on the
-    /// database must have (`serve` at start, on PostgreSQL); a change from
-    /// the previous record is logged, naming both.
-    pub async fn record_trusted_keys(&self) -> Result<(), Error> {
+    /// database must have (`serve` at start, on PostgreSQL), and makes
+    /// this context's publications check them against the record from
+    /// now on ([`Context::check_trusted_keys`]); a change from the
+    /// previous record is logged, naming both.
+    pub async fn record_trusted_keys(&mut self) -> Result<(), Error> {
         if self.db.backend() != Backend::Postgres {
             return Ok(());
         }
+        self.check_trust = true;
         let ids = self.trusted_key_ids();
         let by = format!(
             "{}:{}",
@@ -185,9 +194,10 @@ impl Context {
     /// Refuses when this process's trusted keys are not the ones the
     /// database records (another `serve` started since with other keys):
     /// a publication must not be accepted or refused depending on which
-    /// process the load balancer picked. Nothing recorded: no constraint.
+    /// process the load balancer picked. Nothing recorded, or a context
+    /// that never recorded its keys (the admin CLI): no constraint.
     pub async fn check_trusted_keys(&self) -> Result<(), Error> {
-        if self.db.backend() != Backend::Postgres {
+        if !self.check_trust {
             return Ok(());
         }
         let ids = self.trusted_key_ids();

@@ -4,7 +4,8 @@
 //! deployments: one server process), written atomically so a reader never
 //! sees half a bundle; [`DbStore`] keeps them in the database in chunks
 //! (PostgreSQL deployments), so that every server process on the database
-//! serves every bundle, whichever process published it.
+//! serves every bundle, whichever process published it, and reads them
+//! for downloads a chunk at a time ([`BlobReader`]).
 
 use std::future::Future;
 use std::io::Write;
@@ -74,6 +75,35 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn put<'a>(&'a self, sha256: &'a str, bytes: Vec<u8>) -> BlobFuture<'a, ()>;
     /// The bytes stored under `sha256` (checked against it), or `None`.
     fn get<'a>(&'a self, sha256: &'a str) -> BlobFuture<'a, Option<Vec<u8>>>;
+    /// The bytes stored under `sha256` as they are read, or `None`: for
+    /// downloads, which should not hold a whole bundle per client. By
+    /// default the whole of [`BlobStore::get`] in one piece.
+    fn read<'a>(&'a self, sha256: &'a str) -> BlobFuture<'a, Option<BlobReader>> {
+        Box::pin(async move { Ok(self.get(sha256).await?.map(BlobReader::whole)) })
+    }
+}
+
+/// A bundle being read: its size, then its bytes in pieces from a task
+/// that reads ahead at most one piece. The hash is checked before the last
+/// piece is handed over: a damaged bundle ends in an error (and a download
+/// cut short of its size) instead of complete bytes under a wrong hash.
+#[derive(Debug)]
+pub struct BlobReader {
+    /// The bundle's size in bytes.
+    pub size: u64,
+    /// The pieces, in order; an error ends them.
+    pub pieces: tokio::sync::mpsc::Receiver<Result<Vec<u8>, BlobError>>,
+}
+
+impl BlobReader {
+    /// A reader of bytes already in memory (and checked).
+    pub fn whole(bytes: Vec<u8>) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let size = bytes.len() as u64;
+        // A fresh channel with room for one: this cannot fail.
+        let _ = tx.try_send(Ok(bytes));
+        Self { size, pieces: rx }
+    }
 }
 
 /// The sha256 of `bytes`, lowercase hex: the key a blob is stored under.
@@ -286,6 +316,78 @@ impl DbStore {
     }
 
     async fn get_db(&self, sha256: &str) -> Result<Option<Vec<u8>>, BlobError> {
+        let Some((size, chunks)) = self.header(sha256).await? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(size);
+        for seq in 0..chunks {
+            let chunk = read_chunk(&self.pool, sha256, seq).await?;
+            if bytes.len() + chunk.len() > size {
+                return Err(corrupt(sha256));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() != size || sha256_hex(&bytes) != sha256 {
+            return Err(corrupt(sha256));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Starts reading `sha256` from the database a chunk at a time (see
+    /// [`BlobReader`]); `None` when it is not there.
+    async fn read_db(&self, sha256: &str) -> Result<Option<BlobReader>, BlobError> {
+        let Some((size, chunks)) = self.header(sha256).await? else {
+            return Ok(None);
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (pool, key) = (self.pool.clone(), sha256.to_string());
+        tokio::spawn(async move {
+            let mut hasher = Sha256::new();
+            let mut held: Option<Vec<u8>> = None;
+            let mut read = 0usize;
+            for seq in 0..chunks {
+                let chunk = match read_chunk(&pool, &key, seq).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                read += chunk.len();
+                if read > size {
+                    let e = corrupt(&key);
+                    tracing::error!("{e}");
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                hasher.update(&chunk);
+                // Hand over the previous chunk; the newest waits for the
+                // hash of them all. A closed channel: the client left.
+                if let Some(prev) = held.replace(chunk) {
+                    if tx.send(Ok(prev)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let last = if read == size && hex::encode(hasher.finalize()) == key {
+                Ok(held.unwrap_or_default())
+            } else {
+                Err(corrupt(&key))
+            };
+            if let Err(e) = &last {
+                tracing::error!("{e}");
+            }
+            let _ = tx.send(last).await;
+        });
+        Ok(Some(BlobReader {
+            size: size as u64,
+            pieces: rx,
+        }))
+    }
+
+    /// A stored bundle's size (at most a bundle's maximum) and chunk count.
+    async fn header(&self, sha256: &str) -> Result<Option<(usize, i64)>, BlobError> {
         if !is_sha256(sha256) {
             return Err(BlobError::BadKey(sha256.to_string()));
         }
@@ -306,39 +408,13 @@ impl DbStore {
         };
         let size: i64 = row.try_get(0).map_err(db("read the size of"))?;
         let chunks: i64 = row.try_get(1).map_err(db("read the size of"))?;
-        let corrupt = || BlobError::Corrupt {
-            path: PathBuf::from(format!("bundle_chunks/{sha256}")),
-            sha256: sha256.to_string(),
-        };
         // The row was written by this server; a size beyond any bundle's
         // means a damaged row, not an allocation to attempt.
         let size = usize::try_from(size)
             .ok()
             .filter(|&s| s as u64 <= bundle::MAX_BUNDLE)
-            .ok_or_else(corrupt)?;
-        let mut bytes = Vec::with_capacity(size);
-        // A chunk per statement: the database sends one row at a time,
-        // never the whole bundle in one message.
-        for seq in 0..chunks {
-            let chunk: Vec<u8> =
-                sqlx::query("SELECT data FROM bundle_chunks WHERE sha256 = $1 AND seq = $2")
-                    .bind(sha256)
-                    .bind(seq)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("read a chunk of"))?
-                    .ok_or_else(corrupt)?
-                    .try_get(0)
-                    .map_err(db("read a chunk of"))?;
-            if bytes.len() + chunk.len() > size {
-                return Err(corrupt());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if bytes.len() != size || sha256_hex(&bytes) != sha256 {
-            return Err(corrupt());
-        }
-        Ok(Some(bytes))
+            .ok_or_else(|| corrupt(sha256))?;
+        Ok(Some((size, chunks)))
     }
 
     /// Copies into the database every bundle `wanted` names that it lacks
@@ -373,6 +449,33 @@ impl DbStore {
     }
 }
 
+/// Chunk `seq` of `sha256`: a statement per chunk, so the database sends
+/// one row at a time, never a whole bundle in one message.
+async fn read_chunk(pool: &AnyPool, sha256: &str, seq: i64) -> Result<Vec<u8>, BlobError> {
+    let db = |source| BlobError::Db {
+        op: "read a chunk of",
+        sha256: sha256.to_string(),
+        source,
+    };
+    sqlx::query("SELECT data FROM bundle_chunks WHERE sha256 = $1 AND seq = $2")
+        .bind(sha256)
+        .bind(seq)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| corrupt(sha256))?
+        .try_get(0)
+        .map_err(db)
+}
+
+/// The error for database rows that no longer make up bundle `sha256`.
+fn corrupt(sha256: &str) -> BlobError {
+    BlobError::Corrupt {
+        path: PathBuf::from(format!("bundle_chunks/{sha256}")),
+        sha256: sha256.to_string(),
+    }
+}
+
 impl BlobStore for DbStore {
     fn put<'a>(&'a self, sha256: &'a str, bytes: Vec<u8>) -> BlobFuture<'a, ()> {
         Box::pin(async move { self.put_db(sha256, &bytes).await })
@@ -393,6 +496,17 @@ impl BlobStore for DbStore {
                 tracing::warn!("copying bundle {sha256} from disk into the database: {e}");
             }
             Ok(Some(bytes))
+        })
+    }
+
+    fn read<'a>(&'a self, sha256: &'a str) -> BlobFuture<'a, Option<BlobReader>> {
+        Box::pin(async move {
+            if let Some(r) = self.read_db(sha256).await? {
+                return Ok(Some(r));
+            }
+            // Not in the database: `get` reads through to the old disk
+            // store (once per bundle: it copies it in).
+            Ok(self.get(sha256).await?.map(BlobReader::whole))
         })
     }
 }
@@ -469,6 +583,49 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(sa.get(&sha).await, Err(BlobError::Corrupt { .. })));
+    }
+
+    /// Every piece of `r`, and the error that ended them, if any.
+    async fn drain(mut r: BlobReader) -> (Vec<Vec<u8>>, Option<BlobError>) {
+        let mut pieces = Vec::new();
+        while let Some(p) = r.pieces.recv().await {
+            match p {
+                Ok(p) => pieces.push(p),
+                Err(e) => return (pieces, Some(e)),
+            }
+        }
+        (pieces, None)
+    }
+
+    #[tokio::test]
+    async fn database_store_reads_a_chunk_at_a_time_and_withholds_the_last_until_checked() {
+        let db = Db::open(&pg::database()).await.unwrap();
+        let store = DbStore::new(db.pool().clone(), None);
+        let bytes = big();
+        let sha = sha256_hex(&bytes);
+        assert!(store.read(&sha).await.unwrap().is_none());
+        store.put(&sha, bytes.clone()).await.unwrap();
+        let r = store.read(&sha).await.unwrap().unwrap();
+        assert_eq!(r.size, bytes.len() as u64);
+        let (pieces, err) = drain(r).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            pieces.iter().map(Vec::len).collect::<Vec<_>>(),
+            [CHUNK, CHUNK, 12_345]
+        );
+        assert!(pieces.concat() == bytes);
+
+        // One flipped byte in the last chunk: the first two pieces, then
+        // the error — the last piece is never handed over.
+        sqlx::query("UPDATE bundle_chunks SET data = $1 WHERE sha256 = $2 AND seq = 2")
+            .bind(&vec![0u8; 12_345][..])
+            .bind(&sha)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let (pieces, err) = drain(store.read(&sha).await.unwrap().unwrap()).await;
+        assert_eq!(pieces.len(), 2);
+        assert!(matches!(err, Some(BlobError::Corrupt { .. })), "{err:?}");
     }
 
     #[tokio::test]

@@ -239,6 +239,27 @@ async fn a_bundle_published_through_one_process_is_served_by_the_other() {
         let files = bundle_files(&site.data(name));
         assert!(files.is_empty(), "{files:?}");
     }
+
+    // A damaged row: the download is cut off short of its size, never
+    // complete bytes under the wrong hash.
+    sqlx::query("UPDATE bundle_chunks SET data = $1 WHERE sha256 = $2 AND seq = 0")
+        .bind(&vec![0u8; 1 << 20][..])
+        .bind(&target.sha256)
+        .execute(site.ctx.db.pool())
+        .await
+        .unwrap();
+    let resp = site
+        .http
+        .get(format!("{b}{}", target.bundle_url))
+        .bearer_auth(&host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.content_length(), Some(bytes.len() as u64));
+    match resp.bytes().await {
+        Err(_) => {}
+        Ok(got) => assert!(got.len() < bytes.len(), "a damaged bundle was served whole"),
+    }
 }
 
 #[tokio::test]

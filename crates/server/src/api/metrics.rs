@@ -9,9 +9,8 @@
 //! Process counters (requests, check-ins, registration refusals) live in
 //! [`Metrics`] and restart at zero with the server, as Prometheus counters
 //! may; fleet figures (hosts by state, levels, builds hosts run without a
-//! level, reports by result) are read from the database, so every server
-//! process on one database reports the same, up to [`FLEET_MAX_AGE`]
-//! seconds old: each process computes them at most that often and never
+//! level, reports by result) are read from the database, so every replica
+//! reports the same — at most once per [`FLEET_MAX_AGE`] seconds and never
 //! two computations at a time: scrapes in between, and those that arrive
 //! while one computes, share its result (a compliance report over a large
 //! fleet takes seconds, and concurrent unauthenticated scrapes starved

@@ -418,8 +418,8 @@ impl DbStore {
     }
 
     /// Copies into the database every bundle `wanted` names that it lacks
-    /// and the legacy directory has; answers how many were copied and the
-    /// keys found in neither place.
+    /// and the legacy directory has (intact); answers how many were copied
+    /// and the keys found in neither place (or damaged on disk, logged).
     pub async fn import_from_disk(
         &self,
         wanted: &[String],
@@ -430,12 +430,18 @@ impl DbStore {
             if self.stored(sha256).await? {
                 continue;
             }
-            match self.get_legacy(sha256).await? {
-                Some(bytes) => {
+            match self.get_legacy(sha256).await {
+                Ok(Some(bytes)) => {
                     self.put_db(sha256, &bytes).await?;
                     copied += 1;
                 }
-                None => missing.push(sha256.clone()),
+                Ok(None) => missing.push(sha256.clone()),
+                // A damaged or unreadable file is one bundle missing, not a
+                // reason to copy none of the others.
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    missing.push(sha256.clone());
+                }
             }
         }
         Ok((copied, missing))
@@ -640,12 +646,15 @@ mod tests {
         let store = DbStore::new(db.pool().clone(), DiskStore::existing(dir.path()));
         // Read through: served from disk, and copied in.
         assert_eq!(store.get(&sha1).await.unwrap().unwrap(), one);
-        let gone = sha256_hex(b"gone");
+        let (gone, damaged) = (sha256_hex(b"gone"), sha256_hex(b"damaged"));
+        let legacy = DiskStore::existing(dir.path()).unwrap();
+        legacy.put(&damaged, b"damaged".to_vec()).await.unwrap();
+        std::fs::write(legacy.path(&damaged).unwrap(), b"damagEd").unwrap();
         let (copied, missing) = store
-            .import_from_disk(&[sha1.clone(), sha2.clone(), gone.clone()])
+            .import_from_disk(&[sha1.clone(), sha2.clone(), gone.clone(), damaged.clone()])
             .await
             .unwrap();
-        assert_eq!((copied, missing), (1, vec![gone]));
+        assert_eq!((copied, missing), (1, vec![gone, damaged]));
         // Without the directory, the database has both.
         drop(dir);
         let store = DbStore::new(db.pool().clone(), None);

@@ -21,8 +21,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use sqlx::Row;
-
 use crate::blobs::sha256_hex;
 use crate::db::Db;
 use crate::error::{DbContext, Error};
@@ -165,11 +163,9 @@ impl Limit {
         .fetch_optional(db.pool())
         .await
         .ctx("count against a rate limit")?;
+        // No row back: the upsert's WHERE found the window used up.
         Ok(match row {
-            Some(r) => {
-                let _used: i64 = r.try_get(0).ctx("count against a rate limit")?;
-                Ok(())
-            }
+            Some(_) => Ok(()),
             None => Err(retry_after(now)),
         })
     }
@@ -326,6 +322,7 @@ impl RegisterLimits {
 mod tests {
     use super::*;
     use crate::db::pg;
+    use sqlx::Row;
 
     #[test]
     fn limits_per_key_and_window() {

@@ -297,56 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             file,
             allow_downgrade,
             foreign,
-        } => {
-            let _l = lock_reconciled(
-                &agent,
-                &format!("apply {}", file.display()),
-                foreign.policy(),
-            )?;
-            let keys = agent.keys()?;
-            let (bytes, vb) = match agent.open_file(&file, &keys) {
-                Ok(x) => x,
-                Err(e) => {
-                    agent.log(
-                        "apply",
-                        0,
-                        "",
-                        "refused",
-                        std::time::Instant::now(),
-                        e.to_string(),
-                    )?;
-                    return Err(e.into());
-                }
-            };
-            // An older level, validly signed, must not replace a newer one
-            // unasked: that would quietly take fixes away.
-            let started = std::time::Instant::now();
-            let active = agent.active(&agent.state()?)?.map(|(level, _)| level);
-            let m = &vb.manifest;
-            if let Some(active) = active.filter(|a| m.level < *a) {
-                if !allow_downgrade {
-                    let e = AgentError::Refused(format!(
-                        "{}: level {} is older than the active level {active}: a downgrade takes fixes away; `noreboot revert` goes back to an earlier level, or apply with --allow-downgrade",
-                        file.display(),
-                        m.level
-                    ));
-                    agent.log("apply", m.level, &m.name, "refused", started, e.to_string())?;
-                    return Err(e.into());
-                }
-            }
-            let rep = agent.apply(&bytes, &vb, "apply", foreign.policy())?;
-            if let Some(active) = active.filter(|a| m.level < *a) {
-                agent.log(
-                    "downgrade",
-                    m.level,
-                    &m.name,
-                    "ok",
-                    started,
-                    format!("from level {active}, allowed by --allow-downgrade"),
-                )?;
-            }
-            report_apply(&rep, json)
-        }
+        } => apply(&agent, &file, allow_downgrade, foreign.policy(), json),
         Cmd::Update { foreign } => {
             let _l = lock_reconciled(&agent, "update", foreign.policy())?;
             let rep = update::run(&agent, foreign.policy())?;
@@ -357,48 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Register { server, key, tags } => {
-            let _l = lock(&agent, "register")?;
-            let client = client::Client::new(&server, None, &agent.cfg.server)?;
-            let hostname = rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned();
-            let r = client.register(&protocol::RegisterRequest {
-                registration_key: key,
-                hostname,
-                kernel: update::kernel(&agent),
-                agent_version: env!("CARGO_PKG_VERSION").into(),
-                tags,
-            })?;
-            let reg = client::Registration {
-                url: server.trim_end_matches('/').to_string(),
-                host_id: r.host_id.clone(),
-                token: r.token,
-                feed: r.feed.clone(),
-            };
-            agent.store.ensure()?;
-            reg.save(agent.store.root())?;
-            agent.log(
-                "register",
-                0,
-                "",
-                "ok",
-                std::time::Instant::now(),
-                format!("host {} on feed {} of {}", r.host_id, r.feed, reg.url),
-            )?;
-            if json {
-                print_json(
-                    &serde_json::json!({"host_id": r.host_id, "feed": r.feed, "server": reg.url}),
-                )?;
-            } else {
-                println!(
-                    "registered with {} as host {} on feed {}",
-                    reg.url, r.host_id, r.feed
-                );
-            }
-            Ok(0)
-        }
+        Cmd::Register { server, key, tags } => register(&agent, &server, key, tags, json),
         Cmd::Revert { to, foreign } => {
             let _l = lock_reconciled(&agent, "revert", foreign.policy())?;
             match agent.revert(to, foreign.policy())? {
@@ -448,110 +358,250 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             release,
             kernel_version,
             machine,
-        } => {
-            for n in reconcile_if_free(&agent, "uname")? {
-                eprintln!("noreboot: {n}");
-            }
-            let u = rustix::system::uname();
-            let eff = effective_version(&agent);
-            let mut fields = Vec::new();
-            let none = !(kernel_name || nodename || release || kernel_version || machine);
-            if all || kernel_name || none {
-                fields.push(u.sysname().to_string_lossy().into_owned());
-            }
-            if all || nodename {
-                fields.push(u.nodename().to_string_lossy().into_owned());
-            }
-            if all || release {
-                fields.push(agent.identity.release.clone());
-            }
-            if all || kernel_version {
-                fields.push(eff.clone());
-            }
-            if all || machine {
-                fields.push(u.machine().to_string_lossy().into_owned());
-            }
-            if all {
-                fields.push("GNU/Linux".into());
-            }
-            if json {
-                print_json(&serde_json::json!({
-                    "sysname": u.sysname().to_string_lossy(),
-                    "nodename": u.nodename().to_string_lossy(),
-                    "release": agent.identity.release,
-                    "version": eff,
-                    "kernel_version": agent.identity.version,
-                    "machine": u.machine().to_string_lossy(),
-                }))?;
-            } else {
-                println!("{}", fields.join(" "));
-            }
-            Ok(0)
-        }
+        } => uname(
+            &agent,
+            UnameFields {
+                all,
+                kernel_name,
+                nodename,
+                release,
+                kernel_version,
+                machine,
+            },
+            json,
+        ),
         Cmd::Patches => {
             for n in reconcile_if_free(&agent, "patches")? {
                 eprintln!("noreboot: {n}");
             }
             patches(&agent, json)
         }
-        Cmd::Log { verify: true, .. } => {
-            let v = agent.audit.verify()?;
-            if json {
-                print_json(&v)?;
-            } else if v.problems.is_empty() {
-                println!(
-                    "{}: intact, {} chained entries{}",
-                    agent.audit.path().display(),
-                    v.checked,
-                    if v.unchained > 0 {
-                        format!(" ({} older ones written before the chain)", v.unchained)
-                    } else {
-                        String::new()
-                    }
-                );
-            } else {
-                for p in &v.problems {
-                    println!("{}: {p}", agent.audit.path().display());
-                }
-            }
-            Ok(if v.problems.is_empty() { 0 } else { 1 })
-        }
-        Cmd::Log { last, .. } => {
-            let r = agent.audit.read()?;
-            let skip = last.map(|n| r.entries.len().saturating_sub(n)).unwrap_or(0);
-            let entries = &r.entries[skip..];
-            if json {
-                print_json(&entries)?;
-            } else {
-                for e in entries {
-                    println!(
-                        "{} {:<11} level {:<3} {:<11} {:>6} ms  {}  {}{}",
-                        e.time,
-                        e.action,
-                        e.level,
-                        e.result,
-                        e.duration_ms,
-                        e.invoker,
-                        e.name,
-                        if e.detail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", e.detail)
-                        }
-                    );
-                }
-            }
-            if r.skipped > 0 {
-                eprintln!(
-                    "noreboot: {} unreadable line(s) in {} (torn by a crash?)",
-                    r.skipped,
-                    agent.audit.path().display()
-                );
-            }
-            Ok(0)
-        }
+        Cmd::Log { verify: true, .. } => log_verify(&agent, json),
+        Cmd::Log { last, .. } => log(&agent, last, json),
         Cmd::Bundle(_) => unreachable!("handled above"),
     }
+}
+
+/// `apply FILE`: verify, refuse a downgrade unless allowed, apply.
+fn apply(
+    agent: &Agent,
+    file: &std::path::Path,
+    allow_downgrade: bool,
+    policy: engine::Foreign,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let _l = lock_reconciled(agent, &format!("apply {}", file.display()), policy)?;
+    let keys = agent.keys()?;
+    let (bytes, vb) = match agent.open_file(file, &keys) {
+        Ok(x) => x,
+        Err(e) => {
+            agent.log(
+                "apply",
+                0,
+                "",
+                "refused",
+                std::time::Instant::now(),
+                e.to_string(),
+            )?;
+            return Err(e.into());
+        }
+    };
+    // An older level, validly signed, must not replace a newer one
+    // unasked: that would quietly take fixes away.
+    let started = std::time::Instant::now();
+    let active = agent.active(&agent.state()?)?.map(|(level, _)| level);
+    let m = &vb.manifest;
+    if let Some(active) = active.filter(|a| m.level < *a) {
+        if !allow_downgrade {
+            let e = AgentError::Refused(format!(
+                "{}: level {} is older than the active level {active}: a downgrade takes fixes away; `noreboot revert` goes back to an earlier level, or apply with --allow-downgrade",
+                file.display(),
+                m.level
+            ));
+            agent.log("apply", m.level, &m.name, "refused", started, e.to_string())?;
+            return Err(e.into());
+        }
+    }
+    let rep = agent.apply(&bytes, &vb, "apply", policy)?;
+    if let Some(active) = active.filter(|a| m.level < *a) {
+        agent.log(
+            "downgrade",
+            m.level,
+            &m.name,
+            "ok",
+            started,
+            format!("from level {active}, allowed by --allow-downgrade"),
+        )?;
+    }
+    report_apply(&rep, json)
+}
+
+/// `register`: join a server's fleet and keep its token.
+fn register(
+    agent: &Agent,
+    server: &str,
+    key: String,
+    tags: Vec<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let _l = lock(agent, "register")?;
+    let client = client::Client::new(server, None, &agent.cfg.server)?;
+    let hostname = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let r = client.register(&protocol::RegisterRequest {
+        registration_key: key,
+        hostname,
+        kernel: update::kernel(agent),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        tags,
+    })?;
+    let reg = client::Registration {
+        url: server.trim_end_matches('/').to_string(),
+        host_id: r.host_id.clone(),
+        token: r.token,
+        feed: r.feed.clone(),
+    };
+    agent.store.ensure()?;
+    reg.save(agent.store.root())?;
+    agent.log(
+        "register",
+        0,
+        "",
+        "ok",
+        std::time::Instant::now(),
+        format!("host {} on feed {} of {}", r.host_id, r.feed, reg.url),
+    )?;
+    if json {
+        print_json(&serde_json::json!({"host_id": r.host_id, "feed": r.feed, "server": reg.url}))?;
+    } else {
+        println!(
+            "registered with {} as host {} on feed {}",
+            reg.url, r.host_id, r.feed
+        );
+    }
+    Ok(0)
+}
+
+/// Which fields `uname` prints.
+struct UnameFields {
+    all: bool,
+    kernel_name: bool,
+    nodename: bool,
+    release: bool,
+    kernel_version: bool,
+    machine: bool,
+}
+
+/// `uname`: uname(1) with the effective version in `-v`.
+fn uname(agent: &Agent, f: UnameFields, json: bool) -> anyhow::Result<u8> {
+    let UnameFields {
+        all,
+        kernel_name,
+        nodename,
+        release,
+        kernel_version,
+        machine,
+    } = f;
+    for n in reconcile_if_free(agent, "uname")? {
+        eprintln!("noreboot: {n}");
+    }
+    let u = rustix::system::uname();
+    let eff = effective_version(agent);
+    let mut fields = Vec::new();
+    let none = !(kernel_name || nodename || release || kernel_version || machine);
+    if all || kernel_name || none {
+        fields.push(u.sysname().to_string_lossy().into_owned());
+    }
+    if all || nodename {
+        fields.push(u.nodename().to_string_lossy().into_owned());
+    }
+    if all || release {
+        fields.push(agent.identity.release.clone());
+    }
+    if all || kernel_version {
+        fields.push(eff.clone());
+    }
+    if all || machine {
+        fields.push(u.machine().to_string_lossy().into_owned());
+    }
+    if all {
+        fields.push("GNU/Linux".into());
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "sysname": u.sysname().to_string_lossy(),
+            "nodename": u.nodename().to_string_lossy(),
+            "release": agent.identity.release,
+            "version": eff,
+            "kernel_version": agent.identity.version,
+            "machine": u.machine().to_string_lossy(),
+        }))?;
+    } else {
+        println!("{}", fields.join(" "));
+    }
+    Ok(0)
+}
+
+/// `log --verify`: the audit log's hash chain checked.
+fn log_verify(agent: &Agent, json: bool) -> anyhow::Result<u8> {
+    let v = agent.audit.verify()?;
+    if json {
+        print_json(&v)?;
+    } else if v.problems.is_empty() {
+        println!(
+            "{}: intact, {} chained entries{}",
+            agent.audit.path().display(),
+            v.checked,
+            if v.unchained > 0 {
+                format!(" ({} older ones written before the chain)", v.unchained)
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        for p in &v.problems {
+            println!("{}: {p}", agent.audit.path().display());
+        }
+    }
+    Ok(if v.problems.is_empty() { 0 } else { 1 })
+}
+
+/// `log [-n N]`: the audit log, the last N entries.
+fn log(agent: &Agent, last: Option<usize>, json: bool) -> anyhow::Result<u8> {
+    let r = agent.audit.read()?;
+    let skip = last.map(|n| r.entries.len().saturating_sub(n)).unwrap_or(0);
+    let entries = &r.entries[skip..];
+    if json {
+        print_json(&entries)?;
+    } else {
+        for e in entries {
+            println!(
+                "{} {:<11} level {:<3} {:<11} {:>6} ms  {}  {}{}",
+                e.time,
+                e.action,
+                e.level,
+                e.result,
+                e.duration_ms,
+                e.invoker,
+                e.name,
+                if e.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", e.detail)
+                }
+            );
+        }
+    }
+    if r.skipped > 0 {
+        eprintln!(
+            "noreboot: {} unreadable line(s) in {} (torn by a crash?)",
+            r.skipped,
+            agent.audit.path().display()
+        );
+    }
+    Ok(0)
 }
 
 fn report_apply(rep: &engine::ApplyReport, json: bool) -> anyhow::Result<u8> {

@@ -75,7 +75,7 @@ impl Agent {
     /// Ends the apply a journal describes.
     fn resolve(
         &self,
-        mut j: Journal,
+        j: Journal,
         foreign: Foreign,
         out: &mut Reconciled,
         started: Instant,
@@ -106,54 +106,79 @@ impl Agent {
             out.notes.push(note);
             return Ok(());
         }
-        if !same_boot {
-            let mut st = self.state()?;
-            if j.step >= Step::Checked {
-                // It passed its checks; the machine went down before it
-                // was recorded: it is the level to keep.
-                let now = audit::now();
-                if let Some(r) = st.levels.get_mut(&j.level) {
-                    r.applied_at = Some(now.clone());
-                }
-                st.wanted = Some(Applied {
-                    level: j.level,
-                    name: j.name.clone(),
-                    at: now,
-                });
-                self.save_state(&st)?;
-                self.journal().clear().map_err(AgentError::failed)?;
-                let note = format!(
-                    "the machine went down after an apply of {what}: the level had passed its checks, so it is the level to keep"
-                );
-                self.log("reconcile", j.level, &j.name, "ok", started, note.clone())?;
-                out.notes.push(note);
-            } else {
-                let reason = format!(
-                    "crash guard: the machine went down while level {} ({}) was being applied at {} (step {})",
-                    j.level,
-                    j.name,
-                    j.at,
-                    j.step.as_str()
-                );
-                self.skip(&mut st, j.level, reason.clone());
-                self.save_state(&st)?;
-                self.journal().clear().map_err(AgentError::failed)?;
-                self.log(
-                    "crash-guard",
-                    j.level,
-                    &j.name,
-                    "skipped",
-                    started,
-                    reason.clone(),
-                )?;
-                out.skipped = Some(j.level);
-                out.notes.push(reason);
-            }
-            return Ok(());
+        if same_boot {
+            self.resolve_same_boot(j, &what, foreign, out, started)
+        } else {
+            self.resolve_other_boot(j, &what, out, started)
         }
+    }
 
-        // The same boot: the agent died (or was killed) mid-apply. What
-        // the kernel has decides.
+    /// The machine went down during the apply: before its health check
+    /// passed, the level may be why (the crash guard skips it); after, it
+    /// is the level to keep.
+    fn resolve_other_boot(
+        &self,
+        j: Journal,
+        what: &str,
+        out: &mut Reconciled,
+        started: Instant,
+    ) -> Result<(), AgentError> {
+        let mut st = self.state()?;
+        if j.step >= Step::Checked {
+            // It passed its checks; the machine went down before it
+            // was recorded: it is the level to keep.
+            let now = audit::now();
+            if let Some(r) = st.levels.get_mut(&j.level) {
+                r.applied_at = Some(now.clone());
+            }
+            st.wanted = Some(Applied {
+                level: j.level,
+                name: j.name.clone(),
+                at: now,
+            });
+            self.save_state(&st)?;
+            self.journal().clear().map_err(AgentError::failed)?;
+            let note = format!(
+                "the machine went down after an apply of {what}: the level had passed its checks, so it is the level to keep"
+            );
+            self.log("reconcile", j.level, &j.name, "ok", started, note.clone())?;
+            out.notes.push(note);
+        } else {
+            let reason = format!(
+                "crash guard: the machine went down while level {} ({}) was being applied at {} (step {})",
+                j.level,
+                j.name,
+                j.at,
+                j.step.as_str()
+            );
+            self.skip(&mut st, j.level, reason.clone());
+            self.save_state(&st)?;
+            self.journal().clear().map_err(AgentError::failed)?;
+            self.log(
+                "crash-guard",
+                j.level,
+                &j.name,
+                "skipped",
+                started,
+                reason.clone(),
+            )?;
+            out.skipped = Some(j.level);
+            out.notes.push(reason);
+        }
+        Ok(())
+    }
+
+    /// The agent died (or was killed) mid-apply in this boot: what the
+    /// kernel has decides — the level runs: finish; only its module is
+    /// loaded: remove it; nothing: drop the journal.
+    fn resolve_same_boot(
+        &self,
+        mut j: Journal,
+        what: &str,
+        foreign: Foreign,
+        out: &mut Reconciled,
+        started: Instant,
+    ) -> Result<(), AgentError> {
         let mut st = self.state()?;
         let patch = self.lp.state(&j.name).map_err(AgentError::failed)?;
         let ours = self.identify(&j.name, &st).ok() == Some(j.level);

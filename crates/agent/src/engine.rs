@@ -14,7 +14,8 @@
 //! since each level replaces all live patches atomically, loading a level
 //! while one is loaded is refused unless the caller allows it.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -202,6 +203,8 @@ pub struct Agent {
     /// The trusted keys, loaded once per run (so a key file left out is
     /// reported and audited once).
     keys: OnceCell<TrustedKeys>,
+    /// Identity notes of cached levels' modules, verified this run.
+    notes: RefCell<BTreeMap<u32, ModuleNotes>>,
 }
 
 impl Agent {
@@ -222,6 +225,7 @@ impl Agent {
             identity,
             build_id,
             keys: OnceCell::new(),
+            notes: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -428,13 +432,25 @@ impl Agent {
     }
 
     /// The identity notes of a cached level's module, from its bundle
-    /// verified now.
+    /// verified once per run (a command asks several times: reconciling,
+    /// planning, reporting; each verification is a signature check).
     fn level_notes(&self, level: u32) -> Result<ModuleNotes, AgentError> {
+        if let Some(n) = self.notes.borrow().get(&level) {
+            return Ok(n.clone());
+        }
         let keys = self.keys()?;
         let path = self.store.bundle_path(&self.build_id, level);
         let (_, vb) = self.open_file(&path, &keys)?;
-        ModuleNotes::from_module(&vb.module)
-            .map_err(|e| AgentError::Failed(format!("{}: {e}", path.display())))
+        let notes = ModuleNotes::from_module(&vb.module)
+            .map_err(|e| AgentError::Failed(format!("{}: {e}", path.display())))?;
+        self.notes.borrow_mut().insert(level, notes.clone());
+        Ok(notes)
+    }
+
+    /// Forgets what [`Agent::level_notes`] read of a level whose cached
+    /// bundle is being replaced.
+    fn forget_notes(&self, level: u32) {
+        self.notes.borrow_mut().remove(&level);
     }
 
     /// Appends to the audit log; a log that cannot be written is an error

@@ -319,6 +319,7 @@ impl Agent {
             livepatch::unload_module(&m.name).map_err(AgentError::failed)?;
             notes.push(format!("removed stale module {}", m.name));
         }
+        self.forget_notes(m.level);
         self.store
             .save_bundle(&self.build_id, m.level, bytes)
             .map_err(AgentError::failed)?;

@@ -221,7 +221,7 @@ fn levels_apply_replace_revert_unload_and_update() {
         .iter()
         .all(|e| e["invoker"].as_str().unwrap().starts_with("uid=0")));
     let dmesg = g.dmesg().unwrap();
-    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+    assert!(lab::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
 }
 
 /// Loads a live patch module by hand (as another vendor's tools would)
@@ -1023,7 +1023,7 @@ fn debian_13_levels_apply_replace_roll_back_revert_and_unload() {
     assert!(cmdline(&mut g).starts_with("noreboot-level-2 "), "{out}");
     let dmesg = g.dmesg().unwrap();
     let since = dmesg.get(booted..).unwrap_or(&dmesg);
-    assert!(lab::sample::dmesg_problems(since).is_empty(), "{dmesg}");
+    assert!(lab::dmesg_problems(since).is_empty(), "{dmesg}");
 }
 
 /// Our patch as sysfs and lsmod show it, the level the state keeps, and

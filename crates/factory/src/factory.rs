@@ -603,7 +603,7 @@ fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
         })
         .collect();
     if !wanted.is_empty() {
-        let index = lab::initramfs::ModuleIndex::new(&k.ws.modules_dir())?;
+        let index = kernel_tree::modules::ModuleIndex::new(&k.ws.modules_dir())?;
         for m in wanted {
             let ko = index.path(m)?.with_context(|| {
                 format!("module {m} is not in {}", k.ws.modules_dir().display())
@@ -614,7 +614,7 @@ fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
                 (
                     Object::read(&ko)?,
                     syms,
-                    lab::initramfs::module_depends(&ko)?,
+                    kernel_tree::modules::module_depends(&ko)?,
                 ),
             );
         }
@@ -1302,7 +1302,7 @@ fn check_module(
             kernel::module_id::MARKER_SECTION
         ),
     }
-    let fields = lab::initramfs::modinfo(ko)?;
+    let fields = kernel_tree::modules::modinfo(ko)?;
     let field = |key: &str| {
         fields
             .iter()

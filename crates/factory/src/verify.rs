@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kernel_tree::Workspace;
-use lab::sample::{dmesg_problems, wait_in_guest};
-use lab::{Guest, GuestConfig};
+use lab::{dmesg_problems, Guest, GuestConfig};
 
 use crate::factory::Manifest;
 
@@ -145,7 +144,7 @@ fn guest_config(
         .collect();
     let mut loads = Vec::new();
     if !modules.is_empty() {
-        let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir())?;
+        let index = kernel_tree::modules::ModuleIndex::new(&ws.modules_dir())?;
         for (i, path) in index.resolve(&modules)?.into_iter().enumerate() {
             let guest = format!("/root/mods/{i}.ko");
             let name = path
@@ -404,7 +403,7 @@ fn read_taint(guest: &mut Guest) -> anyhow::Result<u64> {
 /// of the patch, noted, not an error of the verification. Says whether
 /// `cond` came true.
 fn wait_or_note(guest: &mut Guest, cond: &str, what: &str, problems: &mut Vec<String>) -> bool {
-    match wait_in_guest(guest, cond, Duration::from_secs(60)) {
+    match guest.wait_until(cond, Duration::from_secs(60)) {
         Ok(_) => true,
         Err(lab::LabError::CommandFailed { .. }) => {
             problems.push(format!("{what} did not finish in 60 s"));

@@ -254,7 +254,7 @@ fn build_fix(
     // The patch needs nothing but the kernel: what its targets need from
     // other modules (their exports) is reached through them, applied when
     // they load, so a patch to hv_utils loads where hv_vmbus cannot.
-    let depends = lab::initramfs::module_depends(&dir.join(format!("{name}.ko"))).unwrap();
+    let depends = kernel_tree::modules::module_depends(&dir.join(format!("{name}.ko"))).unwrap();
     if !depends.is_empty() {
         return Err(format!(
             "{}: the patch module depends on {depends:?}\n  reproduce: {line}",

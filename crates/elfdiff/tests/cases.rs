@@ -27,9 +27,8 @@ use elfdiff::correlate::stem;
 use elfdiff::read::Object;
 use elfdiff::report::Status;
 
-#[path = "common/gcc.rs"]
-mod gcc;
 use gcc::TestResolver;
+use test_support::gcc;
 
 #[derive(Default, Debug)]
 struct Expect {

@@ -17,8 +17,7 @@ use elfdiff::report::Status;
 use kernel_tree::source::{extract_files, DIFF_CFLAGS};
 use kernel_tree::{AptArchive, Cache, Workspace};
 
-#[path = "common/fixes.rs"]
-mod fixes;
+use test_support::fixes;
 
 fn set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     v.into_iter().map(|n| stem(&n)).collect()

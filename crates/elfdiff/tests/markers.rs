@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use elfdiff::markers::{self, Callback};
 
-#[path = "common/gcc.rs"]
-mod gcc;
+use test_support::gcc;
 
 /// The three attributes of the kernel's `<linux/compiler.h>` the header
 /// uses, spelled as the kernel spells them.

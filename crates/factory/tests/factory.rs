@@ -11,8 +11,7 @@ use std::process::Command;
 use kernel_tree::source::{extract_files, SourceTree};
 use kernel_tree::{AptArchive, Cache, Workspace};
 
-#[path = "../../elfdiff/tests/common/fixes.rs"]
-mod fixes;
+use test_support::fixes;
 
 /// A function's name without compiler suffixes or `.cold` part (the
 /// differ's `stem` keeps `.cold`: it is a part of its own there, while a

@@ -1174,37 +1174,32 @@ fn an_apply_stopped_at_any_step_is_finished_or_undone() {
     // The machine goes down after level 2 passed its checks but before it
     // was recorded: it is kept. Then down while level 2 was loading: the
     // crash guard skips it and level 1 comes back.
-    to_level_1(&mut g);
-    let (code, _, _) = sh(
-        &mut g,
-        "NOREBOOT_FAULT_KILL_AFTER=checked /usr/sbin/noreboot apply /root/l2.nrb",
-    );
-    assert_eq!(code, 137);
-    g.exec_ok("umount /var/lib/noreboot").unwrap();
-    g.shutdown().unwrap();
-    let mut g = lab::Guest::boot(&make()).unwrap();
-    let out = g.exec_ok("cat /run/boot.rc /run/boot.out").unwrap();
+    let down_after = |g: lab::Guest, step: &str| {
+        let mut g = g;
+        to_level_1(&mut g);
+        let (code, _, _) = sh(
+            &mut g,
+            &format!("NOREBOOT_FAULT_KILL_AFTER={step} /usr/sbin/noreboot apply /root/l2.nrb"),
+        );
+        assert_eq!(code, 137);
+        g.exec_ok("umount /var/lib/noreboot").unwrap();
+        g.shutdown().unwrap();
+        let mut g = lab::Guest::boot(&make()).unwrap();
+        let out = g.exec_ok("cat /run/boot.rc /run/boot.out").unwrap();
+        assert!(out.starts_with("0\n"), "{out}");
+        (g, out)
+    };
+    let (mut g, out) = down_after(g, "checked");
     assert!(
-        out.starts_with("0\n")
-            && out.contains("passed its checks, so it is the level to keep")
+        out.contains("passed its checks, so it is the level to keep")
             && out.contains("level 2 (nrtest_l2) re-applied"),
         "{out}"
     );
     assert_eq!(agreed_level(&mut g, &kdir), 2);
 
-    to_level_1(&mut g);
-    let (code, _, _) = sh(
-        &mut g,
-        "NOREBOOT_FAULT_KILL_AFTER=loaded /usr/sbin/noreboot apply /root/l2.nrb",
-    );
-    assert_eq!(code, 137);
-    g.exec_ok("umount /var/lib/noreboot").unwrap();
-    g.shutdown().unwrap();
-    let mut g = lab::Guest::boot(&make()).unwrap();
-    let out = g.exec_ok("cat /run/boot.rc /run/boot.out").unwrap();
+    let (mut g, out) = down_after(g, "loaded");
     assert!(
-        out.starts_with("0\n")
-            && out.contains("crash guard: the machine went down while level 2")
+        out.contains("crash guard: the machine went down while level 2")
             && out.contains("(step loaded)")
             && out.contains("level 1 (nrtest_l1) re-applied"),
         "{out}"

@@ -92,19 +92,9 @@ impl Agent {
         let now_boot = state::boot_id(&self.cfg.kernel.proc);
         let same_boot = !now_boot.is_empty() && j.boot_id == now_boot;
         if !j.step.touched_kernel() {
-            self.journal().clear().map_err(AgentError::failed)?;
             let note =
                 format!("an apply of {what}, before the kernel was touched: nothing to undo");
-            self.log(
-                &j.action,
-                j.level,
-                &j.name,
-                "abandoned",
-                started,
-                note.clone(),
-            )?;
-            out.notes.push(note);
-            return Ok(());
+            return self.abandoned(&j, note, out, started);
         }
         if same_boot {
             self.resolve_same_boot(j, &what, foreign, out, started)
@@ -236,9 +226,21 @@ impl Agent {
             done =
                 "a live patch of that name runs that is not the level's module: left alone".into();
         }
-        self.journal().clear().map_err(AgentError::failed)?;
         let note =
             format!("an agent stopped during an apply of {what}; {done}; nothing else to undo");
+        self.abandoned(&j, note, out, started)
+    }
+
+    /// An apply that left nothing to finish: its journal goes, the note is
+    /// audited (as `abandoned`, under the apply's action) and reported.
+    fn abandoned(
+        &self,
+        j: &Journal,
+        note: String,
+        out: &mut Reconciled,
+        started: Instant,
+    ) -> Result<(), AgentError> {
+        self.journal().clear().map_err(AgentError::failed)?;
         self.log(
             &j.action,
             j.level,

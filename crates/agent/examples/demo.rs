@@ -65,7 +65,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("noreboot-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let build = workspace_bin("noreboot-build", "build");
+    let build = workspace_bin("noreboot-build", "factory");
     let server = workspace_bin("noreboot-server", "server");
     let agent = workspace_bin("noreboot", "agent");
 

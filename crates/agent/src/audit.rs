@@ -107,6 +107,21 @@ impl AuditLog {
         &self.path
     }
 
+    /// Fails unless the log can be opened for appending (created if
+    /// missing): checked before an action touches the kernel, so a log
+    /// that cannot take the action's entry stops it while nothing changed.
+    pub fn check_writable(&self) -> Result<(), AuditError> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map(drop)
+            .map_err(|source| AuditError {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     fn head_path(&self) -> PathBuf {
         self.path.with_extension("head")
     }

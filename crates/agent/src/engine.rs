@@ -1,9 +1,10 @@
-//! The agent's actions on the running kernel: apply a verified bundle and
-//! watch its transition (signal, then reverse on a stall), check health,
-//! revert to a cached level, unload everything of ours, and re-apply at
-//! boot behind the crash guard. The invariant every path keeps: after any
-//! failure the previously active level is still the active one and no
-//! module of a failed level stays loaded.
+//! The agent's actions on the running kernel: apply a verified bundle as
+//! journaled steps (`apply`), make the recorded state agree with the kernel
+//! and re-apply at boot behind the crash guard (`reconcile`), revert to a
+//! cached level, unload everything of ours. The invariant every path
+//! keeps: after any failure the previously active level is still the
+//! active one and no module of a failed level stays loaded; after any
+//! stop, even SIGKILL, the next command brings state and kernel together.
 //!
 //! A live patch is ours only when its module is a level this agent
 //! verified: the identity notes the kernel shows for the loaded module
@@ -13,7 +14,8 @@
 //! since each level replaces all live patches atomically, loading a level
 //! while one is loaded is refused unless the caller allows it.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,7 +28,11 @@ use serde::Serialize;
 
 use crate::audit::{self, AuditLog, Entry};
 use crate::config::Config;
-use crate::state::{self, Applied, KernelState, LevelRecord, Marker, Skipped, Store};
+use crate::journal::JournalFile;
+use crate::state::{self, KernelState, Store};
+
+mod apply;
+mod reconcile;
 
 /// Taint bits a live patch is expected to add: K (livepatch), O (out of
 /// tree), E (unsigned module). Any other new bit is a health failure.
@@ -53,6 +59,17 @@ pub enum AgentError {
 impl AgentError {
     pub(crate) fn failed(e: impl std::fmt::Display) -> AgentError {
         AgentError::Failed(e.to_string())
+    }
+
+    /// The same error (and exit status) with a note after its message.
+    pub(crate) fn with_note(&self, note: String) -> AgentError {
+        let add = |m: &String| format!("{m}; {note}");
+        match self {
+            AgentError::Refused(m) => AgentError::Refused(add(m)),
+            AgentError::RolledBack(m) => AgentError::RolledBack(add(m)),
+            AgentError::Nothing(m) => AgentError::Nothing(add(m)),
+            AgentError::Failed(m) => AgentError::Failed(add(m)),
+        }
     }
 }
 
@@ -186,6 +203,8 @@ pub struct Agent {
     /// The trusted keys, loaded once per run (so a key file left out is
     /// reported and audited once).
     keys: OnceCell<TrustedKeys>,
+    /// Identity notes of cached levels' modules, verified this run.
+    notes: RefCell<BTreeMap<u32, ModuleNotes>>,
 }
 
 impl Agent {
@@ -206,6 +225,7 @@ impl Agent {
             identity,
             build_id,
             keys: OnceCell::new(),
+            notes: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -314,6 +334,11 @@ impl Agent {
         Ok(st)
     }
 
+    /// This kernel's apply journal.
+    fn journal(&self) -> JournalFile {
+        self.store.journal(&self.build_id)
+    }
+
     fn save_state(&self, s: &KernelState) -> Result<(), AgentError> {
         self.store
             .save(&self.build_id, s)
@@ -407,13 +432,25 @@ impl Agent {
     }
 
     /// The identity notes of a cached level's module, from its bundle
-    /// verified now.
+    /// verified once per run (a command asks several times: reconciling,
+    /// planning, reporting; each verification is a signature check).
     fn level_notes(&self, level: u32) -> Result<ModuleNotes, AgentError> {
+        if let Some(n) = self.notes.borrow().get(&level) {
+            return Ok(n.clone());
+        }
         let keys = self.keys()?;
         let path = self.store.bundle_path(&self.build_id, level);
         let (_, vb) = self.open_file(&path, &keys)?;
-        ModuleNotes::from_module(&vb.module)
-            .map_err(|e| AgentError::Failed(format!("{}: {e}", path.display())))
+        let notes = ModuleNotes::from_module(&vb.module)
+            .map_err(|e| AgentError::Failed(format!("{}: {e}", path.display())))?;
+        self.notes.borrow_mut().insert(level, notes.clone());
+        Ok(notes)
+    }
+
+    /// Forgets what [`Agent::level_notes`] read of a level whose cached
+    /// bundle is being replaced.
+    fn forget_notes(&self, level: u32) {
+        self.notes.borrow_mut().remove(&level);
     }
 
     /// Appends to the audit log; a log that cannot be written is an error
@@ -481,403 +518,6 @@ impl Agent {
         Ok(())
     }
 
-    /// Applies a verified bundle: the heart of the agent.
-    pub fn apply(
-        &self,
-        bytes: &[u8],
-        vb: &bundle::VerifiedBundle,
-        action: &str,
-        foreign: Foreign,
-    ) -> Result<ApplyReport, AgentError> {
-        let started = Instant::now();
-        let m = &vb.manifest;
-        let r = self.apply_inner(bytes, vb, started, true, foreign);
-        match &r {
-            Ok(rep) => {
-                let result = if rep.changed { "ok" } else { "no-op" };
-                let mut detail = format!(
-                    "from level {}; load {:.1} ms, transition {:.1} ms",
-                    rep.previous, rep.load_ms, rep.transition_ms
-                );
-                if rep.signalled {
-                    detail.push_str("; blocking tasks were signalled");
-                }
-                for n in &rep.notes {
-                    detail.push_str("; ");
-                    detail.push_str(n);
-                }
-                self.log(action, m.level, &m.name, result, started, detail)?;
-                if !rep.replaced_foreign.is_empty() {
-                    self.log(
-                        "replace-foreign",
-                        m.level,
-                        &m.name,
-                        "ok",
-                        started,
-                        format!(
-                            "level {} replaced foreign live patches {}, allowed by --replace-foreign",
-                            m.level,
-                            rep.replaced_foreign.join(", ")
-                        ),
-                    )?;
-                }
-            }
-            Err(e) => {
-                let result = match e {
-                    AgentError::Refused(_) => "refused",
-                    AgentError::RolledBack(_) => "rolled-back",
-                    _ => "failed",
-                };
-                self.log(action, m.level, &m.name, result, started, e.to_string())?;
-            }
-        }
-        r
-    }
-
-    /// `check_health: false` when putting a previous level back after a
-    /// failed health check: that level passed its own check before, and
-    /// checking it again with the same failing command would bounce
-    /// between the two levels for ever.
-    fn apply_inner(
-        &self,
-        bytes: &[u8],
-        vb: &bundle::VerifiedBundle,
-        started: Instant,
-        check_health: bool,
-        foreign: Foreign,
-    ) -> Result<ApplyReport, AgentError> {
-        let m = &vb.manifest;
-        self.check_kernel(m)?;
-        let mut st = self.state()?;
-        st.release = self.identity.release.clone();
-        // Our patch names must be known before the kernel shows them.
-        if let Some(other) = st.levels.get(&m.level).filter(|r| r.name != m.name) {
-            return Err(AgentError::Refused(format!(
-                "level {} is already cached as patch {}, this bundle names it {}",
-                m.level, other.name, m.name
-            )));
-        }
-        let all = self.lp.patches().map_err(AgentError::failed)?;
-        if let Some(busy) = all.iter().find(|p| p.transition) {
-            return Err(AgentError::Failed(format!(
-                "live patch {} is still in transition; try again when it has finished",
-                busy.name
-            )));
-        }
-        let live = self.live_patches(&st)?;
-        let before = live.active();
-        let previous = before.as_ref().map(|b| b.0).unwrap_or(0);
-        if before.as_ref().is_some_and(|(_, n)| *n == m.name) {
-            return Ok(ApplyReport {
-                level: m.level,
-                name: m.name.clone(),
-                previous,
-                changed: false,
-                signalled: false,
-                load_ms: 0.0,
-                transition_ms: 0.0,
-                total_ms: ms(started.elapsed()),
-                unload_ms: 0.0,
-                agent_overhead_ms: ms(started.elapsed()),
-                peak_rss_kib: peak_rss_kib(),
-                replaced_foreign: Vec::new(),
-                notes: vec!["already active".into()],
-            });
-        }
-        let mut notes = Vec::new();
-        // The kernel cannot load a second module of this name, so even
-        // --replace-foreign cannot help; nor may the agent unload it.
-        if let Some(f) = live.foreign.iter().find(|f| f.name == m.name) {
-            return Err(AgentError::Refused(format!(
-                "a live patch named {} is loaded that is not level {} ({}); the kernel cannot load a second module of that name: disable it ({}/enabled) and unload it first",
-                f.name,
-                m.level,
-                f.why,
-                self.lp.dir(&f.name).display()
-            )));
-        }
-        let replaced_foreign: Vec<String> = live.foreign.iter().map(|f| f.name.clone()).collect();
-        if !live.foreign.is_empty() {
-            if foreign == Foreign::Refuse {
-                return Err(AgentError::Refused(format!(
-                    "foreign live patches are loaded: {}. Level {} replaces live patches atomically: loading it would disable every other live patch, these too, and undo whatever they fix. Remove them, or apply with --replace-foreign to replace them",
-                    describe_foreign(&live.foreign),
-                    m.level
-                )));
-            }
-            notes.push(format!(
-                "replacing foreign live patches {} (--replace-foreign); their modules stay loaded",
-                replaced_foreign.join(", ")
-            ));
-        }
-        // A module of this name without a live patch is what a replaced
-        // level leaves behind; it cannot be enabled again, only reloaded.
-        // One that is not a level's module is not ours to remove.
-        if livepatch::module_loaded(&self.cfg.kernel.sys, &m.name)
-            && !all.iter().any(|p| p.name == m.name)
-        {
-            let this = ModuleNotes::from_module(&vb.module).unwrap_or_default();
-            let same = ModuleNotes::loaded(&self.cfg.kernel.sys, &m.name)
-                .map(|n| n.compare_with_file(&this) == Comparison::Same)
-                .unwrap_or(false);
-            if !same {
-                if let Err(why) = self.identify(&m.name, &st) {
-                    return Err(AgentError::Refused(format!(
-                        "a module named {} is loaded that is not level {} ({why}); the kernel cannot load a second module of that name: unload it first",
-                        m.name, m.level
-                    )));
-                }
-            }
-            livepatch::unload_module(&m.name).map_err(AgentError::failed)?;
-            notes.push(format!("removed stale module {}", m.name));
-        }
-
-        self.store
-            .save_bundle(&self.build_id, m.level, bytes)
-            .map_err(AgentError::failed)?;
-        st.levels.entry(m.level).or_insert_with(|| LevelRecord {
-            name: m.name.clone(),
-            applied_at: None,
-        });
-        self.save_state(&st)?;
-
-        let marker = Marker {
-            level: m.level,
-            name: m.name.clone(),
-            boot_id: state::boot_id(&self.cfg.kernel.proc),
-            at: audit::now(),
-        };
-        self.store
-            .set_marker(&self.build_id, &marker)
-            .map_err(AgentError::failed)?;
-        let taint_before = livepatch::tainted(&self.cfg.kernel.proc).unwrap_or(0);
-
-        let load_start = Instant::now();
-        let loaded = load(&m.name, &vb.module);
-        let load_ms = ms(load_start.elapsed());
-        if let Err(e) = loaded {
-            self.store
-                .clear_marker(&self.build_id)
-                .map_err(AgentError::failed)?;
-            return Err(e);
-        }
-
-        let t_start = Instant::now();
-        let watched = self.watch(&m.name);
-        let transition_ms = ms(t_start.elapsed());
-        let signalled = match watched {
-            Ok(s) => s,
-            Err(e) => {
-                self.store
-                    .clear_marker(&self.build_id)
-                    .map_err(AgentError::failed)?;
-                return Err(e);
-            }
-        };
-
-        // The replaced level's module stays loaded but is no patch any more.
-        let mut unload_ms = 0.0;
-        if let Some((_, old)) = &before {
-            if self.lp.state(old).map_err(AgentError::failed)?.is_none() {
-                let u = Instant::now();
-                let r = livepatch::unload_module(old);
-                unload_ms = ms(u.elapsed());
-                match r {
-                    Ok(()) => notes.push(format!("unloaded replaced module {old}")),
-                    Err(e) => notes.push(format!("replaced module {old} stays loaded: {e}")),
-                }
-            }
-        }
-
-        let healthy = if check_health {
-            self.health(&m.name, taint_before)
-        } else {
-            Ok(())
-        };
-        if let Err(why) = healthy {
-            let back = self.put_back(before.as_ref().map(|b| b.0), &m.name, foreign);
-            self.store
-                .clear_marker(&self.build_id)
-                .map_err(AgentError::failed)?;
-            return Err(AgentError::RolledBack(format!(
-                "level {} failed its health check: {why}; {back}",
-                m.level
-            )));
-        }
-
-        let now = audit::now();
-        if let Some(r) = st.levels.get_mut(&m.level) {
-            r.applied_at = Some(now.clone());
-        }
-        st.wanted = Some(Applied {
-            level: m.level,
-            name: m.name.clone(),
-            at: now,
-        });
-        st.skipped.retain(|s| s.level != m.level);
-        self.save_state(&st)?;
-        self.write_scanner_files(Some(m))?;
-        self.store
-            .clear_marker(&self.build_id)
-            .map_err(AgentError::failed)?;
-        let total_ms = ms(self.started.elapsed().max(started.elapsed()));
-        Ok(ApplyReport {
-            level: m.level,
-            name: m.name.clone(),
-            previous,
-            changed: true,
-            signalled,
-            load_ms,
-            transition_ms,
-            total_ms,
-            unload_ms,
-            agent_overhead_ms: (total_ms - load_ms - transition_ms - unload_ms).max(0.0),
-            peak_rss_kib: peak_rss_kib(),
-            replaced_foreign,
-            notes,
-        })
-    }
-
-    /// Waits for the transition of a freshly loaded patch; on a stall,
-    /// signals, then reverses it and unloads the module. Ok(signalled).
-    fn watch(&self, name: &str) -> Result<bool, AgentError> {
-        let t = &self.cfg.transition;
-        let start = Instant::now();
-        let kmsg = self.cfg.kernel.dev.join("kmsg");
-        let kernel_signals = livepatch::kmsg_count(&kmsg, livepatch::SIGNAL_MESSAGE);
-        let mut signalled = false;
-        let mut asked = false;
-        let mut poll = Duration::from_micros(500);
-        loop {
-            let s = self
-                .lp
-                .state(name)
-                .map_err(AgentError::failed)?
-                .ok_or_else(|| {
-                    AgentError::Failed(format!(
-                        "module {name} loaded but the kernel shows no live patch of that name (is it a livepatch module?)"
-                    ))
-                })?;
-            if !s.transition {
-                if s.enabled {
-                    if !signalled && waited_long(start) {
-                        signalled = livepatch::kmsg_count(&kmsg, livepatch::SIGNAL_MESSAGE)
-                            > kernel_signals;
-                    }
-                    return Ok(signalled);
-                }
-                let _ = livepatch::unload_module(name);
-                return Err(AgentError::Failed(format!(
-                    "live patch {name} was disabled during its transition"
-                )));
-            }
-            let waited = start.elapsed();
-            if !asked && waited >= t.signal_after {
-                // Kernels without the signal file signal by themselves.
-                signalled = self.lp.signal(name).map_err(AgentError::failed)?;
-                asked = true;
-            }
-            if waited >= t.timeout {
-                if !signalled {
-                    signalled =
-                        livepatch::kmsg_count(&kmsg, livepatch::SIGNAL_MESSAGE) > kernel_signals;
-                }
-                let tasks = livepatch::blocking_tasks(&self.cfg.kernel.proc, 1);
-                let undone = self.reverse(name);
-                return Err(AgentError::RolledBack(format!(
-                    "transition of {name} did not finish within {}{}; {}; blocking tasks: {}",
-                    humantime::format_duration(t.timeout),
-                    if signalled {
-                        " (blocking tasks were signalled)"
-                    } else {
-                        " (blocking tasks were not signalled: the kernel does so after 15 s)"
-                    },
-                    undone,
-                    describe_tasks(&tasks)
-                )));
-            }
-            std::thread::sleep(poll);
-            poll = (poll * 2).min(Duration::from_millis(20));
-        }
-    }
-
-    /// Reverses a patch in transition (or disables an active one), waits
-    /// for that, and unloads its module. Says what happened.
-    fn reverse(&self, name: &str) -> String {
-        if let Err(e) = self.lp.disable(name) {
-            return format!("disabling {name} failed: {e}");
-        }
-        let deadline = Instant::now() + self.cfg.transition.timeout;
-        let mut signalled = false;
-        loop {
-            match self.lp.state(name) {
-                Ok(None) => break,
-                Ok(Some(s)) if !s.transition && !s.enabled => break,
-                Ok(_) => {}
-                Err(e) => return format!("watching the reversal of {name} failed: {e}"),
-            }
-            if Instant::now() >= deadline {
-                if !signalled {
-                    let _ = self.lp.signal(name);
-                    signalled = true;
-                    continue;
-                }
-                return format!(
-                    "the reversal of {name} is still in transition; module left loaded"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        match unload_when_free(name) {
-            Ok(()) => format!("reversed and unloaded {name}, the previous level is active"),
-            Err(e) => format!("reversed {name} but could not unload it: {e}"),
-        }
-    }
-
-    /// After a failed health check: the previous level back (from the
-    /// cache), or no patch if there was none.
-    fn put_back(&self, previous: Option<u32>, failed: &str, foreign: Foreign) -> String {
-        match previous {
-            Some(level) => {
-                let res = self.keys().and_then(|keys| {
-                    let path = self.store.bundle_path(&self.build_id, level);
-                    let (bytes, vb) = self.open_file(&path, &keys)?;
-                    self.apply_inner(&bytes, &vb, Instant::now(), false, foreign)
-                });
-                match res {
-                    Ok(_) => {
-                        let _ = unload_when_free(failed);
-                        format!("level {level} is active again")
-                    }
-                    Err(e) => format!("putting level {level} back failed: {e}"),
-                }
-            }
-            None => self.reverse(failed),
-        }
-    }
-
-    /// Checks a level that completed its transition.
-    fn health(&self, name: &str, taint_before: u64) -> Result<(), String> {
-        match self.lp.state(name) {
-            Ok(Some(s)) if s.enabled && !s.transition => {}
-            Ok(s) => return Err(format!("patch state after transition: {s:?}")),
-            Err(e) => return Err(e.to_string()),
-        }
-        if let Ok(after) = livepatch::tainted(&self.cfg.kernel.proc) {
-            let new = after & !taint_before & !EXPECTED_TAINT;
-            if new != 0 {
-                return Err(format!(
-                    "the kernel became tainted (new flags {new:#x}: a WARN or oops while patching)"
-                ));
-            }
-        }
-        let h = &self.cfg.health;
-        if !h.command.is_empty() {
-            run_health_command(&h.command, h.command_timeout)?;
-        }
-        Ok(())
-    }
-
     /// Puts a cached level in place (revert, boot).
     pub fn apply_cached(
         &self,
@@ -893,7 +533,14 @@ impl Agent {
                 path.display()
             )));
         }
-        let (bytes, vb) = self.open_file(&path, &keys)?;
+        let started = Instant::now();
+        let (bytes, vb) = match self.open_file(&path, &keys) {
+            Ok(x) => x,
+            Err(e) => {
+                self.log(action, level, "", "refused", started, e.to_string())?;
+                return Err(e);
+            }
+        };
         self.apply(&bytes, &vb, action, foreign)
     }
 
@@ -901,6 +548,18 @@ impl Agent {
     pub fn unload_all(&self, action: &str) -> Result<Vec<String>, AgentError> {
         let started = Instant::now();
         let mut st = self.state()?;
+        // Nothing is touched unless the outcome can be recorded.
+        self.audit
+            .check_writable()
+            .map_err(|e| AgentError::Failed(format!("nothing unloaded: {e}")))?;
+        // The state first: an agent killed after this and before the
+        // kernel let go leaves a level running that the state does not
+        // keep, which the next command records as kept again (the kernel
+        // is the truth of what runs), never a state that wants a level
+        // the user removed.
+        let wanted = st.wanted.take();
+        self.save_state(&st)
+            .map_err(|e| AgentError::Failed(format!("nothing unloaded: {e}")))?;
         let mut done = Vec::new();
         let mut errors = Vec::new();
         for p in self.live(&st)? {
@@ -924,9 +583,13 @@ impl Agent {
             }
         }
         if errors.is_empty() {
-            st.wanted = None;
-            self.save_state(&st)?;
             self.write_scanner_files(None)?;
+        } else if self.live(&st)?.is_empty() {
+            // Reversed, only a module left behind: nothing of ours runs.
+            self.write_scanner_files(None)?;
+        } else {
+            st.wanted = wanted;
+            self.save_state(&st)?;
         }
         let detail = if errors.is_empty() {
             format!(
@@ -984,133 +647,6 @@ impl Agent {
         self.apply_cached(target, "revert", foreign).map(Some)
     }
 
-    /// `boot`: the crash guard, then the wanted level from the cache.
-    pub fn boot(&self, foreign: Foreign) -> Result<BootReport, AgentError> {
-        let started = Instant::now();
-        let mut st = self.state()?;
-        let mut report = BootReport::default();
-        // The marker is written whole (rename into place), so one that
-        // cannot be read was not left by a load that crashed: it names no
-        // level to hold back, and must not hold back every level.
-        let marker = match self.store.marker(&self.build_id) {
-            Ok(m) => m,
-            Err(state::StateError::Corrupt { path, message }) => {
-                self.store
-                    .clear_marker(&self.build_id)
-                    .map_err(AgentError::failed)?;
-                let note = format!(
-                    "crash guard: the marker {} could not be read ({message}) and was removed; it names no level to skip",
-                    path.display()
-                );
-                self.log("crash-guard", 0, "", "no-op", started, note.clone())?;
-                report.notes.push(note);
-                None
-            }
-            Err(e) => return Err(AgentError::failed(e)),
-        };
-        if let Some(marker) = marker {
-            let now_boot = state::boot_id(&self.cfg.kernel.proc);
-            let reason = if marker.boot_id != now_boot {
-                format!(
-                    "crash guard: the machine went down while level {} ({}) was being applied at {}",
-                    marker.level, marker.name, marker.at
-                )
-            } else {
-                format!(
-                    "crash guard: an agent stopped while applying level {} ({}) at {}",
-                    marker.level, marker.name, marker.at
-                )
-            };
-            if !st.is_skipped(marker.level) {
-                st.skipped.push(Skipped {
-                    level: marker.level,
-                    reason: reason.clone(),
-                    at: audit::now(),
-                });
-            }
-            if st.wanted.as_ref().is_some_and(|w| w.level == marker.level) {
-                st.wanted = None;
-            }
-            self.save_state(&st)?;
-            self.store
-                .clear_marker(&self.build_id)
-                .map_err(AgentError::failed)?;
-            self.log(
-                "crash-guard",
-                marker.level,
-                &marker.name,
-                "skipped",
-                started,
-                reason.clone(),
-            )?;
-            report.skipped = Some(marker.level);
-            report.notes.push(reason);
-        }
-        match st.wanted.clone() {
-            Some(w) => {
-                // The cached bundle of the wanted level may be damaged
-                // (truncated by a full disk, say): the newest cached level
-                // below it that still verifies and was not skipped keeps
-                // the host patched meanwhile.
-                let keys = self.keys()?;
-                let intact = |l: u32| {
-                    let p = self.store.bundle_path(&self.build_id, l);
-                    p.exists() && self.open_file(&p, &keys).is_ok()
-                };
-                let level = if intact(w.level) {
-                    w.level
-                } else {
-                    let below = self
-                        .store
-                        .cached_levels(&self.build_id)
-                        .map_err(AgentError::failed)?
-                        .into_iter()
-                        .filter(|l| *l < w.level && !st.is_skipped(*l) && intact(*l))
-                        .max();
-                    match below {
-                        Some(l) => {
-                            let note = format!(
-                                "the cached bundle of level {} does not verify; level {l}, the newest intact one below it, is applied instead",
-                                w.level
-                            );
-                            self.log("boot", w.level, &w.name, "failed", started, note.clone())?;
-                            report.notes.push(note);
-                            l
-                        }
-                        None => w.level,
-                    }
-                };
-                let rep = self.apply_cached(level, "boot", foreign)?;
-                report.applied = Some(rep);
-            }
-            None => {
-                // A level left by a crash guard skip: the last good one
-                // below it, if any was applied before.
-                let fallback = st
-                    .levels
-                    .iter()
-                    .filter(|(l, r)| r.applied_at.is_some() && !st.is_skipped(**l))
-                    .map(|(l, _)| *l)
-                    .filter(|l| report.skipped.is_none_or(|s| *l < s))
-                    .max();
-                if let (Some(level), Some(_)) = (fallback, report.skipped) {
-                    report.applied = Some(self.apply_cached(level, "boot", foreign)?);
-                }
-            }
-        }
-        if report.applied.is_none() {
-            self.log(
-                "boot",
-                0,
-                "",
-                "no-op",
-                started,
-                "no level to re-apply".into(),
-            )?;
-        }
-        Ok(report)
-    }
-
     /// Rewrites the scanner files for the level now active (`None`: no
     /// patch: the kernel's own version).
     pub fn write_scanner_files(&self, m: Option<&Manifest>) -> Result<(), AgentError> {
@@ -1131,17 +667,6 @@ impl Agent {
         let path = self.store.bundle_path(&self.build_id, level);
         Ok(self.open_file(&path, keys)?.1.manifest)
     }
-}
-
-/// What `boot` did.
-#[derive(Debug, Default, Serialize)]
-pub struct BootReport {
-    /// The level the crash guard skipped.
-    pub skipped: Option<u32>,
-    /// The level re-applied.
-    pub applied: Option<ApplyReport>,
-    /// Notes.
-    pub notes: Vec<String>,
 }
 
 /// `uname -v` as it reads with the level's effective version: the

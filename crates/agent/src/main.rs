@@ -4,14 +4,6 @@
 //! people and scanners what the kernel is now protected against. Errors
 //! become exit codes in `exit_code` only.
 
-mod audit;
-mod config;
-mod engine;
-mod lock;
-mod server;
-mod state;
-mod update;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,9 +11,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::engine::{Agent, AgentError};
-use crate::lock::{AgentLock, LockError};
+use agent::config::{self, Config};
+use agent::engine::{self, Agent, AgentError};
+use agent::lock::{AgentLock, LockError};
+use agent::{client, state, update};
 
 #[derive(Parser)]
 #[command(
@@ -176,10 +169,29 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("noreboot: {e:#}");
+            eprintln!("noreboot: {}", render_error(&e));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: errors here say
+/// their cause in their own message (`audit log PATH: No space left on
+/// device`) and also keep it as their source, which a plain chain would
+/// print a second time.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// The one place errors become exit codes.
@@ -221,6 +233,49 @@ fn lock(agent: &Agent, what: &str) -> anyhow::Result<AgentLock> {
     Ok(l)
 }
 
+/// Takes the lock and makes the recorded state agree with the kernel
+/// (an apply an agent left unfinished is finished or undone) before a
+/// command acts; what was found goes to stderr.
+fn lock_reconciled(
+    agent: &Agent,
+    what: &str,
+    foreign: engine::Foreign,
+) -> anyhow::Result<AgentLock> {
+    let l = lock(agent, what)?;
+    for n in agent.reconcile(foreign)?.notes {
+        eprintln!("noreboot: {n}");
+    }
+    Ok(l)
+}
+
+/// For commands that report: reconcile when no other agent is at work
+/// (never waiting for one), else say so. A state directory this user
+/// cannot lock (not root) is read as it is. Returns notes for the report.
+fn reconcile_if_free(agent: &Agent, what: &str) -> anyhow::Result<Vec<String>> {
+    if agent.store.ensure().is_err() {
+        return Ok(Vec::new());
+    }
+    match AgentLock::acquire(
+        &agent.store.lock_path(),
+        std::time::Duration::ZERO,
+        what,
+        |_| {},
+    ) {
+        // What the command reports matters more than reconciling now (a
+        // full disk, say): the reason is one of its notes.
+        Ok(_l) => Ok(match agent.reconcile(engine::Foreign::Refuse) {
+            Ok(r) => r.notes,
+            Err(e) => vec![format!(
+                "the recorded state could not be brought in line with the kernel: {e}"
+            )],
+        }),
+        Err(LockError::Busy { holder, .. }) => Ok(vec![format!(
+            "another noreboot is at work ({holder}): what this shows may be about to change"
+        )]),
+        Err(LockError::Io { .. }) => Ok(Vec::new()),
+    }
+}
+
 fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -234,59 +289,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let agent = Agent::new(cfg)?;
     let json = cli.json;
     match cli.command {
-        Cmd::Status => status(&agent, json),
+        Cmd::Status => {
+            let notes = reconcile_if_free(&agent, "status")?;
+            status(&agent, json, notes)
+        }
         Cmd::Apply {
             file,
             allow_downgrade,
             foreign,
-        } => {
-            let _l = lock(&agent, &format!("apply {}", file.display()))?;
-            let keys = agent.keys()?;
-            let (bytes, vb) = match agent.open_file(&file, &keys) {
-                Ok(x) => x,
-                Err(e) => {
-                    agent.log(
-                        "apply",
-                        0,
-                        "",
-                        "refused",
-                        std::time::Instant::now(),
-                        e.to_string(),
-                    )?;
-                    return Err(e.into());
-                }
-            };
-            // An older level, validly signed, must not replace a newer one
-            // unasked: that would quietly take fixes away.
-            let started = std::time::Instant::now();
-            let active = agent.active(&agent.state()?)?.map(|(level, _)| level);
-            let m = &vb.manifest;
-            if let Some(active) = active.filter(|a| m.level < *a) {
-                if !allow_downgrade {
-                    let e = AgentError::Refused(format!(
-                        "{}: level {} is older than the active level {active}: a downgrade takes fixes away; `noreboot revert` goes back to an earlier level, or apply with --allow-downgrade",
-                        file.display(),
-                        m.level
-                    ));
-                    agent.log("apply", m.level, &m.name, "refused", started, e.to_string())?;
-                    return Err(e.into());
-                }
-            }
-            let rep = agent.apply(&bytes, &vb, "apply", foreign.policy())?;
-            if let Some(active) = active.filter(|a| m.level < *a) {
-                agent.log(
-                    "downgrade",
-                    m.level,
-                    &m.name,
-                    "ok",
-                    started,
-                    format!("from level {active}, allowed by --allow-downgrade"),
-                )?;
-            }
-            report_apply(&rep, json)
-        }
+        } => apply(&agent, &file, allow_downgrade, foreign.policy(), json),
         Cmd::Update { foreign } => {
-            let _l = lock(&agent, "update")?;
+            let _l = lock_reconciled(&agent, "update", foreign.policy())?;
             let rep = update::run(&agent, foreign.policy())?;
             if json {
                 print_json(&rep)?;
@@ -295,50 +308,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Register { server, key, tags } => {
-            let _l = lock(&agent, "register")?;
-            let client = server::Client::new(&server, None, &agent.cfg.server)?;
-            let hostname = rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned();
-            let r = client.register(&protocol::RegisterRequest {
-                registration_key: key,
-                hostname,
-                kernel: update::kernel(&agent),
-                agent_version: env!("CARGO_PKG_VERSION").into(),
-                tags,
-            })?;
-            let reg = server::Registration {
-                url: server.trim_end_matches('/').to_string(),
-                host_id: r.host_id.clone(),
-                token: r.token,
-                feed: r.feed.clone(),
-            };
-            agent.store.ensure()?;
-            reg.save(agent.store.root())?;
-            agent.log(
-                "register",
-                0,
-                "",
-                "ok",
-                std::time::Instant::now(),
-                format!("host {} on feed {} of {}", r.host_id, r.feed, reg.url),
-            )?;
-            if json {
-                print_json(
-                    &serde_json::json!({"host_id": r.host_id, "feed": r.feed, "server": reg.url}),
-                )?;
-            } else {
-                println!(
-                    "registered with {} as host {} on feed {}",
-                    reg.url, r.host_id, r.feed
-                );
-            }
-            Ok(0)
-        }
+        Cmd::Register { server, key, tags } => register(&agent, &server, key, tags, json),
         Cmd::Revert { to, foreign } => {
-            let _l = lock(&agent, "revert")?;
+            let _l = lock_reconciled(&agent, "revert", foreign.policy())?;
             match agent.revert(to, foreign.policy())? {
                 Some(rep) => report_apply(&rep, json),
                 None => {
@@ -352,7 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Cmd::Unload => {
-            let _l = lock(&agent, "unload")?;
+            let _l = lock_reconciled(&agent, "unload", engine::Foreign::Refuse)?;
             let done = agent.unload_all("unload")?;
             if json {
                 print_json(&serde_json::json!({ "unloaded": done }))?;
@@ -386,102 +358,250 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             release,
             kernel_version,
             machine,
-        } => {
-            let u = rustix::system::uname();
-            let eff = effective_version(&agent);
-            let mut fields = Vec::new();
-            let none = !(kernel_name || nodename || release || kernel_version || machine);
-            if all || kernel_name || none {
-                fields.push(u.sysname().to_string_lossy().into_owned());
+        } => uname(
+            &agent,
+            UnameFields {
+                all,
+                kernel_name,
+                nodename,
+                release,
+                kernel_version,
+                machine,
+            },
+            json,
+        ),
+        Cmd::Patches => {
+            for n in reconcile_if_free(&agent, "patches")? {
+                eprintln!("noreboot: {n}");
             }
-            if all || nodename {
-                fields.push(u.nodename().to_string_lossy().into_owned());
-            }
-            if all || release {
-                fields.push(agent.identity.release.clone());
-            }
-            if all || kernel_version {
-                fields.push(eff.clone());
-            }
-            if all || machine {
-                fields.push(u.machine().to_string_lossy().into_owned());
-            }
-            if all {
-                fields.push("GNU/Linux".into());
-            }
-            if json {
-                print_json(&serde_json::json!({
-                    "sysname": u.sysname().to_string_lossy(),
-                    "nodename": u.nodename().to_string_lossy(),
-                    "release": agent.identity.release,
-                    "version": eff,
-                    "kernel_version": agent.identity.version,
-                    "machine": u.machine().to_string_lossy(),
-                }))?;
-            } else {
-                println!("{}", fields.join(" "));
-            }
-            Ok(0)
+            patches(&agent, json)
         }
-        Cmd::Patches => patches(&agent, json),
-        Cmd::Log { verify: true, .. } => {
-            let v = agent.audit.verify()?;
-            if json {
-                print_json(&v)?;
-            } else if v.problems.is_empty() {
-                println!(
-                    "{}: intact, {} chained entries{}",
-                    agent.audit.path().display(),
-                    v.checked,
-                    if v.unchained > 0 {
-                        format!(" ({} older ones written before the chain)", v.unchained)
-                    } else {
-                        String::new()
-                    }
-                );
-            } else {
-                for p in &v.problems {
-                    println!("{}: {p}", agent.audit.path().display());
-                }
-            }
-            Ok(if v.problems.is_empty() { 0 } else { 1 })
-        }
-        Cmd::Log { last, .. } => {
-            let r = agent.audit.read()?;
-            let skip = last.map(|n| r.entries.len().saturating_sub(n)).unwrap_or(0);
-            let entries = &r.entries[skip..];
-            if json {
-                print_json(&entries)?;
-            } else {
-                for e in entries {
-                    println!(
-                        "{} {:<11} level {:<3} {:<11} {:>6} ms  {}  {}{}",
-                        e.time,
-                        e.action,
-                        e.level,
-                        e.result,
-                        e.duration_ms,
-                        e.invoker,
-                        e.name,
-                        if e.detail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", e.detail)
-                        }
-                    );
-                }
-            }
-            if r.skipped > 0 {
-                eprintln!(
-                    "noreboot: {} unreadable line(s) in {} (torn by a crash?)",
-                    r.skipped,
-                    agent.audit.path().display()
-                );
-            }
-            Ok(0)
-        }
+        Cmd::Log { verify: true, .. } => log_verify(&agent, json),
+        Cmd::Log { last, .. } => log(&agent, last, json),
         Cmd::Bundle(_) => unreachable!("handled above"),
     }
+}
+
+/// `apply FILE`: verify, refuse a downgrade unless allowed, apply.
+fn apply(
+    agent: &Agent,
+    file: &std::path::Path,
+    allow_downgrade: bool,
+    policy: engine::Foreign,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let _l = lock_reconciled(agent, &format!("apply {}", file.display()), policy)?;
+    let keys = agent.keys()?;
+    let (bytes, vb) = match agent.open_file(file, &keys) {
+        Ok(x) => x,
+        Err(e) => {
+            agent.log(
+                "apply",
+                0,
+                "",
+                "refused",
+                std::time::Instant::now(),
+                e.to_string(),
+            )?;
+            return Err(e.into());
+        }
+    };
+    // An older level, validly signed, must not replace a newer one
+    // unasked: that would quietly take fixes away.
+    let started = std::time::Instant::now();
+    let active = agent.active(&agent.state()?)?.map(|(level, _)| level);
+    let m = &vb.manifest;
+    if let Some(active) = active.filter(|a| m.level < *a) {
+        if !allow_downgrade {
+            let e = AgentError::Refused(format!(
+                "{}: level {} is older than the active level {active}: a downgrade takes fixes away; `noreboot revert` goes back to an earlier level, or apply with --allow-downgrade",
+                file.display(),
+                m.level
+            ));
+            agent.log("apply", m.level, &m.name, "refused", started, e.to_string())?;
+            return Err(e.into());
+        }
+    }
+    let rep = agent.apply(&bytes, &vb, "apply", policy)?;
+    if let Some(active) = active.filter(|a| m.level < *a) {
+        agent.log(
+            "downgrade",
+            m.level,
+            &m.name,
+            "ok",
+            started,
+            format!("from level {active}, allowed by --allow-downgrade"),
+        )?;
+    }
+    report_apply(&rep, json)
+}
+
+/// `register`: join a server's fleet and keep its token.
+fn register(
+    agent: &Agent,
+    server: &str,
+    key: String,
+    tags: Vec<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let _l = lock(agent, "register")?;
+    let client = client::Client::new(server, None, &agent.cfg.server)?;
+    let hostname = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let r = client.register(&protocol::RegisterRequest {
+        registration_key: key,
+        hostname,
+        kernel: update::kernel(agent),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        tags,
+    })?;
+    let reg = client::Registration {
+        url: server.trim_end_matches('/').to_string(),
+        host_id: r.host_id.clone(),
+        token: r.token,
+        feed: r.feed.clone(),
+    };
+    agent.store.ensure()?;
+    reg.save(agent.store.root())?;
+    agent.log(
+        "register",
+        0,
+        "",
+        "ok",
+        std::time::Instant::now(),
+        format!("host {} on feed {} of {}", r.host_id, r.feed, reg.url),
+    )?;
+    if json {
+        print_json(&serde_json::json!({"host_id": r.host_id, "feed": r.feed, "server": reg.url}))?;
+    } else {
+        println!(
+            "registered with {} as host {} on feed {}",
+            reg.url, r.host_id, r.feed
+        );
+    }
+    Ok(0)
+}
+
+/// Which fields `uname` prints.
+struct UnameFields {
+    all: bool,
+    kernel_name: bool,
+    nodename: bool,
+    release: bool,
+    kernel_version: bool,
+    machine: bool,
+}
+
+/// `uname`: uname(1) with the effective version in `-v`.
+fn uname(agent: &Agent, f: UnameFields, json: bool) -> anyhow::Result<u8> {
+    let UnameFields {
+        all,
+        kernel_name,
+        nodename,
+        release,
+        kernel_version,
+        machine,
+    } = f;
+    for n in reconcile_if_free(agent, "uname")? {
+        eprintln!("noreboot: {n}");
+    }
+    let u = rustix::system::uname();
+    let eff = effective_version(agent);
+    let mut fields = Vec::new();
+    let none = !(kernel_name || nodename || release || kernel_version || machine);
+    if all || kernel_name || none {
+        fields.push(u.sysname().to_string_lossy().into_owned());
+    }
+    if all || nodename {
+        fields.push(u.nodename().to_string_lossy().into_owned());
+    }
+    if all || release {
+        fields.push(agent.identity.release.clone());
+    }
+    if all || kernel_version {
+        fields.push(eff.clone());
+    }
+    if all || machine {
+        fields.push(u.machine().to_string_lossy().into_owned());
+    }
+    if all {
+        fields.push("GNU/Linux".into());
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "sysname": u.sysname().to_string_lossy(),
+            "nodename": u.nodename().to_string_lossy(),
+            "release": agent.identity.release,
+            "version": eff,
+            "kernel_version": agent.identity.version,
+            "machine": u.machine().to_string_lossy(),
+        }))?;
+    } else {
+        println!("{}", fields.join(" "));
+    }
+    Ok(0)
+}
+
+/// `log --verify`: the audit log's hash chain checked.
+fn log_verify(agent: &Agent, json: bool) -> anyhow::Result<u8> {
+    let v = agent.audit.verify()?;
+    if json {
+        print_json(&v)?;
+    } else if v.problems.is_empty() {
+        println!(
+            "{}: intact, {} chained entries{}",
+            agent.audit.path().display(),
+            v.checked,
+            if v.unchained > 0 {
+                format!(" ({} older ones written before the chain)", v.unchained)
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        for p in &v.problems {
+            println!("{}: {p}", agent.audit.path().display());
+        }
+    }
+    Ok(if v.problems.is_empty() { 0 } else { 1 })
+}
+
+/// `log [-n N]`: the audit log, the last N entries.
+fn log(agent: &Agent, last: Option<usize>, json: bool) -> anyhow::Result<u8> {
+    let r = agent.audit.read()?;
+    let skip = last.map(|n| r.entries.len().saturating_sub(n)).unwrap_or(0);
+    let entries = &r.entries[skip..];
+    if json {
+        print_json(&entries)?;
+    } else {
+        for e in entries {
+            println!(
+                "{} {:<11} level {:<3} {:<11} {:>6} ms  {}  {}{}",
+                e.time,
+                e.action,
+                e.level,
+                e.result,
+                e.duration_ms,
+                e.invoker,
+                e.name,
+                if e.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", e.detail)
+                }
+            );
+        }
+    }
+    if r.skipped > 0 {
+        eprintln!(
+            "noreboot: {} unreadable line(s) in {} (torn by a crash?)",
+            r.skipped,
+            agent.audit.path().display()
+        );
+    }
+    Ok(0)
 }
 
 fn report_apply(rep: &engine::ApplyReport, json: bool) -> anyhow::Result<u8> {
@@ -550,7 +670,7 @@ struct ActiveLevel {
     applied_at: Option<String>,
 }
 
-fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
+fn status(agent: &Agent, json: bool, mut notes: Vec<String>) -> anyhow::Result<u8> {
     let st = agent.state()?;
     let patches = agent.live_patches(&st)?;
     let active = patches.active();
@@ -563,7 +683,6 @@ fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
         .unwrap_or(0);
     let offered = st.offer.as_ref().map(|o| o.level).unwrap_or(0);
     let newest_known = newest_cached.max(offered);
-    let mut notes = Vec::new();
     let mut cves = Vec::new();
     let mut effective = agent.identity.version.clone();
     if let Some((level, _)) = &active {
@@ -575,10 +694,14 @@ fn status(agent: &Agent, json: bool) -> anyhow::Result<u8> {
             Err(e) => notes.push(format!("cached level {level} cannot be read: {e}")),
         }
     }
-    if let Some(m) = agent.store.marker(&agent.build_id)? {
+    // Still there after reconciling: another agent is applying it now.
+    if let Ok(Some(j)) = agent.store.journal(&agent.build_id).read() {
         notes.push(format!(
-            "level {} was being applied at {} and not finished (crash guard armed)",
-            m.level, m.at
+            "level {} is being applied (pid {}, since {}, step {})",
+            j.level,
+            j.pid,
+            j.at,
+            j.step.as_str()
         ));
     }
     if let Some(w) = &st.wanted {
@@ -813,5 +936,28 @@ fn module_identity(module: &[u8]) -> String {
             (None, Some(id)) => format!("no marker; GNU build-id {id}"),
             (None, None) => "none: a loaded copy cannot be recognised".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_cause_is_printed_once() {
+        let t = tempfile::tempdir().unwrap();
+        // Appending to a log whose path is a directory fails with an I/O
+        // error that the audit error both says and keeps as its source.
+        let log = agent::audit::AuditLog::new(t.path());
+        let e = anyhow::Error::from(log.check_writable().unwrap_err());
+        let text = render_error(&e);
+        let cause = std::io::Error::from_raw_os_error(21).to_string();
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        assert!(text.starts_with("audit log "), "{text}");
+        // A context that adds words keeps them, and its cause once.
+        let e = e.context("level 2 not applied");
+        let text = render_error(&e);
+        assert!(text.starts_with("level 2 not applied: audit log"), "{text}");
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
     }
 }

@@ -1,7 +1,7 @@
 //! What the agent keeps on disk under the state directory: per kernel
 //! build-id the bundles it applied (so `boot` and `revert` need no network),
 //! the level to re-apply at boot, levels the crash guard skipped, what the
-//! last update source offered, and the crash-guard marker; beside them the
+//! last update source offered, and the apply journal (`journal`); beside them the
 //! files scanners read. Every write is atomic (temp file, fsync, rename,
 //! fsync of the directory): a crash leaves the old or the new file whole.
 
@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::journal::JournalFile;
 
 /// Why state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,18 @@ pub enum StateError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// Too little room to go on without risking a half-recorded change.
+    #[error("{path}: not enough free space: {needed} bytes needed, {free} free{}", inodes.map(|n| format!(", {n} inodes free")).unwrap_or_default())]
+    NoSpace {
+        /// The file system's directory.
+        path: PathBuf,
+        /// What the action needs.
+        needed: u64,
+        /// What is free.
+        free: u64,
+        /// Free inodes, when the file system counts them.
+        inodes: Option<u64>,
     },
     /// A state file that is not ours or is damaged.
     #[error("{path}: {message}")]
@@ -43,7 +57,9 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
     }
 }
 
-/// Writes `data` to `path` atomically and durably.
+/// Writes `data` to `path` atomically and durably. The temporary file is
+/// removed on every failure (a full disk must not be filled further by
+/// half-written copies).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -53,18 +69,69 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateErro
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
         std::process::id()
     ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    f.write_all(data).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(data).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io("rename into place", path))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
+}
+
+/// Removes a file durably (the directory synced); a missing file is fine.
+pub fn remove_durably(path: &Path) -> Result<(), StateError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", path)(e)),
+    }
+}
+
+/// Fails unless the file system holding `dir` has `bytes` and a few
+/// inodes free for an unprivileged writer (the root reserve is not
+/// counted on: it is the system's, not ours).
+pub fn check_free_space(dir: &Path, bytes: u64) -> Result<(), StateError> {
+    let probe = existing_ancestor(dir);
+    let st = rustix::fs::statvfs(probe).map_err(|e| StateError::Io {
+        op: "measure free space of",
+        path: probe.to_path_buf(),
+        source: e.into(),
+    })?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    // File systems without inode accounting (tmpfs with nr_inodes=0,
+    // btrfs) report zero files in all.
+    let inodes_ok = st.f_files == 0 || st.f_favail >= 16;
+    if free < bytes || !inodes_ok {
+        return Err(StateError::NoSpace {
+            path: probe.to_path_buf(),
+            needed: bytes,
+            free,
+            inodes: (st.f_files != 0).then_some(st.f_favail),
+        });
+    }
+    Ok(())
+}
+
+fn existing_ancestor(dir: &Path) -> &Path {
+    let mut p = dir;
+    while !p.exists() {
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => break,
+        }
+    }
+    p
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
@@ -149,21 +216,6 @@ pub struct KernelState {
     /// and written back unchanged.
     #[serde(flatten)]
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-/// The crash-guard marker: written before a module is loaded, removed
-/// once the level passed its health check.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Marker {
-    /// The level being loaded.
-    pub level: u32,
-    /// Its patch name.
-    pub name: String,
-    /// `/proc/sys/kernel/random/boot_id` at the time: a different boot
-    /// id later means the machine went down in between.
-    pub boot_id: String,
-    /// When (RFC 3339).
-    pub at: String,
 }
 
 /// The state directory.
@@ -265,43 +317,37 @@ impl Store {
         write_atomic(&self.state_path(build_id), &data, 0o644)
     }
 
-    fn marker_path(&self, build_id: &str) -> PathBuf {
-        self.kernel_dir(build_id).join("loading.json")
-    }
-
-    /// The crash-guard marker, if one is set.
-    pub fn marker(&self, build_id: &str) -> Result<Option<Marker>, StateError> {
-        let path = self.marker_path(build_id);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt {
-                    path,
-                    message: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &path)(e)),
+    /// Removes the temporary files of writes that never finished (an
+    /// agent killed between creating and renaming one) from the state
+    /// directory, this kernel's directory and its cache. Only to be called
+    /// holding the agent lock: then no write is under way. Returns how
+    /// many were removed.
+    pub fn remove_stale_temporaries(&self, build_id: &str) -> Result<usize, StateError> {
+        let kdir = self.kernel_dir(build_id);
+        let mut removed = 0;
+        for dir in [self.root.clone(), kdir.join("levels"), kdir] {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read directory", &dir)(e)),
+            };
+            for e in rd {
+                let e = e.map_err(io("read directory", &dir))?;
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    let path = e.path();
+                    std::fs::remove_file(&path).map_err(io("remove", &path))?;
+                    removed += 1;
+                }
+            }
         }
+        Ok(removed)
     }
 
-    /// Sets the crash-guard marker (durably: it must be on disk before the
-    /// module is loaded).
-    pub fn set_marker(&self, build_id: &str, m: &Marker) -> Result<(), StateError> {
-        let data = serde_json::to_vec(m).map_err(|e| StateError::Corrupt {
-            path: self.marker_path(build_id),
-            message: e.to_string(),
-        })?;
-        write_atomic(&self.marker_path(build_id), &data, 0o644)
-    }
-
-    /// Clears the crash-guard marker.
-    pub fn clear_marker(&self, build_id: &str) -> Result<(), StateError> {
-        let path = self.marker_path(build_id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.kernel_dir(build_id)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("remove", &path)(e)),
-        }
+    /// The apply journal of a kernel.
+    pub fn journal(&self, build_id: &str) -> JournalFile {
+        JournalFile::new(&self.kernel_dir(build_id))
     }
 
     /// The audit log's path.
@@ -376,19 +422,54 @@ mod tests {
     }
 
     #[test]
-    fn marker_set_and_cleared() {
+    fn a_failed_write_leaves_no_temporary_file() {
+        let t = tempfile::tempdir().unwrap();
+        // A directory with something in it where the file should go: the
+        // rename fails after the temporary copy was written whole.
+        let target = t.path().join("state.json");
+        std::fs::create_dir_all(target.join("in-the-way")).unwrap();
+        let e = write_atomic(&target, b"{}", 0o644).unwrap_err();
+        assert!(e.to_string().contains("rename into place"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"], "only what was there before");
+    }
+
+    #[test]
+    fn temporaries_of_unfinished_writes_are_removed_and_nothing_else() {
         let t = tempfile::tempdir().unwrap();
         let s = Store::new(t.path());
-        let m = Marker {
-            level: 3,
-            name: "p".into(),
-            boot_id: "b".into(),
-            at: "t".into(),
-        };
-        s.set_marker("ab", &m).unwrap();
-        assert_eq!(s.marker("ab").unwrap(), Some(m));
-        s.clear_marker("ab").unwrap();
-        assert_eq!(s.marker("ab").unwrap(), None);
+        s.save_bundle("ab", 1, b"x").unwrap();
+        let levels = t.path().join("kernels/ab/levels");
+        for (dir, name) in [
+            (t.path().to_path_buf(), ".cves.tmp-17"),
+            (t.path().join("kernels/ab"), ".loading.json.tmp-4242"),
+            (levels.clone(), ".2.nrb.tmp-99"),
+        ] {
+            std::fs::write(dir.join(name), "half").unwrap();
+        }
+        std::fs::write(t.path().join(".hidden"), "keep").unwrap();
+        assert_eq!(s.remove_stale_temporaries("ab").unwrap(), 3);
+        assert_eq!(s.cached_levels("ab").unwrap(), [1]);
+        assert!(t.path().join(".hidden").exists());
+        assert_eq!(std::fs::read_dir(&levels).unwrap().count(), 1);
+        assert_eq!(s.remove_stale_temporaries("cd").unwrap(), 0);
+    }
+
+    #[test]
+    fn free_space_is_checked_on_the_nearest_existing_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("not/yet/made");
+        check_free_space(&dir, 1).unwrap();
+        let e = check_free_space(&dir, u64::MAX).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, StateError::NoSpace { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!("{}: not enough free space", t.path().display())),
+            "{msg}"
+        );
     }
 
     #[test]

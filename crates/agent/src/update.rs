@@ -10,8 +10,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::audit;
+use crate::client::{Client, Registration};
 use crate::engine::{Agent, AgentError, ApplyReport, Foreign};
-use crate::server::{Client, Registration};
 use crate::state::Offer;
 
 /// What `update` did.
@@ -220,48 +220,25 @@ fn from_server(
             target.level,
         );
     }
-    // The cached bundle when it is the one the server names.
-    let cached = agent.store.bundle_path(&agent.build_id, target.level);
-    let bytes = match std::fs::read(&cached) {
-        Ok(b)
-            if {
-                use sha2::Digest;
-                hex::encode(sha2::Sha256::digest(&b)) == target.sha256
-            } =>
-        {
-            b
+    let bytes = match fetch(agent, &client, &target) {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!(
+                "downloading level {} failed, level {active} stays active: {e}",
+                target.level
+            );
+            agent.log(
+                "update",
+                target.level,
+                &target.name,
+                "failed",
+                started,
+                msg.clone(),
+            )?;
+            return Err(AgentError::Failed(msg));
         }
-        _ => match client.bundle(&target.bundle_url, target.size, &target.sha256) {
-            Ok(b) => b,
-            Err(e) => {
-                let msg = format!(
-                    "downloading level {} failed, level {active} stays active: {e}",
-                    target.level
-                );
-                agent.log(
-                    "update",
-                    target.level,
-                    &target.name,
-                    "failed",
-                    started,
-                    msg.clone(),
-                )?;
-                return Err(AgentError::Failed(msg));
-            }
-        },
     };
-    let keys = agent.keys()?;
-    let result = bundle::open(&bytes, &keys)
-        .map_err(|e| AgentError::Refused(format!("level {} from {}: {e}", target.level, reg.url)))
-        .and_then(|vb| {
-            if vb.manifest.level != target.level || vb.manifest.kernel.build_id != agent.build_id {
-                return Err(AgentError::Refused(format!(
-                    "the server named level {} for build-id {}, the bundle is level {} for build-id {}",
-                    target.level, agent.build_id, vb.manifest.level, vb.manifest.kernel.build_id
-                )));
-            }
-            agent.apply(&bytes, &vb, "update", foreign)
-        });
+    let result = apply_target(agent, reg, &target, &bytes, foreign, started);
     let now_active = agent
         .state()
         .and_then(|st| agent.active(&st))
@@ -296,4 +273,60 @@ fn from_server(
         ),
         applied: Some(rep),
     })
+}
+
+/// The target level's bundle: the cached one when it is the bundle the
+/// server names (same sha256), else downloaded.
+fn fetch(
+    agent: &Agent,
+    client: &Client,
+    target: &protocol::TargetLevel,
+) -> Result<Vec<u8>, crate::client::ServerError> {
+    let cached = agent.store.bundle_path(&agent.build_id, target.level);
+    if let Ok(b) = std::fs::read(&cached) {
+        use sha2::Digest;
+        if hex::encode(sha2::Sha256::digest(&b)) == target.sha256 {
+            return Ok(b);
+        }
+    }
+    client.bundle(&target.bundle_url, target.size, &target.sha256)
+}
+
+/// Verifies the downloaded bundle against the trusted keys and what the
+/// server said it is, then applies it. A bundle refused here never
+/// reached `apply`, so its refusal is audited here.
+fn apply_target(
+    agent: &Agent,
+    reg: &Registration,
+    target: &protocol::TargetLevel,
+    bytes: &[u8],
+    foreign: Foreign,
+    started: std::time::Instant,
+) -> Result<ApplyReport, AgentError> {
+    let keys = agent.keys()?;
+    let vb = bundle::open(bytes, &keys)
+        .map_err(|e| AgentError::Refused(format!("level {} from {}: {e}", target.level, reg.url)))
+        .and_then(|vb| {
+            if vb.manifest.level != target.level || vb.manifest.kernel.build_id != agent.build_id {
+                return Err(AgentError::Refused(format!(
+                    "the server named level {} for build-id {}, the bundle is level {} for build-id {}",
+                    target.level, agent.build_id, vb.manifest.level, vb.manifest.kernel.build_id
+                )));
+            }
+            Ok(vb)
+        });
+    match vb {
+        Ok(vb) => agent.apply(bytes, &vb, "update", foreign),
+        Err(e) => {
+            agent.log(
+                "update",
+                target.level,
+                &target.name,
+                "refused",
+                started,
+                e.to_string(),
+            )?;
+            Err(e)
+        }
+    }
 }

@@ -221,7 +221,7 @@ fn levels_apply_replace_revert_unload_and_update() {
         .iter()
         .all(|e| e["invoker"].as_str().unwrap().starts_with("uid=0")));
     let dmesg = g.dmesg().unwrap();
-    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+    assert!(lab::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
 }
 
 /// Loads a live patch module by hand (as another vendor's tools would)
@@ -977,6 +977,10 @@ fn debian_13_levels_apply_replace_roll_back_revert_and_unload() {
     let mut g = lab::Guest::boot(&guest_config(f, &config("2s", "20s", ""))).unwrap();
     let release = f.ws.release().to_string();
     assert_eq!(g.exec_ok("uname -r").unwrap().trim(), release);
+    // What the kernel logged while booting is not the agent's doing: the
+    // emulator alone sometimes makes it WARN (a debug exception, seen
+    // once in exc_debug_kernel before init ran).
+    let booted = g.dmesg().unwrap().len();
     let (code, s) = status(&mut g);
     assert_eq!(code, 1, "nothing applied: {s}");
     assert_eq!(s["build_id"], f.build_id.as_str());
@@ -1018,5 +1022,291 @@ fn debian_13_levels_apply_replace_roll_back_revert_and_unload() {
     assert_eq!(code, 0, "{out}");
     assert!(cmdline(&mut g).starts_with("noreboot-level-2 "), "{out}");
     let dmesg = g.dmesg().unwrap();
-    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+    let since = dmesg.get(booted..).unwrap_or(&dmesg);
+    assert!(lab::dmesg_problems(since).is_empty(), "{dmesg}");
+}
+
+/// Our patch as sysfs and lsmod show it, the level the state keeps, and
+/// whether an apply journal is left: what must agree after any stop.
+fn agreed_level(g: &mut lab::Guest, kdir: &str) -> u64 {
+    let (_, s) = status(g);
+    let active = s["active"]["level"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a level must be active: {s}"));
+    assert_eq!(
+        g.exec_ok(SYSFS).unwrap().trim(),
+        format!("nrtest_l{active}:1:0"),
+        "{s}"
+    );
+    assert_eq!(
+        g.exec_ok(MODULES).unwrap().trim(),
+        format!("nrtest_l{active}"),
+        "the replaced or abandoned module is gone: {s}"
+    );
+    assert!(cmdline(g).starts_with(&format!("noreboot-level-{active} ")));
+    let st: serde_json::Value =
+        serde_json::from_str(&g.exec_ok(&format!("cat {kdir}/state.json")).unwrap()).unwrap();
+    assert_eq!(st["wanted"]["level"].as_u64(), Some(active), "{st}");
+    assert_eq!(
+        g.exec_ok(&format!(
+            "ls -a {kdir} | grep -c -e loading.json -e tmp; true"
+        ))
+        .unwrap()
+        .trim(),
+        "0",
+        "no journal and no temporary file left"
+    );
+    assert!(
+        !s["notes"].to_string().contains("being applied"),
+        "status reconciled: {s}"
+    );
+    active
+}
+
+/// `noreboot apply` stopped (SIGKILL) right after each step of its
+/// journal: the next command finishes the apply when the kernel runs the
+/// level, undoes it when the kernel only has its module, and drops it when
+/// the kernel never saw it; `status`, `apply` and the kernel then agree.
+/// Then kills at timed moments (the issue's `kill -9` 110–170 ms in), and
+/// the machine going down mid-apply: before the health check the crash
+/// guard skips the level, after it the level is kept.
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots guests; scripts/test runs it"]
+fn an_apply_stopped_at_any_step_is_finished_or_undone() {
+    let f = fixture();
+    let disk = state_disk(f, "journal-disk.img");
+    let make = || {
+        let mut c = guest_config(f, &config("15s", "1m", "")).with_disk(&disk);
+        c.boot_script = Some(BOOT_SERVICE.to_string());
+        c
+    };
+    let kdir = format!("/var/lib/noreboot/kernels/{}", f.build_id);
+    let mut g = lab::Guest::boot(&make()).unwrap();
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+
+    let to_level_1 = |g: &mut lab::Guest| {
+        if status(g).1["active"]["level"].as_u64() != Some(1) {
+            let (code, out) = agent(g, "revert --to 1");
+            assert_eq!(code, 0, "{out}");
+        }
+    };
+    for (step, expect, said) in [
+        ("intent", 1, "before the kernel was touched"),
+        ("staged", 1, "before the kernel was touched"),
+        ("loading", 1, "the kernel did not take it"),
+        (
+            "loaded",
+            2,
+            "the kernel runs the level: its apply was finished",
+        ),
+        ("transitioned", 2, "its apply was finished"),
+        ("checked", 2, "its apply was finished"),
+    ] {
+        to_level_1(&mut g);
+        let (code, out, err) = sh(
+            &mut g,
+            &format!("NOREBOOT_FAULT_KILL_AFTER={step} /usr/sbin/noreboot apply /root/l2.nrb"),
+        );
+        assert_eq!(code, 137, "killed after {step}: {out}{err}");
+        let j = g.exec_ok(&format!("cat {kdir}/loading.json")).unwrap();
+        assert!(j.contains(&format!("\"step\":\"{step}\"")), "{j}");
+        let (_, s) = status(&mut g);
+        assert!(s["notes"].to_string().contains(said), "after {step}: {s}");
+        assert_eq!(agreed_level(&mut g, &kdir), expect, "after {step}");
+        // Nothing is left for apply to trip over, and it agrees.
+        let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+        assert_eq!(code, 0, "{out}");
+        if expect == 2 {
+            assert!(out.contains("already active"), "after {step}: {out}");
+        }
+        assert_eq!(agreed_level(&mut g, &kdir), 2);
+    }
+    let (_, log) = agent(&mut g, "log --json");
+    let log: Vec<serde_json::Value> = serde_json::from_str(&log).unwrap();
+    let finished = log
+        .iter()
+        .filter(|e| {
+            e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("its apply was finished")
+        })
+        .count();
+    let abandoned = log.iter().filter(|e| e["result"] == "abandoned").count();
+    assert_eq!((finished, abandoned), (3, 3), "{log:?}");
+    let (code, out) = agent(&mut g, "log --verify");
+    assert_eq!(code, 0, "{out}");
+
+    // Kills from outside at moments the agent does not choose: spread
+    // over the time a whole apply takes here (emulated, far longer than
+    // the 110-170 ms of a real machine).
+    to_level_1(&mut g);
+    let took = g
+        .exec_ok(
+            "read a _ < /proc/uptime; /usr/sbin/noreboot apply /root/l2.nrb >/dev/null 2>&1; \
+             read b _ < /proc/uptime; echo \"$a $b\"",
+        )
+        .unwrap();
+    let t: Vec<f64> = took
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let whole = t[1] - t[0];
+    let mut outcomes = Vec::new();
+    for fraction in [0.1, 0.3, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95] {
+        to_level_1(&mut g);
+        let delay = format!("{:.2}", whole * fraction);
+        let out = g
+            .exec_ok(&format!(
+                "/usr/sbin/noreboot apply /root/l2.nrb >/dev/null 2>&1 & p=$!; sleep {delay}; kill -9 $p; wait $p; echo rc=$?; \
+                 sed -n 's/.*\"step\":\"\\([a-z-]*\\)\".*/\\1/p' {kdir}/loading.json 2>/dev/null; true"
+            ))
+            .unwrap();
+        let level = agreed_level(&mut g, &kdir);
+        outcomes.push(format!(
+            "{delay}s: {} -> level {level}",
+            out.replace('\n', " ")
+        ));
+    }
+    eprintln!("timed kills (a whole apply: {whole:.2} s): {outcomes:#?}");
+
+    // The machine goes down after level 2 passed its checks but before it
+    // was recorded: it is kept. Then down while level 2 was loading: the
+    // crash guard skips it and level 1 comes back.
+    let down_after = |g: lab::Guest, step: &str| {
+        let mut g = g;
+        to_level_1(&mut g);
+        let (code, _, _) = sh(
+            &mut g,
+            &format!("NOREBOOT_FAULT_KILL_AFTER={step} /usr/sbin/noreboot apply /root/l2.nrb"),
+        );
+        assert_eq!(code, 137);
+        g.exec_ok("umount /var/lib/noreboot").unwrap();
+        g.shutdown().unwrap();
+        let mut g = lab::Guest::boot(&make()).unwrap();
+        let out = g.exec_ok("cat /run/boot.rc /run/boot.out").unwrap();
+        assert!(out.starts_with("0\n"), "{out}");
+        (g, out)
+    };
+    let (mut g, out) = down_after(g, "checked");
+    assert!(
+        out.contains("passed its checks, so it is the level to keep")
+            && out.contains("level 2 (nrtest_l2) re-applied"),
+        "{out}"
+    );
+    assert_eq!(agreed_level(&mut g, &kdir), 2);
+
+    let (mut g, out) = down_after(g, "loaded");
+    assert!(
+        out.contains("crash guard: the machine went down while level 2")
+            && out.contains("(step loaded)")
+            && out.contains("level 1 (nrtest_l1) re-applied"),
+        "{out}"
+    );
+    assert_eq!(agreed_level(&mut g, &kdir), 1);
+    let (_, s) = status(&mut g);
+    assert_eq!(s["skipped"][0]["level"].as_u64(), Some(2), "{s}");
+}
+
+/// A state directory on a 1 MiB tmpfs: filled to leave 4 pages, `apply`
+/// refuses before anything changes; filled by the health command (after
+/// every check passed), the level stays live, the apply says it could
+/// not be recorded, and the next command records it once there is room.
+/// No temporary file is left behind either way. An audit log that cannot
+/// be written stops `apply` and `unload` before they touch the kernel.
+#[test]
+#[ignore = "slow tier: builds the 6.1 patch levels and boots a guest; scripts/test runs it"]
+fn a_full_disk_never_leaves_the_kernel_and_the_state_apart() {
+    let f = fixture();
+    let fill = config(
+        "15s",
+        "1m",
+        "\n[health]\ncommand = \"dd if=/dev/zero of=/var/lib/noreboot/fill2 bs=4096 2>/dev/null; true\"\n",
+    );
+    let mut cfg = guest_config(f, &config("15s", "1m", ""));
+    cfg.contents
+        .push(("/etc/noreboot/fill.toml".into(), fill.into_bytes(), 0o644));
+    let mut g = lab::Guest::boot(&cfg).unwrap();
+    let kdir = format!("/var/lib/noreboot/kernels/{}", f.build_id);
+    g.exec_ok("mkdir -p /var/lib/noreboot && mount -t tmpfs -o size=1m tmpfs /var/lib/noreboot")
+        .unwrap();
+    let (code, out) = agent(&mut g, "apply /root/l1.nrb");
+    assert_eq!(code, 0, "{out}");
+    let free = g
+        .exec_ok(
+            "avail=$(stat -f -c %a /var/lib/noreboot); \
+             dd if=/dev/zero of=/var/lib/noreboot/fill bs=4096 count=$((avail - 4)) 2>/dev/null; \
+             echo $(stat -f -c '%a %S' /var/lib/noreboot)",
+        )
+        .unwrap();
+    assert_eq!(free.trim(), "4 4096", "4 pages left");
+    let (code, out) = agent(&mut g, "apply /root/l2.nrb");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("not enough free space") && out.contains("nothing changed"),
+        "{out}"
+    );
+    assert_eq!(agreed_level(&mut g, &kdir), 1);
+
+    // Room for the checks; the health command then fills the disk.
+    g.exec_ok("rm /var/lib/noreboot/fill").unwrap();
+    let (code, out) = agent(
+        &mut g,
+        "--config /etc/noreboot/fill.toml apply /root/l2.nrb",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("level 2 is active and passed its checks, but recording it failed")
+            && out.contains("No space left on device")
+            && out.contains("the next noreboot command finishes it"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("(os error 28): No space left on device"),
+        "each cause said once: {out}"
+    );
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    assert_eq!(
+        g.exec_ok("find /var/lib/noreboot -name '*tmp*' | wc -l")
+            .unwrap()
+            .trim(),
+        "0",
+        "no temporary file left on the full disk"
+    );
+    // While the disk is full, status says what runs and that an apply is
+    // unfinished; once there is room, the next command records it.
+    let (_, s) = status(&mut g);
+    assert_eq!(s["active"]["level"].as_u64(), Some(2), "{s}");
+    g.exec_ok("rm /var/lib/noreboot/fill2").unwrap();
+    let (code, s) = status(&mut g);
+    assert_eq!(code, 0, "{s}");
+    assert!(
+        s["notes"].to_string().contains("its apply was finished"),
+        "{s}"
+    );
+    assert_eq!(agreed_level(&mut g, &kdir), 2);
+    let (code, out) = agent(&mut g, "update");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(agreed_level(&mut g, &kdir), 2);
+
+    // An audit log that cannot take entries stops an action before the
+    // kernel is touched.
+    g.exec_ok("cd /var/lib/noreboot && mv audit.log audit.keep && mkdir audit.log")
+        .unwrap();
+    let (code, out) = agent(&mut g, "apply --allow-downgrade /root/l1.nrb");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("nothing changed: the audit log cannot take entries"),
+        "{out}"
+    );
+    let (code, out) = agent(&mut g, "unload");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nothing unloaded: audit log"), "{out}");
+    assert_eq!(g.exec_ok(SYSFS).unwrap().trim(), "nrtest_l2:1:0");
+    g.exec_ok("cd /var/lib/noreboot && rmdir audit.log && mv audit.keep audit.log")
+        .unwrap();
+    assert_eq!(agreed_level(&mut g, &kdir), 2);
+    let (code, out) = agent(&mut g, "log --verify");
+    assert_eq!(code, 0, "{out}");
 }

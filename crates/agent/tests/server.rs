@@ -469,7 +469,7 @@ fn a_release_run_reaches_each_build_through_the_server() {
     // takes its own level, and the compliance report shows both protected.
     let dir = tempfile::tempdir().unwrap();
     let exe = server_exe();
-    let build = workspace_bin("noreboot-build", "build");
+    let build = workspace_bin("noreboot-build", "factory");
     let agent_exe = option_env!("CARGO_BIN_EXE_noreboot")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_bin("noreboot", "agent"));

@@ -168,19 +168,6 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
     exact(&mut c, false, &HashSet::new());
 
     // 2. Stems, unique among the still unmatched on both sides.
-    let by_stem = |obj: &Object, ids: &[SymbolId], matched: &HashMap<SymbolId, SymbolId>| {
-        let mut m: HashMap<(String, u8), Vec<SymbolId>> = HashMap::new();
-        for &id in ids.iter().filter(|id| !matched.contains_key(id)) {
-            let s = obj.symbol(id);
-            let kind = match s.kind {
-                SymKind::Func => 0,
-                SymKind::Object => 1,
-                _ => 2,
-            };
-            m.entry((stem(&s.name), kind)).or_default().push(id);
-        }
-        m
-    };
     let so = by_stem(orig, &co, &c.sym_o2p);
     let sp = by_stem(patched, &cp, &c.sym_p2o);
     for (key, ps) in &sp {
@@ -200,8 +187,49 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
     //    symbols would take the same original (a function that gained a
     //    second one-shot flag), neither does: which is the old one is not
     //    known, and both become new.
-    let so = by_stem(orig, &co, &c.sym_o2p);
-    let sp = by_stem(patched, &cp, &c.sym_p2o);
+    let contested = by_users(orig, patched, &co, &cp, &mut c);
+
+    // 5. Numbered statics the users could not place, and that no other
+    //    symbol contested: by exact name, as before step 3 existed (data
+    //    nothing in code uses keeps its name when nothing renumbers it).
+    exact(&mut c, true, &contested);
+
+    correlate_sections(orig, patched, &mut c);
+    c
+}
+
+/// Symbols of `ids` not yet matched, by (stem, kind).
+fn by_stem(
+    obj: &Object,
+    ids: &[SymbolId],
+    matched: &HashMap<SymbolId, SymbolId>,
+) -> HashMap<(String, u8), Vec<SymbolId>> {
+    let mut m: HashMap<(String, u8), Vec<SymbolId>> = HashMap::new();
+    for &id in ids.iter().filter(|id| !matched.contains_key(id)) {
+        let s = obj.symbol(id);
+        let kind = match s.kind {
+            SymKind::Func => 0,
+            SymKind::Object => 1,
+            _ => 2,
+        };
+        m.entry((stem(&s.name), kind)).or_default().push(id);
+    }
+    m
+}
+
+/// Step 4 of [`correlate`]: static locals sharing a stem with several
+/// candidates, paired through the (already correlated) functions that use
+/// them. Returns the patched symbols that were contested (two wanting one
+/// original, or users that disagree): they stay unpaired.
+fn by_users(
+    orig: &Object,
+    patched: &Object,
+    co: &[SymbolId],
+    cp: &[SymbolId],
+    c: &mut Correlation,
+) -> HashSet<SymbolId> {
+    let so = by_stem(orig, co, &c.sym_o2p);
+    let sp = by_stem(patched, cp, &c.sym_p2o);
     let users_o = users(orig);
     let users_p = users(patched);
     let mut wanted: HashMap<SymbolId, Vec<SymbolId>> = HashMap::new();
@@ -230,7 +258,7 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
             match hits.as_slice() {
                 [o] => wanted.entry(*o).or_default().push(p),
                 [] => {}
-                _ => match by_order(orig, patched, &c, &users_p, p, &hits) {
+                _ => match by_order(orig, patched, c, &users_p, p, &hits) {
                     Some(o) => wanted.entry(o).or_default().push(p),
                     None => {
                         contested.insert(p);
@@ -245,13 +273,11 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
             _ => contested.extend(ps.iter().copied()),
         }
     }
+    contested
+}
 
-    // 5. Numbered statics the users could not place, and that no other
-    //    symbol contested: by exact name, as before step 3 existed (data
-    //    nothing in code uses keeps its name when nothing renumbers it).
-    exact(&mut c, true, &contested);
-
-    // Sections: through their primary symbols, else by unique name.
+/// Sections: through their primary symbols, else by unique name.
+fn correlate_sections(orig: &Object, patched: &Object, c: &mut Correlation) {
     for (&o, &p) in &c.sym_o2p.clone() {
         let (Some(so), Some(sp)) = (orig.symbol(o).section, patched.symbol(p).section) else {
             continue;
@@ -277,7 +303,6 @@ pub fn correlate(orig: &Object, patched: &Object) -> Correlation {
             }
         }
     }
-    c
 }
 
 /// Among `hits`, the original static that patched static `p` replaces by

@@ -466,68 +466,85 @@ fn compare_all(
                     }
                 }
             }
-            (SymKind::Object, None) => {
-                if let Some(name) = export_of(&sp.name, &psec) {
-                    // The running kernel's export table cannot grow; a
-                    // module needing the symbol must wait for a reboot.
-                    out.notes.push(format!(
-                        "export of {name} dropped: the running kernel's export table cannot grow, the patch carries the function, unexported, until a reboot"
-                    ));
-                    out.leave_out(
-                        &sp.name,
-                        "export-dropped",
-                        format!("the running kernel's export table cannot grow: {name} is carried unexported until a reboot"),
-                    );
-                    continue;
-                }
-                if is_init_or_exit(&psec) {
-                    out.leave_out(
-                        &sp.name,
-                        "init-data",
-                        format!("new {psec} data: init or exit machinery (the code, or the table the kernel runs it from at boot, module load or unload), which the patch does not carry"),
-                    );
-                    continue;
-                }
-                if psec == "__param" {
-                    // The module loader registers a module's parameters
-                    // from its own __param table once, at load: the
-                    // running module cannot gain one, and an entry carried
-                    // in the patch would become a parameter of the patch.
-                    out.refuse(
-                        &sp.name,
-                        format!("a new module parameter ({}): the running module's parameters are fixed when it loads; a live patch cannot add one", sp.name.trim_start_matches("__param_")),
-                    );
-                    continue;
-                }
-                let shared = patched.section(sec).symbols.iter().any(|other| {
-                    *other != p
-                        && patched.symbol(*other).kind == SymKind::Object
-                        && c.sym_p2o.contains_key(other)
-                });
-                if shared
-                    && patched.section(sec).is_writable()
-                    && !is_callsite_private(&sp.name, &psec)
-                {
-                    out.refuse(&sp.name, format!("new data in the shared section {psec}, which the running kernel already holds (build with -fdata-sections)"));
-                }
-                out.included.push(p.0);
-                out.data.push(DataReport {
-                    name: sp.name.clone(),
-                    status: Status::New,
-                    section: psec,
-                    reasons: Vec::new(),
-                });
-            }
+            (SymKind::Object, None) => new_data(patched, c, p, sec, psec, out),
             _ => {}
         }
     }
+    funcs.extend(removed_functions(orig, c));
+    (funcs, changed_data, ignored_seen)
+}
+
+/// A new data symbol: an export dropped, init data left out, a new module
+/// parameter refused, new data in a shared writable section refused;
+/// otherwise carried.
+fn new_data(
+    patched: &Object,
+    c: &Correlation,
+    p: SymbolId,
+    sec: SectionId,
+    psec: String,
+    out: &mut Decisions,
+) {
+    let sp = patched.symbol(p);
+    if let Some(name) = export_of(&sp.name, &psec) {
+        // The running kernel's export table cannot grow; a
+        // module needing the symbol must wait for a reboot.
+        out.notes.push(format!(
+            "export of {name} dropped: the running kernel's export table cannot grow, the patch carries the function, unexported, until a reboot"
+        ));
+        out.leave_out(
+            &sp.name,
+            "export-dropped",
+            format!("the running kernel's export table cannot grow: {name} is carried unexported until a reboot"),
+        );
+        return;
+    }
+    if is_init_or_exit(&psec) {
+        out.leave_out(
+            &sp.name,
+            "init-data",
+            format!("new {psec} data: init or exit machinery (the code, or the table the kernel runs it from at boot, module load or unload), which the patch does not carry"),
+        );
+        return;
+    }
+    if psec == "__param" {
+        // The module loader registers a module's parameters
+        // from its own __param table once, at load: the
+        // running module cannot gain one, and an entry carried
+        // in the patch would become a parameter of the patch.
+        out.refuse(
+            &sp.name,
+            format!("a new module parameter ({}): the running module's parameters are fixed when it loads; a live patch cannot add one", sp.name.trim_start_matches("__param_")),
+        );
+        return;
+    }
+    let shared = patched.section(sec).symbols.iter().any(|other| {
+        *other != p
+            && patched.symbol(*other).kind == SymKind::Object
+            && c.sym_p2o.contains_key(other)
+    });
+    if shared && patched.section(sec).is_writable() && !is_callsite_private(&sp.name, &psec) {
+        out.refuse(&sp.name, format!("new data in the shared section {psec}, which the running kernel already holds (build with -fdata-sections)"));
+    }
+    out.included.push(p.0);
+    out.data.push(DataReport {
+        name: sp.name.clone(),
+        status: Status::New,
+        section: psec,
+        reasons: Vec::new(),
+    });
+}
+
+/// Functions of the original the patched object no longer has.
+fn removed_functions(orig: &Object, c: &Correlation) -> Vec<Func> {
+    let mut out = Vec::new();
     for (o, so) in orig.symbols() {
         if so.kind == SymKind::Func
             && so.section.is_some_and(|s| is_runtime(orig, s))
             && !is_padding_label(so)
             && !c.sym_o2p.contains_key(&o)
         {
-            funcs.push(Func {
+            out.push(Func {
                 p: None,
                 o: Some(o),
                 report: FunctionReport {
@@ -542,7 +559,7 @@ fn compare_all(
             });
         }
     }
-    (funcs, changed_data, ignored_seen)
+    out
 }
 
 /// A changed fragment without an fentry call is never entered through

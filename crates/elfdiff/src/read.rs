@@ -147,21 +147,6 @@ impl Section {
     pub fn is_writable(&self) -> bool {
         self.sh_flags & u64::from(elf::SHF_WRITE) != 0
     }
-
-    /// A relocation section, symbol table or string table: structure, not
-    /// content.
-    pub fn is_meta(&self) -> bool {
-        matches!(
-            self.sh_type,
-            elf::SHT_RELA
-                | elf::SHT_REL
-                | elf::SHT_SYMTAB
-                | elf::SHT_STRTAB
-                | elf::SHT_GROUP
-                | elf::SHT_NULL
-                | elf::SHT_SYMTAB_SHNDX
-        )
-    }
 }
 
 /// Section types of other toolchains that `object::build::elf` (which the
@@ -323,280 +308,21 @@ impl Object {
             .max_by_key(|s| self.symbol(*s).size)
     }
 
-    /// Parses `data`; `path` only names the object in errors.
+    /// Parses `data`; `path` only names the object in errors. The header
+    /// is checked, then sections, symbols, relocations (attached to the
+    /// section they patch) and groups are read, each bounded so that no
+    /// later pass meets an offset outside its section.
     pub fn parse(path: &Path, data: &[u8]) -> Result<Object> {
-        let bad = |what: String| Error::Malformed {
-            path: path.to_path_buf(),
-            what,
-        };
-        if data.starts_with(b"BC\xc0\xde") || data.starts_with(&[0xde, 0xc0, 0x17, 0x0b]) {
-            return Err(Error::Unsupported {
-                path: path.to_path_buf(),
-                what: "LLVM bitcode, not machine code (an LTO build): compile without -flto".into(),
-            });
-        }
-        let header = elf::FileHeader64::<LE>::parse(data)
-            .map_err(|e| bad(format!("not a 64-bit little-endian ELF file: {e}")))?;
+        let header = check_header(path, data)?;
         let e = LE;
-        if header.e_machine(e) != elf::EM_X86_64 {
-            return Err(Error::Unsupported {
-                path: path.to_path_buf(),
-                what: format!("machine {} (only x86-64 is supported)", header.e_machine(e)),
-            });
-        }
-        if header.e_type(e) != elf::ET_REL {
-            return Err(Error::Unsupported {
-                path: path.to_path_buf(),
-                what: format!(
-                    "ELF type {} (only relocatable objects, ET_REL, are compared)",
-                    header.e_type(e)
-                ),
-            });
-        }
         let table = header
             .sections(e, data)
-            .map_err(|err| bad(format!("section table: {err}")))?;
-        let mut sections = Vec::with_capacity(table.len());
-        for (i, sh) in table.iter().enumerate() {
-            let name = table
-                .section_name(e, sh)
-                .map_err(|err| bad(format!("name of section {i}: {err}")))?;
-            let name = String::from_utf8_lossy(name).into_owned();
-            let sh_type = sh.sh_type(e);
-            if sh.sh_size(e) > MAX_EXTENT || sh.sh_entsize(e) > MAX_EXTENT {
-                return Err(bad(format!(
-                    "section {i} ({name}) claims {} bytes in entries of {}, more than x86-64 can map",
-                    sh.sh_size(e),
-                    sh.sh_entsize(e)
-                )));
-            }
-            let data = if sh_type == elf::SHT_NOBITS || sh_type == elf::SHT_NULL {
-                Vec::new()
-            } else {
-                sh.data(e, data)
-                    .map_err(|_| bad(format!("section {i} ({name}) lies outside the file")))?
-                    .to_vec()
-            };
-            sections.push(Section {
-                name,
-                sh_type,
-                sh_flags: sh.sh_flags(e),
-                sh_addralign: sh.sh_addralign(e),
-                sh_entsize: sh.sh_entsize(e),
-                sh_link: sh.sh_link(e),
-                sh_info: sh.sh_info(e),
-                size: sh.sh_size(e),
-                data,
-                relocs: Vec::new(),
-                rela_section: None,
-                section_symbol: None,
-                symbols: Vec::new(),
-                group: None,
-            });
-        }
-
-        let symtab = table
-            .symbols(e, data, elf::SHT_SYMTAB)
-            .map_err(|err| bad(format!("symbol table: {err}")))?;
-        let mut symbols = Vec::with_capacity(symtab.len());
-        for (i, sym) in symtab.iter().enumerate() {
-            let st_type = sym.st_type();
-            let st_shndx = sym.st_shndx(e);
-            let section = match symtab.symbol_section(e, sym, object::SymbolIndex(i)) {
-                Ok(Some(idx)) if idx.0 < sections.len() => Some(SectionId(idx.0 as u32)),
-                Ok(Some(idx)) => {
-                    return Err(bad(format!(
-                        "symbol {i} refers to section {} of {}",
-                        idx.0,
-                        sections.len()
-                    )))
-                }
-                Ok(None) => None,
-                Err(err) => return Err(bad(format!("symbol {i}: {err}"))),
-            };
-            let kind = match st_type {
-                elf::STT_NOTYPE => SymKind::NoType,
-                elf::STT_OBJECT => SymKind::Object,
-                elf::STT_FUNC => SymKind::Func,
-                elf::STT_SECTION => SymKind::Section,
-                elf::STT_FILE => SymKind::File,
-                other => SymKind::Other(other),
-            };
-            let name = if kind == SymKind::Section {
-                section
-                    .map(|s| sections[s.0 as usize].name.clone())
-                    .unwrap_or_default()
-            } else {
-                let raw = sym
-                    .name(e, symtab.strings())
-                    .map_err(|err| bad(format!("name of symbol {i}: {err}")))?;
-                String::from_utf8_lossy(raw).into_owned()
-            };
-            let (value, size) = (sym.st_value(e), sym.st_size(e));
-            if let Some(sec) = section {
-                let s = &sections[sec.0 as usize];
-                if value.checked_add(size).is_none_or(|end| end > s.size) {
-                    return Err(bad(format!(
-                        "symbol {i} ({name}) at {value:#x} size {size} lies outside section {} ({}, {} bytes)",
-                        sec.0, s.name, s.size
-                    )));
-                }
-            }
-            symbols.push(Symbol {
-                name,
-                kind,
-                bind: sym.st_bind(),
-                section,
-                st_shndx,
-                value,
-                size,
-            });
-        }
-
-        // Relocations, attached to the section they patch.
-        for (i, sh) in table.iter().enumerate() {
-            let is_rela = match sh.sh_type(e) {
-                elf::SHT_RELA => true,
-                // x86-64 objects use RELA, but LLVM writes REL for its
-                // call-graph profile (`.rel.llvm.call-graph-profile`): the
-                // addend is then read from the patched bytes.
-                elf::SHT_REL => false,
-                _ => continue,
-            };
-            let target = sh.sh_info(e) as usize;
-            if target == 0 || target >= sections.len() {
-                return Err(bad(format!(
-                    "relocation section {} targets section {target}",
-                    sections[i].name
-                )));
-            }
-            if matches!(sections[target].sh_type, elf::SHT_NOBITS | elf::SHT_NULL) {
-                return Err(bad(format!(
-                    "relocation section {} patches section {target} ({}), which has no bytes (type {})",
-                    sections[i].name, sections[target].name, sections[target].sh_type
-                )));
-            }
-            let raw_relocs: Vec<(u64, u32, u32, Option<i64>)> = if is_rela {
-                let (relas, _link) = sh
-                    .rela(e, data)
-                    .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
-                    .ok_or_else(|| {
-                        bad(format!("relocation section {} is empty", sections[i].name))
-                    })?;
-                relas
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.r_offset(e),
-                            r.r_type(e, false),
-                            r.r_sym(e, false),
-                            Some(r.r_addend(e)),
-                        )
-                    })
-                    .collect()
-            } else {
-                let (rels, _link) = sh
-                    .rel(e, data)
-                    .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
-                    .ok_or_else(|| {
-                        bad(format!("relocation section {} is empty", sections[i].name))
-                    })?;
-                rels.iter()
-                    .map(|r| (r.r_offset.get(e), r.r_type(e), r.r_sym(e), None))
-                    .collect()
-            };
-            let size = sections[target].size;
-            let mut relocs = Vec::with_capacity(raw_relocs.len());
-            for (r_offset, r_type, r_sym, r_addend) in raw_relocs {
-                let sym = r_sym as usize;
-                if sym >= symbols.len() {
-                    return Err(bad(format!(
-                        "relocation in {} refers to symbol {sym} of {}",
-                        sections[i].name,
-                        symbols.len()
-                    )));
-                }
-                let mut reloc = Reloc {
-                    offset: r_offset,
-                    r_type,
-                    symbol: SymbolId(sym as u32),
-                    addend: r_addend.unwrap_or(0),
-                    tail: None,
-                };
-                if r_addend.is_none() {
-                    reloc.addend =
-                        implicit_addend(&sections[target].data, &reloc).ok_or_else(|| {
-                            bad(format!(
-                                "REL relocation at {:#x} in {} (type {}) has no readable addend",
-                                reloc.offset, sections[i].name, reloc.r_type
-                            ))
-                        })?;
-                }
-                if reloc.addend.unsigned_abs() > MAX_EXTENT {
-                    return Err(bad(format!(
-                        "relocation at {:#x} in {} has addend {:#x}, beyond any x86-64 address",
-                        reloc.offset, sections[i].name, reloc.addend
-                    )));
-                }
-                let end = reloc.offset.checked_add(reloc.width().unwrap_or(0));
-                if end.is_none_or(|end| end > size) {
-                    return Err(bad(format!(
-                        "relocation at {:#x} in {} runs past the section's {size} bytes",
-                        reloc.offset, sections[i].name
-                    )));
-                }
-                relocs.push(reloc);
-            }
-            relocs.sort_by_key(|r| r.offset);
-            if sections[target].is_text() {
-                for r in &mut relocs {
-                    if matches!(r.r_type, elf::R_X86_64_PC32 | elf::R_X86_64_PLT32) {
-                        r.tail = usize::try_from(r.offset)
-                            .ok()
-                            .and_then(|f| crate::insn::rip_field_tail(&sections[target].data, f));
-                    }
-                }
-            }
-            sections[target].relocs = relocs;
-            sections[target].rela_section = Some(SectionId(i as u32));
-        }
-
-        // Groups (COMDAT and friends).
-        for (i, sh) in table.iter().enumerate() {
-            if sh.sh_type(e) != elf::SHT_GROUP {
-                continue;
-            }
-            let body = sections[i].data.clone();
-            for chunk in body.chunks_exact(4).skip(1) {
-                let member = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
-                if member >= sections.len() {
-                    return Err(bad(format!(
-                        "group {} lists section {member}",
-                        sections[i].name
-                    )));
-                }
-                sections[member].group = Some(SectionId(i as u32));
-            }
-        }
-
-        for (i, s) in symbols.iter().enumerate() {
-            if let Some(sec) = s.section {
-                let sec = &mut sections[sec.0 as usize];
-                match s.kind {
-                    SymKind::Section => {
-                        sec.section_symbol.get_or_insert(SymbolId(i as u32));
-                    }
-                    SymKind::Func | SymKind::Object | SymKind::NoType | SymKind::Other(_) => {
-                        sec.symbols.push(SymbolId(i as u32));
-                    }
-                    SymKind::File => {}
-                }
-            }
-        }
-        for sec in &mut sections {
-            sec.symbols
-                .sort_by_key(|s| (symbols[s.0 as usize].value, s.0));
-        }
+            .map_err(|err| malformed(path, format!("section table: {err}")))?;
+        let mut sections = read_sections(path, data, &table)?;
+        let symbols = read_symbols(path, data, &table, &sections)?;
+        read_relocations(path, data, &table, &mut sections, &symbols)?;
+        read_groups(path, &table, &mut sections)?;
+        attach_symbols(&mut sections, &symbols);
         Ok(Object {
             path: path.to_path_buf(),
             sections,
@@ -604,6 +330,327 @@ impl Object {
             raw: data.to_vec(),
             entry_sizes: BTreeMap::new(),
         })
+    }
+}
+
+/// The object's section table, as `object` reads it.
+type Table<'data> = object::read::elf::SectionTable<'data, elf::FileHeader64<LE>>;
+
+fn malformed(path: &Path, what: String) -> Error {
+    Error::Malformed {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
+/// A 64-bit little-endian x86-64 relocatable object, or why not.
+fn check_header<'data>(path: &Path, data: &'data [u8]) -> Result<&'data elf::FileHeader64<LE>> {
+    let bad = |what: String| malformed(path, what);
+    if data.starts_with(b"BC\xc0\xde") || data.starts_with(&[0xde, 0xc0, 0x17, 0x0b]) {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            what: "LLVM bitcode, not machine code (an LTO build): compile without -flto".into(),
+        });
+    }
+    let header = elf::FileHeader64::<LE>::parse(data)
+        .map_err(|e| bad(format!("not a 64-bit little-endian ELF file: {e}")))?;
+    let e = LE;
+    if header.e_machine(e) != elf::EM_X86_64 {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("machine {} (only x86-64 is supported)", header.e_machine(e)),
+        });
+    }
+    if header.e_type(e) != elf::ET_REL {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            what: format!(
+                "ELF type {} (only relocatable objects, ET_REL, are compared)",
+                header.e_type(e)
+            ),
+        });
+    }
+    Ok(header)
+}
+
+/// Every section with its bytes (none for NOBITS), sizes bounded.
+fn read_sections(path: &Path, data: &[u8], table: &Table) -> Result<Vec<Section>> {
+    let bad = |what: String| malformed(path, what);
+    let e = LE;
+    let mut sections = Vec::with_capacity(table.len());
+    for (i, sh) in table.iter().enumerate() {
+        let name = table
+            .section_name(e, sh)
+            .map_err(|err| bad(format!("name of section {i}: {err}")))?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let sh_type = sh.sh_type(e);
+        if sh.sh_size(e) > MAX_EXTENT || sh.sh_entsize(e) > MAX_EXTENT {
+            return Err(bad(format!(
+                "section {i} ({name}) claims {} bytes in entries of {}, more than x86-64 can map",
+                sh.sh_size(e),
+                sh.sh_entsize(e)
+            )));
+        }
+        let data = if sh_type == elf::SHT_NOBITS || sh_type == elf::SHT_NULL {
+            Vec::new()
+        } else {
+            sh.data(e, data)
+                .map_err(|_| bad(format!("section {i} ({name}) lies outside the file")))?
+                .to_vec()
+        };
+        sections.push(Section {
+            name,
+            sh_type,
+            sh_flags: sh.sh_flags(e),
+            sh_addralign: sh.sh_addralign(e),
+            sh_entsize: sh.sh_entsize(e),
+            sh_link: sh.sh_link(e),
+            sh_info: sh.sh_info(e),
+            size: sh.sh_size(e),
+            data,
+            relocs: Vec::new(),
+            rela_section: None,
+            section_symbol: None,
+            symbols: Vec::new(),
+            group: None,
+        });
+    }
+
+    Ok(sections)
+}
+
+/// Every symbol, each inside the section it names.
+fn read_symbols(
+    path: &Path,
+    data: &[u8],
+    table: &Table,
+    sections: &[Section],
+) -> Result<Vec<Symbol>> {
+    let bad = |what: String| malformed(path, what);
+    let e = LE;
+    let symtab = table
+        .symbols(e, data, elf::SHT_SYMTAB)
+        .map_err(|err| bad(format!("symbol table: {err}")))?;
+    let mut symbols = Vec::with_capacity(symtab.len());
+    for (i, sym) in symtab.iter().enumerate() {
+        let st_type = sym.st_type();
+        let st_shndx = sym.st_shndx(e);
+        let section = match symtab.symbol_section(e, sym, object::SymbolIndex(i)) {
+            Ok(Some(idx)) if idx.0 < sections.len() => Some(SectionId(idx.0 as u32)),
+            Ok(Some(idx)) => {
+                return Err(bad(format!(
+                    "symbol {i} refers to section {} of {}",
+                    idx.0,
+                    sections.len()
+                )))
+            }
+            Ok(None) => None,
+            Err(err) => return Err(bad(format!("symbol {i}: {err}"))),
+        };
+        let kind = match st_type {
+            elf::STT_NOTYPE => SymKind::NoType,
+            elf::STT_OBJECT => SymKind::Object,
+            elf::STT_FUNC => SymKind::Func,
+            elf::STT_SECTION => SymKind::Section,
+            elf::STT_FILE => SymKind::File,
+            other => SymKind::Other(other),
+        };
+        let name = if kind == SymKind::Section {
+            section
+                .map(|s| sections[s.0 as usize].name.clone())
+                .unwrap_or_default()
+        } else {
+            let raw = sym
+                .name(e, symtab.strings())
+                .map_err(|err| bad(format!("name of symbol {i}: {err}")))?;
+            String::from_utf8_lossy(raw).into_owned()
+        };
+        let (value, size) = (sym.st_value(e), sym.st_size(e));
+        if let Some(sec) = section {
+            let s = &sections[sec.0 as usize];
+            if value.checked_add(size).is_none_or(|end| end > s.size) {
+                return Err(bad(format!(
+                    "symbol {i} ({name}) at {value:#x} size {size} lies outside section {} ({}, {} bytes)",
+                    sec.0, s.name, s.size
+                )));
+            }
+        }
+        symbols.push(Symbol {
+            name,
+            kind,
+            bind: sym.st_bind(),
+            section,
+            st_shndx,
+            value,
+            size,
+        });
+    }
+
+    Ok(symbols)
+}
+
+/// Relocations, attached to the section they patch, sorted by offset,
+/// each inside that section and naming a symbol that exists.
+fn read_relocations(
+    path: &Path,
+    data: &[u8],
+    table: &Table,
+    sections: &mut [Section],
+    symbols: &[Symbol],
+) -> Result<()> {
+    let bad = |what: String| malformed(path, what);
+    let e = LE;
+    // Relocations, attached to the section they patch.
+    for (i, sh) in table.iter().enumerate() {
+        let is_rela = match sh.sh_type(e) {
+            elf::SHT_RELA => true,
+            // x86-64 objects use RELA, but LLVM writes REL for its
+            // call-graph profile (`.rel.llvm.call-graph-profile`): the
+            // addend is then read from the patched bytes.
+            elf::SHT_REL => false,
+            _ => continue,
+        };
+        let target = sh.sh_info(e) as usize;
+        if target == 0 || target >= sections.len() {
+            return Err(bad(format!(
+                "relocation section {} targets section {target}",
+                sections[i].name
+            )));
+        }
+        if matches!(sections[target].sh_type, elf::SHT_NOBITS | elf::SHT_NULL) {
+            return Err(bad(format!(
+                "relocation section {} patches section {target} ({}), which has no bytes (type {})",
+                sections[i].name, sections[target].name, sections[target].sh_type
+            )));
+        }
+        let raw_relocs: Vec<(u64, u32, u32, Option<i64>)> = if is_rela {
+            let (relas, _link) = sh
+                .rela(e, data)
+                .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
+                .ok_or_else(|| bad(format!("relocation section {} is empty", sections[i].name)))?;
+            relas
+                .iter()
+                .map(|r| {
+                    (
+                        r.r_offset(e),
+                        r.r_type(e, false),
+                        r.r_sym(e, false),
+                        Some(r.r_addend(e)),
+                    )
+                })
+                .collect()
+        } else {
+            let (rels, _link) = sh
+                .rel(e, data)
+                .map_err(|err| bad(format!("relocation section {}: {err}", sections[i].name)))?
+                .ok_or_else(|| bad(format!("relocation section {} is empty", sections[i].name)))?;
+            rels.iter()
+                .map(|r| (r.r_offset.get(e), r.r_type(e), r.r_sym(e), None))
+                .collect()
+        };
+        let size = sections[target].size;
+        let mut relocs = Vec::with_capacity(raw_relocs.len());
+        for (r_offset, r_type, r_sym, r_addend) in raw_relocs {
+            let sym = r_sym as usize;
+            if sym >= symbols.len() {
+                return Err(bad(format!(
+                    "relocation in {} refers to symbol {sym} of {}",
+                    sections[i].name,
+                    symbols.len()
+                )));
+            }
+            let mut reloc = Reloc {
+                offset: r_offset,
+                r_type,
+                symbol: SymbolId(sym as u32),
+                addend: r_addend.unwrap_or(0),
+                tail: None,
+            };
+            if r_addend.is_none() {
+                reloc.addend =
+                    implicit_addend(&sections[target].data, &reloc).ok_or_else(|| {
+                        bad(format!(
+                            "REL relocation at {:#x} in {} (type {}) has no readable addend",
+                            reloc.offset, sections[i].name, reloc.r_type
+                        ))
+                    })?;
+            }
+            if reloc.addend.unsigned_abs() > MAX_EXTENT {
+                return Err(bad(format!(
+                    "relocation at {:#x} in {} has addend {:#x}, beyond any x86-64 address",
+                    reloc.offset, sections[i].name, reloc.addend
+                )));
+            }
+            let end = reloc.offset.checked_add(reloc.width().unwrap_or(0));
+            if end.is_none_or(|end| end > size) {
+                return Err(bad(format!(
+                    "relocation at {:#x} in {} runs past the section's {size} bytes",
+                    reloc.offset, sections[i].name
+                )));
+            }
+            relocs.push(reloc);
+        }
+        relocs.sort_by_key(|r| r.offset);
+        if sections[target].is_text() {
+            for r in &mut relocs {
+                if matches!(r.r_type, elf::R_X86_64_PC32 | elf::R_X86_64_PLT32) {
+                    r.tail = usize::try_from(r.offset)
+                        .ok()
+                        .and_then(|f| crate::insn::rip_field_tail(&sections[target].data, f));
+                }
+            }
+        }
+        sections[target].relocs = relocs;
+        sections[target].rela_section = Some(SectionId(i as u32));
+    }
+
+    Ok(())
+}
+
+/// Groups (COMDAT and friends): each member knows its group.
+fn read_groups(path: &Path, table: &Table, sections: &mut [Section]) -> Result<()> {
+    let bad = |what: String| malformed(path, what);
+    let e = LE;
+    // Groups (COMDAT and friends).
+    for (i, sh) in table.iter().enumerate() {
+        if sh.sh_type(e) != elf::SHT_GROUP {
+            continue;
+        }
+        let body = sections[i].data.clone();
+        for chunk in body.chunks_exact(4).skip(1) {
+            let member = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) as usize;
+            if member >= sections.len() {
+                return Err(bad(format!(
+                    "group {} lists section {member}",
+                    sections[i].name
+                )));
+            }
+            sections[member].group = Some(SectionId(i as u32));
+        }
+    }
+
+    Ok(())
+}
+
+/// Each section's symbols (by address) and section symbol.
+fn attach_symbols(sections: &mut [Section], symbols: &[Symbol]) {
+    for (i, s) in symbols.iter().enumerate() {
+        if let Some(sec) = s.section {
+            let sec = &mut sections[sec.0 as usize];
+            match s.kind {
+                SymKind::Section => {
+                    sec.section_symbol.get_or_insert(SymbolId(i as u32));
+                }
+                SymKind::Func | SymKind::Object | SymKind::NoType | SymKind::Other(_) => {
+                    sec.symbols.push(SymbolId(i as u32));
+                }
+                SymKind::File => {}
+            }
+        }
+    }
+    for sec in sections.iter_mut() {
+        sec.symbols
+            .sort_by_key(|s| (symbols[s.0 as usize].value, s.0));
     }
 }
 

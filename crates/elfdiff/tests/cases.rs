@@ -27,9 +27,8 @@ use elfdiff::correlate::stem;
 use elfdiff::read::Object;
 use elfdiff::report::Status;
 
-#[path = "common/gcc.rs"]
-mod gcc;
 use gcc::TestResolver;
+use test_support::gcc;
 
 #[derive(Default, Debug)]
 struct Expect {
@@ -350,7 +349,7 @@ fn check_case(dir: &Path, out: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "case {}:\n  {}\nreport:\n{report}reproduce: cargo run -q -p build --bin noreboot-build -- diff {} {}",
+            "case {}:\n  {}\nreport:\n{report}reproduce: cargo run -q -p factory --bin noreboot-build -- diff {} {}",
             dir.file_name().unwrap().to_string_lossy(),
             problems.join("\n  "),
             o.display(),

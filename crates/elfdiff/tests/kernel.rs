@@ -17,8 +17,7 @@ use elfdiff::report::Status;
 use kernel_tree::source::{extract_files, DIFF_CFLAGS};
 use kernel_tree::{AptArchive, Cache, Workspace};
 
-#[path = "common/fixes.rs"]
-mod fixes;
+use test_support::fixes;
 
 fn set(v: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     v.into_iter().map(|n| stem(&n)).collect()
@@ -171,7 +170,7 @@ fn check_selection(name: &str) {
                 " --lines-from fix.diff"
             };
             failures.push(format!(
-                "{} ({}, {object}):\n  {}\n{report}reproduce: diff -u {} {} > fix.diff; cargo run -q -p build --bin noreboot-build -- diff{lines} {} {}",
+                "{} ({}, {object}):\n  {}\n{report}reproduce: diff -u {} {} > fix.diff; cargo run -q -p factory --bin noreboot-build -- diff{lines} {} {}",
                 fix.file,
                 fix.why,
                 problems.join("\n  "),

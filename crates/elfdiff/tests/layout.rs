@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-#[path = "common/gcc.rs"]
-mod gcc;
+use test_support::gcc;
 
 #[test]
 fn entry_sizes_come_from_btf() {

@@ -1,5 +1,5 @@
 //! kpatch's author macros as noreboot-build ships them
-//! (`crates/build/include/kpatch-macros.h`), compiled into an object and
+//! (`crates/factory/include/kpatch-macros.h`), compiled into an object and
 //! read back by `elfdiff::markers`: a fix written for kpatch declares its
 //! callbacks, ignored functions and ignored sections the way kpatch's own
 //! header does, and the factory finds them.
@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use elfdiff::markers::{self, Callback};
 
-#[path = "common/gcc.rs"]
-mod gcc;
+use test_support::gcc;
 
 /// The three attributes of the kernel's `<linux/compiler.h>` the header
 /// uses, spelled as the kernel spells them.
@@ -44,7 +43,7 @@ fn kpatch_macros_are_read_as_kpatch_writes_them() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kpatch-macros");
     std::fs::create_dir_all(dir.join("linux")).unwrap();
     std::fs::write(dir.join("linux/compiler.h"), COMPILER_H).unwrap();
-    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/include");
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../factory/include");
     let obj = gcc::compile_source(
         &dir,
         "fix",

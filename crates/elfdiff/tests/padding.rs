@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use elfdiff::read::Object;
 
-#[path = "common/gcc.rs"]
-mod gcc;
+use test_support::gcc;
 
 fn compile(dir: &Path, name: &str, body: &str) -> Object {
     gcc::compile_source(

@@ -45,8 +45,7 @@ int access_ok_r9(unsigned long p) {
 unsigned int hash_of(unsigned int h) { return runtime_const_shift_right_32(h, d_hash_shift); }
 "#;
 
-#[path = "common/gcc.rs"]
-mod gcc;
+use test_support::gcc;
 
 fn compile(dir: &Path, name: &str, body: &str) -> Object {
     gcc::compile_source(dir, name, &format!("{PRELUDE}\n{body}\n"), &[])

@@ -108,6 +108,14 @@ pub enum Error {
         /// The full command line.
         command: String,
     },
+    /// A kernel module cannot be found, read or ordered.
+    #[error("kernel module {name}: {reason}")]
+    Module {
+        /// The module.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The kernel image cannot be read.
     #[error("cannot read kernel image {path}: {reason}")]
     BadImage {

@@ -30,6 +30,7 @@ pub mod evict;
 pub mod image;
 pub mod index;
 pub mod kbuild;
+pub mod modules;
 pub mod plan;
 pub mod release;
 pub mod size;

@@ -225,18 +225,10 @@ fn run(mut cmd: Command, package: &str, dir: &Path) -> Result<()> {
                 available: crate::cache::free_space(dir).unwrap_or(0),
             });
         }
-        let tail: Vec<&str> = stderr
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
         return Err(Error::Command {
             command: format!("{cmd:?}"),
             status: out.status.to_string(),
-            stderr: tail.join("\n"),
+            stderr: stderr_excerpt(&stderr),
         });
     }
     Ok(())
@@ -260,16 +252,15 @@ fn compile_failed(object: &str, e: Error) -> Error {
     }
 }
 
-/// Up to `n` lines of compiler output from the first error on (with the
-/// "In function"/"In file included from" lines that place it), or the
-/// first lines when no line says `error:`.
-pub(crate) fn first_errors(stderr: &str, n: usize) -> String {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let is_error = |l: &str| l.contains(": error:") || l.contains(": fatal error:");
-    let Some(first) = lines.iter().position(|l| is_error(l)) else {
-        return lines.iter().take(n).copied().collect::<Vec<_>>().join("\n");
-    };
-    let mut start = first;
+/// A compiler's error line.
+fn is_error_line(l: &str) -> bool {
+    l.contains(": error:") || l.contains(": fatal error:")
+}
+
+/// Where the diagnostic of line `i` begins: with the "In function"/"In
+/// file included from" lines that place it.
+fn placed_from(lines: &[&str], i: usize) -> usize {
+    let mut start = i;
     while start > 0
         && (lines[start - 1].contains(": In function")
             || lines[start - 1].starts_with("In file included from")
@@ -277,6 +268,38 @@ pub(crate) fn first_errors(stderr: &str, n: usize) -> String {
     {
         start -= 1;
     }
+    start
+}
+
+/// What a failed command's error keeps of its stderr: the last 30 lines,
+/// and before them, when it comes earlier, the first error with the lines
+/// that place and follow it (up to 40). A compiler that warns at length
+/// after its first error would otherwise leave only warnings, and
+/// [`first_errors`] nothing to show.
+pub(crate) fn stderr_excerpt(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail_from = lines.len().saturating_sub(30);
+    let tail = lines[tail_from..].join("\n");
+    match lines.iter().position(|l| is_error_line(l)) {
+        Some(i) if i < tail_from => {
+            let start = placed_from(&lines, i);
+            let end = (start + 40).min(tail_from);
+            let gap = if end < tail_from { "\n[...]" } else { "" };
+            format!("{}{gap}\n{tail}", lines[start..end].join("\n"))
+        }
+        _ => tail,
+    }
+}
+
+/// Up to `n` lines of compiler output from the first error on (with the
+/// "In function"/"In file included from" lines that place it), or the
+/// first lines when no line says `error:`.
+pub(crate) fn first_errors(stderr: &str, n: usize) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let Some(first) = lines.iter().position(|l| is_error_line(l)) else {
+        return lines.iter().take(n).copied().collect::<Vec<_>>().join("\n");
+    };
+    let start = placed_from(&lines, first);
     lines[start..]
         .iter()
         .take_while(|l| !l.starts_with("objtool") && !l.starts_with("make"))
@@ -948,7 +971,33 @@ pub fn extract_files(tarball: &Path, files: &[&str], dest: &Path) -> Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use super::{first_errors, make_overrides};
+    use super::{first_errors, make_overrides, stderr_excerpt};
+
+    #[test]
+    fn the_first_error_survives_a_long_tail_of_warnings() {
+        let mut stderr = String::from(
+            "net/ipv6/udp.c: In function 'udp_sk_rx_dst_set':\nnet/ipv6/udp.c:979:55: error: implicit declaration of function 'dst_rt6_info'\n  979 |   rt6_get_cookie(dst_rt6_info(dst));\n",
+        );
+        for i in 0..100 {
+            stderr.push_str(&format!(
+                "net/ipv6/udp.c:{}:1: warning: something {i}\n",
+                1000 + i
+            ));
+        }
+        stderr.push_str("objtool: can't open net/ipv6/udp.o\n");
+        let kept = stderr_excerpt(&stderr);
+        assert!(kept.contains("objtool: can't open"), "the tail is kept");
+        assert!(kept.contains("[...]"), "{kept}");
+        assert!(
+            first_errors(&kept, 12).starts_with(
+                "net/ipv6/udp.c: In function 'udp_sk_rx_dst_set':\nnet/ipv6/udp.c:979:55: error: implicit declaration"
+            ),
+            "{kept}"
+        );
+        // Short output is kept whole, once.
+        let short = "a: error: b\nc\n";
+        assert_eq!(stderr_excerpt(short), "a: error: b\nc");
+    }
 
     #[test]
     fn compile_errors_come_first_and_without_objtool() {

@@ -262,55 +262,101 @@ pub struct Converted {
 /// unchanged.
 pub fn convert(ko: &[u8]) -> Result<Converted> {
     let mut b = Builder::read(ko).map_err(|e| malformed(format!("not an ELF module: {e}")))?;
-    let find = |b: &Builder, name: &str| {
-        b.sections
-            .iter()
-            .find(|s| s.name.as_slice() == name.as_bytes())
-            .map(|s| s.id())
-    };
-    let Some(records) = find(&b, RECORDS) else {
+    let Some(rs) = RecordSections::find(&b)? else {
         return Ok(Converted {
             bytes: ko.to_vec(),
             ..Converted::default()
         });
     };
-    let strings = find(&b, RECORD_STRINGS)
-        .ok_or_else(|| malformed(format!("{RECORDS} without {RECORD_STRINGS}")))?;
-    let rela = b
-        .sections
-        .iter()
-        .find(|s| {
-            matches!(s.data, SectionData::Relocation(_)) && s.sh_info_section == Some(records)
-        })
-        .map(|s| s.id())
-        .ok_or_else(|| malformed(format!("{RECORDS} has no relocation section")))?;
-    let symtab = b
-        .sections
-        .iter()
-        .find(|s| matches!(s.data, SectionData::Symbol))
-        .map(|s| s.id())
-        .ok_or_else(|| malformed("no symbol table"))?;
-    let data = match &b.sections.get(records).data {
-        SectionData::Data(d) => d.to_vec(),
-        _ => return Err(malformed(format!("{RECORDS} holds no data"))),
-    };
-    let strs = match &b.sections.get(strings).data {
-        SectionData::Data(d) => d.to_vec(),
-        _ => return Err(malformed(format!("{RECORD_STRINGS} holds no data"))),
-    };
-    if data.len() % RECORD_SIZE != 0 {
-        return Err(malformed(format!(
-            "{RECORDS} is {} bytes, not a multiple of {RECORD_SIZE}",
-            data.len()
-        )));
+    let places = record_places(&b, rs.rela)?;
+    let (groups, klp_syms) = read_records(&b, &rs, &places)?;
+    let sections = add_klp_sections(&mut b, groups, &klp_syms, rs.symtab)?;
+    for id in [rs.records, rs.strings, rs.rela] {
+        b.sections.get_mut(id).delete = true;
     }
+    let mut out = Vec::new();
+    b.write(&mut out)
+        .map_err(|e| malformed(format!("writing the module: {e}")))?;
+    Ok(Converted {
+        bytes: out,
+        sections,
+        symbols: klp_syms.into_iter().collect(),
+    })
+}
+
+/// The sections of a linked module that carry its records.
+struct RecordSections {
+    records: SectionId,
+    strings: SectionId,
+    rela: SectionId,
+    symtab: SectionId,
+    /// The records' bytes.
+    data: Vec<u8>,
+    /// The strings their names point into.
+    strs: Vec<u8>,
+}
+
+impl RecordSections {
+    /// `None` for a module without records.
+    fn find(b: &Builder) -> Result<Option<RecordSections>> {
+        let find = |b: &Builder, name: &str| {
+            b.sections
+                .iter()
+                .find(|s| s.name.as_slice() == name.as_bytes())
+                .map(|s| s.id())
+        };
+        let Some(records) = find(b, RECORDS) else {
+            return Ok(None);
+        };
+        let strings = find(b, RECORD_STRINGS)
+            .ok_or_else(|| malformed(format!("{RECORDS} without {RECORD_STRINGS}")))?;
+        let rela = b
+            .sections
+            .iter()
+            .find(|s| {
+                matches!(s.data, SectionData::Relocation(_)) && s.sh_info_section == Some(records)
+            })
+            .map(|s| s.id())
+            .ok_or_else(|| malformed(format!("{RECORDS} has no relocation section")))?;
+        let symtab = b
+            .sections
+            .iter()
+            .find(|s| matches!(s.data, SectionData::Symbol))
+            .map(|s| s.id())
+            .ok_or_else(|| malformed("no symbol table"))?;
+        let data = match &b.sections.get(records).data {
+            SectionData::Data(d) => d.to_vec(),
+            _ => return Err(malformed(format!("{RECORDS} holds no data"))),
+        };
+        let strs = match &b.sections.get(strings).data {
+            SectionData::Data(d) => d.to_vec(),
+            _ => return Err(malformed(format!("{RECORD_STRINGS} holds no data"))),
+        };
+        if data.len() % RECORD_SIZE != 0 {
+            return Err(malformed(format!(
+                "{RECORDS} is {} bytes, not a multiple of {RECORD_SIZE}",
+                data.len()
+            )));
+        }
+        Ok(Some(RecordSections {
+            records,
+            strings,
+            rela,
+            symtab,
+            data,
+            strs,
+        }))
+    }
+}
+
+/// Where each record field's relocation points after the link, by the
+/// field's offset in the records section: (section, offset).
+type Places = BTreeMap<u64, (SectionId, u64)>;
+
+/// The relocations the records carry, resolved to their places.
+fn record_places(b: &Builder, rela: SectionId) -> Result<Places> {
     // Where each record's place ended up after the link.
-    let mut places: BTreeMap<u64, (SectionId, u64)> = BTreeMap::new();
-    let section_ids: std::collections::HashMap<usize, SectionId> = b
-        .sections
-        .iter()
-        .map(|s| (s.id().index(), s.id()))
-        .collect();
+    let mut places = Places::new();
     if let SectionData::Relocation(relas) = &b.sections.get(rela).data {
         for r in relas {
             let sym = r
@@ -324,6 +370,21 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
             places.insert(r.r_offset, (sec, offset));
         }
     }
+    Ok(places)
+}
+
+/// Relocations for one (object, section), and the `.klp.sym` names used.
+type Groups = BTreeMap<(String, usize), Vec<KlpReloc>>;
+
+/// Reads every record: its place (which must hold zeros: the kernel
+/// writes only there), type, object and symbol names; grouped by object
+/// and patched section.
+fn read_records(
+    b: &Builder,
+    rs: &RecordSections,
+    places: &Places,
+) -> Result<(Groups, BTreeSet<String>)> {
+    let (data, strs, strings) = (&rs.data, &rs.strs, rs.strings);
     // A record's object and symbol names: relocations against the strings
     // section (the link concatenated every part's table, and only the
     // relocations know where each part's strings went).
@@ -408,8 +469,24 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
             .or_default()
             .push((offset, r_type, addend, symbol));
     }
+    Ok((groups, klp_syms))
+}
+
+/// Adds the `.klp.sym` symbols and one `.klp.rela.<obj>.<section>` per
+/// group; returns the sections' names.
+fn add_klp_sections(
+    b: &mut Builder,
+    groups: Groups,
+    klp_syms: &BTreeSet<String>,
+    symtab: SectionId,
+) -> Result<Vec<String>> {
+    let section_ids: std::collections::HashMap<usize, SectionId> = b
+        .sections
+        .iter()
+        .map(|s| (s.id().index(), s.id()))
+        .collect();
     let mut sym_ids = BTreeMap::new();
-    for name in &klp_syms {
+    for name in klp_syms {
         let s = b.symbols.add();
         s.name = name.clone().into_bytes().into();
         s.set_st_info(elf::STB_GLOBAL, elf::STT_NOTYPE);
@@ -443,17 +520,7 @@ pub fn convert(ko: &[u8]) -> Result<Converted> {
         );
         sections.push(name);
     }
-    for id in [records, strings, rela] {
-        b.sections.get_mut(id).delete = true;
-    }
-    let mut out = Vec::new();
-    b.write(&mut out)
-        .map_err(|e| malformed(format!("writing the module: {e}")))?;
-    Ok(Converted {
-        bytes: out,
-        sections,
-        symbols: klp_syms.into_iter().collect(),
-    })
+    Ok(sections)
 }
 
 /// Removes debugging information (`.debug_*` and their relocations) from

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use crate::error::{console_tail, LabError};
-use crate::initramfs::{Initramfs, ModuleIndex, DEFAULT_BUSYBOX};
+use crate::initramfs::{Initramfs, DEFAULT_BUSYBOX};
+use kernel_tree::modules::ModuleIndex;
 
 const INIT: &str = include_str!("init.sh");
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -555,6 +556,30 @@ impl Guest {
         }
     }
 
+    /// Waits in the guest until `cond` (a shell test) holds, polling every
+    /// 50 ms, for at most `limit` of the guest's own clock. The deadline is
+    /// kept in the guest (its uptime, read by shell builtins): a count of
+    /// polls would stretch far past `limit` under emulation, where each
+    /// `cond` costs more than the sleep, and the host would then give up on
+    /// the guest itself.
+    pub fn wait_until(&mut self, cond: &str, limit: Duration) -> Result<Duration, LabError> {
+        let started = Instant::now();
+        let secs = limit.as_secs().max(1);
+        let script = format!(
+            "read t _ </proc/uptime; end=$((${{t%.*}} + {secs})); until {cond}; do read t _ </proc/uptime; [ ${{t%.*}} -ge $end ] && exit 1; sleep 0.05; done"
+        );
+        let r = self.exec_timeout(&script, limit + Duration::from_secs(60))?;
+        if r.status != 0 {
+            return Err(LabError::CommandFailed {
+                script: format!("wait until {cond} (for {:?})", limit),
+                status: r.status,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            });
+        }
+        Ok(started.elapsed())
+    }
+
     /// Runs a script that must succeed; returns its stdout.
     pub fn exec_ok(&mut self, script: &str) -> Result<String, LabError> {
         let r = self.exec(script)?;
@@ -666,4 +691,37 @@ pub fn run(cfg: &GuestConfig, script: &str) -> Result<RunResult, LabError> {
         exec: r.duration,
         total: started.elapsed(),
     })
+}
+
+/// dmesg lines that mean the kernel hit an oops, BUG, WARN or similar.
+pub fn dmesg_problems(dmesg: &str) -> Vec<String> {
+    const MARKERS: &[&str] = &[
+        "Oops",
+        "BUG:",
+        "kernel BUG",
+        "WARNING:",
+        "Call Trace",
+        "general protection fault",
+        "Kernel panic",
+        "RIP:",
+        "livepatch: failed",
+    ];
+    dmesg
+        .lines()
+        .filter(|l| MARKERS.iter().any(|m| l.contains(m)))
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_oops_and_warn_lines_only() {
+        let d = "[    1.0] livepatch: enabling patch 'x'\n[    2.0] WARNING: CPU: 0 PID: 1 at kernel/x.c:1 f+0x1/0x2\n[    3.0] BUG: kernel NULL pointer dereference\n[ 4.0] tsc: Refined TSC";
+        let p = dmesg_problems(d);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(dmesg_problems("[ 1.0] livepatch: 'x': patching complete").is_empty());
+    }
 }

@@ -23,5 +23,5 @@ pub mod initramfs;
 pub mod sample;
 
 pub use error::LabError;
-pub use guest::{run, ExecResult, Guest, GuestConfig, RunResult};
+pub use guest::{dmesg_problems, run, ExecResult, Guest, GuestConfig, RunResult};
 pub use initramfs::Initramfs;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kernel_tree::Workspace;
 
 use crate::error::LabError;
-use crate::guest::{Guest, GuestConfig};
+use crate::guest::{dmesg_problems, Guest, GuestConfig};
 
 /// The fixture's sources, embedded so the demo works from any directory.
 pub const FIXTURE_SOURCE: &str =
@@ -55,26 +55,6 @@ pub struct SampleReport {
     pub total: Duration,
 }
 
-/// dmesg lines that mean the kernel hit an oops, BUG, WARN or similar.
-pub fn dmesg_problems(dmesg: &str) -> Vec<String> {
-    const MARKERS: &[&str] = &[
-        "Oops",
-        "BUG:",
-        "kernel BUG",
-        "WARNING:",
-        "Call Trace",
-        "general protection fault",
-        "Kernel panic",
-        "RIP:",
-        "livepatch: failed",
-    ];
-    dmesg
-        .lines()
-        .filter(|l| MARKERS.iter().any(|m| l.contains(m)))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Builds the fixture against `ws` in `build_dir`; returns the module path.
 pub fn build_fixture(ws: &Workspace, build_dir: &Path) -> Result<std::path::PathBuf, LabError> {
     let src = build_dir.join("src");
@@ -90,30 +70,6 @@ pub fn build_fixture(ws: &Workspace, build_dir: &Path) -> Result<std::path::Path
     Ok(kos[0].clone())
 }
 
-/// Waits in the guest until `cond` (a shell test) holds, polling every
-/// 50 ms, for at most `limit` of the guest's own clock. The deadline is
-/// kept in the guest (its uptime, read by shell builtins): a count of
-/// polls would stretch far past `limit` under emulation, where each
-/// `cond` costs more than the sleep, and the host would then give up on
-/// the guest itself.
-pub fn wait_in_guest(guest: &mut Guest, cond: &str, limit: Duration) -> Result<Duration, LabError> {
-    let started = Instant::now();
-    let secs = limit.as_secs().max(1);
-    let script = format!(
-        "read t _ </proc/uptime; end=$((${{t%.*}} + {secs})); until {cond}; do read t _ </proc/uptime; [ ${{t%.*}} -ge $end ] && exit 1; sleep 0.05; done"
-    );
-    let r = guest.exec_timeout(&script, limit + Duration::from_secs(60))?;
-    if r.status != 0 {
-        return Err(LabError::CommandFailed {
-            script: format!("wait until {cond} (for {:?})", limit),
-            status: r.status,
-            stdout: r.stdout,
-            stderr: r.stderr,
-        });
-    }
-    Ok(started.elapsed())
-}
-
 /// Runs the whole sample on `ws`'s kernel.
 pub fn run_cmdline_sample(ws: &Workspace, build_dir: &Path) -> Result<SampleReport, LabError> {
     let started = Instant::now();
@@ -127,8 +83,7 @@ pub fn run_cmdline_sample(ws: &Workspace, build_dir: &Path) -> Result<SampleRepo
     let before = guest.exec_ok("cat /proc/cmdline")?;
     let t0 = Instant::now();
     guest.exec_ok("insmod /root/livepatch_cmdline.ko")?;
-    wait_in_guest(
-        &mut guest,
+    guest.wait_until(
         &format!("[ \"$(cat {sys}/transition)\" = 0 ]"),
         Duration::from_secs(30),
     )?;
@@ -146,11 +101,7 @@ pub fn run_cmdline_sample(ws: &Workspace, build_dir: &Path) -> Result<SampleRepo
     let t1 = Instant::now();
     guest.exec_ok(&format!("echo 0 > {sys}/enabled"))?;
     // The kernel removes the sysfs directory once unpatching completes.
-    wait_in_guest(
-        &mut guest,
-        &format!("[ ! -e {sys} ]"),
-        Duration::from_secs(30),
-    )?;
+    guest.wait_until(&format!("[ ! -e {sys} ]"), Duration::from_secs(30))?;
     let unpatch_transition = t1.elapsed();
     guest.exec_ok(&format!("rmmod {PATCH_NAME}"))?;
     let after = guest.exec_ok("cat /proc/cmdline")?;
@@ -176,17 +127,4 @@ pub fn run_cmdline_sample(ws: &Workspace, build_dir: &Path) -> Result<SampleRepo
         boot,
         total: started.elapsed(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_oops_and_warn_lines_only() {
-        let d = "[    1.0] livepatch: enabling patch 'x'\n[    2.0] WARNING: CPU: 0 PID: 1 at kernel/x.c:1 f+0x1/0x2\n[    3.0] BUG: kernel NULL pointer dereference\n[ 4.0] tsc: Refined TSC";
-        let p = dmesg_problems(d);
-        assert_eq!(p.len(), 2, "{p:?}");
-        assert!(dmesg_problems("[ 1.0] livepatch: 'x': patching complete").is_empty());
-    }
 }

@@ -244,7 +244,7 @@ pub fn redact(url: &str) -> String {
 /// The tests' own PostgreSQL server, shared with the integration tests.
 #[cfg(test)]
 #[path = "../tests/server/pg.rs"]
-mod pg;
+pub(crate) mod pg;
 
 #[cfg(test)]
 mod tests {

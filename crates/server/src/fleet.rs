@@ -6,7 +6,7 @@
 use protocol::{Kernel, RegisterRequest, RegisterResponse, ReportRequest};
 use sqlx::Row;
 
-use crate::blobs::{is_sha256, BlobError};
+use crate::blobs::{is_sha256, BlobError, BlobReader};
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{invalid, not_found, DbContext, Error};
@@ -130,8 +130,8 @@ impl Context {
     }
 
     /// The bundle file `sha256`, if it is a level of the kernel the host
-    /// runs: a host token opens no other bundle.
-    pub async fn host_bundle(&self, host: &HostAuth, sha256: &str) -> Result<Vec<u8>, Error> {
+    /// runs (a host token opens no other bundle), as it is read.
+    pub async fn host_bundle(&self, host: &HostAuth, sha256: &str) -> Result<BlobReader, Error> {
         if !is_sha256(sha256) {
             return Err(invalid(format!(
                 "{sha256:.80?} is not a sha256 (64 lowercase hex digits)"
@@ -149,11 +149,9 @@ impl Context {
                 host.build_id
             )));
         }
-        let blobs = self.blobs.clone();
-        let key = sha256.to_string();
-        tokio::task::spawn_blocking(move || blobs.get(&key))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??
+        self.blobs
+            .read(sha256)
+            .await?
             .ok_or_else(|| Error::Blob(BlobError::Missing(sha256.to_string())))
     }
 

@@ -217,7 +217,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(c), Some(k)) => Some(server::tls::server_config(c, k)?),
                 _ => None,
             };
-            let ctx = Context::open(&storage.options(), Arc::new(SystemClock)).await?;
+            let mut ctx = Context::open(&storage.options(), Arc::new(SystemClock)).await?;
+            // PostgreSQL: other processes may serve this database. They
+            // must judge bundles by the same keys, and serve the bundles
+            // this one's data directory kept before they moved into it.
+            ctx.record_trusted_keys().await?;
+            ctx.import_disk_bundles().await?;
             if ctx.trusted.is_empty() {
                 tracing::warn!(
                     "no trusted keys in {}: every publication will be refused",

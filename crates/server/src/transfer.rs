@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::blobs::{is_sha256, sha256_hex, BlobError, BlobStore};
+use crate::blobs::{is_sha256, sha256_hex, BlobError};
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{conflict, invalid, not_found, DbContext, Error};
@@ -274,8 +274,12 @@ impl Context {
         };
         let blobs = self.blobs.clone();
         let dir = out.to_path_buf();
+        let rt = tokio::runtime::Handle::current();
         let (index, removed) = tokio::task::spawn_blocking(move || {
-            let removed = write_export(&*blobs, &dir, &index, force)?;
+            // Files are written here, off the runtime; each bundle is read
+            // from the store (possibly the database) through the runtime.
+            let get = |sha256: &str| rt.block_on(blobs.get(sha256));
+            let removed = write_export(&get, &dir, &index, force)?;
             Ok::<_, Error>((index, removed))
         })
         .await
@@ -738,11 +742,14 @@ fn read_index(dir: &Path) -> Result<Index, Error> {
     Ok(index)
 }
 
+/// Reads a bundle from the store, from a blocking thread.
+type ReadBlob<'a> = dyn Fn(&str) -> Result<Option<Vec<u8>>, BlobError> + 'a;
+
 /// Writes an export: the bundle files, then `index.json` last (each via a
 /// synced temporary file and a rename), removing the previous index first
 /// and, after, bundle files the new index does not name.
 fn write_export(
-    blobs: &dyn BlobStore,
+    get: &ReadBlob<'_>,
     out: &Path,
     index: &Index,
     force: bool,
@@ -781,9 +788,7 @@ fn write_export(
     }
     let wanted: BTreeSet<&str> = index.bundles.iter().map(|e| e.file.as_str()).collect();
     for e in &index.bundles {
-        let bytes = blobs
-            .get(&e.sha256)?
-            .ok_or_else(|| BlobError::Missing(e.sha256.clone()))?;
+        let bytes = get(&e.sha256)?.ok_or_else(|| BlobError::Missing(e.sha256.clone()))?;
         // The disk store checks the hash on read; check it (and the size)
         // here too, whatever the store.
         if bytes.len() as u64 != e.size || sha256_hex(&bytes) != e.sha256 {

@@ -171,7 +171,7 @@ pub fn foreign_modules() -> &'static ForeignModules {
         let cache = Cache::from_env().unwrap();
         let archive = AptArchive::debian(&cache).unwrap();
         let tree = f.ws.source_tree(&cache, &archive).unwrap();
-        let build = workspace_bin("noreboot-build", "build");
+        let build = workspace_bin("noreboot-build", "factory");
         let mut out = Vec::new();
         for (name, text) in [
             ("nrforeign", "foreign-patch "),
@@ -239,7 +239,7 @@ fn make_fixture(release: &Release, name: &str, effective: Option<&str>) -> Fixtu
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let build = workspace_bin("noreboot-build", "build");
+    let build = workspace_bin("noreboot-build", "factory");
     let agent = option_env!("CARGO_BIN_EXE_noreboot")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_bin("noreboot", "agent"));

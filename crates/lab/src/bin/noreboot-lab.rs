@@ -72,25 +72,9 @@ enum Cmd {
     /// List the kernel releases Debian's archive (Debian 12 and 13, with
     /// security and backports suites) offers completely, with the suite
     /// each comes from.
-    Releases {
-        /// Upstream series, e.g. 6.1, 6.12 or 7.3 [default: every series].
-        #[arg(long)]
-        series: Option<String>,
-        /// Debian flavour.
-        #[arg(long, default_value = "cloud-amd64")]
-        flavour: String,
-    },
+    Releases(ReleasesArgs),
     /// Download and unpack a kernel workspace; print its paths and identity.
-    Fetch {
-        #[command(flatten)]
-        kernel: KernelArg,
-        /// Also fetch the full symbol table (the -dbg package).
-        #[arg(long)]
-        symbols: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Fetch(FetchArgs),
     /// The kernel cache: `status` (the default) or `evict`.
     Cache {
         #[command(subcommand)]
@@ -109,34 +93,7 @@ enum Cmd {
         image: PathBuf,
     },
     /// Boot a guest, run a command, print its output, exit with its status.
-    Run {
-        #[command(flatten)]
-        kernel: KernelArg,
-        /// User-mode networking (the host's loopback is 10.0.2.2).
-        #[arg(long)]
-        net: bool,
-        /// Load a module of the kernel at boot (repeatable).
-        #[arg(long = "module", value_name = "NAME")]
-        modules: Vec<String>,
-        /// Copy a host file in: HOST[:GUEST] (default guest path /root/NAME).
-        #[arg(long = "file", value_name = "HOST[:GUEST]")]
-        files: Vec<String>,
-        /// Copy a host executable and its libraries in: HOST[:GUEST].
-        #[arg(long = "bin", value_name = "HOST[:GUEST]")]
-        bins: Vec<String>,
-        /// Seconds the command may run.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
-        /// Print the serial console to stderr afterwards.
-        #[arg(long)]
-        console: bool,
-        /// Print a JSON result instead of the command's output.
-        #[arg(long)]
-        json: bool,
-        /// The command (a shell command line).
-        #[arg(trailing_var_arg = true, required = true)]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// Print the path of a source tarball of the kernel's series: its own
     /// version's, or another Debian version's (downloaded into the cache
     /// through the private apt view): what fixes between two versions are
@@ -162,13 +119,68 @@ enum Cmd {
     },
     /// Build the project's live patch fixture, boot the kernel, and show
     /// /proc/cmdline before, during and after the live patch.
-    Demo {
-        #[command(flatten)]
-        kernel: KernelArg,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    kernel: KernelArg,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    kernel: KernelArg,
+    /// User-mode networking (the host's loopback is 10.0.2.2).
+    #[arg(long)]
+    net: bool,
+    /// Load a module of the kernel at boot (repeatable).
+    #[arg(long = "module", value_name = "NAME")]
+    modules: Vec<String>,
+    /// Copy a host file in: HOST[:GUEST] (default guest path /root/NAME).
+    #[arg(long = "file", value_name = "HOST[:GUEST]")]
+    files: Vec<String>,
+    /// Copy a host executable and its libraries in: HOST[:GUEST].
+    #[arg(long = "bin", value_name = "HOST[:GUEST]")]
+    bins: Vec<String>,
+    /// Seconds the command may run.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Print the serial console to stderr afterwards.
+    #[arg(long)]
+    console: bool,
+    /// Print a JSON result instead of the command's output.
+    #[arg(long)]
+    json: bool,
+    /// The command (a shell command line).
+    #[arg(trailing_var_arg = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct FetchArgs {
+    #[command(flatten)]
+    kernel: KernelArg,
+    /// Also fetch the full symbol table (the -dbg package).
+    #[arg(long)]
+    symbols: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ReleasesArgs {
+    /// Upstream series, e.g. 6.1, 6.12 or 7.3 [default: every series].
+    #[arg(long)]
+    series: Option<String>,
+    /// Debian flavour.
+    #[arg(long, default_value = "cloud-amd64")]
+    flavour: String,
 }
 
 fn workspace(arg: &KernelArg) -> anyhow::Result<(Cache, Workspace)> {
@@ -278,125 +290,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             cache_command(action, &CacheCapArg { cache_cap }, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Releases { series, flavour } => {
-            let archive = AptArchive::debian(&Cache::from_env()?)?;
-            let list = match &series {
-                Some(s) => discover::available_releases(&archive, &flavour, s)?,
-                None => discover::all_available_releases(&archive, &flavour)?,
-            };
-            if list.is_empty() {
-                anyhow::bail!(kernel_tree::Error::NoReleases {
-                    flavour,
-                    series: series.unwrap_or_else(|| "(any)".into()),
-                });
-            }
-            let suites = discover::suites_of(&archive, &list)?;
-            for ((r, v), suite) in list.iter().zip(suites) {
-                let pin = if r.as_str() == discover::PINNED_RELEASE {
-                    "  (pinned)"
-                } else {
-                    ""
-                };
-                let suite = suite.unwrap_or_else(|| "?".into());
-                println!("{r}\t{v}\t{suite}{pin}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Releases(a) => releases(a),
         Cmd::Identify { image } => {
             let id = kernel_tree::image::read_identity(&image)?;
             println!("{}", serde_json::to_string_pretty(&id)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Fetch {
-            kernel,
-            symbols,
-            json,
-        } => {
-            let (cache, ws) = workspace(&kernel)?;
-            let syms = if symbols {
-                Some(ws.symbols(&cache, &AptArchive::debian(&cache)?)?)
-            } else {
-                None
-            };
-            let id = ws.identity();
-            if json {
-                let v = serde_json::json!({
-                    "release": ws.release().as_str(),
-                    "version": ws.version(),
-                    "identity": id,
-                    "paths": {
-                        "workspace": ws.dir(),
-                        "vmlinuz": ws.vmlinuz(),
-                        "config": ws.config(),
-                        "headers": ws.headers_dir(),
-                        "module_symvers": ws.module_symvers(),
-                        "source_tarball": ws.source_tarball(),
-                        "modules": ws.modules_dir(),
-                        "system_map": syms.as_ref().map(|s| &s.system_map),
-                        "vmlinux": syms.as_ref().map(|s| &s.vmlinux),
-                    },
-                    "packages": ws.manifest().packages,
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("release         {}", ws.release());
-                println!("version         {}", ws.version());
-                println!("build-id        {}", id.build_id);
-                println!("uname -v        {}", id.uname_version);
-                println!("compiler        {}", id.compiler);
-                println!("vmlinuz         {}", ws.vmlinuz().display());
-                println!("config          {}", ws.config().display());
-                println!("headers         {}", ws.headers_dir().display());
-                println!("Module.symvers  {}", ws.module_symvers().display());
-                println!("source          {}", ws.source_tarball().display());
-                if let Some(s) = syms {
-                    println!("System.map      {}", s.system_map.display());
-                    println!("vmlinux         {}", s.vmlinux.display());
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Run {
-            kernel,
-            net,
-            modules,
-            files,
-            bins,
-            timeout,
-            console,
-            json,
-            command,
-        } => {
-            let (_cache, ws) = workspace(&kernel)?;
-            let mut cfg = GuestConfig::for_workspace(&ws);
-            cfg.network = net;
-            cfg.modules = modules;
-            cfg.command_timeout = Duration::from_secs(timeout);
-            for f in &files {
-                cfg.files.push(split_host_guest(f, "/root"));
-            }
-            for b in &bins {
-                cfg.binaries.push(split_host_guest(b, "/usr/local/bin"));
-            }
-            let r = lab::run(&cfg, &command.join(" "))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                std::io::stdout().write_all(r.stdout.as_bytes())?;
-                std::io::stderr().write_all(r.stderr.as_bytes())?;
-                if console {
-                    eprintln!("--- console ---\n{}", r.console);
-                }
-                eprintln!(
-                    "[guest: boot {:.2}s, command {:.2}s, total {:.2}s, exit {}]",
-                    r.boot.as_secs_f64(),
-                    r.exec.as_secs_f64(),
-                    r.total.as_secs_f64(),
-                    r.status
-                );
-            }
-            Ok(ExitCode::from(u8::try_from(r.status).unwrap_or(1)))
-        }
+        Cmd::Fetch(a) => fetch(a),
+        Cmd::Run(a) => run(a),
         Cmd::Source { kernel, version } => {
             let (cache, ws) = workspace(&kernel)?;
             let tarball = match version {
@@ -426,50 +327,181 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     .unwrap_or(1),
             ))
         }
-        Cmd::Demo { kernel, json } => {
-            let (_cache, ws) = workspace(&kernel)?;
-            eprintln!(
-                "kernel {} ({}), build-id {}",
-                ws.release(),
-                ws.version(),
-                ws.identity().build_id
-            );
-            let build_dir = tempfile::tempdir().context("creating a build directory")?;
-            eprintln!("building the live patch fixture against the headers, booting the kernel in QEMU ...");
-            let r = lab::sample::run_cmdline_sample(&ws, build_dir.path())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+        Cmd::Demo(a) => demo(a),
+    }
+}
+
+/// `demo`: the live patch fixture built, loaded and checked in a guest.
+fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let DemoArgs { kernel, json } = a;
+    let (_cache, ws) = workspace(&kernel)?;
+    eprintln!(
+        "kernel {} ({}), build-id {}",
+        ws.release(),
+        ws.version(),
+        ws.identity().build_id
+    );
+    let build_dir = tempfile::tempdir().context("creating a build directory")?;
+    eprintln!(
+        "building the live patch fixture against the headers, booting the kernel in QEMU ..."
+    );
+    let r = lab::sample::run_cmdline_sample(&ws, build_dir.path())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "kernel              {} (booted in {:.1}s under QEMU)",
+            r.release,
+            r.boot.as_secs_f64()
+        );
+        println!("/proc/cmdline before:   {}", r.before);
+        println!("/proc/cmdline patched:  {}", r.patched);
+        println!("/proc/cmdline reverted: {}", r.after);
+        println!(
+            "transition: patched in {:.2}s, unpatched in {:.2}s; taint {}; dmesg problems: {}",
+            r.patch_transition.as_secs_f64(),
+            r.unpatch_transition.as_secs_f64(),
+            r.taint,
+            if r.dmesg_problems.is_empty() {
+                "none".to_string()
             } else {
-                println!(
-                    "kernel              {} (booted in {:.1}s under QEMU)",
-                    r.release,
-                    r.boot.as_secs_f64()
-                );
-                println!("/proc/cmdline before:   {}", r.before);
-                println!("/proc/cmdline patched:  {}", r.patched);
-                println!("/proc/cmdline reverted: {}", r.after);
-                println!(
-                    "transition: patched in {:.2}s, unpatched in {:.2}s; taint {}; dmesg problems: {}",
-                    r.patch_transition.as_secs_f64(),
-                    r.unpatch_transition.as_secs_f64(),
-                    r.taint,
-                    if r.dmesg_problems.is_empty() { "none".to_string() } else { r.dmesg_problems.join(" | ") }
-                );
-                println!(
-                    "total {:.1}s (module build {:.1}s)",
-                    r.total.as_secs_f64(),
-                    r.build.as_secs_f64()
-                );
+                r.dmesg_problems.join(" | ")
             }
-            if !r.dmesg_problems.is_empty()
-                || r.patched != lab::sample::PATCHED_TEXT
-                || r.after != r.before
-            {
-                anyhow::bail!("the live patch did not behave as expected (see above)");
-            }
-            Ok(ExitCode::SUCCESS)
+        );
+        println!(
+            "total {:.1}s (module build {:.1}s)",
+            r.total.as_secs_f64(),
+            r.build.as_secs_f64()
+        );
+    }
+    if !r.dmesg_problems.is_empty() || r.patched != lab::sample::PATCHED_TEXT || r.after != r.before
+    {
+        anyhow::bail!("the live patch did not behave as expected (see above)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: a command in a guest of the kernel.
+fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let RunArgs {
+        kernel,
+        net,
+        modules,
+        files,
+        bins,
+        timeout,
+        console,
+        json,
+        command,
+    } = a;
+    let (_cache, ws) = workspace(&kernel)?;
+    let mut cfg = GuestConfig::for_workspace(&ws);
+    cfg.network = net;
+    cfg.modules = modules;
+    cfg.command_timeout = Duration::from_secs(timeout);
+    for f in &files {
+        cfg.files.push(split_host_guest(f, "/root"));
+    }
+    for b in &bins {
+        cfg.binaries.push(split_host_guest(b, "/usr/local/bin"));
+    }
+    let r = lab::run(&cfg, &command.join(" "))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        std::io::stdout().write_all(r.stdout.as_bytes())?;
+        std::io::stderr().write_all(r.stderr.as_bytes())?;
+        if console {
+            eprintln!("--- console ---\n{}", r.console);
+        }
+        eprintln!(
+            "[guest: boot {:.2}s, command {:.2}s, total {:.2}s, exit {}]",
+            r.boot.as_secs_f64(),
+            r.exec.as_secs_f64(),
+            r.total.as_secs_f64(),
+            r.status
+        );
+    }
+    Ok(ExitCode::from(u8::try_from(r.status).unwrap_or(1)))
+}
+
+/// `fetch`: a kernel's workspace (and symbols), and where its parts are.
+fn fetch(a: FetchArgs) -> anyhow::Result<ExitCode> {
+    let FetchArgs {
+        kernel,
+        symbols,
+        json,
+    } = a;
+    let (cache, ws) = workspace(&kernel)?;
+    let syms = if symbols {
+        Some(ws.symbols(&cache, &AptArchive::debian(&cache)?)?)
+    } else {
+        None
+    };
+    let id = ws.identity();
+    if json {
+        let v = serde_json::json!({
+            "release": ws.release().as_str(),
+            "version": ws.version(),
+            "identity": id,
+            "paths": {
+                "workspace": ws.dir(),
+                "vmlinuz": ws.vmlinuz(),
+                "config": ws.config(),
+                "headers": ws.headers_dir(),
+                "module_symvers": ws.module_symvers(),
+                "source_tarball": ws.source_tarball(),
+                "modules": ws.modules_dir(),
+                "system_map": syms.as_ref().map(|s| &s.system_map),
+                "vmlinux": syms.as_ref().map(|s| &s.vmlinux),
+            },
+            "packages": ws.manifest().packages,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("release         {}", ws.release());
+        println!("version         {}", ws.version());
+        println!("build-id        {}", id.build_id);
+        println!("uname -v        {}", id.uname_version);
+        println!("compiler        {}", id.compiler);
+        println!("vmlinuz         {}", ws.vmlinuz().display());
+        println!("config          {}", ws.config().display());
+        println!("headers         {}", ws.headers_dir().display());
+        println!("Module.symvers  {}", ws.module_symvers().display());
+        println!("source          {}", ws.source_tarball().display());
+        if let Some(s) = syms {
+            println!("System.map      {}", s.system_map.display());
+            println!("vmlinux         {}", s.vmlinux.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `releases`: the builds the archive offers, with their suites.
+fn releases(a: ReleasesArgs) -> anyhow::Result<ExitCode> {
+    let ReleasesArgs { series, flavour } = a;
+    let archive = AptArchive::debian(&Cache::from_env()?)?;
+    let list = match &series {
+        Some(s) => discover::available_releases(&archive, &flavour, s)?,
+        None => discover::all_available_releases(&archive, &flavour)?,
+    };
+    if list.is_empty() {
+        anyhow::bail!(kernel_tree::Error::NoReleases {
+            flavour,
+            series: series.unwrap_or_else(|| "(any)".into()),
+        });
+    }
+    let suites = discover::suites_of(&archive, &list)?;
+    for ((r, v), suite) in list.iter().zip(suites) {
+        let pin = if r.as_str() == discover::PINNED_RELEASE {
+            "  (pinned)"
+        } else {
+            ""
+        };
+        let suite = suite.unwrap_or_else(|| "?".into());
+        println!("{r}\t{v}\t{suite}{pin}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The one place errors become exit codes: 2 usage (clap), 3 kernel

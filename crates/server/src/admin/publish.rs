@@ -56,6 +56,7 @@ impl Context {
     /// the trusted keys, its manifest is valid and its module is the one
     /// the manifest pins. Records nothing.
     pub async fn check_bundle(&self, bytes: Vec<u8>) -> Result<Checked, Error> {
+        self.check_trusted_keys().await?;
         if self.trusted.is_empty() {
             return Err(Error::BundleRefused(format!(
                 "no trusted keys are configured: put the minisign public keys (*.pub) bundles are signed with in {}",
@@ -122,11 +123,7 @@ impl Context {
         }
         // Before the row that names it commits: a level never points at a
         // missing file (an orphaned file after a failed commit is harmless).
-        let blobs = self.blobs.clone();
-        let key = sha256.clone();
-        tokio::task::spawn_blocking(move || blobs.put(&key, &bytes))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+        self.blobs.put(&sha256, bytes).await?;
 
         let cves = record_level(&mut tx, &verified, &sha256, size, now, actor).await?;
         let feeds: Vec<String> = feeds

@@ -2,17 +2,22 @@
 //! download and report. Each authenticated one acts on the token's host.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
 use protocol::{CheckinRequest, CheckinResponse, RegisterRequest, RegisterResponse, ReportRequest};
 
 use super::error::ApiError;
 use super::extract::{Host, HostToken, Json};
 use super::ratelimit::Refusal;
 use super::AppState;
+use crate::blobs::{BlobError, BlobReader};
 
 /// `POST /register`: a registration key → a host token (201).
 pub async fn register(
@@ -38,14 +43,16 @@ pub async fn register(
     let attempt = state
         .register_limiter
         .start(addr.ip(), &req.registration_key, state.ctx.clock.now())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
         .map_err(refused)?;
     let resp = match state.ctx.register(&req).await {
         Ok(r) => {
-            state.register_limiter.succeeded(attempt);
+            state.register_limiter.succeeded(attempt).await;
             r
         }
         Err(e) => {
-            state.register_limiter.failed(attempt);
+            state.register_limiter.failed(attempt).await;
             match &e {
                 crate::Error::Unauthorized(_) => state.metrics.refused("unauthorized"),
                 crate::Error::Invalid(_) => state.metrics.refused("invalid"),
@@ -77,7 +84,7 @@ pub async fn bundle(
     Host(host): Host,
     Path(sha256): Path<String>,
 ) -> Result<Response, ApiError> {
-    let bytes = state.ctx.host_bundle(&host, &sha256).await?;
+    let reader = state.ctx.host_bundle(&host, &sha256).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
@@ -87,9 +94,35 @@ pub async fn bundle(
                 "private, max-age=31536000, immutable",
             ),
         ],
-        bytes,
+        Body::new(Pieces(reader)),
     )
         .into_response())
+}
+
+/// A bundle's bytes as a response body, a piece at a time as the store
+/// reads them: a download holds a piece or two in memory, not the bundle.
+/// Its exact size is known, so the answer has a Content-Length, and a read
+/// that fails part-way ends the response short of it (the client sees a
+/// cut-off download, never a complete-looking one).
+struct Pieces(BlobReader);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = BlobError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BlobError>>> {
+        self.0
+            .pieces
+            .poll_recv(cx)
+            .map(|piece| piece.map(|r| r.map(|bytes| Frame::data(Bytes::from(bytes)))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.size)
+    }
 }
 
 /// `POST /report`: what happened on the host (204).

@@ -236,8 +236,13 @@ pub async fn login(
     Form(f): Form<Login>,
 ) -> Response {
     let ip = addr.ip();
+    let subject = ip.to_string();
     let now = s.ctx.clock.now();
-    if let Err(retry) = s.login_limiter.take(&ip, now) {
+    let allowed = match s.login_limiter.take(&subject, now).await {
+        Ok(a) => a,
+        Err(e) => return error_page(e, None),
+    };
+    if let Err(retry) = allowed {
         tracing::warn!(address = %ip, "dashboard sign-in refused: too many failed sign-ins from this address");
         let mut r = login_form(
             StatusCode::TOO_MANY_REQUESTS,
@@ -255,7 +260,7 @@ pub async fn login(
         .await
     {
         Ok(new) => {
-            s.login_limiter.refund(&ip, now);
+            s.login_limiter.refund(&subject, now).await;
             tracing::info!(admin = %new.actor.name, address = %ip, "dashboard sign-in");
             let mut r = redirect("/ui/hosts");
             let h = r.headers_mut();

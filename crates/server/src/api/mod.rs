@@ -18,7 +18,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::context::Context;
-use ratelimit::{RateLimiter, RegisterLimits};
+use ratelimit::{Limit, RegisterLimits};
 
 /// Largest JSON request body.
 pub const MAX_JSON: usize = 64 << 10;
@@ -98,7 +97,7 @@ pub struct AppState {
     /// Registrations per address.
     pub register_limiter: RegisterLimits,
     /// Failed dashboard sign-ins per address.
-    pub login_limiter: RateLimiter<IpAddr>,
+    pub login_limiter: Limit,
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     /// The check-in writer.
@@ -109,9 +108,16 @@ impl AppState {
     /// State for a server with these settings; starts the check-in
     /// writer, so it must be called inside a tokio runtime.
     pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
+        // On PostgreSQL several processes may serve the database behind a
+        // load balancer: their limits must be one allowance, not one each.
+        let shared = (ctx.db.backend() == crate::db::Backend::Postgres).then(|| ctx.db.clone());
         Arc::new(Self {
-            register_limiter: RegisterLimits::new(settings.register_per_minute),
-            login_limiter: RateLimiter::new(settings.login_failures_per_minute),
+            register_limiter: RegisterLimits::new(settings.register_per_minute, shared.clone()),
+            login_limiter: Limit::new(
+                "dashboard-sign-in-failures",
+                settings.login_failures_per_minute,
+                shared,
+            ),
             metrics: metrics::Metrics::default(),
             checkins: crate::checkin::Checkins::start(
                 ctx.clone(),

@@ -50,14 +50,14 @@ fn session_cookie(headers: &HeaderMap) -> (String, String) {
 }
 
 /// Signs in from the server's own origin; answers the cookie pair.
-async fn sign_in(url: &str, token: &str) -> String {
+pub(crate) async fn sign_in(url: &str, token: &str) -> String {
     let r = post_login(&client(), url, token, &[("origin", url)]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     session_cookie(r.headers()).0
 }
 
 /// The status of a dashboard page with `cookie`: 200, or 303 to the login.
-async fn page_status(url: &str, cookie: &str) -> StatusCode {
+pub(crate) async fn page_status(url: &str, cookie: &str) -> StatusCode {
     let r = client()
         .get(format!("{url}/ui/hosts"))
         .header("cookie", cookie)
@@ -70,7 +70,7 @@ async fn page_status(url: &str, cookie: &str) -> StatusCode {
     r.status()
 }
 
-async fn logout(url: &str, cookie: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn logout(url: &str, cookie: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = client()
         .post(format!("{url}/ui/logout"))
         .header("cookie", cookie);

@@ -14,6 +14,7 @@ mod feeds;
 mod flow;
 mod hosts;
 mod metrics;
+mod multi;
 mod openapi;
 mod pages;
 mod pg;

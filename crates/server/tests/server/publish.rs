@@ -36,7 +36,7 @@ async fn signed_bundle_is_published_stored_by_hash_and_audited() {
     assert_eq!(body["sha256"], sha.as_str());
     assert_eq!(body["new_kernel"], true);
     assert_eq!(body["feeds"], serde_json::json!(["stable", "test"]));
-    assert_eq!(s.ctx.blobs.get(&sha).unwrap().unwrap(), bytes);
+    assert_eq!(s.ctx.blobs.get(&sha).await.unwrap().unwrap(), bytes);
 
     let (_, kernels) = s
         .call(Method::GET, "/api/v1/admin/kernels", Some(&token), None)

@@ -209,7 +209,7 @@ async fn export_then_import_into_a_fresh_server_carries_levels_cves_and_releases
     assert_eq!(levels(&b).await, want);
     for bytes in &bundles {
         assert_eq!(
-            &b.ctx.blobs.get(&sha256_hex(bytes)).unwrap().unwrap(),
+            &b.ctx.blobs.get(&sha256_hex(bytes)).await.unwrap().unwrap(),
             bytes
         );
     }

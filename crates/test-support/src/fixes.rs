@@ -1,16 +1,18 @@
-//! The schema of `kernel-fixes.toml` and `kernel-fixes-6.12.toml`, the
-//! real-fix selections shared by the differ's kernel test and the
-//! factory's. Each test reads the fields
-//! it needs.
-#![allow(dead_code)]
+//! The schema of the real-fix selections (`crates/elfdiff/tests/kernel-fixes*.toml`)
+//! the differ's kernel test and the factory's share. Each test reads the
+//! fields it needs.
 
 use std::collections::BTreeMap;
 
 /// The whole file.
 #[derive(serde::Deserialize)]
 pub struct Fixes {
+    /// The kernel release the fixes are built for.
     pub release: String,
+    /// The Debian source version the fixed files are taken from.
     pub fixed_version: String,
+    /// The largest objects of the kernel: each must diff against itself
+    /// to "no change".
     #[serde(default)]
     pub large_objects: Vec<String>,
     /// Special sections of which the emitted objects of the selection,
@@ -18,6 +20,7 @@ pub struct Fixes {
     /// selection is known to exercise.
     #[serde(default)]
     pub special_kept: Vec<String>,
+    /// The fixes.
     pub fix: Vec<Fix>,
 }
 
@@ -26,12 +29,17 @@ pub struct Fixes {
 pub struct Fix {
     /// The C file or header, relative to the tree.
     pub file: String,
+    /// Why it is in the selection.
     pub why: String,
+    /// The differ's expected outcome: changed, no-change or refused.
     pub outcome: String,
+    /// Functions the differ must find changed.
     #[serde(default)]
     pub changed: Vec<String>,
+    /// Functions the differ must find new.
     #[serde(default)]
     pub new: Vec<String>,
+    /// Symbols the differ must refuse.
     #[serde(default)]
     pub refused: Vec<String>,
     /// The loadable module the object belongs to (vmlinux if absent).
@@ -95,14 +103,17 @@ impl Fix {
 /// The selections, by file name: the Debian 6.1 kernel's (the factory
 /// builds and verifies these) and the 6.12 kernel's.
 pub const SELECTIONS: &[(&str, &str)] = &[
-    ("kernel-fixes.toml", include_str!("../kernel-fixes.toml")),
+    (
+        "kernel-fixes.toml",
+        include_str!("../../elfdiff/tests/kernel-fixes.toml"),
+    ),
     (
         "kernel-fixes-6.12.toml",
-        include_str!("../kernel-fixes-6.12.toml"),
+        include_str!("../../elfdiff/tests/kernel-fixes-6.12.toml"),
     ),
     (
         "kernel-fixes-reach.toml",
-        include_str!("../kernel-fixes-reach.toml"),
+        include_str!("../../elfdiff/tests/kernel-fixes-reach.toml"),
     ),
 ];
 

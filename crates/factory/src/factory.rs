@@ -51,6 +51,10 @@ pub struct Options {
     /// The kernel cache's cap (`--cache-cap`; `Some(0)` is none), else
     /// `NOREBOOT_CACHE_CAP`'s.
     pub cache_cap: Option<u64>,
+    /// Keep `<out>/work` (the objects compiled before and after the fix,
+    /// the module's source, the guest's files) after the build, whatever
+    /// its outcome; without it only the module and manifest remain.
+    pub keep_work: bool,
 }
 
 /// Why a build stopped without a module, as distinct outcomes.
@@ -194,9 +198,20 @@ const NOREBOOT_HEADER: &str = include_str!("../include/noreboot/livepatch.h");
 /// (`#include "kpatch-macros.h"`); `elfdiff::markers` reads what they write.
 const KPATCH_HEADER: &str = include_str!("../include/kpatch-macros.h");
 
-/// Runs the pipeline: one pass per line, each taking what the ones before
-/// it made and timed under its own name.
+/// Runs the pipeline ([`passes`]), then removes the work directory unless
+/// asked to keep it.
 pub fn build(opts: &Options) -> anyhow::Result<Manifest> {
+    let built = passes(opts);
+    if !opts.keep_work {
+        // What is left of a failed removal is only scratch space.
+        let _ = std::fs::remove_dir_all(opts.out.join("work"));
+    }
+    built
+}
+
+/// The pipeline: one pass per line, each taking what the ones before it
+/// made and timed under its own name.
+fn passes(opts: &Options) -> anyhow::Result<Manifest> {
     let mut progress = Progress::new(opts.quiet);
     let opts = &checked_options(opts)?;
     let kernel = workspace(opts, &mut progress)?;
@@ -588,7 +603,7 @@ fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
         })
         .collect();
     if !wanted.is_empty() {
-        let index = lab::initramfs::ModuleIndex::new(&k.ws.modules_dir())?;
+        let index = kernel_tree::modules::ModuleIndex::new(&k.ws.modules_dir())?;
         for m in wanted {
             let ko = index.path(m)?.with_context(|| {
                 format!("module {m} is not in {}", k.ws.modules_dir().display())
@@ -599,7 +614,7 @@ fn target_modules(k: &Kernel, diffs: &Diffs) -> anyhow::Result<Modules> {
                 (
                     Object::read(&ko)?,
                     syms,
-                    lab::initramfs::module_depends(&ko)?,
+                    kernel_tree::modules::module_depends(&ko)?,
                 ),
             );
         }
@@ -1287,7 +1302,7 @@ fn check_module(
             kernel::module_id::MARKER_SECTION
         ),
     }
-    let fields = lab::initramfs::modinfo(ko)?;
+    let fields = kernel_tree::modules::modinfo(ko)?;
     let field = |key: &str| {
         fields
             .iter()

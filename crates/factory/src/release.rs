@@ -517,128 +517,229 @@ fn job(o: &Options, plan: &BuildPlan, line: &Line) -> BuildOutcome {
     }
 }
 
+/// One build's release job: what every step of it shares.
+struct Job<'a, 'l> {
+    o: &'a Options,
+    plan: &'a BuildPlan,
+    line: &'a Line<'l>,
+    catalog: &'a Catalog,
+    state: State,
+    /// Content hashes of the fixes that apply.
+    hashes: BTreeMap<String, String>,
+    /// Fixes the build's source already contains.
+    contained: BTreeSet<String>,
+    client: Option<publish::Client>,
+}
+
+/// What one attempt at building a level decided.
+enum Attempt {
+    /// The job is over.
+    Done(LevelResult),
+    /// Fixes were left out: try again with the rest.
+    Again(Vec<String>),
+}
+
+/// The level for one build: the fixes that apply, less those refused or
+/// not built before at the same content; then, until it settles, build
+/// it (leaving out what is refused or not compiled here, one attempt at a
+/// time), sign it and publish it — or find it built already.
 fn run_job(
     o: &Options,
     plan: &BuildPlan,
     line: &Line,
     fixes: &mut [FixOutcome],
 ) -> anyhow::Result<LevelResult> {
-    let catalog = &o.catalog;
-    let mut state = State::load(&catalog.dir, &plan.release)?;
-    let dir = o.out.join(&plan.release);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Content hashes of the fixes that apply.
-    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
-    for (fix, patch) in catalog.fixes.iter().zip(&plan.patches) {
-        if let Some(p) = patch {
-            if plan.level.contains(&fix.id) {
-                hashes.insert(fix.id.clone(), fix_hash(fix, p)?);
-            }
-        }
-    }
-    // Fixes refused before at the same content stay out without a try.
-    let mut level: Vec<String> = Vec::new();
-    for id in &plan.level {
-        match (state.refused.get(id), state.not_built.get(id)) {
-            (Some(r), _) if r.fix_hash == hashes[id] => {
-                mark(fixes, id, "refused", r.reasons.clone())
-            }
-            (_, Some(r)) if r.fix_hash == hashes[id] => {
-                mark(fixes, id, "not-built", r.reasons.clone())
-            }
-            _ => level.push(id.clone()),
-        }
-    }
-    if level.is_empty() {
-        return Ok(if plan.level.is_empty() {
-            LevelResult::NothingApplies
-        } else {
-            LevelResult::Refused
-        });
-    }
-    let contained: BTreeSet<String> = plan
-        .fixes
-        .iter()
-        .filter(|(_, a)| *a == Applicability::Contained)
-        .map(|(id, _)| id.clone())
-        .collect();
-    let client = o
-        .publish
-        .as_ref()
-        .map(|t| publish::Client::new(&t.url, &t.token, t.ca.as_deref()))
-        .transpose()?;
-
+    let (mut job, mut level) = match Job::start(o, plan, line, fixes)? {
+        Ok(started) => started,
+        Err(result) => return Ok(result),
+    };
     loop {
+        match job.attempt(&level, fixes)? {
+            Attempt::Done(result) => return Ok(result),
+            Attempt::Again(rest) => level = rest,
+        }
+    }
+}
+
+impl<'a, 'l> Job<'a, 'l> {
+    /// The job's shared state and the fixes to try, or the result when no
+    /// fix is left to try.
+    fn start(
+        o: &'a Options,
+        plan: &'a BuildPlan,
+        line: &'a Line<'l>,
+        fixes: &mut [FixOutcome],
+    ) -> anyhow::Result<Result<(Job<'a, 'l>, Vec<String>), LevelResult>> {
+        let catalog = &o.catalog;
+        let state = State::load(&catalog.dir, &plan.release)?;
+        let dir = o.out.join(&plan.release);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut hashes: BTreeMap<String, String> = BTreeMap::new();
+        for (fix, patch) in catalog.fixes.iter().zip(&plan.patches) {
+            if let Some(p) = patch {
+                if plan.level.contains(&fix.id) {
+                    hashes.insert(fix.id.clone(), fix_hash(fix, p)?);
+                }
+            }
+        }
+        // Fixes refused before at the same content stay out without a try.
+        let mut level: Vec<String> = Vec::new();
+        for id in &plan.level {
+            match (state.refused.get(id), state.not_built.get(id)) {
+                (Some(r), _) if r.fix_hash == hashes[id] => {
+                    mark(fixes, id, "refused", r.reasons.clone())
+                }
+                (_, Some(r)) if r.fix_hash == hashes[id] => {
+                    mark(fixes, id, "not-built", r.reasons.clone())
+                }
+                _ => level.push(id.clone()),
+            }
+        }
+        if level.is_empty() {
+            return Ok(Err(if plan.level.is_empty() {
+                LevelResult::NothingApplies
+            } else {
+                LevelResult::Refused
+            }));
+        }
+        let contained: BTreeSet<String> = plan
+            .fixes
+            .iter()
+            .filter(|(_, a)| *a == Applicability::Contained)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let client = o
+            .publish
+            .as_ref()
+            .map(|t| publish::Client::new(&t.url, &t.token, t.ca.as_deref()))
+            .transpose()?;
+        let job = Job {
+            o,
+            plan,
+            line,
+            catalog,
+            state,
+            hashes,
+            contained,
+            client,
+        };
+        Ok(Ok((job, level)))
+    }
+
+    /// One attempt with the fixes of `level`.
+    fn attempt(&mut self, level: &[String], fixes: &mut [FixOutcome]) -> anyhow::Result<Attempt> {
         let carried: BTreeSet<String> = level.iter().cloned().collect();
         // A fix of code this build does not compile leaves nothing to fix
         // here: for a completion it counts as had.
-        let had: BTreeSet<String> = contained
+        let had: BTreeSet<String> = self
+            .contained
             .iter()
             .cloned()
             .chain(
-                state
+                self.state
                     .not_built
                     .iter()
-                    .filter(|(id, r)| hashes.get(*id) == Some(&r.fix_hash))
+                    .filter(|(id, r)| self.hashes.get(*id) == Some(&r.fix_hash))
                     .map(|(id, _)| id.clone()),
             )
             .collect();
-        let effective = effective_version(catalog, &plan.version, &carried, &had);
+        let effective = effective_version(self.catalog, &self.plan.version, &carried, &had);
         let ids: Vec<(String, String)> = level
             .iter()
-            .map(|id| (id.clone(), hashes[id].clone()))
+            .map(|id| (id.clone(), self.hashes[id].clone()))
             .collect();
         let set = fixset(&ids, effective.as_deref());
-        if let Some(newest) = state.newest().filter(|l| l.fixset == set) {
-            let n = newest.level;
-            match (&o.publish, &client) {
-                (Some(t), Some(c)) if !newest.published_to.contains(&t.url) => {
-                    // Built before and not yet on this server (a run killed
-                    // after signing, or a new server): publish that bundle.
-                    line.step(&format!("publishing level {n}"));
-                    let bundle = o.out.join(&newest.bundle);
-                    let build_id = build_id(&plan.release, o.cache_cap)?;
-                    publish_level(c, t, &build_id, &bundle, &newest.bundle_sha256, n)?;
-                    let url = t.url.clone();
-                    if let Some(l) = state.levels.last_mut() {
-                        l.published_to.push(url);
-                    }
-                    state.save(&catalog.dir)?;
-                    return Ok(LevelResult::Released {
-                        level: n,
-                        bundle,
-                        effective_version: effective,
-                        published: Some(t.url.clone()),
-                    });
-                }
-                _ => return Ok(LevelResult::UpToDate { level: n }),
-            }
+        if let Some(result) = self.built_before(&set, &effective)? {
+            return Ok(Attempt::Done(result));
         }
-        // The next number: after the state's newest and the server's.
-        let mut n = state.newest().map_or(0, |l| l.level) + 1;
-        let build_id = match client {
-            Some(_) => {
-                line.step("fetching the kernel");
-                Some(build_id(&plan.release, o.cache_cap)?)
-            }
-            None => None,
+        let (n, build_id) = self.next_number()?;
+        self.line
+            .step(&format!("composing level {n} ({} fixes)", level.len()));
+        let work = self
+            .o
+            .out
+            .join(&self.plan.release)
+            .join(format!("level-{n}"));
+        let patch = compose(self.catalog, self.plan, level, &work.join("compose"))?;
+        let opts = self.level_options(n, level, patch, &work);
+        self.line.step(&format!("building and verifying level {n}"));
+        if let Err(e) = factory::build(&opts) {
+            return self.stopped(e, level, &opts, &work, fixes);
+        }
+        let result = self.sign_and_publish(n, level, &opts, set, effective, build_id)?;
+        Ok(Attempt::Done(result))
+    }
+
+    /// The newest level, when it carries exactly this set: up to date, or
+    /// published now if it never reached this server (a run killed after
+    /// signing, or a new server).
+    fn built_before(
+        &mut self,
+        set: &str,
+        effective: &Option<String>,
+    ) -> anyhow::Result<Option<LevelResult>> {
+        let Some(newest) = self.state.newest().filter(|l| l.fixset == set) else {
+            return Ok(None);
         };
-        if let (Some(c), Some(id)) = (&client, &build_id) {
-            let on_server = c.levels(id)?;
-            if let Some(max) = on_server.iter().map(|l| l.level).max() {
-                n = n.max(max + 1);
-            }
+        let n = newest.level;
+        let (Some(t), Some(c)) = (&self.o.publish, &self.client) else {
+            return Ok(Some(LevelResult::UpToDate { level: n }));
+        };
+        if newest.published_to.contains(&t.url) {
+            return Ok(Some(LevelResult::UpToDate { level: n }));
         }
-        line.step(&format!("composing level {n} ({} fixes)", level.len()));
-        let work = dir.join(format!("level-{n}"));
-        let patch = compose(catalog, plan, &level, &work.join("compose"))?;
-        let chosen: Vec<&CatalogFix> = catalog
+        self.line.step(&format!("publishing level {n}"));
+        let bundle = self.o.out.join(&newest.bundle);
+        let build_id = build_id(&self.plan.release, self.o.cache_cap)?;
+        publish_level(c, t, &build_id, &bundle, &newest.bundle_sha256, n)?;
+        if let Some(l) = self.state.levels.last_mut() {
+            l.published_to.push(t.url.clone());
+        }
+        self.state.save(&self.catalog.dir)?;
+        Ok(Some(LevelResult::Released {
+            level: n,
+            bundle,
+            effective_version: effective.clone(),
+            published: Some(t.url.clone()),
+        }))
+    }
+
+    /// The next level number (after the state's newest and the server's)
+    /// and, when publishing, the build-id.
+    fn next_number(&self) -> anyhow::Result<(u32, Option<String>)> {
+        let mut n = self.state.newest().map_or(0, |l| l.level) + 1;
+        let Some(c) = &self.client else {
+            return Ok((n, None));
+        };
+        self.line.step("fetching the kernel");
+        let id = build_id(&self.plan.release, self.o.cache_cap)?;
+        if let Some(max) = c.levels(&id)?.iter().map(|l| l.level).max() {
+            n = n.max(max + 1);
+        }
+        Ok((n, Some(id)))
+    }
+
+    /// The catalog fixes of `level`.
+    fn chosen(&self, level: &[String]) -> Vec<&'a CatalogFix> {
+        self.catalog
             .fixes
             .iter()
             .filter(|f| level.contains(&f.id))
-            .collect();
-        let opts = factory::Options {
-            kernel: plan.release.clone(),
+            .collect()
+    }
+
+    /// The factory's options for level `n`: built and verified with the
+    /// fixes' checks, named and described by its fixes.
+    fn level_options(
+        &self,
+        n: u32,
+        level: &[String],
+        patch: PathBuf,
+        work: &Path,
+    ) -> factory::Options {
+        let chosen = self.chosen(level);
+        factory::Options {
+            kernel: self.plan.release.clone(),
             patches: vec![patch],
             name: module_name(n),
             cves: chosen
@@ -665,123 +766,173 @@ fn run_job(
             out: work.join("build"),
             strict: false,
             quiet: true,
-            cache_cap: o.cache_cap,
-        };
-        line.step(&format!("building and verifying level {n}"));
-        match factory::build(&opts) {
-            Ok(_) => {}
-            Err(e) => match e.downcast_ref::<Stop>() {
-                Some(Stop::NoChange(why)) => {
-                    for id in &level {
+            cache_cap: self.o.cache_cap,
+            keep_work: false,
+        }
+    }
+
+    /// A build that stopped: the outcome for its reason, or the fixes to
+    /// try again without those not compiled here or refused.
+    fn stopped(
+        &mut self,
+        e: anyhow::Error,
+        level: &[String],
+        opts: &factory::Options,
+        work: &Path,
+        fixes: &mut [FixOutcome],
+    ) -> anyhow::Result<Attempt> {
+        match e.downcast_ref::<Stop>() {
+            Some(Stop::NoChange(why)) => {
+                for id in level {
+                    mark(fixes, id, "no-change", vec![why.clone()]);
+                }
+                Ok(Attempt::Done(LevelResult::NoChange { why: why.clone() }))
+            }
+            Some(Stop::NotCompiled { files, .. }) => {
+                let dropped = self.not_compiled(level, files, fixes)?;
+                if dropped.is_empty() {
+                    return Err(e);
+                }
+                let rest: Vec<String> = level
+                    .iter()
+                    .filter(|id| !dropped.contains(id))
+                    .cloned()
+                    .collect();
+                Ok(if rest.is_empty() {
+                    Attempt::Done(LevelResult::NothingApplies)
+                } else {
+                    Attempt::Again(rest)
+                })
+            }
+            Some(Stop::VerifyFailed(problems)) => Ok(Attempt::Done(LevelResult::VerifyFailed {
+                problems: problems.clone(),
+            })),
+            Some(Stop::Refused(reasons)) => {
+                let kept = self.each_alone(level, opts, work, fixes)?;
+                if kept.len() == level.len() {
+                    bail!(
+                        "the level is refused though each of its fixes alone builds:\n{}",
+                        reasons.join("\n")
+                    );
+                }
+                Ok(if kept.is_empty() {
+                    Attempt::Done(LevelResult::Refused)
+                } else {
+                    Attempt::Again(kept)
+                })
+            }
+            None => Err(e),
+        }
+    }
+
+    /// Fixes of code this configuration does not build (a driver it
+    /// leaves out) are not for this build: marked and recorded, and
+    /// returned.
+    fn not_compiled(
+        &mut self,
+        level: &[String],
+        files: &[String],
+        fixes: &mut [FixOutcome],
+    ) -> anyhow::Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        for (fix, patch) in self.catalog.fixes.iter().zip(&self.plan.patches) {
+            let Some(patch) = patch.as_ref().filter(|_| level.contains(&fix.id)) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(patch)?;
+            let mine: Vec<String> = crate::patch::parse_files(patch, &text)?
+                .into_iter()
+                .filter_map(|(_, new, _)| crate::patch::strip_path(&new, 1))
+                .filter(|f| files.contains(f))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let why: Vec<String> = mine
+                .iter()
+                .map(|f| format!("{f} is not compiled in this build's configuration"))
+                .collect();
+            mark(fixes, &fix.id, "not-built", why.clone());
+            self.state.not_built.insert(
+                fix.id.clone(),
+                Refusal {
+                    fix_hash: self.hashes[&fix.id].clone(),
+                    reasons: why,
+                },
+            );
+            dropped.push(fix.id.clone());
+        }
+        if !dropped.is_empty() {
+            self.state.save(&self.catalog.dir)?;
+        }
+        Ok(dropped)
+    }
+
+    /// A refused level: which fix? Each is built alone (no guest); the
+    /// refused ones are recorded and stay out; the others are returned.
+    fn each_alone(
+        &mut self,
+        level: &[String],
+        opts: &factory::Options,
+        work: &Path,
+        fixes: &mut [FixOutcome],
+    ) -> anyhow::Result<Vec<String>> {
+        self.line
+            .step("refused: building each fix alone to find which");
+        let mut kept = Vec::new();
+        for id in level {
+            let alone = compose(
+                self.catalog,
+                self.plan,
+                std::slice::from_ref(id),
+                &work.join("alone").join(id),
+            )?;
+            let o1 = factory::Options {
+                patches: vec![alone],
+                verify: false,
+                checks: Vec::new(),
+                out: work.join("alone").join(id).join("build"),
+                ..opts.clone()
+            };
+            match factory::build(&o1) {
+                Ok(_) => kept.push(id.clone()),
+                Err(e) => match e.downcast_ref::<Stop>() {
+                    Some(Stop::Refused(r)) => {
+                        mark(fixes, id, "refused", r.clone());
+                        self.state.refused.insert(
+                            id.clone(),
+                            Refusal {
+                                fix_hash: self.hashes[id].clone(),
+                                reasons: r.clone(),
+                            },
+                        );
+                    }
+                    Some(Stop::NoChange(why)) => {
                         mark(fixes, id, "no-change", vec![why.clone()]);
                     }
-                    return Ok(LevelResult::NoChange { why: why.clone() });
-                }
-                Some(Stop::NotCompiled { files, .. }) => {
-                    // Fixes of code this configuration does not build
-                    // (a driver it leaves out) are not for this build.
-                    let mut dropped = Vec::new();
-                    for (fix, patch) in catalog.fixes.iter().zip(&plan.patches) {
-                        let Some(patch) = patch.as_ref().filter(|_| level.contains(&fix.id)) else {
-                            continue;
-                        };
-                        let text = std::fs::read_to_string(patch)?;
-                        let mine: Vec<String> = crate::patch::parse_files(patch, &text)?
-                            .into_iter()
-                            .filter_map(|(_, new, _)| crate::patch::strip_path(&new, 1))
-                            .filter(|f| files.contains(f))
-                            .collect();
-                        if mine.is_empty() {
-                            continue;
-                        }
-                        let why: Vec<String> = mine
-                            .iter()
-                            .map(|f| format!("{f} is not compiled in this build's configuration"))
-                            .collect();
-                        mark(fixes, &fix.id, "not-built", why.clone());
-                        state.not_built.insert(
-                            fix.id.clone(),
-                            Refusal {
-                                fix_hash: hashes[&fix.id].clone(),
-                                reasons: why,
-                            },
-                        );
-                        dropped.push(fix.id.clone());
-                    }
-                    if dropped.is_empty() {
-                        return Err(e);
-                    }
-                    state.save(&catalog.dir)?;
-                    level.retain(|id| !dropped.contains(id));
-                    if level.is_empty() {
-                        return Ok(LevelResult::NothingApplies);
-                    }
-                    continue;
-                }
-                Some(Stop::VerifyFailed(problems)) => {
-                    return Ok(LevelResult::VerifyFailed {
-                        problems: problems.clone(),
-                    })
-                }
-                Some(Stop::Refused(reasons)) => {
-                    // Which fix? Each is built alone (no guest): the
-                    // refused ones stay out, the level is built again
-                    // with the rest.
-                    line.step("refused: building each fix alone to find which");
-                    let before = level.len();
-                    let mut kept = Vec::new();
-                    for id in &level {
-                        let alone = compose(
-                            catalog,
-                            plan,
-                            std::slice::from_ref(id),
-                            &work.join("alone").join(id),
-                        )?;
-                        let o1 = factory::Options {
-                            patches: vec![alone],
-                            verify: false,
-                            checks: Vec::new(),
-                            out: work.join("alone").join(id).join("build"),
-                            ..opts.clone()
-                        };
-                        match factory::build(&o1) {
-                            Ok(_) => kept.push(id.clone()),
-                            Err(e) => match e.downcast_ref::<Stop>() {
-                                Some(Stop::Refused(r)) => {
-                                    mark(fixes, id, "refused", r.clone());
-                                    state.refused.insert(
-                                        id.clone(),
-                                        Refusal {
-                                            fix_hash: hashes[id].clone(),
-                                            reasons: r.clone(),
-                                        },
-                                    );
-                                }
-                                Some(Stop::NoChange(why)) => {
-                                    mark(fixes, id, "no-change", vec![why.clone()]);
-                                }
-                                _ => return Err(e.context(format!("building fix {id} alone"))),
-                            },
-                        }
-                    }
-                    state.save(&catalog.dir)?;
-                    if kept.len() == before {
-                        bail!(
-                            "the level is refused though each of its fixes alone builds:\n{}",
-                            reasons.join("\n")
-                        );
-                    }
-                    if kept.is_empty() {
-                        return Ok(LevelResult::Refused);
-                    }
-                    level = kept;
-                    continue;
-                }
-                None => return Err(e),
-            },
+                    _ => return Err(e.context(format!("building fix {id} alone"))),
+                },
+            }
         }
-        line.step(&format!("signing level {n}"));
-        let cve_descriptions = chosen
+        self.state.save(&self.catalog.dir)?;
+        Ok(kept)
+    }
+
+    /// Signs the built level, records it (before publishing: a run killed
+    /// in between publishes this same bundle next time instead of building
+    /// a new number), publishes it when asked.
+    fn sign_and_publish(
+        &mut self,
+        n: u32,
+        level: &[String],
+        opts: &factory::Options,
+        set: String,
+        effective: Option<String>,
+        build_id: Option<String>,
+    ) -> anyhow::Result<LevelResult> {
+        self.line.step(&format!("signing level {n}"));
+        let cve_descriptions = self
+            .chosen(level)
             .iter()
             .flat_map(|f| {
                 f.cves.iter().map(|c| {
@@ -792,20 +943,20 @@ fn run_job(
                 })
             })
             .collect();
-        let bundle_name = format!("{}/level-{n}.nrb", plan.release);
+        let bundle_name = format!("{}/level-{n}.nrb", self.plan.release);
         let (bundle_path, _) = crate::bundling::bundle(&crate::bundling::BundleOptions {
             from: opts.out.clone(),
             level: n,
-            key: o.key.clone(),
+            key: self.o.key.clone(),
             effective_version: effective.clone(),
             cve_descriptions,
-            out: Some(o.out.join(&bundle_name)),
+            out: Some(self.o.out.join(&bundle_name)),
         })?;
         let bytes = std::fs::read(&bundle_path)?;
         let sha = factory::hex_sha256(&bytes);
         let mut entry = StateLevel {
             level: n,
-            fixes: level.clone(),
+            fixes: level.to_vec(),
             fixset: set,
             effective_version: effective.clone(),
             bundle: bundle_name,
@@ -813,26 +964,24 @@ fn run_job(
             built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             published_to: Vec::new(),
         };
-        // Recorded before publishing: a run killed in between publishes
-        // this same bundle next time instead of building a new number.
-        state.levels.push(entry.clone());
-        state.save(&catalog.dir)?;
+        self.state.levels.push(entry.clone());
+        self.state.save(&self.catalog.dir)?;
         let mut published = None;
-        if let (Some(t), Some(c)) = (&o.publish, &client) {
-            line.step(&format!("publishing level {n}"));
+        if let (Some(t), Some(c)) = (&self.o.publish, &self.client) {
+            self.line.step(&format!("publishing level {n}"));
             let id = build_id.as_deref().expect("fetched when publishing");
             publish_level(c, t, id, &bundle_path, &sha, n)?;
             entry.published_to.push(t.url.clone());
-            *state.levels.last_mut().expect("just pushed") = entry;
-            state.save(&catalog.dir)?;
+            *self.state.levels.last_mut().expect("just pushed") = entry;
+            self.state.save(&self.catalog.dir)?;
             published = Some(t.url.clone());
         }
-        return Ok(LevelResult::Released {
+        Ok(LevelResult::Released {
             level: n,
             bundle: bundle_path,
             effective_version: effective,
             published,
-        });
+        })
     }
 }
 

@@ -306,49 +306,7 @@ impl CatalogFix {
             return Err(err(dir, "", "a fix directory needs its fix.toml"));
         }
         let raw: RawFix = read_toml(&path)?;
-        let mut seen = BTreeSet::new();
-        for (i, c) in raw.cves.iter().enumerate() {
-            if !bundle::manifest::is_cve_id(c) {
-                return Err(err(
-                    &path,
-                    format!("cves[{i}]"),
-                    format!("{c:?} is not CVE-YYYY-NNNN"),
-                ));
-            }
-            if !seen.insert(c) {
-                return Err(err(
-                    &path,
-                    format!("cves[{i}]"),
-                    format!("{c} is listed twice"),
-                ));
-            }
-        }
-        let d = raw.description.trim();
-        if d.is_empty() {
-            return Err(err(&path, "description", "empty: say what the fix fixes"));
-        }
-        if raw.description.len() > MAX_DESCRIPTION {
-            return Err(err(
-                &path,
-                "description",
-                format!("more than {MAX_DESCRIPTION} bytes"),
-            ));
-        }
-        if let Some(v) = &raw.fixed_in {
-            check_version(&path, "fixed_in", v)?;
-        }
-        let file = |field: &str, name: &str| -> Result<PathBuf, CatalogError> {
-            if !inside(name) {
-                return Err(err(
-                    &path,
-                    field,
-                    format!("{name:?} is not a path inside the fix's directory"),
-                ));
-            }
-            let p = dir.join(name);
-            read_text(&p, field).map_err(|e| err(&path, field, e.to_string()))?;
-            Ok(p)
-        };
+        check_text(&path, &raw)?;
         let patch = match (raw.patches, raw.source) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -357,80 +315,15 @@ impl CatalogFix {
                     "give either `patches` or `[source]`, not both",
                 ))
             }
-            (Some(names), None) => {
-                if names.is_empty() {
-                    return Err(err(&path, "patches", "empty"));
-                }
-                let mut files = Vec::new();
-                for (i, n) in names.iter().enumerate() {
-                    let field = format!("patches[{i}]");
-                    let p = file(&field, n)?;
-                    check_patch(&path, &field, &p)?;
-                    files.push(p);
-                }
-                PatchSource::Files(files)
-            }
-            (None, Some(s)) => {
-                check_version(&path, "source.from", &s.from)?;
-                check_version(&path, "source.to", &s.to)?;
-                let (from, to): (debversion::Version, debversion::Version) = (
-                    s.from
-                        .parse()
-                        .map_err(|_| err(&path, "source.from", "bad version"))?,
-                    s.to.parse()
-                        .map_err(|_| err(&path, "source.to", "bad version"))?,
-                );
-                if from >= to {
-                    return Err(err(
-                        &path,
-                        "source.to",
-                        format!("{} is not newer than {}", s.to, s.from),
-                    ));
-                }
-                if s.files.is_empty() {
-                    return Err(err(
-                        &path,
-                        "source.files",
-                        "empty: name the files of the fix",
-                    ));
-                }
-                for (i, f) in s.files.iter().enumerate() {
-                    if !inside(f) {
-                        return Err(err(
-                            &path,
-                            format!("source.files[{i}]"),
-                            format!("{f:?} is not a path in the kernel tree"),
-                        ));
-                    }
-                }
-                PatchSource::Debian {
-                    from: s.from,
-                    to: s.to,
-                    files: s.files,
-                }
-            }
-            (None, None) => {
-                // The entry's *.patch files, in name order.
-                let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-                    .map_err(|e| err(dir, "", format!("cannot list: {e}")))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "patch"))
-                    .collect();
-                found.sort();
-                if found.is_empty() {
-                    return Err(err(&path, "patches", "no patch: list `patches`, give `[source]`, or put *.patch files beside fix.toml"));
-                }
-                for p in &found {
-                    read_text(p, "").and_then(|_| check_patch(p, "", p))?;
-                }
-                PatchSource::Files(found)
-            }
+            (Some(names), None) => listed_patches(&path, dir, &names)?,
+            (None, Some(s)) => debian_source(&path, s)?,
+            (None, None) => patches_beside(&path, dir)?,
         };
         let checks = raw
             .checks
             .iter()
             .enumerate()
-            .map(|(i, c)| file(&format!("checks[{i}]"), c))
+            .map(|(i, c)| fix_file(&path, dir, &format!("checks[{i}]"), c))
             .collect::<Result<Vec<_>, _>>()?;
         let mut appends = Vec::new();
         for (i, a) in raw.append.iter().enumerate() {
@@ -443,7 +336,7 @@ impl CatalogFix {
             }
             appends.push(Append {
                 file: a.file.clone(),
-                source: file(&format!("append[{i}].source"), &a.source)?,
+                source: fix_file(&path, dir, &format!("append[{i}].source"), &a.source)?,
             });
         }
         Ok(CatalogFix {
@@ -457,6 +350,134 @@ impl CatalogFix {
             appends,
         })
     }
+}
+
+/// The CVE ids (well formed, each once), the description (present, not
+/// too long) and `fixed_in` (a Debian version).
+fn check_text(path: &Path, raw: &RawFix) -> Result<(), CatalogError> {
+    let mut seen = BTreeSet::new();
+    for (i, c) in raw.cves.iter().enumerate() {
+        if !bundle::manifest::is_cve_id(c) {
+            return Err(err(
+                path,
+                format!("cves[{i}]"),
+                format!("{c:?} is not CVE-YYYY-NNNN"),
+            ));
+        }
+        if !seen.insert(c) {
+            return Err(err(
+                path,
+                format!("cves[{i}]"),
+                format!("{c} is listed twice"),
+            ));
+        }
+    }
+    if raw.description.trim().is_empty() {
+        return Err(err(path, "description", "empty: say what the fix fixes"));
+    }
+    if raw.description.len() > MAX_DESCRIPTION {
+        return Err(err(
+            path,
+            "description",
+            format!("more than {MAX_DESCRIPTION} bytes"),
+        ));
+    }
+    if let Some(v) = &raw.fixed_in {
+        check_version(path, "fixed_in", v)?;
+    }
+    Ok(())
+}
+
+/// A file the entry names (field `field` of `toml`): inside the fix's
+/// directory, and readable text.
+fn fix_file(toml: &Path, dir: &Path, field: &str, name: &str) -> Result<PathBuf, CatalogError> {
+    if !inside(name) {
+        return Err(err(
+            toml,
+            field,
+            format!("{name:?} is not a path inside the fix's directory"),
+        ));
+    }
+    let p = dir.join(name);
+    read_text(&p, field).map_err(|e| err(toml, field, e.to_string()))?;
+    Ok(p)
+}
+
+/// `patches = [...]`: each a unified diff inside the fix's directory.
+fn listed_patches(toml: &Path, dir: &Path, names: &[String]) -> Result<PatchSource, CatalogError> {
+    if names.is_empty() {
+        return Err(err(toml, "patches", "empty"));
+    }
+    let mut files = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let field = format!("patches[{i}]");
+        let p = fix_file(toml, dir, &field, n)?;
+        check_patch(toml, &field, &p)?;
+        files.push(p);
+    }
+    Ok(PatchSource::Files(files))
+}
+
+/// `[source]`: files of the tree between two Debian source versions.
+fn debian_source(toml: &Path, s: RawSource) -> Result<PatchSource, CatalogError> {
+    check_version(toml, "source.from", &s.from)?;
+    check_version(toml, "source.to", &s.to)?;
+    let (from, to): (debversion::Version, debversion::Version) = (
+        s.from
+            .parse()
+            .map_err(|_| err(toml, "source.from", "bad version"))?,
+        s.to.parse()
+            .map_err(|_| err(toml, "source.to", "bad version"))?,
+    );
+    if from >= to {
+        return Err(err(
+            toml,
+            "source.to",
+            format!("{} is not newer than {}", s.to, s.from),
+        ));
+    }
+    if s.files.is_empty() {
+        return Err(err(
+            toml,
+            "source.files",
+            "empty: name the files of the fix",
+        ));
+    }
+    for (i, f) in s.files.iter().enumerate() {
+        if !inside(f) {
+            return Err(err(
+                toml,
+                format!("source.files[{i}]"),
+                format!("{f:?} is not a path in the kernel tree"),
+            ));
+        }
+    }
+    Ok(PatchSource::Debian {
+        from: s.from,
+        to: s.to,
+        files: s.files,
+    })
+}
+
+/// Neither: the entry's *.patch files, in name order.
+fn patches_beside(toml: &Path, dir: &Path) -> Result<PatchSource, CatalogError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| err(dir, "", format!("cannot list: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "patch"))
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(err(
+            toml,
+            "patches",
+            "no patch: list `patches`, give `[source]`, or put *.patch files beside fix.toml",
+        ));
+    }
+    for p in &found {
+        read_text(p, "").and_then(|_| check_patch(p, "", p))?;
+    }
+    Ok(PatchSource::Files(found))
 }
 
 /// A patch file must be a unified diff whose paths stay in the tree.

@@ -78,6 +78,11 @@ struct BuildArgs {
     /// Output directory: the .ko and manifest.json.
     #[arg(short = 'o', long, value_name = "OUTDIR")]
     out: Option<PathBuf>,
+    /// Keep OUTDIR/work: the objects compiled before and after the fix,
+    /// the patch module's source and the guest's files (removed by
+    /// default, whatever the outcome).
+    #[arg(long)]
+    keep_work: bool,
     /// Refuse when any difference would be left out of the module (init
     /// and exit code, line-only changes, author-ignored functions, …)
     /// instead of listing it as not carried.
@@ -104,53 +109,7 @@ enum Cmd {
     /// 4 refused (the report says why; also input of a kind not compared,
     /// such as LLVM bitcode, and a special section whose entry size is
     /// unknown), 1 error, 2 usage.
-    Diff {
-        /// The object compiled from the original source.
-        orig: PathBuf,
-        /// The object compiled from the patched source.
-        patched: PathBuf,
-        /// The fix as a unified diff of the compiled source file: shifted
-        /// `__LINE__` numbers are then recognised exactly.
-        #[arg(long, value_name = "DIFF")]
-        lines_from: Option<PathBuf>,
-        /// Write the patch object (changed and new functions, their data and
-        /// special-section entries, livepatch relocation records) here.
-        #[arg(short = 'o', long, value_name = "OUT.o", requires = "kernel_symbols")]
-        output: Option<PathBuf>,
-        /// The kernel's symbols: a System.map, or an unstripped vmlinux
-        /// (whose object-file grouping resolves duplicate statics).
-        #[arg(
-            long,
-            value_name = "FILE",
-            group = "kernel_symbols",
-            requires = "symvers"
-        )]
-        symbols: Option<PathBuf>,
-        /// The kernel's Module.symvers (exports; may be empty).
-        #[arg(long, value_name = "FILE")]
-        symvers: Option<PathBuf>,
-        /// A cached kernel workspace release: its -dbg vmlinux and
-        /// Module.symvers are used.
-        #[arg(long, value_name = "RELEASE", group = "kernel_symbols")]
-        kernel: Option<String>,
-        /// The patched object is part of this target: vmlinux or a module.
-        #[arg(long, default_value = "vmlinux")]
-        object_of: String,
-        /// Refuse instead of leaving any difference out (see the factory's
-        /// --strict).
-        #[arg(long)]
-        strict: bool,
-        /// The entry size of a special section, for objects whose kernel is
-        /// not at hand (repeatable): a table with a single entry cannot
-        /// reveal it, e.g. `.parainstructions=16` (sizeof(struct
-        /// paravirt_patch_site)). With --kernel, or --symbols naming a
-        /// vmlinux, sizes come from the kernel's BTF; this overrides them.
-        #[arg(long = "entry-size", value_name = "SECTION=BYTES", value_parser = parse_entry_size)]
-        entry_sizes: Vec<(String, u64)>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Diff(DiffArgs),
     /// Check a fix catalog (docs/catalog.md) and list its fixes: every
     /// entry is validated, and an error names the file and the field.
     ///
@@ -201,51 +160,7 @@ enum Cmd {
     ///
     /// Exit status: 0 every build released or up to date, 1 a build
     /// failed (the summary says which and why) or an error, 2 usage.
-    Release {
-        /// The catalog directory.
-        #[arg(long, value_name = "DIR")]
-        catalog: PathBuf,
-        /// A kernel build (repeatable), e.g. 6.1.0-47-cloud-amd64.
-        #[arg(long = "kernel", value_name = "RELEASE", required_unless_present_any = ["kernels", "kernels_from_server"])]
-        kernel: Vec<String>,
-        /// Every cloud build the archive offers for a Debian release:
-        /// `debian12-cloud` or `debian13-cloud`.
-        #[arg(long, value_name = "SET", conflicts_with_all = ["kernel", "kernels_from_server"])]
-        kernels: Option<String>,
-        /// The builds the hosts of this noreboot-server run (its admin API,
-        /// with --token-file).
-        #[arg(long, value_name = "URL", conflicts_with = "kernel")]
-        kernels_from_server: Option<String>,
-        /// The bundle signing key (noreboot-build keygen).
-        #[arg(long, value_name = "SECRET.key")]
-        key: PathBuf,
-        /// Where levels are built and bundles written [default: DIR/out].
-        #[arg(short = 'o', long, value_name = "OUT")]
-        out: Option<PathBuf>,
-        /// Builds run at once [default: the number of cores].
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        jobs: Option<u32>,
-        /// Publish each new level to this noreboot-server (admin API).
-        #[arg(long, value_name = "URL")]
-        publish: Option<String>,
-        /// Release published levels to this feed (repeatable).
-        #[arg(long = "feed", value_name = "FEED", requires = "publish")]
-        feeds: Vec<String>,
-        /// A file holding the server's admin token [default: $NOREBOOT_ADMIN_TOKEN].
-        #[arg(long, value_name = "FILE")]
-        token_file: Option<PathBuf>,
-        /// PEM CA certificates the server's certificate must chain to.
-        #[arg(long, value_name = "CA.pem")]
-        server_ca: Option<PathBuf>,
-        /// Keep the kernel workspaces under this much disk (as the
-        /// factory's --cache-cap): builds released earlier in the run are
-        /// evicted first [default: $NOREBOOT_CACHE_CAP, else no cap]
-        #[arg(long, value_name = "SIZE", value_parser = kernel_tree::size::parse_size)]
-        cache_cap: Option<u64>,
-        /// Print the outcomes as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Release(ReleaseArgs),
     /// Make a bundle signing key pair: DIR/noreboot.key (secret, mode 0600)
     /// and DIR/noreboot.pub, in minisign's formats.
     ///
@@ -292,6 +207,102 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// The object compiled from the original source.
+    orig: PathBuf,
+    /// The object compiled from the patched source.
+    patched: PathBuf,
+    /// The fix as a unified diff of the compiled source file: shifted
+    /// `__LINE__` numbers are then recognised exactly.
+    #[arg(long, value_name = "DIFF")]
+    lines_from: Option<PathBuf>,
+    /// Write the patch object (changed and new functions, their data and
+    /// special-section entries, livepatch relocation records) here.
+    #[arg(short = 'o', long, value_name = "OUT.o", requires = "kernel_symbols")]
+    output: Option<PathBuf>,
+    /// The kernel's symbols: a System.map, or an unstripped vmlinux
+    /// (whose object-file grouping resolves duplicate statics).
+    #[arg(
+        long,
+        value_name = "FILE",
+        group = "kernel_symbols",
+        requires = "symvers"
+    )]
+    symbols: Option<PathBuf>,
+    /// The kernel's Module.symvers (exports; may be empty).
+    #[arg(long, value_name = "FILE")]
+    symvers: Option<PathBuf>,
+    /// A cached kernel workspace release: its -dbg vmlinux and
+    /// Module.symvers are used.
+    #[arg(long, value_name = "RELEASE", group = "kernel_symbols")]
+    kernel: Option<String>,
+    /// The patched object is part of this target: vmlinux or a module.
+    #[arg(long, default_value = "vmlinux")]
+    object_of: String,
+    /// Refuse instead of leaving any difference out (see the factory's
+    /// --strict).
+    #[arg(long)]
+    strict: bool,
+    /// The entry size of a special section, for objects whose kernel is
+    /// not at hand (repeatable): a table with a single entry cannot
+    /// reveal it, e.g. `.parainstructions=16` (sizeof(struct
+    /// paravirt_patch_site)). With --kernel, or --symbols naming a
+    /// vmlinux, sizes come from the kernel's BTF; this overrides them.
+    #[arg(long = "entry-size", value_name = "SECTION=BYTES", value_parser = parse_entry_size)]
+    entry_sizes: Vec<(String, u64)>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ReleaseArgs {
+    /// The catalog directory.
+    #[arg(long, value_name = "DIR")]
+    catalog: PathBuf,
+    /// A kernel build (repeatable), e.g. 6.1.0-47-cloud-amd64.
+    #[arg(long = "kernel", value_name = "RELEASE", required_unless_present_any = ["kernels", "kernels_from_server"])]
+    kernel: Vec<String>,
+    /// Every cloud build the archive offers for a Debian release:
+    /// `debian12-cloud` or `debian13-cloud`.
+    #[arg(long, value_name = "SET", conflicts_with_all = ["kernel", "kernels_from_server"])]
+    kernels: Option<String>,
+    /// The builds the hosts of this noreboot-server run (its admin API,
+    /// with --token-file).
+    #[arg(long, value_name = "URL", conflicts_with = "kernel")]
+    kernels_from_server: Option<String>,
+    /// The bundle signing key (noreboot-build keygen).
+    #[arg(long, value_name = "SECRET.key")]
+    key: PathBuf,
+    /// Where levels are built and bundles written [default: DIR/out].
+    #[arg(short = 'o', long, value_name = "OUT")]
+    out: Option<PathBuf>,
+    /// Builds run at once [default: the number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: Option<u32>,
+    /// Publish each new level to this noreboot-server (admin API).
+    #[arg(long, value_name = "URL")]
+    publish: Option<String>,
+    /// Release published levels to this feed (repeatable).
+    #[arg(long = "feed", value_name = "FEED", requires = "publish")]
+    feeds: Vec<String>,
+    /// A file holding the server's admin token [default: $NOREBOOT_ADMIN_TOKEN].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA certificates the server's certificate must chain to.
+    #[arg(long, value_name = "CA.pem")]
+    server_ca: Option<PathBuf>,
+    /// Keep the kernel workspaces under this much disk (as the
+    /// factory's --cache-cap): builds released earlier in the run are
+    /// evicted first [default: $NOREBOOT_CACHE_CAP, else no cap]
+    #[arg(long, value_name = "SIZE", value_parser = kernel_tree::size::parse_size)]
+    cache_cap: Option<u64>,
+    /// Print the outcomes as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(command) = cli.command else {
         return run_build(cli.build);
@@ -330,84 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Release {
-            catalog,
-            kernel,
-            kernels,
-            kernels_from_server,
-            key,
-            out,
-            jobs,
-            publish,
-            feeds,
-            token_file,
-            server_ca,
-            cache_cap,
-            json,
-        } => {
-            let c = catalog::Catalog::load(&catalog)?;
-            let token = || -> anyhow::Result<String> {
-                let t = match &token_file {
-                    Some(f) => std::fs::read_to_string(f)
-                        .with_context(|| format!("--token-file {}", f.display()))?,
-                    None => std::env::var("NOREBOOT_ADMIN_TOKEN").map_err(|_| {
-                        anyhow::anyhow!(
-                            "the server needs an admin token: --token-file FILE or NOREBOOT_ADMIN_TOKEN"
-                        )
-                    })?,
-                };
-                Ok(t.trim().to_string())
-            };
-            // Fail on a bad key now, not after the first build.
-            bundle::SecretKey::read(&key).with_context(|| format!("--key {}", key.display()))?;
-            let from_server = match &kernels_from_server {
-                Some(url) => Some(publish::Client::new(url, &token()?, server_ca.as_deref())?),
-                None => None,
-            };
-            let target = match publish {
-                Some(url) => Some(publish::Target {
-                    url,
-                    token: token()?,
-                    feeds,
-                    ca: server_ca.clone(),
-                }),
-                None => None,
-            };
-            let cache = kernel_tree::Cache::from_env()?;
-            let archive = kernel_tree::AptArchive::debian(&cache)?;
-            let builds = builds(&archive, &kernel, kernels.as_deref(), from_server.as_ref())?;
-            let out = out.unwrap_or_else(|| catalog.join("out"));
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let out = out.canonicalize()?;
-            eprintln!("release: planning {} builds", builds.len());
-            let work = out.join("plan");
-            let plans = plan::plan(&cache, &archive, &c, &builds, &work)?;
-            let opts = release::Options {
-                catalog: c,
-                out,
-                key,
-                jobs: jobs.map_or_else(
-                    || std::thread::available_parallelism().map_or(1, |n| n.get()),
-                    |j| j as usize,
-                ),
-                publish: target,
-                cache_cap,
-            };
-            let outcomes = release::release(&opts, &plans);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&outcomes)?);
-            } else {
-                print!("{}", release::table(&opts.catalog, &outcomes));
-            }
-            let failed = outcomes.iter().filter(|o| !o.ok()).count();
-            if failed > 0 {
-                anyhow::bail!(
-                    "{failed} of {} builds failed (the summary says why)",
-                    outcomes.len()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Release(a) => release_cmd(a),
         Cmd::Keygen { out, force } => {
             let key = bundling::keygen(&out, force)?;
             println!(
@@ -452,93 +386,178 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Diff {
-            orig,
-            patched,
-            lines_from,
-            output,
-            symbols,
-            symvers,
-            kernel,
-            object_of,
-            strict,
-            entry_sizes,
-            json,
-        } => {
-            let (mut o, mut p) = match (Object::read(&orig), Object::read(&patched)) {
-                (Ok(o), Ok(p)) => (o, p),
-                (Err(e), _) | (_, Err(e)) => return refuse_or_fail(e.into()),
-            };
-            let map = match &lines_from {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    Some(
-                        elfdiff::lines::LineMap::from_unified_diff(&text)
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-                    )
-                }
-                None => None,
-            };
-            let (c, mut report) = elfdiff::analyse(&o, &p, map.as_ref());
-            if strict {
-                report.make_strict();
-            }
-            let mut emitted = None;
-            if let (Some(out), Outcome::Changed) = (&output, report.outcome) {
-                let (ksyms, exports, vmlinux) =
-                    kernel_symbols(symbols.as_deref(), symvers.as_deref(), kernel.as_deref())?;
-                let mut sizes = match &vmlinux {
-                    Some(v) => elfdiff::layout::from_btf_file(v)?,
-                    None => Default::default(),
-                };
-                sizes.extend(entry_sizes);
-                o.entry_sizes = sizes.clone();
-                p.entry_sizes = sizes;
-                let resolver = klp::KernelResolver::new(&ksyms, &exports, &object_of, &o)?;
-                let e = match elfdiff::emit::emit(&o, &p, &c, &report, &resolver) {
-                    Ok(e) => e,
-                    Err(e) => return refuse_or_fail(e.into()),
-                };
-                std::fs::write(out, &e.bytes)
-                    .with_context(|| format!("writing {}", out.display()))?;
-                emitted = Some(e);
-            }
-            if json {
-                let mut v = serde_json::to_value(&report)?;
-                if let Some(e) = &emitted {
-                    v["emitted"] = serde_json::json!({
-                        "functions": e.functions,
-                        "exports": e.exports,
-                        "livepatch": e.livepatch.iter().map(|(o, n, p)| serde_json::json!({"object": o, "name": n, "sympos": p})).collect::<Vec<_>>(),
-                        "special": e.special.iter().map(|(n, k, t)| serde_json::json!({"section": n, "kept": k, "of": t})).collect::<Vec<_>>(),
-                    });
-                }
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print!("{report}");
-                if let (Some(e), Some(out)) = (&emitted, &output) {
-                    println!(
-                        "wrote {}: {} functions, {} exported and {} livepatch references; {}",
-                        out.display(),
-                        e.functions.len(),
-                        e.exports.len(),
-                        e.livepatch.len(),
-                        e.special
-                            .iter()
-                            .map(|(n, k, t)| format!("{n} {k}/{t}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-            }
-            Ok(ExitCode::from(match report.outcome {
-                Outcome::Changed => 0,
-                Outcome::NoChange => 3,
-                Outcome::Refused => 4,
-            }))
+        Cmd::Diff(a) => diff_cmd(a),
+    }
+}
+
+/// `diff`: compare two objects; with `-o`, emit the patch object.
+fn diff_cmd(a: DiffArgs) -> anyhow::Result<ExitCode> {
+    let DiffArgs {
+        orig,
+        patched,
+        lines_from,
+        output,
+        symbols,
+        symvers,
+        kernel,
+        object_of,
+        strict,
+        entry_sizes,
+        json,
+    } = a;
+    let (mut o, mut p) = match (Object::read(&orig), Object::read(&patched)) {
+        (Ok(o), Ok(p)) => (o, p),
+        (Err(e), _) | (_, Err(e)) => return refuse_or_fail(e.into()),
+    };
+    let map = match &lines_from {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                elfdiff::lines::LineMap::from_unified_diff(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let (c, mut report) = elfdiff::analyse(&o, &p, map.as_ref());
+    if strict {
+        report.make_strict();
+    }
+    let mut emitted = None;
+    if let (Some(out), Outcome::Changed) = (&output, report.outcome) {
+        let (ksyms, exports, vmlinux) =
+            kernel_symbols(symbols.as_deref(), symvers.as_deref(), kernel.as_deref())?;
+        let mut sizes = match &vmlinux {
+            Some(v) => elfdiff::layout::from_btf_file(v)?,
+            None => Default::default(),
+        };
+        sizes.extend(entry_sizes);
+        o.entry_sizes = sizes.clone();
+        p.entry_sizes = sizes;
+        let resolver = klp::KernelResolver::new(&ksyms, &exports, &object_of, &o)?;
+        let e = match elfdiff::emit::emit(&o, &p, &c, &report, &resolver) {
+            Ok(e) => e,
+            Err(e) => return refuse_or_fail(e.into()),
+        };
+        std::fs::write(out, &e.bytes).with_context(|| format!("writing {}", out.display()))?;
+        emitted = Some(e);
+    }
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(e) = &emitted {
+            v["emitted"] = serde_json::json!({
+                "functions": e.functions,
+                "exports": e.exports,
+                "livepatch": e.livepatch.iter().map(|(o, n, p)| serde_json::json!({"object": o, "name": n, "sympos": p})).collect::<Vec<_>>(),
+                "special": e.special.iter().map(|(n, k, t)| serde_json::json!({"section": n, "kept": k, "of": t})).collect::<Vec<_>>(),
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{report}");
+        if let (Some(e), Some(out)) = (&emitted, &output) {
+            println!(
+                "wrote {}: {} functions, {} exported and {} livepatch references; {}",
+                out.display(),
+                e.functions.len(),
+                e.exports.len(),
+                e.livepatch.len(),
+                e.special
+                    .iter()
+                    .map(|(n, k, t)| format!("{n} {k}/{t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
+    Ok(ExitCode::from(match report.outcome {
+        Outcome::Changed => 0,
+        Outcome::NoChange => 3,
+        Outcome::Refused => 4,
+    }))
+}
+
+/// `release`: plan the catalog for the builds, build, verify, sign and
+/// optionally publish each build's level.
+fn release_cmd(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
+    let ReleaseArgs {
+        catalog,
+        kernel,
+        kernels,
+        kernels_from_server,
+        key,
+        out,
+        jobs,
+        publish,
+        feeds,
+        token_file,
+        server_ca,
+        cache_cap,
+        json,
+    } = a;
+    let c = catalog::Catalog::load(&catalog)?;
+    let token = || -> anyhow::Result<String> {
+        let t = match &token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("--token-file {}", f.display()))?,
+            None => std::env::var("NOREBOOT_ADMIN_TOKEN").map_err(|_| {
+                anyhow::anyhow!(
+                    "the server needs an admin token: --token-file FILE or NOREBOOT_ADMIN_TOKEN"
+                )
+            })?,
+        };
+        Ok(t.trim().to_string())
+    };
+    // Fail on a bad key now, not after the first build.
+    bundle::SecretKey::read(&key).with_context(|| format!("--key {}", key.display()))?;
+    let from_server = match &kernels_from_server {
+        Some(url) => Some(publish::Client::new(url, &token()?, server_ca.as_deref())?),
+        None => None,
+    };
+    let target = match publish {
+        Some(url) => Some(publish::Target {
+            url,
+            token: token()?,
+            feeds,
+            ca: server_ca.clone(),
+        }),
+        None => None,
+    };
+    let cache = kernel_tree::Cache::from_env()?;
+    let archive = kernel_tree::AptArchive::debian(&cache)?;
+    let builds = builds(&archive, &kernel, kernels.as_deref(), from_server.as_ref())?;
+    let out = out.unwrap_or_else(|| catalog.join("out"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out = out.canonicalize()?;
+    eprintln!("release: planning {} builds", builds.len());
+    let work = out.join("plan");
+    let plans = plan::plan(&cache, &archive, &c, &builds, &work)?;
+    let opts = release::Options {
+        catalog: c,
+        out,
+        key,
+        jobs: jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |j| j as usize,
+        ),
+        publish: target,
+        cache_cap,
+    };
+    let outcomes = release::release(&opts, &plans);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        print!("{}", release::table(&opts.catalog, &outcomes));
+    }
+    let failed = outcomes.iter().filter(|o| !o.ok()).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} builds failed (the summary says why)",
+            outcomes.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The kernel builds named by `--kernel` (each checked against what the
@@ -632,6 +651,7 @@ fn run_build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         strict: a.strict,
         quiet: false,
         cache_cap: a.cache_cap,
+        keep_work: a.keep_work,
     };
     let manifest = factory::build(&opts)?;
     if a.json {

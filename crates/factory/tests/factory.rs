@@ -11,8 +11,7 @@ use std::process::Command;
 use kernel_tree::source::{extract_files, SourceTree};
 use kernel_tree::{AptArchive, Cache, Workspace};
 
-#[path = "../../elfdiff/tests/common/fixes.rs"]
-mod fixes;
+use test_support::fixes;
 
 /// A function's name without compiler suffixes or `.cold` part (the
 /// differ's `stem` keeps `.cold`: it is a part of its own there, while a
@@ -254,7 +253,7 @@ fn build_fix(
     // The patch needs nothing but the kernel: what its targets need from
     // other modules (their exports) is reached through them, applied when
     // they load, so a patch to hv_utils loads where hv_vmbus cannot.
-    let depends = lab::initramfs::module_depends(&dir.join(format!("{name}.ko"))).unwrap();
+    let depends = kernel_tree::modules::module_depends(&dir.join(format!("{name}.ko"))).unwrap();
     if !depends.is_empty() {
         return Err(format!(
             "{}: the patch module depends on {depends:?}\n  reproduce: {line}",

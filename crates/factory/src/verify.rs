@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kernel_tree::Workspace;
-use lab::sample::{dmesg_problems, wait_in_guest};
-use lab::{Guest, GuestConfig};
+use lab::{dmesg_problems, Guest, GuestConfig};
 
 use crate::factory::Manifest;
 
@@ -66,7 +65,11 @@ const EXPECTED_TAINT: u64 = (1 << 15) | (1 << 12) | (1 << 13);
 /// A smoke test: the kernel still runs processes, files and /proc.
 const SMOKE: &str = "cat /proc/version >/dev/null && ls / >/dev/null && echo smoke > /tmp/smoke && [ \"$(cat /tmp/smoke)\" = smoke ]";
 
-/// Boots the kernel, loads `ko` and checks everything.
+/// Boots the kernel, loads `ko` and checks everything: the target
+/// modules loaded first, a baseline of taint and log, the checks before,
+/// the patch loaded and its transition, what it patched, the smoke test
+/// and the checks after, the taint, the patch disabled and unloaded, and
+/// the kernel log after the baseline.
 pub fn verify(
     ws: &Workspace,
     ko: &Path,
@@ -77,8 +80,62 @@ pub fn verify(
 ) -> anyhow::Result<VerifyReport> {
     let started = Instant::now();
     std::fs::create_dir_all(work)?;
+    let (cfg, targets) = guest_config(ws, ko, manifest, checks)?;
+    let mut guest = Guest::boot(&cfg)?;
+    let mut rep = VerifyReport::default();
+    let loaded = load_targets(&mut guest, &targets, &mut rep)?;
+    // The baseline: the taint the kernel has and what it logged before
+    // the patch arrives; a marker in the log splits before from after.
+    let taint_before = read_taint(&mut guest)?;
+    guest.exec_ok(&format!("echo '{BASELINE_MARK}' > /dev/kmsg"))?;
+    if guest.exec(SMOKE)?.status != 0 {
+        rep.problems
+            .push("the smoke test fails before the patch is loaded".into());
+    }
+    checks_before(&mut guest, checks, &mut rep)?;
+    let sys = format!("/sys/kernel/livepatch/{module}");
+    if !load_patch(&mut guest, &sys, manifest, work, &mut rep)? {
+        let _ = guest.shutdown();
+        rep.seconds = started.elapsed().as_secs_f64();
+        return Ok(rep);
+    }
+    patched_state(&mut guest, &sys, manifest, &loaded, &mut rep)?;
+    if guest.exec(SMOKE)?.status != 0 {
+        rep.problems
+            .push("the smoke test fails with the patch applied".into());
+    }
+    checks_after(&mut guest, &mut rep)?;
+    rep.taint = read_taint(&mut guest)?;
+    let new_taint = rep.taint & !taint_before & !EXPECTED_TAINT;
+    if new_taint != 0 {
+        rep.problems.push(format!(
+            "unexpected kernel taint {:#x} (new since the patch loaded: {new_taint:#x})",
+            rep.taint
+        ));
+    }
+    unload_patch(&mut guest, &sys, module, &mut rep)?;
+    kernel_log(&mut guest, work, taint_before, &mut rep)?;
+    guest.shutdown()?;
+    rep.seconds = started.elapsed().as_secs_f64();
+    Ok(rep)
+}
+
+/// The target modules a patch needs loaded first: their names, and each
+/// file's guest path with its module name.
+struct Targets {
+    modules: Vec<String>,
+    loads: Vec<(String, String)>,
+}
+
+/// The guest: the patch, the target modules (and what they need) and
+/// the check scripts copied in.
+fn guest_config(
+    ws: &Workspace,
+    ko: &Path,
+    manifest: &Manifest,
+    checks: &[PathBuf],
+) -> anyhow::Result<(GuestConfig, Targets)> {
     let mut cfg = GuestConfig::for_workspace(ws).with_file(ko, "/root/patch.ko");
-    // Target modules (and what they need) are copied in and loaded first.
     let modules: Vec<String> = manifest
         .targets
         .iter()
@@ -87,7 +144,7 @@ pub fn verify(
         .collect();
     let mut loads = Vec::new();
     if !modules.is_empty() {
-        let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir())?;
+        let index = kernel_tree::modules::ModuleIndex::new(&ws.modules_dir())?;
         for (i, path) in index.resolve(&modules)?.into_iter().enumerate() {
             let guest = format!("/root/mods/{i}.ko");
             let name = path
@@ -109,15 +166,22 @@ pub fn verify(
         cfg.contents
             .push((format!("/root/check{i}.sh"), text, 0o755));
     }
-    let mut guest = Guest::boot(&cfg)?;
-    let mut rep = VerifyReport::default();
-    // A target whose device or hypervisor the lab lacks (xen-netback,
-    // Hyper-V's drivers: "No such device") cannot load here; it, and the
-    // ones loaded after it (which need it), are then left out, and the
-    // patch is verified with them absent: it must load, transition and
-    // unload, and it patches them when they load on a real host.
+    Ok((cfg, Targets { modules, loads }))
+}
+
+/// Loads the target modules in order; returns the modules the guest then
+/// has. A target whose device or hypervisor the lab lacks (xen-netback,
+/// Hyper-V's drivers: "No such device") cannot load here; it, and the
+/// ones loaded after it (which need it), are then left out, and the
+/// patch is verified with them absent: it must load, transition and
+/// unload, and it patches them when they load on a real host.
+fn load_targets(
+    guest: &mut Guest,
+    t: &Targets,
+    rep: &mut VerifyReport,
+) -> anyhow::Result<Vec<String>> {
     let mut failed_load = None;
-    for (path, name) in &loads {
+    for (path, name) in &t.loads {
         let r = guest.exec(&format!("insmod {path}"))?;
         if r.status != 0 {
             let why = r
@@ -137,7 +201,8 @@ pub fn verify(
         .map(str::to_string)
         .collect();
     if let Some((name, why)) = failed_load {
-        for m in modules
+        for m in t
+            .modules
             .iter()
             .filter(|m| !loaded.contains(&m.replace('-', "_")))
         {
@@ -146,14 +211,15 @@ pub fn verify(
             ));
         }
     }
-    // The baseline: the taint the kernel has and what it logged before
-    // the patch arrives; a marker in the log splits before from after.
-    let taint_before = read_taint(&mut guest)?;
-    guest.exec_ok(&format!("echo '{BASELINE_MARK}' > /dev/kmsg"))?;
-    let problems = &mut rep.problems;
-    if guest.exec(SMOKE)?.status != 0 {
-        problems.push("the smoke test fails before the patch is loaded".into());
-    }
+    Ok(loaded)
+}
+
+/// Runs each check before the patch (it must fail then).
+fn checks_before(
+    guest: &mut Guest,
+    checks: &[PathBuf],
+    rep: &mut VerifyReport,
+) -> anyhow::Result<()> {
     for (i, c) in checks.iter().enumerate() {
         let r = guest.exec(&format!("sh /root/check{i}.sh"))?;
         rep.checks.push(CheckResult {
@@ -166,26 +232,37 @@ pub fn verify(
             output: String::new(),
         });
     }
-    let sys = format!("/sys/kernel/livepatch/{module}");
+    Ok(())
+}
+
+/// Loads the patch and waits for its transition, naming the tasks that
+/// hold it up if it does not finish. False when the load itself failed
+/// (the report says why; nothing more to check).
+fn load_patch(
+    guest: &mut Guest,
+    sys: &str,
+    manifest: &Manifest,
+    work: &Path,
+    rep: &mut VerifyReport,
+) -> anyhow::Result<bool> {
     let t0 = Instant::now();
     let load = guest.exec("insmod /root/patch.ko")?;
     if load.status != 0 {
-        problems.push(format!("insmod failed: {}", load.stderr.trim()));
+        rep.problems
+            .push(format!("insmod failed: {}", load.stderr.trim()));
         let dmesg = guest.dmesg().unwrap_or_default();
         let tail: Vec<&str> = dmesg.lines().rev().take(15).collect();
-        problems.push(format!(
+        rep.problems.push(format!(
             "dmesg:\n{}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         ));
-        let _ = guest.shutdown();
-        rep.seconds = started.elapsed().as_secs_f64();
-        return Ok(rep);
+        return Ok(false);
     }
     let finished = wait_or_note(
-        &mut guest,
+        guest,
         &format!("[ \"$(cat {sys}/transition)\" = 0 ]"),
         "the transition",
-        problems,
+        &mut rep.problems,
     );
     rep.transition_seconds = t0.elapsed().as_secs_f64();
     if !finished {
@@ -194,26 +271,43 @@ pub fn verify(
             .iter()
             .flat_map(|t| t.functions.iter().map(|(f, _)| f.as_str()))
             .collect();
-        problems.extend(stragglers(&mut guest, &replaced, work)?);
+        let stuck = stragglers(guest, &replaced, work)?;
+        rep.problems.extend(stuck);
     }
+    Ok(true)
+}
+
+/// Each target object's `patched` flag: 1 for vmlinux and loaded
+/// modules; an absent module's object is patched once it loads.
+fn patched_state(
+    guest: &mut Guest,
+    sys: &str,
+    manifest: &Manifest,
+    loaded: &[String],
+    rep: &mut VerifyReport,
+) -> anyhow::Result<()> {
     for t in &manifest.targets {
         let dir = t.object.replace('-', "_");
         let v = guest.exec(&format!("cat {sys}/{dir}/patched"))?;
         let v = v.stdout.trim().to_string();
-        // An absent module's object is patched once it loads.
         let want = if t.object == "vmlinux" || loaded.contains(&dir) {
             "1"
         } else {
             "0"
         };
         if v != want {
-            problems.push(format!("{sys}/{dir}/patched is {v:?}, not {want}"));
+            rep.problems
+                .push(format!("{sys}/{dir}/patched is {v:?}, not {want}"));
         }
         rep.patched.push((t.object.clone(), v));
     }
-    if guest.exec(SMOKE)?.status != 0 {
-        problems.push("the smoke test fails with the patch applied".into());
-    }
+    Ok(())
+}
+
+/// Runs each check with the patch applied: it must pass now, and must
+/// have failed before (else it does not observe the fix).
+fn checks_after(guest: &mut Guest, rep: &mut VerifyReport) -> anyhow::Result<()> {
+    let problems = &mut rep.problems;
     for (i, r) in rep.checks.iter_mut().enumerate() {
         let after = guest.exec(&format!("sh /root/check{i}.sh"))?;
         r.after = after.status;
@@ -233,31 +327,44 @@ pub fn verify(
             ));
         }
     }
-    rep.taint = read_taint(&mut guest)?;
-    let new_taint = rep.taint & !taint_before & !EXPECTED_TAINT;
-    if new_taint != 0 {
-        problems.push(format!(
-            "unexpected kernel taint {:#x} (new since the patch loaded: {new_taint:#x})",
-            rep.taint
-        ));
-    }
+    Ok(())
+}
+
+/// Disables the patch, waits for it to go, and unloads its module.
+fn unload_patch(
+    guest: &mut Guest,
+    sys: &str,
+    module: &str,
+    rep: &mut VerifyReport,
+) -> anyhow::Result<()> {
     let t1 = Instant::now();
     guest.exec_ok(&format!("echo 0 > {sys}/enabled"))?;
     wait_or_note(
-        &mut guest,
+        guest,
         &format!("[ ! -e {sys} ]"),
         "disabling",
-        problems,
+        &mut rep.problems,
     );
     rep.unpatch_seconds = t1.elapsed().as_secs_f64();
     if guest.exec(&format!("rmmod {module}"))?.status != 0 {
-        problems.push(format!("rmmod {module} failed"));
+        rep.problems.push(format!("rmmod {module} failed"));
     }
+    Ok(())
+}
+
+/// The kernel log, kept in `work`: problems after the baseline are the
+/// patch's; those before (and taint the kernel had) are reported apart.
+fn kernel_log(
+    guest: &mut Guest,
+    work: &Path,
+    taint_before: u64,
+    rep: &mut VerifyReport,
+) -> anyhow::Result<()> {
     let dmesg = guest.dmesg()?;
     std::fs::write(work.join("dmesg.txt"), &dmesg)?;
     let (before, after) = split_at_baseline(&dmesg);
     for p in dmesg_problems(after) {
-        problems.push(format!("dmesg: {p}"));
+        rep.problems.push(format!("dmesg: {p}"));
     }
     let earlier = dmesg_problems(before);
     if !earlier.is_empty() || taint_before & !EXPECTED_TAINT != 0 {
@@ -266,9 +373,7 @@ pub fn verify(
         rep.before_patch
             .extend(earlier.into_iter().map(|p| format!("dmesg: {p}")));
     }
-    guest.shutdown()?;
-    rep.seconds = started.elapsed().as_secs_f64();
-    Ok(rep)
+    Ok(())
 }
 
 /// What verification writes to the guest's kernel log once the targets
@@ -298,7 +403,7 @@ fn read_taint(guest: &mut Guest) -> anyhow::Result<u64> {
 /// of the patch, noted, not an error of the verification. Says whether
 /// `cond` came true.
 fn wait_or_note(guest: &mut Guest, cond: &str, what: &str, problems: &mut Vec<String>) -> bool {
-    match wait_in_guest(guest, cond, Duration::from_secs(60)) {
+    match guest.wait_until(cond, Duration::from_secs(60)) {
         Ok(_) => true,
         Err(lab::LabError::CommandFailed { .. }) => {
             problems.push(format!("{what} did not finish in 60 s"));

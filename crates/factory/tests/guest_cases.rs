@@ -111,7 +111,7 @@ fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&sections.stdout).contains(".debug_"));
     assert!(dir.join("late_binfmt.ko.debug").is_file());
-    let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir()).unwrap();
+    let index = kernel_tree::modules::ModuleIndex::new(&ws.modules_dir()).unwrap();
     let target = index.path("binfmt_misc").unwrap().unwrap();
 
     let cfg = lab::GuestConfig::for_workspace(&ws)
@@ -124,8 +124,7 @@ fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
         .contains("binfmt_misc"));
     g.exec_ok("insmod /root/late_binfmt.ko").unwrap();
     let lp = "/sys/kernel/livepatch/late_binfmt";
-    lab::sample::wait_in_guest(
-        &mut g,
+    g.wait_until(
         &format!("[ \"$(cat {lp}/transition)\" = 0 ]"),
         Duration::from_secs(60),
     )
@@ -155,13 +154,14 @@ fn a_fix_to_a_module_loaded_after_the_patch_takes_effect_when_it_loads() {
     );
     // Disabling puts the module's own code back.
     g.exec_ok(&format!("echo 0 > {lp}/enabled")).unwrap();
-    lab::sample::wait_in_guest(&mut g, &format!("[ ! -d {lp} ]"), Duration::from_secs(60)).unwrap();
+    g.wait_until(&format!("[ ! -d {lp} ]"), Duration::from_secs(60))
+        .unwrap();
     assert_eq!(
         g.exec_ok("cat /proc/sys/fs/binfmt_misc/status").unwrap(),
         "enabled\n"
     );
     let dmesg = g.dmesg().unwrap();
-    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+    assert!(lab::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
 }
 
 #[test]
@@ -446,8 +446,7 @@ fn a_new_pr_debug_is_a_dynamic_debug_callsite_of_the_patch() {
         lab::GuestConfig::for_workspace(&ws).with_file(dir.join("dyndbg_example.ko"), "/root/p.ko");
     let mut g = lab::Guest::boot(&cfg).unwrap();
     g.exec_ok("insmod /root/p.ko").unwrap();
-    lab::sample::wait_in_guest(
-        &mut g,
+    g.wait_until(
         "[ \"$(cat /sys/kernel/livepatch/dyndbg_example/transition)\" = 0 ]",
         Duration::from_secs(60),
     )
@@ -501,7 +500,7 @@ fn a_carried_pr_debug_in_a_module_is_the_patch_modules_own_call_site() {
     let targets = m["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 1, "{m}");
     assert_eq!(targets[0]["object"], "binfmt_misc", "{m}");
-    let index = lab::initramfs::ModuleIndex::new(&ws.modules_dir()).unwrap();
+    let index = kernel_tree::modules::ModuleIndex::new(&ws.modules_dir()).unwrap();
     let target = index.path("binfmt_misc").unwrap().unwrap();
     let cfg = lab::GuestConfig::for_workspace(&ws)
         .with_file(dir.join("dyndbg_module.ko"), "/root/p.ko")
@@ -513,8 +512,7 @@ fn a_carried_pr_debug_in_a_module_is_the_patch_modules_own_call_site() {
     .unwrap();
     g.exec_ok("insmod /root/p.ko").unwrap();
     let lp = "/sys/kernel/livepatch/dyndbg_module";
-    lab::sample::wait_in_guest(
-        &mut g,
+    g.wait_until(
         &format!("[ \"$(cat {lp}/transition)\" = 0 ]"),
         Duration::from_secs(60),
     )
@@ -549,9 +547,10 @@ fn a_carried_pr_debug_in_a_module_is_the_patch_modules_own_call_site() {
         dmesg.contains("register (live patched): received"),
         "{dmesg}"
     );
-    assert!(lab::sample::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
+    assert!(lab::dmesg_problems(&dmesg).is_empty(), "{dmesg}");
     // The switch belongs to the patch module: disabling the patch removes
     // it with the module's descriptors.
     g.exec_ok(&format!("echo 0 > {lp}/enabled")).unwrap();
-    lab::sample::wait_in_guest(&mut g, &format!("[ ! -d {lp} ]"), Duration::from_secs(60)).unwrap();
+    g.wait_until(&format!("[ ! -d {lp} ]"), Duration::from_secs(60))
+        .unwrap();
 }

@@ -1,7 +1,6 @@
 //! C test sources compiled the way the kernel's build shapes objects, and
 //! a resolver for emitting them without a kernel; shared by the differ's
 //! C-level tests.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;

@@ -6,13 +6,15 @@
 //! the host's target level.
 //!
 //! `cargo bench -p server --bench checkin [-- RUNS] [--db URL]
-//!  [--connections N] [--seconds S] [--hosts N]
+//!  [--connections N] [--seconds S] [--hosts N] [--fleet N]
 //! [--fsync] [--postgres]` (default 5 runs of 10 s, 64 connections, SQLite
 //! in a temporary data directory; `--postgres`: a private PostgreSQL
 //! server started like the tests' but with fsync on, pinned to the
 //! server's core; `--db postgres://...` any other, whose database must
 //! be empty; `--fsync`: the server flushes every batch to
-//! disk, `serve --checkin-fsync`).
+//! disk, `serve --checkin-fsync`; `--fleet N`: N more hosts registered
+//! beside the ones checking in, written by `scripts/gen-fleet`, so the
+//! check-ins run against a table and indexes of a large fleet's size).
 
 #[allow(dead_code)]
 #[path = "../tests/server/common.rs"]
@@ -37,6 +39,7 @@ struct Args {
     connections: u32,
     seconds: u32,
     hosts: usize,
+    fleet: usize,
     fsync: bool,
 }
 
@@ -47,6 +50,7 @@ fn args() -> Args {
         connections: 64,
         seconds: 10,
         hosts: 10_000,
+        fleet: 0,
         fsync: false,
     };
     let mut it = std::env::args().skip(1);
@@ -64,6 +68,7 @@ fn args() -> Args {
             "--connections" => a.connections = value("--connections").parse().unwrap(),
             "--seconds" => a.seconds = value("--seconds").parse().unwrap(),
             "--hosts" => a.hosts = value("--hosts").parse().unwrap(),
+            "--fleet" => a.fleet = value("--fleet").parse().unwrap(),
             "--fsync" => a.fsync = true,
             "--bench" => {}
             n => {
@@ -276,6 +281,26 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tokens = rt.block_on(populate(&opts, a.hosts));
     drop(rt);
+    if a.fleet > 0 {
+        let url = opts
+            .db_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", opts.data_dir.join("noreboot.db").display()));
+        let started = std::time::Instant::now();
+        let status = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/gen-fleet"
+        ))
+        .args(["--db", &url, "--hosts", &a.fleet.to_string()])
+        .status()
+        .expect("run scripts/gen-fleet");
+        assert!(status.success(), "scripts/gen-fleet failed");
+        eprintln!(
+            "generated {} more hosts in {:.0} s",
+            a.fleet,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut f = std::fs::File::create(dir.path().join("tokens")).unwrap();
     for t in &tokens {
         writeln!(f, "{t}").unwrap();
@@ -328,10 +353,11 @@ fn main() {
         "crash-safe, no fsync"
     };
     println!(
-        "check-ins, {backend} ({durability}), {} hosts, {} connections, server on 1 core: \
+        "check-ins, {backend} ({durability}), {} hosts (+{} registered), {} connections, server on 1 core: \
          {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} µs/check-in \
          (median of {} runs of {} s)",
         a.hosts,
+        a.fleet,
         a.connections,
         median(runs.iter().map(|r| r.rps).collect()),
         median(runs.iter().map(|r| r.p50_ms).collect()),

@@ -411,19 +411,32 @@ fn open_sqlite(
     Ok(conn)
 }
 
-/// One row the batch's UPDATE returned (feed, token hash, stored
-/// build-id): the token's host is known, and it moved if the build-id it
-/// reports is not the stored one.
+/// What the batch's UPDATE returns of a host besides its feed and token
+/// hash: the kernel and level stored before this check-in.
+struct Stored {
+    build_id: String,
+    release: String,
+    version: String,
+    level: i64,
+}
+
+/// One row the batch's UPDATE returned: the token's host is known, and
+/// its kernel or level changed if what it reports is not what is stored.
 fn recorded_row<'a>(
     by_token: &HashMap<&str, &'a Pending>,
     feed: String,
     token_hash: String,
-    stored_build_id: &str,
+    stored: &Stored,
     hosts: &mut HashMap<String, String>,
     moved: &mut Vec<&'a Pending>,
 ) {
     if let Some(p) = by_token.get(token_hash.as_str()) {
-        if p.req.kernel.build_id != stored_build_id {
+        let k = &p.req.kernel;
+        if k.build_id != stored.build_id
+            || k.release != stored.release
+            || k.version != stored.version
+            || i64::from(p.req.level) != stored.level
+        {
             moved.push(*p);
         }
     }
@@ -461,11 +474,17 @@ fn record_sqlite(
         }
         let mut returned = stmt.raw_query();
         while let Some(row) = returned.next().ctx("record check-ins")? {
+            let stored = Stored {
+                build_id: row.get(2).ctx("read recorded check-ins")?,
+                release: row.get(3).ctx("read recorded check-ins")?,
+                version: row.get(4).ctx("read recorded check-ins")?,
+                level: row.get(5).ctx("read recorded check-ins")?,
+            };
             recorded_row(
                 &by_token,
                 row.get(0).ctx("read recorded check-ins")?,
                 row.get(1).ctx("read recorded check-ins")?,
-                &row.get::<_, String>(2).ctx("read recorded check-ins")?,
+                &stored,
                 &mut hosts,
                 &mut moved,
             );
@@ -473,11 +492,15 @@ fn record_sqlite(
     }
     if !moved.is_empty() {
         let mut stmt = tx
-            .prepare(&build_id_sql(moved.len(), Backend::Sqlite))
+            .prepare(&kernel_sql(moved.len(), Backend::Sqlite))
             .ctx("prepare recording changed kernels")?;
         for (i, p) in moved.iter().enumerate() {
-            stmt.raw_bind_parameter(1 + 2 * i, p.token_hash.as_str())
-                .and_then(|()| stmt.raw_bind_parameter(2 + 2 * i, p.req.kernel.build_id.as_str()))
+            let k = &p.req.kernel;
+            stmt.raw_bind_parameter(1 + 5 * i, p.token_hash.as_str())
+                .and_then(|()| stmt.raw_bind_parameter(2 + 5 * i, k.build_id.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(3 + 5 * i, k.release.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(4 + 5 * i, k.version.as_str()))
+                .and_then(|()| stmt.raw_bind_parameter(5 + 5 * i, i64::from(p.req.level)))
                 .ctx("record changed kernels")?;
         }
         stmt.raw_execute().ctx("record changed kernels")?;
@@ -557,24 +580,33 @@ async fn record_sqlx_on(
     let mut hosts = HashMap::with_capacity(returned.len());
     let mut moved = Vec::new();
     for row in returned {
+        let stored = Stored {
+            build_id: row.try_get(2).ctx("read recorded check-ins")?,
+            release: row.try_get(3).ctx("read recorded check-ins")?,
+            version: row.try_get(4).ctx("read recorded check-ins")?,
+            level: row.try_get(5).ctx("read recorded check-ins")?,
+        };
         recorded_row(
             &by_token,
             row.try_get(0).ctx("read recorded check-ins")?,
             row.try_get(1).ctx("read recorded check-ins")?,
-            &row.try_get::<String, _>(2).ctx("read recorded check-ins")?,
+            &stored,
             &mut hosts,
             &mut moved,
         );
     }
     if !moved.is_empty() {
-        // Hosts that booted another kernel: rare, and the only check-ins
-        // that touch the build-id index.
-        let sql = build_id_sql(moved.len(), backend);
+        // Hosts that booted another kernel or applied another level:
+        // rare, and the only check-ins that touch the kernel indexes.
+        let sql = kernel_sql(moved.len(), backend);
         let mut query = sqlx::query(&sql);
         for p in &moved {
             query = query
                 .bind(p.token_hash.as_str())
-                .bind(p.req.kernel.build_id.as_str());
+                .bind(p.req.kernel.build_id.as_str())
+                .bind(p.req.kernel.release.as_str())
+                .bind(p.req.kernel.version.as_str())
+                .bind(i64::from(p.req.level));
         }
         query
             .execute(&mut *tx)
@@ -608,18 +640,20 @@ fn placeholders(backend: Backend) -> impl FnMut() -> String {
 }
 
 /// The statement recording `n` check-ins: the time, then seven
-/// parameters per host; it answers each host's feed and stored build-id.
-/// The build-id is not set here: it is indexed, and SQLite rewrites an
-/// index entry for every row whose indexed column is SET, changed or not
-/// (measured: about half the statement's cost). Portable but for the
+/// parameters per host; it answers each host's feed and stored kernel
+/// (build-id, release, version) and level. Those four are not set here:
+/// they are indexed (the build-id alone, and all four together for the
+/// fleet's grouped counts, migration 0004), and SQLite rewrites an index
+/// entry for every row whose indexed column is SET, changed or not
+/// (measured for the build-id: about half the statement's cost); they
+/// rarely change, and [`kernel_sql`] sets them for the hosts whose did. Portable but for the
 /// placeholders: SQLite (3.35+) and PostgreSQL both name a VALUES list's
 /// columns column1, column2, ... and both have UPDATE ... FROM and
 /// RETURNING.
 fn update_sql(n: usize, backend: Backend) -> String {
     let mut param = placeholders(backend);
     let mut sql = format!(
-        "UPDATE hosts SET kernel_release = v.column2, kernel_version = v.column3, \
-         level = v.column4, effective_version = v.column5, skipped = v.column6, \
+        "UPDATE hosts SET effective_version = v.column5, skipped = v.column6, \
          agent_version = v.column7, last_checkin = CAST({} AS BIGINT) FROM (VALUES ",
         param()
     );
@@ -635,19 +669,30 @@ fn update_sql(n: usize, backend: Backend) -> String {
     }
     sql.push_str(
         ") AS v WHERE hosts.token_hash = v.column1 AND hosts.retired_at IS NULL \
-         RETURNING feed, token_hash, build_id",
+         RETURNING feed, token_hash, build_id, kernel_release, kernel_version, level",
     );
     sql
 }
 
-/// The statement setting the build-id of `n` hosts (token hash, build-id).
-fn build_id_sql(n: usize, backend: Backend) -> String {
+/// The statement setting the kernel and level of `n` hosts (token hash,
+/// build-id, release, version, level).
+fn kernel_sql(n: usize, backend: Backend) -> String {
     let mut param = placeholders(backend);
     let rows: Vec<String> = (0..n)
-        .map(|_| format!("({}, {})", param(), param()))
+        .map(|_| {
+            format!(
+                "({}, {}, {}, {}, CAST({} AS BIGINT))",
+                param(),
+                param(),
+                param(),
+                param(),
+                param()
+            )
+        })
         .collect();
     format!(
-        "UPDATE hosts SET build_id = v.column2 FROM (VALUES {}) AS v \
+        "UPDATE hosts SET build_id = v.column2, kernel_release = v.column3, \
+         kernel_version = v.column4, level = v.column5 FROM (VALUES {}) AS v \
          WHERE hosts.token_hash = v.column1",
         rows.join(", ")
     )
@@ -718,8 +763,8 @@ mod tests {
         let sql = update_sql(2, Backend::Sqlite);
         assert_eq!(sql.matches('?').count(), 1 + 2 * 7);
         assert!(!sql.contains('$'));
-        let sql = build_id_sql(3, Backend::Sqlite);
-        assert_eq!(sql.matches('?').count(), 3 * 2);
+        let sql = kernel_sql(3, Backend::Sqlite);
+        assert_eq!(sql.matches('?').count(), 3 * 5);
         let sql = update_sql(2, Backend::Postgres);
         assert!(sql.contains("CAST($1 AS BIGINT)"), "{sql}");
         assert!(

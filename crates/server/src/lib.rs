@@ -24,6 +24,7 @@ pub mod db;
 pub mod error;
 pub mod fleet;
 pub mod model;
+pub mod page;
 pub mod report;
 pub mod secrets;
 pub mod sessions;

@@ -20,13 +20,16 @@
 //! and is cut into the four views the API and CLI serve (exposures, hosts,
 //! CVEs, summary), each as JSON or CSV.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use sqlx::Row;
 
 use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::context::Context;
-use crate::error::{invalid, Error};
+use crate::db::Backend;
+use crate::error::{invalid, DbContext, Error};
 
 /// Default patch policy, in days.
 pub const DEFAULT_POLICY_DAYS: i64 = 30;
@@ -196,116 +199,343 @@ pub struct Compliance {
 }
 
 /// The fix of one CVE for one kernel build.
+#[derive(Debug, Clone)]
 struct Fix {
     level: i64,
     published_at: i64,
 }
 
-impl Context {
-    /// The compliance report as of now.
-    pub async fn compliance(&self, policy: Policy) -> Result<Compliance, Error> {
-        let now = self.clock.now();
-        let hosts = self.hosts().await?;
-        let levels = self.levels(None).await?;
-        // build-id → CVE → its lowest fixing level; build-id → newest level.
-        // `levels` comes ordered by build-id and level, so the first level
-        // seen listing a CVE is the lowest.
-        let mut fixes: BTreeMap<&str, BTreeMap<&str, Fix>> = BTreeMap::new();
-        let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
-        let mut descriptions: BTreeMap<&str, &str> = BTreeMap::new();
-        for l in &levels {
-            newest.insert(&l.build_id, l.level);
-            let per_kernel = fixes.entry(&l.build_id).or_default();
-            for c in &l.cves {
-                per_kernel.entry(&c.cve).or_insert(Fix {
-                    level: l.level,
-                    published_at: l.published_at,
-                });
-                descriptions.entry(&c.cve).or_insert(&c.description);
-            }
-        }
-        let policy_secs = policy.policy_days * 86_400;
-        let stale_secs = policy.stale_hours * 3600;
-        let mut exposures = Vec::new();
-        let mut host_rows = Vec::with_capacity(hosts.len());
-        #[derive(Default)]
-        struct CveAcc {
-            kernels: BTreeSet<String>,
-            fixed: usize,
-            exposed: usize,
-            breaching: usize,
-            first_fix: Option<i64>,
-            max_days: i64,
-        }
-        let mut per_cve: BTreeMap<&str, CveAcc> = BTreeMap::new();
-        for (build_id, cves) in &fixes {
-            for (cve, fix) in cves {
-                let acc = per_cve.entry(cve).or_default();
-                acc.kernels.insert(build_id.to_string());
-                acc.first_fix = Some(
-                    acc.first_fix
-                        .map_or(fix.published_at, |t| t.min(fix.published_at)),
-                );
-            }
-        }
-        for h in &hosts {
-            let mut exposed_cves = Vec::new();
-            let mut max_days = 0;
-            let mut breach = false;
-            if let Some(cves) = fixes.get(h.build_id.as_str()) {
-                for (cve, fix) in cves {
-                    let acc = per_cve.entry(cve).or_default();
-                    if h.level >= fix.level {
-                        acc.fixed += 1;
-                        continue;
-                    }
-                    let secs = now.saturating_sub(fix.published_at).max(0);
-                    let days = secs / 86_400;
-                    let late = secs > policy_secs;
-                    acc.exposed += 1;
-                    acc.breaching += usize::from(late);
-                    acc.max_days = acc.max_days.max(days);
-                    max_days = max_days.max(days);
-                    breach |= late;
-                    exposed_cves.push(cve.to_string());
-                    exposures.push(Exposure {
-                        host_id: h.id.clone(),
-                        hostname: h.hostname.clone(),
-                        feed: h.feed.clone(),
-                        kernel_release: h.kernel_release.clone(),
-                        build_id: h.build_id.clone(),
-                        applied_level: h.level,
-                        cve: cve.to_string(),
-                        fixed_in_level: fix.level,
-                        fix_published_at: rfc3339(fix.published_at),
-                        days_exposed: days,
-                        breach: late,
-                    });
+/// What the published levels say about one kernel build.
+#[derive(Debug, Clone, Default)]
+struct BuildFixes {
+    /// Its newest level.
+    newest: i64,
+    /// Each CVE a level lists, with its lowest such level, by CVE.
+    cves: BTreeMap<String, Fix>,
+}
+
+/// Everything the compliance rules need from the published levels: small
+/// (levels, not hosts), read once per report, and applied to each host —
+/// or to each group of hosts on the same build and level, which is how
+/// [`Context::compliance_summary`] counts a large fleet without reading
+/// its rows.
+#[derive(Debug, Clone, Default)]
+pub struct Fixes {
+    builds: BTreeMap<String, BuildFixes>,
+    descriptions: BTreeMap<String, String>,
+}
+
+/// One host's exposure to one CVE, before it is tied to the host's row.
+struct Exposed<'a> {
+    cve: &'a str,
+    fix: &'a Fix,
+    days: i64,
+    late: bool,
+}
+
+impl Fixes {
+    /// The newest level published for `build_id`.
+    pub fn newest(&self, build_id: &str) -> Option<i64> {
+        self.builds.get(build_id).map(|b| b.newest)
+    }
+
+    /// The CVEs a host on `build_id` at `level` is exposed to, by CVE.
+    fn exposed(&self, build_id: &str, level: i64, now: i64, policy: Policy) -> Vec<Exposed<'_>> {
+        let Some(b) = self.builds.get(build_id) else {
+            return Vec::new();
+        };
+        b.cves
+            .iter()
+            .filter(|(_, fix)| level < fix.level)
+            .map(|(cve, fix)| {
+                let secs = now.saturating_sub(fix.published_at).max(0);
+                Exposed {
+                    cve,
+                    fix,
+                    days: secs / 86_400,
+                    late: secs > policy.policy_days * 86_400,
                 }
-            }
-            let newest_level = newest.get(h.build_id.as_str()).copied();
-            let status = match (newest_level, exposed_cves.is_empty()) {
-                (None, _) => "unsupported",
-                (Some(_), true) => "protected",
-                (Some(_), false) => "exposed",
-            };
-            host_rows.push(HostCompliance {
+            })
+            .collect()
+    }
+
+    /// One host's standing, and its exposures (by CVE).
+    pub fn standing(
+        &self,
+        h: &crate::model::Host,
+        now: i64,
+        policy: Policy,
+    ) -> (HostCompliance, Vec<Exposure>) {
+        let exposed = self.exposed(&h.build_id, h.level, now, policy);
+        let newest_level = self.newest(&h.build_id);
+        let status = match (newest_level, exposed.is_empty()) {
+            (None, _) => "unsupported",
+            (Some(_), true) => "protected",
+            (Some(_), false) => "exposed",
+        };
+        let exposures: Vec<Exposure> = exposed
+            .iter()
+            .map(|e| Exposure {
                 host_id: h.id.clone(),
                 hostname: h.hostname.clone(),
                 feed: h.feed.clone(),
                 kernel_release: h.kernel_release.clone(),
                 build_id: h.build_id.clone(),
                 applied_level: h.level,
-                newest_level,
-                status,
-                exposed_cves,
-                max_days_exposed: max_days,
-                breach,
-                last_checkin: h.last_checkin.map(rfc3339),
-                stale: h
-                    .last_checkin
-                    .is_none_or(|t| now.saturating_sub(t) > stale_secs),
-            });
+                cve: e.cve.to_string(),
+                fixed_in_level: e.fix.level,
+                fix_published_at: rfc3339(e.fix.published_at),
+                days_exposed: e.days,
+                breach: e.late,
+            })
+            .collect();
+        let standing = HostCompliance {
+            host_id: h.id.clone(),
+            hostname: h.hostname.clone(),
+            feed: h.feed.clone(),
+            kernel_release: h.kernel_release.clone(),
+            build_id: h.build_id.clone(),
+            applied_level: h.level,
+            newest_level,
+            status,
+            exposed_cves: exposed.iter().map(|e| e.cve.to_string()).collect(),
+            max_days_exposed: exposed.iter().map(|e| e.days).max().unwrap_or(0),
+            breach: exposed.iter().any(|e| e.late),
+            last_checkin: h.last_checkin.map(rfc3339),
+            stale: is_stale(h.last_checkin, now, policy),
+        };
+        (standing, exposures)
+    }
+}
+
+/// Whether a host last seen at `last_checkin` is stale at `now`.
+fn is_stale(last_checkin: Option<i64>, now: i64, policy: Policy) -> bool {
+    last_checkin.is_none_or(|t| now.saturating_sub(t) > policy.stale_hours * 3600)
+}
+
+/// Per CVE, while counting.
+#[derive(Default)]
+struct CveAcc {
+    kernels: usize,
+    fixed: usize,
+    exposed: usize,
+    breaching: usize,
+    first_fix: Option<i64>,
+    max_days: i64,
+}
+
+impl Fixes {
+    /// The per-CVE counters, every CVE some level lists at zero hosts.
+    fn cve_accumulators(&self) -> BTreeMap<&str, CveAcc> {
+        let mut per_cve: BTreeMap<&str, CveAcc> = BTreeMap::new();
+        for b in self.builds.values() {
+            for (cve, fix) in &b.cves {
+                let acc = per_cve.entry(cve).or_default();
+                acc.kernels += 1;
+                acc.first_fix = Some(
+                    acc.first_fix
+                        .map_or(fix.published_at, |t| t.min(fix.published_at)),
+                );
+            }
+        }
+        per_cve
+    }
+
+    /// Counts `n` hosts on `build_id` at `level` (`stale` of them stale)
+    /// into `summary` and `per_cve`.
+    #[allow(clippy::too_many_arguments)]
+    fn count(
+        &self,
+        summary: &mut Summary,
+        per_cve: &mut BTreeMap<&str, CveAcc>,
+        build_id: &str,
+        level: i64,
+        n: usize,
+        stale: usize,
+        now: i64,
+        policy: Policy,
+    ) {
+        summary.hosts_total += n;
+        summary.hosts_stale += stale;
+        let Some(b) = self.builds.get(build_id) else {
+            summary.hosts_unsupported += n;
+            return;
+        };
+        let exposed = self.exposed(build_id, level, now, policy);
+        for (cve, fix) in &b.cves {
+            if level >= fix.level {
+                if let Some(acc) = per_cve.get_mut(cve.as_str()) {
+                    acc.fixed += n;
+                }
+            }
+        }
+        for e in &exposed {
+            if let Some(acc) = per_cve.get_mut(e.cve) {
+                acc.exposed += n;
+                acc.breaching += if e.late { n } else { 0 };
+                acc.max_days = acc.max_days.max(e.days);
+            }
+        }
+        if exposed.is_empty() {
+            summary.hosts_protected += n;
+        } else {
+            summary.hosts_exposed += n;
+            summary.exposures += n * exposed.len();
+            if exposed.iter().any(|e| e.late) {
+                summary.hosts_breaching += n;
+            }
+        }
+    }
+
+    /// The per-CVE rows from the counters.
+    fn cve_rows(&self, per_cve: BTreeMap<&str, CveAcc>) -> Vec<CveCompliance> {
+        per_cve
+            .into_iter()
+            .map(|(cve, a)| CveCompliance {
+                cve: cve.to_string(),
+                description: self.descriptions.get(cve).cloned().unwrap_or_default(),
+                kernels: a.kernels,
+                hosts_fixed: a.fixed,
+                hosts_exposed: a.exposed,
+                hosts_breaching: a.breaching,
+                first_fix_published_at: a.first_fix.map(rfc3339).unwrap_or_default(),
+                max_days_exposed: a.max_days,
+            })
+            .collect()
+    }
+}
+
+fn empty_summary(now: i64, policy: Policy) -> Summary {
+    Summary {
+        generated_at: rfc3339(now),
+        policy_days: policy.policy_days,
+        stale_hours: policy.stale_hours,
+        hosts_total: 0,
+        hosts_protected: 0,
+        hosts_exposed: 0,
+        hosts_unsupported: 0,
+        hosts_breaching: 0,
+        hosts_stale: 0,
+        exposures: 0,
+        cves_open: 0,
+    }
+}
+
+impl Context {
+    /// What the published levels say, for the compliance rules.
+    pub async fn fixes(&self) -> Result<Fixes, Error> {
+        let levels = self.levels(None).await?;
+        let mut fixes = Fixes::default();
+        // `levels` comes ordered by build-id and level, so the first level
+        // seen listing a CVE is the lowest.
+        for l in levels {
+            let b = fixes.builds.entry(l.build_id.clone()).or_default();
+            b.newest = l.level;
+            for c in l.cves {
+                b.cves.entry(c.cve.clone()).or_insert(Fix {
+                    level: l.level,
+                    published_at: l.published_at,
+                });
+                fixes.descriptions.entry(c.cve).or_insert(c.description);
+            }
+        }
+        Ok(fixes)
+    }
+
+    /// The summary and the per-CVE view, counted from the active hosts
+    /// grouped by kernel and level instead of from their rows: the rules
+    /// depend on nothing else, and a fleet has few distinct pairs. The
+    /// groups come from the index `hosts_active_kernel` (migration 0004),
+    /// read in its order; the stale hosts, which no index can count
+    /// without a check-in paying for it, from one pass over the table, at
+    /// the same time (see BENCHMARKS.md for what a million hosts cost).
+    pub async fn compliance_summary(
+        &self,
+        policy: Policy,
+    ) -> Result<(Summary, Vec<CveCompliance>), Error> {
+        let now = self.clock.now();
+        let groups = async {
+            sqlx::query(
+                "SELECT build_id, level, COUNT(*) FROM hosts WHERE retired_at IS NULL \
+                 GROUP BY build_id, kernel_release, kernel_version, level",
+            )
+            .fetch_all(self.db.pool())
+            .await
+            .ctx("count hosts by kernel and level")
+        };
+        // SQLite would walk an index of active hosts and look each row up
+        // for its last check-in: three times slower than reading the table.
+        let scan = match self.db.backend() {
+            Backend::Sqlite => "hosts NOT INDEXED",
+            Backend::Postgres => "hosts",
+        };
+        let stale_sql = format!(
+            "SELECT COUNT(*) FROM {scan} WHERE retired_at IS NULL \
+             AND (last_checkin IS NULL OR last_checkin < $1)"
+        );
+        let stale = async {
+            sqlx::query(&stale_sql)
+                .bind(now.saturating_sub(policy.stale_hours * 3600))
+                .fetch_one(self.db.pool())
+                .await
+                .and_then(|r| r.try_get::<i64, _>(0))
+                .ctx("count stale hosts")
+        };
+        let (fixes, rows, stale) = tokio::try_join!(self.fixes(), groups, stale)?;
+        // Groups by (build-id, level), summed over the releases and
+        // versions the index groups by too.
+        let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for r in rows {
+            let build_id: String = r.try_get(0).ctx("count hosts by kernel and level")?;
+            let level: i64 = r.try_get(1).ctx("count hosts by kernel and level")?;
+            let n: i64 = r.try_get(2).ctx("count hosts by kernel and level")?;
+            *counts.entry((build_id, level)).or_default() += n;
+        }
+        let mut summary = empty_summary(now, policy);
+        let mut per_cve = fixes.cve_accumulators();
+        for ((build_id, level), n) in counts {
+            fixes.count(
+                &mut summary,
+                &mut per_cve,
+                &build_id,
+                level,
+                n.max(0) as usize,
+                0,
+                now,
+                policy,
+            );
+        }
+        summary.hosts_stale = stale.max(0) as usize;
+        let cves = fixes.cve_rows(per_cve);
+        summary.cves_open = cves.iter().filter(|c| c.hosts_exposed > 0).count();
+        Ok((summary, cves))
+    }
+
+    /// The whole compliance report as of now, every host in memory: for
+    /// the CLI's table and tests. The HTTP API pages and streams the host
+    /// and exposure views instead (`api::admin::reports`).
+    pub async fn compliance(&self, policy: Policy) -> Result<Compliance, Error> {
+        let now = self.clock.now();
+        let hosts = self.hosts().await?;
+        let fixes = self.fixes().await?;
+        let mut exposures = Vec::new();
+        let mut host_rows = Vec::with_capacity(hosts.len());
+        let mut summary = empty_summary(now, policy);
+        let mut per_cve = fixes.cve_accumulators();
+        for h in &hosts {
+            let (standing, mut exposed) = fixes.standing(h, now, policy);
+            fixes.count(
+                &mut summary,
+                &mut per_cve,
+                &h.build_id,
+                h.level,
+                1,
+                usize::from(standing.stale),
+                now,
+                policy,
+            );
+            exposures.append(&mut exposed);
+            host_rows.push(standing);
         }
         exposures.sort_by(|a, b| {
             b.days_exposed
@@ -313,33 +543,8 @@ impl Context {
                 .then_with(|| a.hostname.cmp(&b.hostname))
                 .then_with(|| a.cve.cmp(&b.cve))
         });
-        let cves: Vec<CveCompliance> = per_cve
-            .into_iter()
-            .map(|(cve, a)| CveCompliance {
-                cve: cve.to_string(),
-                description: descriptions.get(cve).copied().unwrap_or("").to_string(),
-                kernels: a.kernels.len(),
-                hosts_fixed: a.fixed,
-                hosts_exposed: a.exposed,
-                hosts_breaching: a.breaching,
-                first_fix_published_at: a.first_fix.map(rfc3339).unwrap_or_default(),
-                max_days_exposed: a.max_days,
-            })
-            .collect();
-        let count = |status: &str| host_rows.iter().filter(|h| h.status == status).count();
-        let summary = Summary {
-            generated_at: rfc3339(now),
-            policy_days: policy.policy_days,
-            stale_hours: policy.stale_hours,
-            hosts_total: host_rows.len(),
-            hosts_protected: count("protected"),
-            hosts_exposed: count("exposed"),
-            hosts_unsupported: count("unsupported"),
-            hosts_breaching: host_rows.iter().filter(|h| h.breach).count(),
-            hosts_stale: host_rows.iter().filter(|h| h.stale).count(),
-            exposures: exposures.len(),
-            cves_open: cves.iter().filter(|c| c.hosts_exposed > 0).count(),
-        };
+        let cves = fixes.cve_rows(per_cve);
+        summary.cves_open = cves.iter().filter(|c| c.hosts_exposed > 0).count();
         Ok(Compliance {
             summary,
             hosts: host_rows,
@@ -362,12 +567,9 @@ impl Table {
     /// RFC 4180 CSV with CRLF line ends. Cells that a spreadsheet would
     /// run as a formula (host names come from hosts) get a leading `'`.
     pub fn to_csv(&self) -> String {
-        let mut out = String::new();
-        let header: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
-        for row in std::iter::once(&header).chain(self.rows.iter()) {
-            let cells: Vec<String> = row.iter().map(|c| csv_cell(c)).collect();
-            out.push_str(&cells.join(","));
-            out.push_str("\r\n");
+        let mut out = csv_line(&self.header);
+        for row in &self.rows {
+            out.push_str(&csv_line(row));
         }
         out
     }
@@ -422,6 +624,84 @@ fn csv_cell(c: &str) -> String {
     }
 }
 
+/// One CSV line (CRLF-terminated) of `cells`, as [`Table::to_csv`] writes.
+pub fn csv_line(cells: &[impl AsRef<str>]) -> String {
+    let cells: Vec<String> = cells.iter().map(|c| csv_cell(c.as_ref())).collect();
+    let mut line = cells.join(",");
+    line.push_str("\r\n");
+    line
+}
+
+/// The columns of the exposures view.
+pub const EXPOSURE_COLUMNS: [&str; 11] = [
+    "hostname",
+    "host_id",
+    "feed",
+    "kernel_release",
+    "build_id",
+    "applied_level",
+    "cve",
+    "fixed_in_level",
+    "fix_published_at",
+    "days_exposed",
+    "breach",
+];
+
+/// The columns of the hosts view.
+pub const HOST_COLUMNS: [&str; 12] = [
+    "hostname",
+    "host_id",
+    "feed",
+    "kernel_release",
+    "applied_level",
+    "newest_level",
+    "status",
+    "exposed_cves",
+    "max_days_exposed",
+    "breach",
+    "last_checkin",
+    "stale",
+];
+
+impl Exposure {
+    /// Its cells, in [`EXPOSURE_COLUMNS`] order.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.hostname.clone(),
+            self.host_id.clone(),
+            self.feed.clone(),
+            self.kernel_release.clone(),
+            self.build_id.clone(),
+            self.applied_level.to_string(),
+            self.cve.clone(),
+            self.fixed_in_level.to_string(),
+            self.fix_published_at.clone(),
+            self.days_exposed.to_string(),
+            self.breach.to_string(),
+        ]
+    }
+}
+
+impl HostCompliance {
+    /// Its cells, in [`HOST_COLUMNS`] order.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.hostname.clone(),
+            self.host_id.clone(),
+            self.feed.clone(),
+            self.kernel_release.clone(),
+            self.applied_level.to_string(),
+            opt(self.newest_level),
+            self.status.to_string(),
+            self.exposed_cves.join(" "),
+            self.max_days_exposed.to_string(),
+            self.breach.to_string(),
+            self.last_checkin.clone().unwrap_or_default(),
+            self.stale.to_string(),
+        ]
+    }
+}
+
 fn opt(v: Option<i64>) -> String {
     v.map_or_else(String::new, |v| v.to_string())
 }
@@ -430,78 +710,16 @@ impl Compliance {
     /// The exposures.
     pub fn exposures_table(&self) -> Table {
         Table {
-            header: vec![
-                "hostname",
-                "host_id",
-                "feed",
-                "kernel_release",
-                "build_id",
-                "applied_level",
-                "cve",
-                "fixed_in_level",
-                "fix_published_at",
-                "days_exposed",
-                "breach",
-            ],
-            rows: self
-                .exposures
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.hostname.clone(),
-                        e.host_id.clone(),
-                        e.feed.clone(),
-                        e.kernel_release.clone(),
-                        e.build_id.clone(),
-                        e.applied_level.to_string(),
-                        e.cve.clone(),
-                        e.fixed_in_level.to_string(),
-                        e.fix_published_at.clone(),
-                        e.days_exposed.to_string(),
-                        e.breach.to_string(),
-                    ]
-                })
-                .collect(),
+            header: EXPOSURE_COLUMNS.to_vec(),
+            rows: self.exposures.iter().map(Exposure::cells).collect(),
         }
     }
 
     /// The hosts.
     pub fn hosts_table(&self) -> Table {
         Table {
-            header: vec![
-                "hostname",
-                "host_id",
-                "feed",
-                "kernel_release",
-                "applied_level",
-                "newest_level",
-                "status",
-                "exposed_cves",
-                "max_days_exposed",
-                "breach",
-                "last_checkin",
-                "stale",
-            ],
-            rows: self
-                .hosts
-                .iter()
-                .map(|h| {
-                    vec![
-                        h.hostname.clone(),
-                        h.host_id.clone(),
-                        h.feed.clone(),
-                        h.kernel_release.clone(),
-                        h.applied_level.to_string(),
-                        opt(h.newest_level),
-                        h.status.to_string(),
-                        h.exposed_cves.join(" "),
-                        h.max_days_exposed.to_string(),
-                        h.breach.to_string(),
-                        h.last_checkin.clone().unwrap_or_default(),
-                        h.stale.to_string(),
-                    ]
-                })
-                .collect(),
+            header: HOST_COLUMNS.to_vec(),
+            rows: self.hosts.iter().map(HostCompliance::cells).collect(),
         }
     }
 

@@ -12,6 +12,8 @@ use crate::context::Context;
 use crate::db::Tx;
 use crate::error::{DbContext, Error};
 use crate::model::AuditEntry;
+use crate::page::{Bind, Page, PageRequest, Sql};
+use serde_json::json;
 
 /// A write transaction whose commit writes its audit entry first: begun by
 /// [`Context::begin_audited`], ended by [`AuditedTx::commit`]. It derefs to
@@ -42,6 +44,61 @@ impl Context {
         .await
         .ctx("read the audit trail")
     }
+
+    /// One page of the audit trail, newest first, of the entries with the
+    /// given action, actor and target (each exact; none: any).
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>, Error> {
+        let mut sql =
+            Sql::new("SELECT id, at, actor, action, target, detail FROM audit WHERE 1 = 1");
+        for (column, value) in [
+            ("action", &filter.action),
+            ("actor", &filter.actor),
+            ("target", &filter.target),
+        ] {
+            if let Some(v) = value {
+                sql.push(&format!(" AND {column} = "))
+                    .bind(Bind::Text(v.clone()));
+            }
+        }
+        // Newest first: the next page has smaller ids.
+        let back = page.backwards();
+        if let Some(c) = &page.cursor {
+            sql.push(if back { " AND id > " } else { " AND id < " })
+                .bind(Bind::Int(c.int(0)?));
+        }
+        sql.push(if back {
+            " ORDER BY id LIMIT "
+        } else {
+            " ORDER BY id DESC LIMIT "
+        })
+        .bind(Bind::Int(page.fetch()));
+        let rows = sql
+            .query_as::<AuditEntry>()
+            .fetch_all(self.db.pool())
+            .await
+            .ctx("read the audit trail")?;
+        Ok(Page::from_rows(AUDIT_LIST, page, rows, |a| {
+            vec![json!(a.id)]
+        }))
+    }
+}
+
+/// The cursor name of the audit trail.
+pub const AUDIT_LIST: &str = "audit";
+
+/// Which audit entries a page shows; every field set must match exactly.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// The action (`publish`, `host-move`, ...).
+    pub action: Option<String>,
+    /// Who did it.
+    pub actor: Option<String>,
+    /// What it was done to.
+    pub target: Option<String>,
 }
 
 impl AuditedTx {

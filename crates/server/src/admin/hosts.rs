@@ -29,8 +29,11 @@ use sqlx::{AnyConnection, Row};
 
 use crate::clock::rfc3339;
 use crate::context::Context;
-use crate::error::{conflict, not_found, DbContext, Error};
+use crate::db::Backend;
+use crate::error::{conflict, invalid, not_found, DbContext, Error};
 use crate::model::Host;
+use crate::page::{prefix_end, Bind, Page, PageRequest, Sql};
+use crate::report::Policy;
 use crate::store;
 use crate::validate;
 
@@ -300,29 +303,248 @@ impl Context {
         })
     }
 
-    /// Every host but the retired ones, by hostname.
+    /// Every host but the retired ones, by hostname (the CLI's list and
+    /// the in-memory report; the API pages with [`Context::host_page`]).
     pub async fn hosts(&self) -> Result<Vec<Host>, Error> {
-        sqlx::query_as::<_, Host>(
-            "SELECT id, hostname, feed, kernel_release, kernel_version, build_id, level, effective_version, \
-             skipped, agent_version, tags, registration_key, registered_at, last_checkin \
-             FROM hosts WHERE retired_at IS NULL ORDER BY hostname, id",
-        )
+        sqlx::query_as::<_, Host>(&format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE retired_at IS NULL ORDER BY hostname, id"
+        ))
         .fetch_all(self.db.pool())
         .await
         .ctx("list hosts")
     }
 
+    /// One page of the active hosts that pass `filter`, by hostname then
+    /// id (the index `hosts_active_name` and its per-feed and per-build
+    /// siblings, migration 0004).
+    pub async fn host_page(
+        &self,
+        filter: &HostFilter,
+        page: &PageRequest,
+        policy: Policy,
+    ) -> Result<Page<Host>, Error> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE retired_at IS NULL"
+        ));
+        filter.push_sql(&mut sql, self.db.backend(), self.clock.now(), policy);
+        let desc = page.backwards();
+        if let Some(c) = &page.cursor {
+            sql.push(if desc {
+                " AND (hostname, id) < ("
+            } else {
+                " AND (hostname, id) > ("
+            })
+            .bind(Bind::Text(c.text(0)?.to_string()))
+            .push(", ")
+            .bind(Bind::Text(c.text(1)?.to_string()))
+            .push(")");
+        }
+        sql.push(if desc {
+            " ORDER BY hostname DESC, id DESC LIMIT "
+        } else {
+            " ORDER BY hostname, id LIMIT "
+        })
+        .bind(Bind::Int(page.fetch()));
+        let rows = sql
+            .query_as::<Host>()
+            .fetch_all(self.db.pool())
+            .await
+            .ctx("list hosts")?;
+        Ok(Page::from_rows(HOSTS_LIST, page, rows, |h| {
+            vec![json!(h.hostname), json!(h.id)]
+        }))
+    }
+
     /// Every retired host, most recently retired first.
     pub async fn retired_hosts(&self) -> Result<Vec<RetiredHost>, Error> {
-        sqlx::query_as::<_, RetiredHost>(
-            "SELECT id, hostname, feed, kernel_release, kernel_version, build_id, level, effective_version, \
-             skipped, agent_version, tags, registration_key, registered_at, last_checkin, \
-             retired_at, retired_by \
-             FROM hosts WHERE retired_at IS NOT NULL ORDER BY retired_at DESC, id",
-        )
+        sqlx::query_as::<_, RetiredHost>(&format!(
+            "SELECT {HOST_COLUMNS}, retired_at, retired_by \
+             FROM hosts WHERE retired_at IS NOT NULL ORDER BY retired_at DESC, id"
+        ))
         .fetch_all(self.db.pool())
         .await
         .ctx("list retired hosts")
+    }
+
+    /// One page of the retired hosts, most recently retired first (then
+    /// by id, descending; index `hosts_retired`, migration 0004).
+    pub async fn retired_host_page(&self, page: &PageRequest) -> Result<Page<RetiredHost>, Error> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {HOST_COLUMNS}, retired_at, retired_by FROM hosts WHERE retired_at IS NOT NULL"
+        ));
+        // The list runs newest first: "after" is older.
+        let back = page.backwards();
+        if let Some(c) = &page.cursor {
+            let (at, id) = (c.int(0)?, c.text(1)?.to_string());
+            sql.push(if back {
+                " AND (retired_at, id) > ("
+            } else {
+                " AND (retired_at, id) < ("
+            })
+            .bind(Bind::Int(at))
+            .push(", ")
+            .bind(Bind::Text(id))
+            .push(")");
+        }
+        // Both keys descending, so one index serves either direction.
+        sql.push(if back {
+            " ORDER BY retired_at, id LIMIT "
+        } else {
+            " ORDER BY retired_at DESC, id DESC LIMIT "
+        })
+        .bind(Bind::Int(page.fetch()));
+        let rows = sql
+            .query_as::<RetiredHost>()
+            .fetch_all(self.db.pool())
+            .await
+            .ctx("list retired hosts")?;
+        Ok(Page::from_rows(RETIRED_LIST, page, rows, |h| {
+            vec![json!(h.retired_at), json!(h.host.id)]
+        }))
+    }
+}
+
+/// The cursor name of the active hosts' list.
+pub const HOSTS_LIST: &str = "hosts";
+/// The cursor name of the retired hosts' list.
+pub const RETIRED_LIST: &str = "retired-hosts";
+
+/// The columns of [`Host`].
+const HOST_COLUMNS: &str = "id, hostname, feed, kernel_release, kernel_version, build_id, level, \
+     effective_version, skipped, agent_version, tags, registration_key, registered_at, last_checkin";
+
+/// A host's compliance status, as a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Every published fix for its kernel applied.
+    Protected,
+    /// Missing a published fix.
+    Exposed,
+    /// No level published for its kernel.
+    Unsupported,
+}
+
+impl std::str::FromStr for Status {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "protected" => Ok(Self::Protected),
+            "exposed" => Ok(Self::Exposed),
+            "unsupported" => Ok(Self::Unsupported),
+            other => Err(invalid(format!(
+                "status: {other:.40?} is not one of protected, exposed, unsupported"
+            ))),
+        }
+    }
+}
+
+/// Which active hosts a list shows; every field set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFilter {
+    /// Following this feed.
+    pub feed: Option<String>,
+    /// Running a kernel whose build-id starts with this, or whose release
+    /// (`uname -r`) is exactly this.
+    pub kernel: Option<String>,
+    /// At this applied level.
+    pub level: Option<i64>,
+    /// With this tag.
+    pub tag: Option<String>,
+    /// Whose hostname starts with this.
+    pub hostname: Option<String>,
+    /// In this compliance state.
+    pub status: Option<Status>,
+    /// Only stale hosts (`true`) or only fresh ones (`false`).
+    pub stale: Option<bool>,
+}
+
+impl HostFilter {
+    /// Checks the values' form; a wrong one is refused naming its field.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, v) in [
+            ("feed", &self.feed),
+            ("kernel", &self.kernel),
+            ("tag", &self.tag),
+            ("hostname", &self.hostname),
+        ] {
+            if let Some(v) = v {
+                validate::line(name, v, validate::MAX_HOSTNAME, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the filter's conditions (`AND ...`) to a query of `hosts`.
+    fn push_sql(&self, sql: &mut Sql, backend: Backend, now: i64, policy: Policy) {
+        if let Some(f) = &self.feed {
+            sql.push(" AND feed = ").bind(Bind::Text(f.clone()));
+        }
+        if let Some(k) = &self.kernel {
+            sql.push(" AND (kernel_release = ")
+                .bind(Bind::Text(k.clone()));
+            // A build-id prefix as a range, which the build-id index serves
+            // on both backends (LIKE would not on PostgreSQL's C collation
+            // without a pattern index, and ignores case on SQLite).
+            sql.push(" OR (build_id >= ").bind(Bind::Text(k.clone()));
+            if let Some(end) = prefix_end(k) {
+                sql.push(" AND build_id < ").bind(Bind::Text(end));
+            }
+            sql.push("))");
+        }
+        if let Some(l) = self.level {
+            sql.push(" AND level = ").bind(Bind::Int(l));
+        }
+        if let Some(t) = &self.tag {
+            // Tags are a JSON array of strings: a tag is present when its
+            // JSON string, quotes included, is (an escaped quote inside a
+            // longer tag is preceded by a backslash and cannot close one).
+            let needle = serde_json::Value::from(t.as_str()).to_string();
+            sql.push(match backend {
+                Backend::Sqlite => " AND instr(tags, ",
+                Backend::Postgres => " AND strpos(tags, ",
+            })
+            .bind(Bind::Text(needle))
+            .push(") > 0");
+        }
+        if let Some(p) = &self.hostname {
+            sql.push(" AND hostname >= ").bind(Bind::Text(p.clone()));
+            if let Some(end) = prefix_end(p) {
+                sql.push(" AND hostname < ").bind(Bind::Text(end));
+            }
+        }
+        if let Some(status) = self.status {
+            // A host is exposed when its level is below the fix of some CVE
+            // of its build, that is below the highest of its build's
+            // lowest-fixing levels; the levels are few, the subquery is
+            // per row of the page's scan.
+            const THRESHOLD: &str = "(SELECT MAX(f.fix) FROM (SELECT cve, MIN(c.level) AS fix \
+                 FROM level_cves c WHERE c.build_id = hosts.build_id GROUP BY cve) f)";
+            match status {
+                Status::Unsupported => {
+                    sql.push(" AND NOT EXISTS (SELECT 1 FROM kernels k WHERE k.build_id = hosts.build_id)");
+                }
+                Status::Exposed => {
+                    sql.push(&format!(" AND level < {THRESHOLD}"));
+                }
+                Status::Protected => {
+                    sql.push(&format!(
+                        " AND EXISTS (SELECT 1 FROM kernels k WHERE k.build_id = hosts.build_id) \
+                         AND level >= COALESCE({THRESHOLD}, 0)"
+                    ));
+                }
+            }
+        }
+        if let Some(stale) = self.stale {
+            let since = now.saturating_sub(policy.stale_hours * 3600);
+            if stale {
+                sql.push(" AND (last_checkin IS NULL OR last_checkin < ")
+                    .bind(Bind::Int(since))
+                    .push(")");
+            } else {
+                sql.push(" AND last_checkin >= ").bind(Bind::Int(since));
+            }
+        }
     }
 }
 

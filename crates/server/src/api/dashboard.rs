@@ -1,7 +1,8 @@
 //! The dashboard under `/ui`: server-rendered HTML pages (hosts with their
 //! ids, feeds and tags, and filters; kernels and their levels, and the
 //! builds hosts run that no level covers; compliance; audit trail), no
-//! JavaScript, a little inline CSS.
+//! JavaScript, a little inline CSS. Lists are paged as the API's are
+//! (`crate::page`), with previous and next links.
 //!
 //! Sign-in: `/ui/login` takes an admin or read-only API token in a form
 //! and opens a database session (`crate::sessions`); the cookie carries
@@ -42,10 +43,13 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::admin::audit::{AuditFilter, AUDIT_LIST};
+use crate::admin::hosts::{HostFilter, Status, HOSTS_LIST};
 use crate::admin::{Actor, Coverage};
 use crate::clock::rfc3339;
 use crate::error::Error;
 use crate::model::{ReportedBuild, Role};
+use crate::page::PageRequest;
 use crate::secrets;
 
 /// The session cookie's name.
@@ -395,62 +399,96 @@ fn is_same_origin(source: &str, host: &str, https: bool) -> bool {
         && from.port_u16().unwrap_or(default_port) == to.port_u16().unwrap_or(default_port)
 }
 
-/// Host list filters; empty fields mean no filter (a GET form sends them).
+/// Host list filters and page; empty fields mean no filter (a GET form
+/// sends them all).
 #[derive(Debug, Deserialize, Default)]
-pub struct HostFilter {
+pub struct HostFilterForm {
     kernel: Option<String>,
     level: Option<String>,
     feed: Option<String>,
     tag: Option<String>,
+    hostname: Option<String>,
+    status: Option<String>,
     stale: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
 }
 
 fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// `GET /ui/hosts?kernel=&level=&feed=&tag=&stale=1`.
+impl HostFilterForm {
+    fn filter(&self) -> Result<HostFilter, Error> {
+        let f = HostFilter {
+            feed: given(&self.feed).map(str::to_string),
+            kernel: given(&self.kernel).map(str::to_string),
+            level: given(&self.level)
+                .map(|l| {
+                    l.parse::<i64>()
+                        .map_err(|_| crate::error::invalid("level: not a number"))
+                })
+                .transpose()?,
+            tag: given(&self.tag).map(str::to_string),
+            hostname: given(&self.hostname).map(str::to_string),
+            status: given(&self.status).map(str::parse).transpose()?,
+            stale: given(&self.stale).map(|_| true),
+        };
+        f.validate()?;
+        Ok(f)
+    }
+
+    fn page(&self, list: &str) -> Result<PageRequest, Error> {
+        let limit = given(&self.limit)
+            .map(|l| {
+                l.parse::<i64>()
+                    .map_err(|_| crate::error::invalid("limit: not a number"))
+            })
+            .transpose()?;
+        PageRequest::parse(list, limit, given(&self.cursor), crate::page::MAX_LIMIT)
+    }
+}
+
+/// "Previous" and "next" links for a page, each this page's URI with
+/// the neighbour's cursor.
+fn pager(uri: &Uri, prev: &Option<String>, next: &Option<String>) -> String {
+    let link = |c: &Option<String>, text: &str| match c {
+        Some(c) => format!(
+            "<a href=\"{}\">{text}</a>",
+            esc(&crate::api::admin::with_cursor(uri, c))
+        ),
+        None => format!("<span class=\"off\">{text}</span>"),
+    };
+    format!(
+        "<p class=\"pager\">{} · {}</p>",
+        link(prev, "← previous"),
+        link(next, "next →")
+    )
+}
+
+/// `GET /ui/hosts?kernel=&level=&feed=&tag=&hostname=&status=&stale=1&cursor=&limit=`:
+/// one page of hosts, by hostname.
 pub async fn hosts(
     State(s): State<Arc<AppState>>,
     Session(who): Session,
-    Query(f): Query<HostFilter>,
+    uri: Uri,
+    Query(f): Query<HostFilterForm>,
 ) -> Response {
-    let level = match given(&f.level).map(str::parse::<i64>) {
-        None => None,
-        Some(Ok(l)) => Some(l),
-        Some(Err(_)) => {
-            return error_page(crate::error::invalid("level: not a number"), Some(&who))
-        }
-    };
-    let stale_only = given(&f.stale).is_some();
-    let (hosts, report) = match tokio::try_join!(s.ctx.hosts(), s.ctx.compliance(s.settings.policy))
-    {
+    let (filter, wanted) = match f.filter().and_then(|x| Ok((x, f.page(HOSTS_LIST)?))) {
         Ok(v) => v,
         Err(e) => return error_page(e, Some(&who)),
     };
-    let mut rows = String::new();
-    let mut shown = 0;
-    // By id: a host registering between the two reads is simply not shown.
-    let standing: std::collections::HashMap<&str, &crate::report::HostCompliance> = report
-        .hosts
-        .iter()
-        .map(|c| (c.host_id.as_str(), c))
-        .collect();
-    for h in &hosts {
-        let Some(c) = standing.get(h.id.as_str()) else {
-            continue;
+    let policy = s.settings.policy;
+    let (hosts, fixes) =
+        match tokio::try_join!(s.ctx.host_page(&filter, &wanted, policy), s.ctx.fixes()) {
+            Ok(v) => v,
+            Err(e) => return error_page(e, Some(&who)),
         };
+    let now = s.ctx.clock.now();
+    let mut rows = String::new();
+    for h in &hosts.items {
+        let (c, _) = fixes.standing(h, now, policy);
         let tags: Vec<String> = serde_json::from_str(&h.tags).unwrap_or_default();
-        let keep = given(&f.kernel)
-            .is_none_or(|k| h.build_id.starts_with(k) || h.kernel_release == k)
-            && level.is_none_or(|l| h.level == l)
-            && given(&f.feed).is_none_or(|x| h.feed == x)
-            && given(&f.tag).is_none_or(|t| tags.iter().any(|x| x == t))
-            && (!stale_only || c.stale);
-        if !keep {
-            continue;
-        }
-        shown += 1;
         let _ = write!(
             rows,
             "<tr><td>{}<br><code>{}</code></td><td>{}</td><td>{}<br><code>{}</code></td><td>{}</td><td class=\"{}\">{}{}</td>\
@@ -474,21 +512,36 @@ pub async fn hosts(
         );
     }
     let v = |o: &Option<String>| esc(given(o).unwrap_or(""));
+    let status = given(&f.status).unwrap_or("");
+    let options: String = ["", "protected", "exposed", "unsupported"]
+        .iter()
+        .map(|o| {
+            format!(
+                "<option value=\"{o}\"{}>{}</option>",
+                if *o == status { " selected" } else { "" },
+                if o.is_empty() { "any status" } else { o }
+            )
+        })
+        .collect();
     let body = format!(
         "<form method=\"get\" action=\"/ui/hosts\">\
+         Host <input name=\"hostname\" value=\"{}\" size=\"10\" placeholder=\"name prefix\"> \
          Kernel <input name=\"kernel\" value=\"{}\" placeholder=\"build-id or release\"> \
          Level <input name=\"level\" value=\"{}\" size=\"4\"> Feed <input name=\"feed\" value=\"{}\" size=\"10\"> \
-         Tag <input name=\"tag\" value=\"{}\" size=\"10\"> \
+         Tag <input name=\"tag\" value=\"{}\" size=\"10\"> <select name=\"status\">{options}</select> \
          <label><input type=\"checkbox\" name=\"stale\" value=\"1\"{}> stale only</label> \
          <button type=\"submit\">Filter</button></form>\
-         <p>{shown} of {} hosts</p><table><tr><th>Host</th><th>Feed</th><th>Kernel</th><th>Level</th>\
-         <th>Status</th><th>Tags</th><th>Last check-in</th></tr>{rows}</table>",
+         <p>{} hosts on this page</p>{}<table><tr><th>Host</th><th>Feed</th><th>Kernel</th><th>Level</th>\
+         <th>Status</th><th>Tags</th><th>Last check-in</th></tr>{rows}</table>{}",
+        v(&f.hostname),
         v(&f.kernel),
         v(&f.level),
         v(&f.feed),
         v(&f.tag),
-        if stale_only { " checked" } else { "" },
-        hosts.len(),
+        if filter.stale.is_some() { " checked" } else { "" },
+        hosts.items.len(),
+        pager(&uri, &hosts.prev, &hosts.next),
+        pager(&uri, &hosts.prev, &hosts.next),
     );
     page(StatusCode::OK, "Hosts", Some(&who), &body)
 }
@@ -589,17 +642,21 @@ fn uncovered_section(reported: &[ReportedBuild]) -> String {
     out
 }
 
-/// `?policy_days=` of the compliance page.
+/// `?policy_days=&format=&cursor=` of the compliance page.
 #[derive(Debug, Deserialize)]
 pub struct PolicyQuery {
     policy_days: Option<String>,
     format: Option<String>,
+    cursor: Option<String>,
 }
 
-/// `GET /ui/compliance?policy_days=N`.
+/// `GET /ui/compliance?policy_days=N`: the summary, the CVEs, and the
+/// exposures of one page of exposed hosts (`cursor`); `format=csv`
+/// downloads every exposure, streamed.
 pub async fn compliance(
     State(s): State<Arc<AppState>>,
     Session(who): Session,
+    uri: Uri,
     Query(q): Query<PolicyQuery>,
 ) -> Response {
     let days = match given(&q.policy_days).map(str::parse::<i64>) {
@@ -612,12 +669,18 @@ pub async fn compliance(
             )
         }
     };
-    let c = match s.settings.policy.with(days, None) {
-        Ok(p) => match s.ctx.compliance(p).await {
-            Ok(c) => c,
-            Err(e) => return error_page(e, Some(&who)),
-        },
+    let (policy, wanted) = match s.settings.policy.with(days, None).and_then(|p| {
+        Ok((
+            p,
+            PageRequest::parse(HOSTS_LIST, None, given(&q.cursor), crate::page::MAX_LIMIT)?,
+        ))
+    }) {
+        Ok(v) => v,
         Err(e) => return error_page(e, Some(&who)),
+    };
+    let exposed = HostFilter {
+        status: Some(Status::Exposed),
+        ..HostFilter::default()
     };
     // The CSV download behind the session cookie: the API's CSV needs a
     // bearer token, which a browser link cannot send.
@@ -630,19 +693,26 @@ pub async fn compliance(
                     "attachment; filename=\"compliance.csv\"",
                 ),
             ],
-            c.exposures_table().to_csv(),
+            crate::api::admin::reports::stream_csv(s.ctx.clone(), exposed, policy, true),
         )
             .into_response();
     }
-    let sm = &c.summary;
+    let ((sm, cves), hosts, fixes) = match tokio::try_join!(
+        s.ctx.compliance_summary(policy),
+        s.ctx.host_page(&exposed, &wanted, policy),
+        s.ctx.fixes()
+    ) {
+        Ok(v) => v,
+        Err(e) => return error_page(e, Some(&who)),
+    };
+    let now = s.ctx.clock.now();
     let mut body = format!(
         "<form method=\"get\" action=\"/ui/compliance\">Policy <input name=\"policy_days\" value=\"{}\" size=\"4\"> days \
          <button type=\"submit\">Apply</button> · <a href=\"/ui/compliance?format=csv&amp;policy_days={0}\">CSV</a></form>\
          <p><span class=\"num\">{} hosts</span><span class=\"num protected\">{} protected</span>\
          <span class=\"num exposed\">{} exposed</span><span class=\"num breach\">{} breaching</span>\
          <span class=\"num\">{} unsupported</span><span class=\"num stale\">{} stale</span></p>\
-         <h2>Exposures</h2><table><tr><th>Host</th><th>Feed</th><th>Applied</th><th>CVE</th><th>Fixed in</th>\
-         <th>Fix published</th><th>Days exposed</th></tr>",
+         <h2>CVEs</h2><table><tr><th>CVE</th><th>Fixed</th><th>Exposed</th><th>Breaching</th><th>First fix</th><th>Description</th></tr>",
         sm.policy_days,
         sm.hosts_total,
         sm.hosts_protected,
@@ -651,22 +721,7 @@ pub async fn compliance(
         sm.hosts_unsupported,
         sm.hosts_stale
     );
-    for e in &c.exposures {
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
-            esc(&e.hostname),
-            esc(&e.feed),
-            e.applied_level,
-            esc(&e.cve),
-            e.fixed_in_level,
-            esc(&e.fix_published_at),
-            if e.breach { "breach" } else { "" },
-            e.days_exposed
-        );
-    }
-    body.push_str("</table><h2>CVEs</h2><table><tr><th>CVE</th><th>Fixed</th><th>Exposed</th><th>Breaching</th><th>First fix</th><th>Description</th></tr>");
-    for cv in &c.cves {
+    for cv in &cves {
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -678,20 +733,75 @@ pub async fn compliance(
             esc(&cv.description)
         );
     }
+    let _ = write!(
+        body,
+        "</table><h2>Exposures</h2>{}<table><tr><th>Host</th><th>Feed</th><th>Applied</th><th>CVE</th><th>Fixed in</th>\
+         <th>Fix published</th><th>Days exposed</th></tr>",
+        pager(&uri, &hosts.prev, &hosts.next)
+    );
+    for h in &hosts.items {
+        for e in fixes.standing(h, now, policy).1 {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                esc(&e.hostname),
+                esc(&e.feed),
+                e.applied_level,
+                esc(&e.cve),
+                e.fixed_in_level,
+                esc(&e.fix_published_at),
+                if e.breach { "breach" } else { "" },
+                e.days_exposed
+            );
+        }
+    }
     body.push_str("</table>");
     page(StatusCode::OK, "Compliance", Some(&who), &body)
 }
 
-/// `GET /ui/audit`: the newest 500 entries.
-pub async fn audit(State(s): State<Arc<AppState>>, Session(who): Session) -> Response {
-    let entries = match s.ctx.audit_log(500).await {
+/// `?cursor=&action=&actor=&target=` of the audit page.
+#[derive(Debug, Deserialize)]
+pub struct AuditForm {
+    cursor: Option<String>,
+    action: Option<String>,
+    actor: Option<String>,
+    target: Option<String>,
+}
+
+/// `GET /ui/audit`: the audit trail, newest first, 100 entries a page,
+/// filtered by action, actor or target.
+pub async fn audit(
+    State(s): State<Arc<AppState>>,
+    Session(who): Session,
+    uri: Uri,
+    Query(q): Query<AuditForm>,
+) -> Response {
+    let filter = AuditFilter {
+        action: given(&q.action).map(str::to_string),
+        actor: given(&q.actor).map(str::to_string),
+        target: given(&q.target).map(str::to_string),
+    };
+    let entries =
+        match PageRequest::parse(AUDIT_LIST, None, given(&q.cursor), crate::page::MAX_LIMIT) {
+            Ok(p) => s.ctx.audit_page(&filter, &p).await,
+            Err(e) => Err(e),
+        };
+    let entries = match entries {
         Ok(e) => e,
         Err(e) => return error_page(e, Some(&who)),
     };
-    let mut body = String::from(
-        "<table><tr><th>#</th><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Detail</th></tr>",
+    let v = |o: &Option<String>| esc(given(o).unwrap_or(""));
+    let mut body = format!(
+        "<form method=\"get\" action=\"/ui/audit\">Action <input name=\"action\" value=\"{}\" size=\"12\"> \
+         Who <input name=\"actor\" value=\"{}\" size=\"12\"> Target <input name=\"target\" value=\"{}\" size=\"16\"> \
+         <button type=\"submit\">Filter</button></form>{}\
+         <table><tr><th>#</th><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Detail</th></tr>",
+        v(&q.action),
+        v(&q.actor),
+        v(&q.target),
+        pager(&uri, &entries.prev, &entries.next)
     );
-    for a in &entries {
+    for a in &entries.items {
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",

@@ -46,6 +46,52 @@ const REPORT_Q: &[(&str, &str)] = &[
     ),
 ];
 
+const PAGE_LIMIT: (&str, &str) = (
+    "limit",
+    "rows per page, 1 to 1000 (default 100); out of range: 400",
+);
+const PAGE_CURSOR: (&str, &str) = (
+    "cursor",
+    "where the page starts: the `next` or `prev` of an earlier answer (opaque; one this list did not hand out: 400). The answer's `Link` header carries the same as URLs (rel=\"next\", rel=\"prev\")",
+);
+const HOST_FILTERS: [(&str, &str); 7] = [
+    ("feed", "only hosts following this feed"),
+    ("kernel", "only hosts whose kernel build-id starts with this, or whose release (`uname -r`) is exactly this"),
+    ("level", "only hosts at this applied level"),
+    ("tag", "only hosts with this tag (exact)"),
+    ("hostname", "only hosts whose hostname starts with this (case matters)"),
+    ("status", "`protected`, `exposed` or `unsupported` (see Compliance)"),
+    ("stale", "`true`: only hosts without a check-in within the staleness threshold; `false`: only the others"),
+];
+const HOSTS_Q: &[(&str, &str)] = &[
+    PAGE_LIMIT,
+    PAGE_CURSOR,
+    HOST_FILTERS[0],
+    HOST_FILTERS[1],
+    HOST_FILTERS[2],
+    HOST_FILTERS[3],
+    HOST_FILTERS[4],
+    HOST_FILTERS[5],
+    HOST_FILTERS[6],
+];
+const HOST_REPORT_Q: &[(&str, &str)] = &[
+    ("format", "`json` (default: one page, as the host list) or `csv` (the whole report, streamed; no limit or cursor)"),
+    ("policy_days", "policy in days (default: the server's, 30)"),
+    (
+        "stale_hours",
+        "hours without check-in after which a host is stale",
+    ),
+    ("limit", "hosts per page, 1 to 1000 (default 100); JSON only"),
+    PAGE_CURSOR,
+    HOST_FILTERS[0],
+    HOST_FILTERS[1],
+    HOST_FILTERS[2],
+    HOST_FILTERS[3],
+    HOST_FILTERS[4],
+    HOST_FILTERS[5],
+    HOST_FILTERS[6],
+];
+
 /// Every operation the server answers.
 const OPS: &[Op] = &[
     Op {
@@ -88,18 +134,18 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/admin/hosts",
-        summary: "Registered hosts",
+        summary: "Active hosts, one page by hostname then id: {hosts, next, prev}",
         auth: Auth::AdminRead,
-        query: &[],
+        query: HOSTS_Q,
         body: None,
         ok: (200, JSON),
     },
     Op {
         method: "get",
         path: "/api/v1/admin/hosts/retired",
-        summary: "Retired hosts, most recently retired first",
+        summary: "Retired hosts, most recently retired first, one page: {hosts, next, prev}",
         auth: Auth::AdminRead,
-        query: &[],
+        query: &[PAGE_LIMIT, PAGE_CURSOR],
         body: None,
         ok: (200, JSON),
     },
@@ -133,11 +179,13 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/admin/reports",
-        summary: "Host reports, newest first",
+        summary: "Host reports, newest first, one page: {reports, next, prev}",
         auth: Auth::AdminRead,
         query: &[
             ("host", "only this host id"),
-            ("limit", "how many (default 100)"),
+            ("result", "only reports with this result (`applied`, `failed`, ...)"),
+            PAGE_LIMIT,
+            PAGE_CURSOR,
         ],
         body: None,
         ok: (200, JSON),
@@ -145,18 +193,18 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/admin/reports/compliance",
-        summary: "Every host x CVE exposure with days exposed and policy breach",
+        summary: "Every host x CVE exposure with days exposed and policy breach, by hostname, host id and CVE; as JSON one page of exposed hosts' exposures: {exposures, next, prev}",
         auth: Auth::AdminRead,
-        query: REPORT_Q,
+        query: HOST_REPORT_Q,
         body: None,
         ok: (200, JSON),
     },
     Op {
         method: "get",
         path: "/api/v1/admin/reports/hosts",
-        summary: "Each host's compliance standing",
+        summary: "Each host's compliance standing, by hostname then id; as JSON one page: {hosts, next, prev}",
         auth: Auth::AdminRead,
-        query: REPORT_Q,
+        query: HOST_REPORT_Q,
         body: None,
         ok: (200, JSON),
     },
@@ -238,9 +286,15 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/api/v1/admin/audit",
-        summary: "The audit trail, newest first",
+        summary: "The audit trail, newest first, one page: {audit, next, prev}",
         auth: Auth::AdminRead,
-        query: &[("limit", "how many (default 100)")],
+        query: &[
+            PAGE_LIMIT,
+            PAGE_CURSOR,
+            ("action", "only entries of this action (exact)"),
+            ("actor", "only entries by this actor (exact)"),
+            ("target", "only entries on this target (exact)"),
+        ],
         body: None,
         ok: (200, JSON),
     },
@@ -391,14 +445,18 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/ui/hosts",
-        summary: "Dashboard: hosts",
+        summary: "Dashboard: hosts, one page by hostname, with previous and next links",
         auth: Auth::Cookie,
         query: &[
-            ("kernel", "build-id or release"),
+            ("kernel", "build-id prefix or release"),
             ("level", "applied level"),
             ("feed", "feed"),
             ("tag", "tag"),
+            ("hostname", "hostname prefix"),
+            ("status", "`protected`, `exposed` or `unsupported`"),
             ("stale", "`1`: only stale hosts"),
+            PAGE_LIMIT,
+            PAGE_CURSOR,
         ],
         body: None,
         ok: (200, "text/html"),
@@ -415,11 +473,12 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/ui/compliance",
-        summary: "Dashboard: compliance",
+        summary: "Dashboard: compliance (summary, CVEs, one page of exposed hosts' exposures)",
         auth: Auth::Cookie,
         query: &[
             ("policy_days", "policy in days"),
-            ("format", "`csv`: the exposures as CSV"),
+            ("format", "`csv`: every exposure as CSV, streamed"),
+            PAGE_CURSOR,
         ],
         body: None,
         ok: (200, "text/html"),
@@ -427,9 +486,14 @@ const OPS: &[Op] = &[
     Op {
         method: "get",
         path: "/ui/audit",
-        summary: "Dashboard: audit trail",
+        summary: "Dashboard: audit trail, newest first, 100 entries a page",
         auth: Auth::Cookie,
-        query: &[],
+        query: &[
+            PAGE_CURSOR,
+            ("action", "action (exact)"),
+            ("actor", "who (exact)"),
+            ("target", "target (exact)"),
+        ],
         body: None,
         ok: (200, "text/html"),
     },

@@ -202,7 +202,10 @@ async fn tags_are_replaced_and_the_dashboard_filters_by_them() {
         ("", 2),
     ] {
         let html = dashboard(&s, &cookie, &format!("/ui/hosts{q}")).await;
-        assert!(html.contains(&format!("{n} of 2 hosts")), "{q}: {html}");
+        assert!(
+            html.contains(&format!("{n} hosts on this page")),
+            "{q}: {html}"
+        );
     }
     let html = dashboard(&s, &cookie, "/ui/hosts?tag=db").await;
     assert!(
@@ -233,7 +236,7 @@ async fn tags_are_replaced_and_the_dashboard_filters_by_them() {
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(listed(&s, &h.host_id).await.unwrap().1, json!([]));
     let html = dashboard(&s, &cookie, "/ui/hosts?tag=db").await;
-    assert!(html.contains("0 of 2 hosts"), "{html}");
+    assert!(html.contains("0 hosts on this page"), "{html}");
 
     let tagged = audited(&s, "host-tags").await;
     assert_eq!(tagged.len(), 2, "{tagged:?}");
@@ -515,7 +518,7 @@ async fn read_only_tokens_list_retired_hosts_but_change_nothing() {
     );
     s.checkin(&h.token, KERNEL_A, 0).await;
     let retired = get(&s, "/api/v1/admin/hosts/retired", &viewer).await;
-    assert_eq!(retired, json!({"hosts": []}));
+    assert_eq!(retired, json!({"hosts": [], "next": null, "prev": null}));
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod hosts;
 mod metrics;
 mod multi;
 mod openapi;
+mod pages;
 mod pg;
 mod publish;
 mod reports;

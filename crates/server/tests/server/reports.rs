@@ -134,13 +134,15 @@ async fn exposure_days_and_policy_breaches_per_host_cve_and_fleet() {
         .await;
     let e = &c["exposures"];
     assert_eq!(e.as_array().unwrap().len(), 3);
-    // Longest first.
-    assert_eq!(e[0]["hostname"], "old");
-    assert_eq!(e[0]["cve"], "CVE-2024-0001");
-    assert_eq!(e[0]["fixed_in_level"], 1);
-    assert_eq!(e[0]["days_exposed"], 40);
-    assert_eq!(e[0]["fix_published_at"], "2025-05-06T15:06:40Z");
-    assert_eq!(e[0]["breach"], true);
+    // By hostname, then CVE: mid's one, then old's two.
+    assert_eq!(e[0]["hostname"], "mid");
+    let e = &c["exposures"][1];
+    assert_eq!(e["hostname"], "old");
+    assert_eq!(e["cve"], "CVE-2024-0001");
+    assert_eq!(e["fixed_in_level"], 1);
+    assert_eq!(e["days_exposed"], 40);
+    assert_eq!(e["fix_published_at"], "2025-05-06T15:06:40Z");
+    assert_eq!(e["breach"], true);
 
     let (_, cv) = s
         .call(
@@ -214,7 +216,10 @@ async fn csv_reports_and_bad_queries() {
         "policy_days=-1",
         "policy_days=99999999999999999999",
         "stale_hours=0",
-        "limit=3",
+        "limit=0",
+        "cursor=zz",
+        "status=nope",
+        "bogus=3",
     ] {
         let (st, body) = s
             .call(

@@ -7,11 +7,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 
-use super::{answer, Answer};
+use super::{answer, page_request, paged, Answer, HostListQuery};
+use crate::admin::hosts::{HOSTS_LIST, RETIRED_LIST};
+use crate::api::error::ApiError;
 use crate::api::extract::{AdminRead, AdminWrite, Json};
 use crate::api::AppState;
 
@@ -29,14 +31,38 @@ pub struct HostTags {
     tags: Vec<String>,
 }
 
-/// `GET /admin/hosts`.
-pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer {
-    answer(json!({ "hosts": s.ctx.hosts().await? }))
+/// `GET /admin/hosts?limit=&cursor=&feed=&kernel=&level=&tag=&hostname=&status=&stale=`:
+/// one page, by hostname then id.
+pub async fn list(
+    State(s): State<Arc<AppState>>,
+    _: AdminRead,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<HostListQuery>,
+) -> Result<Response, ApiError> {
+    let filter = q.filter()?;
+    let page = q.page(HOSTS_LIST)?;
+    let hosts = s.ctx.host_page(&filter, &page, s.settings.policy).await?;
+    Ok(paged(&uri, "hosts", hosts))
 }
 
-/// `GET /admin/hosts/retired`.
-pub async fn retired(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer {
-    answer(json!({ "hosts": s.ctx.retired_hosts().await? }))
+/// `GET /admin/hosts/retired?limit=&cursor=`: one page, most recently
+/// retired first.
+pub async fn retired(
+    State(s): State<Arc<AppState>>,
+    _: AdminRead,
+    OriginalUri(uri): OriginalUri,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let page = page_request(RETIRED_LIST, q.limit.as_deref(), q.cursor.as_deref())?;
+    Ok(paged(&uri, "hosts", s.ctx.retired_host_page(&page).await?))
+}
+
+/// `?limit=&cursor=` alone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
 }
 
 /// `POST /admin/hosts/<host>/move`.

@@ -19,9 +19,7 @@
 #[allow(dead_code)]
 #[path = "../tests/server/common.rs"]
 mod common;
-#[allow(dead_code)]
-#[path = "../tests/server/pg.rs"]
-mod pg;
+use test_support::pg;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

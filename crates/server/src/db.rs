@@ -243,8 +243,7 @@ pub fn redact(url: &str) -> String {
 
 /// The tests' own PostgreSQL server, shared with the integration tests.
 #[cfg(test)]
-#[path = "../tests/server/pg.rs"]
-pub(crate) mod pg;
+pub(crate) use test_support::pg;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,10 @@
 //! Helpers the tests of several crates share, so that none travels by
 //! `#[path]`: C test sources compiled the way the kernel's build shapes
-//! objects ([`gcc`]) and the real-fix selections the differ's and the
-//! factory's kernel tests read ([`fixes`]). A dev-dependency only.
+//! objects ([`gcc`]), the real-fix selections the differ's and the
+//! factory's kernel tests read ([`fixes`]), and the server's private
+//! PostgreSQL (`pg`, feature `pg`). A dev-dependency only.
 
 pub mod fixes;
 pub mod gcc;
+#[cfg(feature = "pg")]
+pub mod pg;

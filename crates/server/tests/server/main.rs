@@ -17,9 +17,10 @@ mod metrics;
 mod multi;
 mod openapi;
 mod pages;
-mod pg;
 mod publish;
 mod reports;
 mod security;
 mod transfer;
 mod uncovered;
+
+use test_support::pg;

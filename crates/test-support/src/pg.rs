@@ -14,9 +14,8 @@
 //! Tests run it without fsync; `NOREBOOT_PG_DURABLE=1` keeps PostgreSQL's
 //! defaults and `NOREBOOT_PG_CPUS=LIST` pins it (the check-in benchmark).
 //!
-//! Included by the integration tests (`tests/server`), the check-in
-//! benchmark and `db.rs`'s unit tests, so it depends on nothing but the
-//! crate's dependencies.
+//! Used by the server's integration tests (`tests/server`), its check-in
+//! benchmark and `db.rs`'s unit tests (feature `pg` of this crate).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
@@ -37,9 +36,8 @@ struct Cluster {
     made: AtomicU32,
 }
 
-/// The server's migrations, the same the server embeds (the path is the
-/// crate's, wherever this file is included).
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The server's migrations, the same the server embeds.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../server/migrations");
 
 /// The migrated database every [`database`] is a copy of.
 const TEMPLATE: &str = "migrated";

@@ -26,6 +26,7 @@ pub mod markers;
 pub mod read;
 pub mod records;
 pub mod report;
+pub mod resolve;
 pub mod special;
 pub mod types;
 

@@ -153,7 +153,7 @@ impl Agent {
         let mut j = self.intent(m, &plan, action, check_health, bytes.len())?;
         let mut notes = plan.notes;
         if let Err(e) = self.stage(&mut st, m, bytes, plan.stale_module, &mut j, &mut notes) {
-            self.abandon(&j);
+            self.drop_journal();
             return Err(e);
         }
         let load_ms = self.load_step(&mut j, m, &vb.module)?;
@@ -337,14 +337,14 @@ impl Agent {
     fn load_step(&self, j: &mut Journal, m: &Manifest, module: &[u8]) -> Result<f64, AgentError> {
         j.taint_before = Some(livepatch::tainted(&self.cfg.kernel.proc).unwrap_or(0));
         if let Err(e) = self.advance(j, Step::Loading) {
-            self.abandon(j);
+            self.drop_journal();
             return Err(e);
         }
         let load_start = Instant::now();
         let loaded = load(&m.name, module);
         let load_ms = ms(load_start.elapsed());
         if let Err(e) = loaded {
-            self.abandon(j);
+            self.drop_journal();
             return Err(e);
         }
         self.advance_best_effort(j, Step::Loaded);
@@ -368,7 +368,7 @@ impl Agent {
             match self.watch(&j.name) {
                 Ok(s) => s,
                 Err(e) => {
-                    self.abandon(j);
+                    self.drop_journal();
                     return Err(e);
                 }
             }
@@ -416,7 +416,7 @@ impl Agent {
                             back
                         }
                     };
-                self.abandon(j);
+                self.drop_journal();
                 return Err(AgentError::RolledBack(format!(
                     "level {} failed its health check: {why}; {back}",
                     j.level
@@ -500,7 +500,7 @@ impl Agent {
 
     /// The apply ended with nothing of it in the kernel: the journal goes
     /// (the level stays cached and known, which is harmless).
-    pub(super) fn abandon(&self, _j: &Journal) {
+    pub(super) fn drop_journal(&self) {
         // Best effort: a journal that cannot be removed is found by the
         // next command, which looks at the kernel and ends it the same way.
         let _ = self.journal().clear();

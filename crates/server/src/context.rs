@@ -57,6 +57,8 @@ pub struct Context {
     /// admin CLI reads its `--trusted-keys` afresh at every run, for what
     /// its operator runs by hand).
     check_trust: bool,
+    /// The fleet's last counts and when to count again.
+    pub counts: Arc<crate::counts::FleetCounts>,
 }
 
 impl Context {
@@ -117,6 +119,7 @@ impl Context {
             trusted_dir,
             data_dir: data.clone(),
             check_trust: false,
+            counts: Arc::new(crate::counts::FleetCounts::always_fresh()),
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod blobs;
 pub mod checkin;
 pub mod clock;
 pub mod context;
+pub mod counts;
 pub mod db;
 pub mod error;
 pub mod fleet;

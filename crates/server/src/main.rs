@@ -122,6 +122,12 @@ enum Command {
         /// (0: no limit); further attempts that minute get 429.
         #[arg(long, default_value_t = 10)]
         login_failures_per_minute: u32,
+        /// Milliseconds a count of the fleet (hosts by kernel and level,
+        /// stale hosts) may take and still be made for every request that
+        /// needs it; a larger fleet's figures come from its last count, at
+        /// most 15 s old, recounted in the background (0: always so).
+        #[arg(long, default_value_t = server::counts::DEFAULT_BUDGET.as_millis() as u64)]
+        count_budget_ms: u64,
     },
     /// Act on the server's database directly.
     Admin {
@@ -210,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             behind_tls_proxy,
             session_hours,
             login_failures_per_minute,
+            count_budget_ms,
         } => {
             let policy =
                 server::report::Policy::default().with(Some(policy_days), Some(stale_hours))?;
@@ -218,6 +225,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => None,
             };
             let mut ctx = Context::open(&storage.options(), Arc::new(SystemClock)).await?;
+            ctx.counts = Arc::new(server::counts::FleetCounts::new(
+                Some(Duration::from_millis(count_budget_ms)),
+                policy.stale_hours,
+            ));
             // PostgreSQL: other processes may serve this database. They
             // must judge bundles by the same keys, and serve the bundles
             // this one's data directory kept before they moved into it.

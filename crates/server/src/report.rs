@@ -22,14 +22,11 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
-
 use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::context::Context;
-use crate::db::Backend;
-use crate::error::{invalid, DbContext, Error};
+use crate::error::{invalid, Error};
 
 /// Default patch policy, in days.
 pub const DEFAULT_POLICY_DAYS: i64 = 30;
@@ -445,67 +442,36 @@ impl Context {
     /// The summary and the per-CVE view, counted from the active hosts
     /// grouped by kernel and level instead of from their rows: the rules
     /// depend on nothing else, and a fleet has few distinct pairs. The
-    /// groups come from the index `hosts_active_kernel` (migration 0004),
-    /// read in its order; the stale hosts, which no index can count
-    /// without a check-in paying for it, from one pass over the table, at
-    /// the same time (see BENCHMARKS.md for what a million hosts cost).
+    /// counts are the fleet's last ones while they may stand in (see
+    /// [`crate::counts`]); the summary's `generated_at` says when they were
+    /// taken. The levels are read afresh.
     pub async fn compliance_summary(
         &self,
         policy: Policy,
     ) -> Result<(Summary, Vec<CveCompliance>), Error> {
-        let now = self.clock.now();
-        let groups = async {
-            sqlx::query(
-                "SELECT build_id, level, COUNT(*) FROM hosts WHERE retired_at IS NULL \
-                 GROUP BY build_id, kernel_release, kernel_version, level",
-            )
-            .fetch_all(self.db.pool())
-            .await
-            .ctx("count hosts by kernel and level")
-        };
-        // SQLite would walk an index of active hosts and look each row up
-        // for its last check-in: three times slower than reading the table.
-        let scan = match self.db.backend() {
-            Backend::Sqlite => "hosts NOT INDEXED",
-            Backend::Postgres => "hosts",
-        };
-        let stale_sql = format!(
-            "SELECT COUNT(*) FROM {scan} WHERE retired_at IS NULL \
-             AND (last_checkin IS NULL OR last_checkin < $1)"
-        );
-        let stale = async {
-            sqlx::query(&stale_sql)
-                .bind(now.saturating_sub(policy.stale_hours * 3600))
-                .fetch_one(self.db.pool())
-                .await
-                .and_then(|r| r.try_get::<i64, _>(0))
-                .ctx("count stale hosts")
-        };
-        let (fixes, rows, stale) = tokio::try_join!(self.fixes(), groups, stale)?;
+        let (fixes, counts) =
+            tokio::try_join!(self.fixes(), self.fleet_counts(policy.stale_hours))?;
         // Groups by (build-id, level), summed over the releases and
-        // versions the index groups by too.
-        let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for r in rows {
-            let build_id: String = r.try_get(0).ctx("count hosts by kernel and level")?;
-            let level: i64 = r.try_get(1).ctx("count hosts by kernel and level")?;
-            let n: i64 = r.try_get(2).ctx("count hosts by kernel and level")?;
-            *counts.entry((build_id, level)).or_default() += n;
+        // versions the counts group by too.
+        let mut by_level: BTreeMap<(&str, i64), i64> = BTreeMap::new();
+        for g in &counts.groups {
+            *by_level.entry((&g.build_id, g.level)).or_default() += g.hosts;
         }
-        let mut summary = empty_summary(now, policy);
+        let mut summary = empty_summary(counts.at, policy);
         let mut per_cve = fixes.cve_accumulators();
-        for ((build_id, level), n) in counts {
+        for ((build_id, level), n) in by_level {
             fixes.count(
                 &mut summary,
                 &mut per_cve,
-                &build_id,
+                build_id,
                 level,
                 n.max(0) as usize,
                 0,
-                now,
+                counts.at,
                 policy,
             );
         }
-        summary.hosts_stale = stale.max(0) as usize;
+        summary.hosts_stale = counts.stale.max(0) as usize;
         let cves = fixes.cve_rows(per_cve);
         summary.cves_open = cves.iter().filter(|c| c.hosts_exposed > 0).count();
         Ok((summary, cves))

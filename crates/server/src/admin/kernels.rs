@@ -46,16 +46,23 @@ impl Context {
     /// "Covered" means a level is published for the build-id, whether or
     /// not it is released to the feeds its hosts follow.
     pub async fn reported_builds(&self, which: Coverage) -> Result<Vec<ReportedBuild>, Error> {
-        // Counted from the index `hosts_active_kernel` in its order
-        // (migration 0004), the newest levels joined here: grouping by the
-        // join's column too made SQLite sort a million rows first.
-        let rows = sqlx::query(
-            "SELECT kernel_release, kernel_version, build_id, COUNT(*) FROM hosts \
-             WHERE retired_at IS NULL GROUP BY build_id, kernel_release, kernel_version",
-        )
-        .fetch_all(self.db.pool())
-        .await
-        .ctx("list the builds hosts run")?;
+        Ok(self.counted_builds(which).await?.0)
+    }
+
+    /// [`Context::reported_builds`], with when the hosts were counted (the
+    /// server clock's seconds; see [`crate::counts`]).
+    pub async fn counted_builds(
+        &self,
+        which: Coverage,
+    ) -> Result<(Vec<ReportedBuild>, i64), Error> {
+        // The fleet's counts (see `crate::counts`), summed over levels.
+        let counts = self.fleet_counts(self.counts.stale_hours()).await?;
+        let mut hosts: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
+        for g in &counts.groups {
+            *hosts
+                .entry((&g.release, &g.build_id, &g.version))
+                .or_default() += g.hosts;
+        }
         let newest: std::collections::HashMap<String, i64> =
             sqlx::query("SELECT build_id, MAX(level) FROM levels GROUP BY build_id")
                 .fetch_all(self.db.pool())
@@ -65,24 +72,21 @@ impl Context {
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<Result<_, sqlx::Error>>()
                 .ctx("list the builds hosts run")?;
-        let mut builds = Vec::with_capacity(rows.len());
-        for r in rows {
-            let build_id: String = r.try_get(2).ctx("list the builds hosts run")?;
-            builds.push(ReportedBuild {
-                release: r.try_get(0).ctx("list the builds hosts run")?,
-                version: r.try_get(1).ctx("list the builds hosts run")?,
-                newest_level: newest.get(&build_id).copied(),
-                hosts: r.try_get(3).ctx("list the builds hosts run")?,
-                build_id,
-            });
-        }
-        builds.sort_by(|a, b| {
-            (&a.release, &a.build_id, &a.version).cmp(&(&b.release, &b.build_id, &b.version))
-        });
+        // In (release, build-id, version) order, as the map keeps them.
+        let mut builds: Vec<ReportedBuild> = hosts
+            .into_iter()
+            .map(|((release, build_id, version), n)| ReportedBuild {
+                release: release.to_owned(),
+                version: version.to_owned(),
+                newest_level: newest.get(build_id).copied(),
+                hosts: n,
+                build_id: build_id.to_owned(),
+            })
+            .collect();
         if which == Coverage::Uncovered {
             builds.retain(|b| b.newest_level.is_none());
         }
-        Ok(builds)
+        Ok((builds, counts.at))
     }
 
     /// Published levels (of one kernel, or all), with CVEs and feeds.

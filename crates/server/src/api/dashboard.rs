@@ -550,15 +550,15 @@ pub async fn hosts(
 /// (what the next release has to build for), then each kernel with its
 /// levels.
 pub async fn kernels(State(s): State<Arc<AppState>>, Session(who): Session) -> Response {
-    let (kernels, levels, reported) = match tokio::try_join!(
+    let (kernels, levels, (reported, counted_at)) = match tokio::try_join!(
         s.ctx.kernels(),
         s.ctx.levels(None),
-        s.ctx.reported_builds(Coverage::All)
+        s.ctx.counted_builds(Coverage::All)
     ) {
         Ok(v) => v,
         Err(e) => return error_page(e, Some(&who)),
     };
-    let mut body = uncovered_section(&reported);
+    let mut body = uncovered_section(&reported, counted_at);
     for k in &kernels {
         let _ = write!(
             body,
@@ -603,8 +603,11 @@ pub async fn kernels(State(s): State<Arc<AppState>>, Session(who): Session) -> R
 /// The kernels page's "Builds hosts run without a level": a table of the
 /// uncovered builds, each host count linking to those hosts, or a
 /// sentence that there are none.
-fn uncovered_section(reported: &[ReportedBuild]) -> String {
-    let mut out = String::from("<h2>Builds hosts run without a level</h2>");
+fn uncovered_section(reported: &[ReportedBuild], counted_at: i64) -> String {
+    let mut out = format!(
+        "<h2>Builds hosts run without a level</h2><p class=\"counted\">Hosts counted at {}.</p>",
+        rfc3339(counted_at)
+    );
     let uncovered: Vec<&ReportedBuild> = reported
         .iter()
         .filter(|b| b.newest_level.is_none())
@@ -712,6 +715,7 @@ pub async fn compliance(
          <p><span class=\"num\">{} hosts</span><span class=\"num protected\">{} protected</span>\
          <span class=\"num exposed\">{} exposed</span><span class=\"num breach\">{} breaching</span>\
          <span class=\"num\">{} unsupported</span><span class=\"num stale\">{} stale</span></p>\
+         <p class=\"counted\">Hosts counted at {}.</p>\
          <h2>CVEs</h2><table><tr><th>CVE</th><th>Fixed</th><th>Exposed</th><th>Breaching</th><th>First fix</th><th>Description</th></tr>",
         sm.policy_days,
         sm.hosts_total,
@@ -719,7 +723,8 @@ pub async fn compliance(
         sm.hosts_exposed,
         sm.hosts_breaching,
         sm.hosts_unsupported,
-        sm.hosts_stale
+        sm.hosts_stale,
+        esc(&sm.generated_at)
     );
     for cv in &cves {
         let _ = write!(

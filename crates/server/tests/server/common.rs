@@ -98,6 +98,12 @@ impl TestServer {
 
     /// A server with these settings.
     pub async fn start_with(settings: Settings) -> Self {
+        Self::start_counting(settings, server::counts::FleetCounts::always_fresh()).await
+    }
+
+    /// A server with these settings that counts the fleet by this rule
+    /// (`serve` sets it from `--count-budget-ms`).
+    pub async fn start_counting(settings: Settings, counts: server::counts::FleetCounts) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key = SecretKey::generate().unwrap();
         let trusted = dir.path().join("trusted.d");
@@ -110,7 +116,8 @@ impl TestServer {
             data_dir: storage.data.clone(),
             trusted_keys: Some(trusted),
         };
-        let ctx = Context::open(&opts, clock.clone()).await.unwrap();
+        let mut ctx = Context::open(&opts, clock.clone()).await.unwrap();
+        ctx.counts = Arc::new(counts);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();

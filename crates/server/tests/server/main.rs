@@ -8,6 +8,7 @@ mod checkin;
 mod cli;
 mod common;
 mod connections;
+mod counts;
 mod dashboard;
 mod dashboard_sessions;
 mod feeds;

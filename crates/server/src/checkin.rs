@@ -304,7 +304,10 @@ impl Statements {
         if self.0.len() <= i {
             self.0.resize(i + 1, None);
         }
-        self.0[i].get_or_insert_with(|| update_sql(size, backend))
+        self.0[i].get_or_insert_with(|| match backend {
+            Backend::Sqlite => update_sql(size, backend),
+            Backend::Postgres => postgres_sql(size),
+        })
     }
 }
 
@@ -546,7 +549,10 @@ async fn record_sqlx(
         *conn = Some(c);
     }
     let c = conn.as_mut().expect("set above");
-    let recorded = record_sqlx_on(c, backend, statements, batch, now).await;
+    let recorded = match backend {
+        Backend::Postgres => record_postgres(c, statements, batch, now).await,
+        Backend::Sqlite => record_sqlx_on(c, backend, statements, batch, now).await,
+    };
     if recorded.is_err() {
         *conn = None;
     }
@@ -621,6 +627,82 @@ async fn record_sqlx_on(
         .ctx("read the audit trail's head")?;
     tx.commit().await.ctx("commit check-ins")?;
     Ok((hosts, audit_head))
+}
+
+/// Records a batch on PostgreSQL in one statement, committed on its own
+/// ([`postgres_sql`]): one round trip instead of four (begin, update,
+/// audit head, commit), the writer's whole wait per batch.
+async fn record_postgres(
+    conn: &mut AnyConnection,
+    statements: &mut Statements,
+    batch: &[Pending],
+    now: i64,
+) -> Result<Recorded, Error> {
+    let (rows, _) = unique(batch);
+    let size = rows.len().next_power_of_two();
+    let sql = statements.update(size, Backend::Postgres);
+    let mut query = sqlx::query(sql).bind(now);
+    for i in 0..size {
+        let p = rows[i.min(rows.len() - 1)];
+        query = query
+            .bind(p.token_hash.as_str())
+            .bind(p.req.kernel.build_id.as_str())
+            .bind(p.req.kernel.release.as_str())
+            .bind(p.req.kernel.version.as_str())
+            .bind(i64::from(p.req.level))
+            .bind(p.req.effective_version.as_str())
+            .bind(p.skipped.as_str())
+            .bind(p.req.agent_version.as_str());
+    }
+    let returned = query.fetch_all(&mut *conn).await.ctx("record check-ins")?;
+    let mut hosts = HashMap::with_capacity(returned.len());
+    let mut audit_head = 0;
+    for row in returned {
+        audit_head = row.try_get(0).ctx("read recorded check-ins")?;
+        let feed: Option<String> = row.try_get(1).ctx("read recorded check-ins")?;
+        let token_hash: Option<String> = row.try_get(2).ctx("read recorded check-ins")?;
+        if let (Some(feed), Some(token_hash)) = (feed, token_hash) {
+            hosts.insert(token_hash, feed);
+        }
+    }
+    Ok((hosts, audit_head))
+}
+
+/// PostgreSQL's statement recording `n` check-ins: the time, then eight
+/// parameters per host (token hash, build-id, release, version, level,
+/// effective version, skipped levels, agent version). Unlike SQLite's
+/// ([`update_sql`]) it sets the kernel and level too, changed or not:
+/// PostgreSQL compares the values of indexed columns, and an update that
+/// changes none stays a heap-only tuple (no index entries written). It
+/// answers the audit trail's head (read with the update's snapshot, as
+/// the transaction did) beside each updated host's feed and token hash,
+/// and once with no host when no token matched.
+fn postgres_sql(n: usize) -> String {
+    let mut param = placeholders(Backend::Postgres);
+    let mut sql = format!(
+        "WITH u AS (UPDATE hosts SET build_id = v.column2, kernel_release = v.column3, \
+         kernel_version = v.column4, level = v.column5, effective_version = v.column6, \
+         skipped = v.column7, agent_version = v.column8, last_checkin = CAST({} AS BIGINT) \
+         FROM (VALUES ",
+        param()
+    );
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let p: Vec<String> = (0..8).map(|_| param()).collect();
+        sql.push_str(&format!(
+            "({}, {}, {}, {}, CAST({} AS BIGINT), {}, {}, {})",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+        ));
+    }
+    sql.push_str(
+        ") AS v WHERE hosts.token_hash = v.column1 AND hosts.retired_at IS NULL \
+         RETURNING hosts.feed, hosts.token_hash) \
+         SELECT a.head, u.feed, u.token_hash \
+         FROM (SELECT COALESCE(MAX(id), 0) AS head FROM audit) AS a LEFT JOIN u ON true",
+    );
+    sql
 }
 
 /// Placeholders for `backend`: SQLite gets positional `?`, since it
@@ -765,12 +847,12 @@ mod tests {
         assert!(!sql.contains('$'));
         let sql = kernel_sql(3, Backend::Sqlite);
         assert_eq!(sql.matches('?').count(), 3 * 5);
-        let sql = update_sql(2, Backend::Postgres);
+        let sql = postgres_sql(2);
         assert!(sql.contains("CAST($1 AS BIGINT)"), "{sql}");
         assert!(
-            sql.contains("($9, $10, $11, CAST($12 AS BIGINT), $13, $14, $15)"),
+            sql.contains("($10, $11, $12, $13, CAST($14 AS BIGINT), $15, $16, $17)"),
             "{sql}"
         );
-        assert!(!sql.contains('?') && !sql.contains("$16"), "{sql}");
+        assert!(!sql.contains('?') && !sql.contains("$18"), "{sql}");
     }
 }

@@ -74,7 +74,8 @@ async fn wait_for_hosts(s: &TestServer, token: &str, hosts: u64) -> Value {
 #[tokio::test]
 async fn a_large_fleet_is_answered_from_its_last_count_and_says_when_it_was_taken() {
     // A budget of zero: every count is "too slow", as at a million hosts.
-    let s = TestServer::start_counting(settings(), FleetCounts::new(Some(Duration::ZERO), 24)).await;
+    let s =
+        TestServer::start_counting(settings(), FleetCounts::new(Some(Duration::ZERO), 24)).await;
     s.publish(KERNEL_A, 1, &["stable"]).await;
     let key = s.reg_key("stable").await;
     let admin = s.token("admin", Role::Admin).await;

@@ -728,10 +728,9 @@ fn placeholders(backend: Backend) -> impl FnMut() -> String {
 /// fleet's grouped counts, migration 0004), and SQLite rewrites an index
 /// entry for every row whose indexed column is SET, changed or not
 /// (measured for the build-id: about half the statement's cost); they
-/// rarely change, and [`kernel_sql`] sets them for the hosts whose did. Portable but for the
-/// placeholders: SQLite (3.35+) and PostgreSQL both name a VALUES list's
-/// columns column1, column2, ... and both have UPDATE ... FROM and
-/// RETURNING.
+/// rarely change, and [`kernel_sql`] sets them for the hosts whose did.
+/// For SQLite (3.35+: UPDATE ... FROM, RETURNING, a VALUES list's columns
+/// named column1, column2, ...); PostgreSQL has [`postgres_sql`].
 fn update_sql(n: usize, backend: Backend) -> String {
     let mut param = placeholders(backend);
     let mut sql = format!(

@@ -79,7 +79,7 @@ impl Policy {
 }
 
 /// One host exposed to one CVE.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Exposure {
     /// The host's id.
     pub host_id: String,
@@ -106,7 +106,7 @@ pub struct Exposure {
 }
 
 /// One host's standing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HostCompliance {
     /// Its id.
     pub host_id: String,
@@ -138,7 +138,7 @@ pub struct HostCompliance {
 }
 
 /// One CVE across the fleet.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CveCompliance {
     /// The CVE.
     pub cve: String,
@@ -159,7 +159,7 @@ pub struct CveCompliance {
 }
 
 /// The fleet in numbers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     /// When the report was made (RFC 3339).
     pub generated_at: String,

@@ -24,7 +24,7 @@ use crate::blobs::{BlobError, BlobReader};
     summary = "Register a host with a registration key; answers its token (rate limited per address)",
     security(()),
     request_body = RegisterRequest,
-    responses((status = 201, body = RegisterResponse), ApiError))]
+    responses((status = 201, description = "registered: the host's token", body = RegisterResponse), ApiError))]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -74,7 +74,7 @@ pub async fn register(
     summary = "Record the host's state; answers its target level",
     security(("hostToken" = [])),
     request_body = CheckinRequest,
-    responses((status = 200, body = CheckinResponse), ApiError))]
+    responses((status = 200, description = "recorded: the host's target", body = CheckinResponse), ApiError))]
 pub async fn checkin(
     State(state): State<Arc<AppState>>,
     HostToken(token): HostToken,

@@ -233,7 +233,7 @@ pub async fn index() -> Response {
 #[utoipa::path(get, path = "/ui/login",
     summary = "Dashboard login form",
     security(()),
-    responses((status = 200, body = String, content_type = "text/html")))]
+    responses((status = 200, description = "the page", body = String, content_type = "text/html")))]
 pub async fn login_page() -> Response {
     login_form(StatusCode::OK, "")
 }
@@ -517,7 +517,7 @@ fn pager(uri: &Uri, prev: &Option<String>, next: &Option<String>) -> String {
     summary = "Dashboard: hosts, one page by hostname, with previous and next links",
     security(("dashboardCookie" = [])),
     params(HostFilterForm),
-    responses((status = 200, body = String, content_type = "text/html"),
+    responses((status = 200, description = "the page", body = String, content_type = "text/html"),
         (status = 303, description = "no session: to the login page"),
         (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
         (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
@@ -605,7 +605,7 @@ pub async fn hosts(
 #[utoipa::path(get, path = "/ui/kernels",
     summary = "Dashboard: kernels and their levels, and the builds hosts run that no level covers",
     security(("dashboardCookie" = [])),
-    responses((status = 200, body = String, content_type = "text/html"),
+    responses((status = 200, description = "the page", body = String, content_type = "text/html"),
         (status = 303, description = "no session: to the login page"),
         (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
         (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
@@ -722,7 +722,7 @@ pub struct PolicyQuery {
     summary = "Dashboard: compliance (summary, CVEs, one page of exposed hosts' exposures)",
     security(("dashboardCookie" = [])),
     params(PolicyQuery),
-    responses((status = 200, content((String = "text/html"), (String = "text/csv"))),
+    responses((status = 200, description = "the page, or with format=csv the CSV", content((String = "text/html"), (String = "text/csv"))),
         (status = 303, description = "no session: to the login page"),
         (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
         (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
@@ -852,7 +852,7 @@ pub struct AuditForm {
     summary = "Dashboard: audit trail, newest first, 100 entries a page",
     security(("dashboardCookie" = [])),
     params(AuditForm),
-    responses((status = 200, body = String, content_type = "text/html"),
+    responses((status = 200, description = "the page", body = String, content_type = "text/html"),
         (status = 303, description = "no session: to the login page"),
         (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
         (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]

@@ -132,10 +132,10 @@ impl AppState {
 
 /// `GET /healthz`: the process is live (the database is not probed: every
 /// process shares it).
-#[utoipa::path(get, path = "/healthz",
+#[utoipa::path(get, path = "/healthz", tag = "health",
     summary = "Liveness",
     security(()),
-    responses((status = 200, body = String, content_type = "text/plain", example = "ok\n")))]
+    responses((status = 200, description = "live", body = String, content_type = "text/plain", example = "ok\n")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -122,7 +122,7 @@ pub fn document() -> Document {
 #[utoipa::path(get, path = "/api/v1/openapi.json",
     summary = "This document",
     security(()),
-    responses((status = 200, body = OpenApiDocument)))]
+    responses((status = 200, description = "the document", body = OpenApiDocument)))]
 pub async fn openapi() -> axum::Json<OpenApiDocument> {
     axum::Json(OpenApiDocument(document()))
 }

@@ -122,6 +122,12 @@ async fn every_route_is_documented_and_every_documented_route_is_served() {
                 bodies.push((status.clone(), r));
             }
             for (which, body) in bodies {
+                // OpenAPI requires it of every response.
+                assert!(
+                    which == "request"
+                        || body["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {which}: no description"
+                );
                 let Some(content) = body["content"].as_object() else {
                     continue;
                 };

@@ -48,7 +48,7 @@ page_answer! {
     summary = "The audit trail, newest first, one page",
     security(("adminToken" = [])),
     params(AuditQuery),
-    responses((status = 200, body = AuditPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
+    responses((status = 200, description = "one page of the audit trail", body = AuditPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
     _: AdminRead,

@@ -37,7 +37,7 @@ pub struct FeedList {
 #[utoipa::path(get, path = "/api/v1/admin/feeds",
     summary = "Feeds",
     security(("adminToken" = [])),
-    responses((status = 200, body = FeedList), ApiError))]
+    responses((status = 200, description = "the feeds", body = FeedList), ApiError))]
 pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<FeedList> {
     answer(FeedList {
         feeds: s.ctx.feeds().await?,
@@ -50,7 +50,7 @@ pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<FeedLi
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     request_body = CreateFeed,
-    responses((status = 201, body = Feed), ApiError))]
+    responses((status = 201, description = "the feed created", body = Feed), ApiError))]
 pub async fn create(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -65,7 +65,7 @@ pub async fn create(
     security(("adminToken" = [])),
     params(("feed" = String, Path, description = "the feed"),
         ("kernel" = String, Path, description = "the kernel's build-id")),
-    responses((status = 200, body = FeedState), ApiError))]
+    responses((status = 200, description = "what the feed serves for the kernel now", body = FeedState), ApiError))]
 pub async fn state(
     State(s): State<Arc<AppState>>,
     _: AdminRead,

@@ -66,7 +66,7 @@ const HOST: &str = "a host id, or a hostname exactly one active host has (percen
     summary = "Active hosts, one page by hostname then id",
     security(("adminToken" = [])),
     params(HostListQuery),
-    responses((status = 200, body = HostPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
+    responses((status = 200, description = "one page of active hosts", body = HostPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
@@ -85,7 +85,7 @@ pub async fn list(
     summary = "Retired hosts, most recently retired first, one page",
     security(("adminToken" = [])),
     params(PageQuery),
-    responses((status = 200, body = RetiredHostPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
+    responses((status = 200, description = "one page of retired hosts", body = RetiredHostPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
 pub async fn retired(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
@@ -103,7 +103,7 @@ pub async fn retired(
     security(("adminToken" = ["admin"])),
     params(("host" = String, Path, description = HOST)),
     request_body = MoveHost,
-    responses((status = 200, body = Moved), ApiError))]
+    responses((status = 200, description = "the host moved", body = Moved), ApiError))]
 pub async fn move_host(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -120,7 +120,7 @@ pub async fn move_host(
     security(("adminToken" = ["admin"])),
     params(("host" = String, Path, description = HOST)),
     request_body = HostTags,
-    responses((status = 200, body = Tagged), ApiError))]
+    responses((status = 200, description = "the host's tags replaced", body = Tagged), ApiError))]
 pub async fn set_tags(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -136,7 +136,7 @@ pub async fn set_tags(
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     params(("host" = String, Path, description = HOST)),
-    responses((status = 200, body = Retired), ApiError))]
+    responses((status = 200, description = "the host retired", body = Retired), ApiError))]
 pub async fn retire(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,

@@ -27,7 +27,7 @@ pub struct KernelList {
 #[utoipa::path(get, path = "/api/v1/admin/kernels",
     summary = "Kernels with published levels",
     security(("adminToken" = [])),
-    responses((status = 200, body = KernelList), ApiError))]
+    responses((status = 200, description = "the kernels", body = KernelList), ApiError))]
 pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<KernelList> {
     answer(KernelList {
         kernels: s.ctx.kernels().await?,
@@ -42,7 +42,7 @@ pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<Kernel
     description = "One entry per (release, version, build_id) active hosts report, by release, then build_id.",
     security(("adminToken" = [])),
     params(("uncovered" = Option<bool>, Query, description = "`true`: only builds with no published level (`false`, the default: all); any other parameter is refused with 400")),
-    responses((status = 200, body = Vec<ReportedBuild>), ApiError))]
+    responses((status = 200, description = "the builds", body = Vec<ReportedBuild>), ApiError))]
 pub async fn reported(
     State(s): State<Arc<AppState>>,
     _: AdminRead,

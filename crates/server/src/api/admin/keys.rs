@@ -37,7 +37,7 @@ pub struct KeyList {
 #[utoipa::path(get, path = "/api/v1/admin/keys",
     summary = "Registration keys (without secrets)",
     security(("adminToken" = [])),
-    responses((status = 200, body = KeyList), ApiError))]
+    responses((status = 200, description = "the keys", body = KeyList), ApiError))]
 pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<KeyList> {
     answer(KeyList {
         keys: s.ctx.keys().await?,
@@ -50,7 +50,7 @@ pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<KeyLis
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     request_body = CreateKey,
-    responses((status = 201, body = NewKey), ApiError))]
+    responses((status = 201, description = "the key created, with its secret", body = NewKey), ApiError))]
 pub async fn create(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -65,7 +65,7 @@ pub async fn create(
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     params(("id" = String, Path, description = "the key's id")),
-    responses((status = 200, body = RegistrationKey), ApiError))]
+    responses((status = 200, description = "the key revoked", body = RegistrationKey), ApiError))]
 pub async fn revoke(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,

@@ -34,7 +34,7 @@ pub struct LevelList {
     summary = "Published levels with CVEs and feeds",
     security(("adminToken" = [])),
     params(LevelsQuery),
-    responses((status = 200, body = LevelList), ApiError))]
+    responses((status = 200, description = "the levels", body = LevelList), ApiError))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
     _: AdminRead,

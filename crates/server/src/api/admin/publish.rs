@@ -21,7 +21,7 @@ use crate::validate;
     security(("adminToken" = ["admin"])),
     params(("feed" = Option<Vec<String>>, Query, description = "release to this feed (repeatable)")),
     request_body(content(("application/octet-stream")), description = "the bundle file (.nrb)"),
-    responses((status = 201, body = Published), ApiError))]
+    responses((status = 201, description = "the level published", body = Published), ApiError))]
 pub async fn publish(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,

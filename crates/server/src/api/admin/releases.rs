@@ -57,7 +57,7 @@ pub struct FeedKernel {
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     request_body = Promote,
-    responses((status = 200, body = Promoted), ApiError))]
+    responses((status = 200, description = "the level released", body = Promoted), ApiError))]
 pub async fn promote(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -73,7 +73,7 @@ pub async fn promote(
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     request_body = Pin,
-    responses((status = 200, body = FeedState), ApiError))]
+    responses((status = 200, description = "what the feed serves for the kernel now", body = FeedState), ApiError))]
 pub async fn pin(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -89,7 +89,7 @@ pub async fn pin(
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     request_body = FeedKernel,
-    responses((status = 200, body = FeedState), ApiError))]
+    responses((status = 200, description = "what the feed serves for the kernel now", body = FeedState), ApiError))]
 pub async fn hold(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -104,7 +104,7 @@ pub async fn hold(
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     request_body = FeedKernel,
-    responses((status = 200, body = FeedState), ApiError))]
+    responses((status = 200, description = "what the feed serves for the kernel now", body = FeedState), ApiError))]
 pub async fn unpin(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
@@ -119,7 +119,7 @@ pub async fn unpin(
     description = ADMIN_ROLE,
     security(("adminToken" = ["admin"])),
     request_body = FeedKernel,
-    responses((status = 200, body = Rollback), ApiError))]
+    responses((status = 200, description = "the level withdrawn", body = Rollback), ApiError))]
 pub async fn rollback(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,

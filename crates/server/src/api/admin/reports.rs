@@ -392,7 +392,7 @@ async fn abort(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, e: Error) {
     summary = "Host reports, newest first, one page",
     security(("adminToken" = [])),
     params(ListQuery),
-    responses((status = 200, body = ReportPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
+    responses((status = 200, description = "one page of reports", body = ReportPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
@@ -417,7 +417,7 @@ pub async fn list(
     summary = "Every host x CVE exposure with days exposed and policy breach, by hostname, host id and CVE; as JSON one page of exposed hosts' exposures",
     security(("adminToken" = [])),
     params(ReportQuery),
-    responses((status = 200, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none")),
+    responses((status = 200, description = "the report: JSON (one page) or CSV", headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none")),
         content((ExposurePage = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn compliance(
     State(s): State<Arc<AppState>>,
@@ -433,7 +433,7 @@ pub async fn compliance(
     summary = "Each host's compliance standing, by hostname then id; as JSON one page",
     security(("adminToken" = [])),
     params(ReportQuery),
-    responses((status = 200, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none")),
+    responses((status = 200, description = "the report: JSON (one page) or CSV", headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none")),
         content((HostCompliancePage = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn hosts(
     State(s): State<Arc<AppState>>,
@@ -449,7 +449,7 @@ pub async fn hosts(
     summary = "Each CVE across the fleet",
     security(("adminToken" = [])),
     params(CountedReportQuery),
-    responses((status = 200, content((CveReport = "application/json"), (String = "text/csv"))), ApiError))]
+    responses((status = 200, description = "the report: JSON or CSV", content((CveReport = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn cves(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
@@ -467,7 +467,7 @@ pub async fn cves(
     summary = "Fleet compliance summary",
     security(("adminToken" = [])),
     params(CountedReportQuery),
-    responses((status = 200, content((Summary = "application/json"), (String = "text/csv"))), ApiError))]
+    responses((status = 200, description = "the report: JSON or CSV", content((Summary = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn summary(
     State(s): State<Arc<AppState>>,
     _: AdminRead,

@@ -6,7 +6,9 @@
 //! sign-ins per address and minute, the dashboard's same-origin check on
 //! its forms (`dashboard`), and JSON error bodies for every failure
 //! (`error`). Connections are accepted, capped and timed out between
-//! requests in `connections`.
+//! requests in `connections`. Each handler carries its OpenAPI
+//! description (`#[utoipa::path]`), from which `openapi` makes the
+//! document.
 
 pub mod admin;
 pub mod agent;

@@ -61,6 +61,7 @@ pub struct ReportedBuild {
     pub hosts: i64,
     /// The newest level published for the build-id (`None`: no level, no
     /// release covers it).
+    #[schema(required = true)]
     pub newest_level: Option<i64>,
 }
 

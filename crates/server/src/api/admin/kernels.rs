@@ -23,6 +23,11 @@ pub struct KernelList {
     pub kernels: Vec<Kernel>,
 }
 
+/// The builds active hosts run, as a bare array: one entry per (release,
+/// version, build_id) active hosts report, by release, then build_id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportedBuilds(#[schema(inline)] pub Vec<ReportedBuild>);
+
 /// `GET /admin/kernels`.
 #[utoipa::path(get, path = "/api/v1/admin/kernels",
     summary = "Kernels with published levels",
@@ -39,17 +44,16 @@ pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<Kernel
 /// reads it).
 #[utoipa::path(get, path = "/api/v1/admin/kernels/reported",
     summary = "Kernel builds active hosts run, as a bare array; newest_level is null for a build no published level covers",
-    description = "One entry per (release, version, build_id) active hosts report, by release, then build_id.",
     security(("adminToken" = [])),
     params(("uncovered" = Option<bool>, Query, description = "`true`: only builds with no published level (`false`, the default: all); any other parameter is refused with 400")),
-    responses((status = 200, description = "the builds", body = Vec<ReportedBuild>), ApiError))]
+    responses((status = 200, description = "the builds", body = ReportedBuilds), ApiError))]
 pub async fn reported(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
     RawQuery(query): RawQuery,
-) -> Answer<Vec<ReportedBuild>> {
+) -> Answer<ReportedBuilds> {
     let which = coverage_from_query(query.as_deref())?;
-    answer(s.ctx.reported_builds(which).await?)
+    answer(ReportedBuilds(s.ctx.reported_builds(which).await?))
 }
 
 /// `uncovered=true|false`, at most once. Parsed by hand like publish's

@@ -13,7 +13,9 @@
 //! | `GET /bundles/<sha256>` | host token | the bundle file |
 //! | `POST /report` | host token | [`ReportRequest`] → 204 |
 //!
-//! Errors are 4xx/5xx with an [`ErrorBody`].
+//! Errors are 4xx/5xx with an [`ErrorBody`]. With the feature `openapi`
+//! the messages derive `utoipa::ToSchema`, for the server's OpenAPI
+//! document.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,7 @@ pub const API_PREFIX: &str = "/api/v1";
 
 /// A host asks to join the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The registration key an administrator created (bound to a feed).
@@ -39,6 +42,7 @@ pub struct RegisterRequest {
 
 /// A kernel as the agent identifies it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Kernel {
     /// `uname -r`.
@@ -51,6 +55,7 @@ pub struct Kernel {
 
 /// The server's answer to a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// The host's id on the server.
     pub host_id: String,
@@ -62,6 +67,7 @@ pub struct RegisterResponse {
 
 /// A periodic check-in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CheckinRequest {
     /// The running kernel (it may have changed since registration).
@@ -79,6 +85,7 @@ pub struct CheckinRequest {
 
 /// What the host should run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckinResponse {
     /// False when the server has no patches at all for this build-id.
     pub supported: bool,
@@ -93,6 +100,7 @@ pub struct CheckinResponse {
 
 /// A level to apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetLevel {
     /// The level.
     pub level: u32,
@@ -109,6 +117,7 @@ pub struct TargetLevel {
 
 /// What happened on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     /// apply, update, revert, unload, boot.
@@ -131,6 +140,7 @@ pub struct ReportRequest {
 
 /// Body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What was wrong, for people.
     pub error: String,

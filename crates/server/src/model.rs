@@ -27,7 +27,7 @@ fn json<S: Serializer>(t: &str, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// A kernel build with published levels.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Kernel {
     /// GNU build-id.
     pub build_id: String,
@@ -37,6 +37,7 @@ pub struct Kernel {
     pub version: Option<String>,
     /// When its first level was published.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_published_at: i64,
     /// How many levels it has.
     pub levels: i64,
@@ -48,7 +49,7 @@ pub struct Kernel {
 /// /admin/kernels/reported`), with the newest level published for its
 /// build-id. The JSON field names are an interface: `noreboot-build
 /// release --kernels-from-server` reads them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ReportedBuild {
     /// `uname -r`, as the hosts report it.
     pub release: String,
@@ -60,11 +61,12 @@ pub struct ReportedBuild {
     pub hosts: i64,
     /// The newest level published for the build-id (`None`: no level, no
     /// release covers it).
+    #[schema(required = true)]
     pub newest_level: Option<i64>,
 }
 
 /// A CVE a level fixes.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Cve {
     /// `CVE-YYYY-NNNN`.
     pub cve: String,
@@ -73,7 +75,7 @@ pub struct Cve {
 }
 
 /// A published patch level.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Level {
     /// The kernel build it is for.
     pub build_id: String,
@@ -95,6 +97,7 @@ pub struct Level {
     pub created: String,
     /// When it was published here.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub published_at: i64,
     /// Who published it.
     pub published_by: String,
@@ -107,7 +110,7 @@ pub struct Level {
 }
 
 /// A feed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Feed {
     /// Its name.
     pub name: String,
@@ -115,11 +118,12 @@ pub struct Feed {
     pub delay_hours: i64,
     /// When it was created.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
 /// A registered host.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Host {
     /// Its id.
     pub id: String,
@@ -139,24 +143,28 @@ pub struct Host {
     pub effective_version: String,
     /// Levels its crash guard took out of play.
     #[serde(serialize_with = "json")]
+    #[schema(value_type = Vec<i64>)]
     pub skipped: String,
     /// The agent's version.
     pub agent_version: String,
     /// Tags.
     #[serde(serialize_with = "json")]
+    #[schema(value_type = Vec<String>)]
     pub tags: String,
     /// The registration key it registered with.
     pub registration_key: String,
     /// When it registered.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub registered_at: i64,
     /// Its last check-in.
     #[serde(serialize_with = "opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_checkin: Option<i64>,
 }
 
 /// A registration key (without its secret).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RegistrationKey {
     /// Its id.
     pub id: String,
@@ -166,11 +174,13 @@ pub struct RegistrationKey {
     pub note: String,
     /// When it was created.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     /// By whom.
     pub created_by: String,
     /// When it was revoked.
     #[serde(serialize_with = "opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<i64>,
 }
 
@@ -221,12 +231,13 @@ pub struct AdminToken {
 }
 
 /// One admin action.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Sequence number.
     pub id: i64,
     /// When.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     /// Who: a token name or `cli:<user>`.
     pub actor: String,
@@ -236,11 +247,12 @@ pub struct AuditEntry {
     pub target: String,
     /// The action's parameters and outcome.
     #[serde(serialize_with = "json")]
+    #[schema(value_type = Object)]
     pub detail: String,
 }
 
 /// A host's report.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Report {
     /// Its id.
     pub id: String,
@@ -248,6 +260,7 @@ pub struct Report {
     pub host_id: String,
     /// When the server received it.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: i64,
     /// apply, update, revert, unload, boot.
     pub action: String,
@@ -259,6 +272,7 @@ pub struct Report {
     pub reason: String,
     /// Tasks that held a transition up.
     #[serde(serialize_with = "json")]
+    #[schema(value_type = Vec<String>)]
     pub stalled_tasks: String,
     /// How long it took.
     pub duration_ms: i64,

@@ -76,7 +76,7 @@ impl Policy {
 }
 
 /// One host exposed to one CVE.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Exposure {
     /// The host's id.
     pub host_id: String,
@@ -103,7 +103,7 @@ pub struct Exposure {
 }
 
 /// One host's standing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HostCompliance {
     /// Its id.
     pub host_id: String,
@@ -135,7 +135,7 @@ pub struct HostCompliance {
 }
 
 /// One CVE across the fleet.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CveCompliance {
     /// The CVE.
     pub cve: String,
@@ -156,7 +156,7 @@ pub struct CveCompliance {
 }
 
 /// The fleet in numbers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     /// When the report was made (RFC 3339).
     pub generated_at: String,

@@ -13,7 +13,7 @@ use crate::store;
 use crate::validate;
 
 /// A feed's state for one kernel after a pin, hold or unpin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FeedState {
     /// The feed.
     pub feed: String,

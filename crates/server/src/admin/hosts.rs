@@ -42,7 +42,7 @@ fn time<S: Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// The outcome of moving a host to another feed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Moved {
     /// The host's id.
     pub id: String,
@@ -58,7 +58,7 @@ pub struct Moved {
 }
 
 /// The outcome of replacing a host's tags.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Tagged {
     /// The host's id.
     pub id: String,
@@ -71,7 +71,7 @@ pub struct Tagged {
 }
 
 /// The outcome of retiring a host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Retired {
     /// The host's id.
     pub id: String,
@@ -81,13 +81,14 @@ pub struct Retired {
     pub feed: String,
     /// When it was retired.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub retired_at: i64,
     /// Its reports, kept.
     pub reports: i64,
 }
 
 /// A retired host: its last state, and when and by whom it was retired.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RetiredHost {
     /// The host as it last checked in.
     #[serde(flatten)]
@@ -95,6 +96,7 @@ pub struct RetiredHost {
     pub host: Host,
     /// When it was retired.
     #[serde(serialize_with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub retired_at: i64,
     /// By whom.
     pub retired_by: String,

@@ -1,7 +1,6 @@
-//! Kernels and their levels, as read: the kernels with published levels,
-//! the kernel builds active hosts run (all, or only those no level
-//! covers), and the published levels with their CVEs and the feeds they
-//! are released to. Kernels and levels are written by publishing.
+//! Kernels, as read: the kernels with published levels, and the kernel
+//! builds active hosts run (all, or only those no level covers). Kernels
+//! are written by publishing.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +8,7 @@ use sqlx::Row;
 
 use crate::context::Context;
 use crate::error::{DbContext, Error};
-use crate::model::{Cve, Kernel, Level, ReportedBuild};
-use crate::validate;
+use crate::model::{Kernel, ReportedBuild};
 
 /// Which of the builds hosts run [`Context::reported_builds`] lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,58 +85,5 @@ impl Context {
             builds.retain(|b| b.newest_level.is_none());
         }
         Ok((builds, counts.at))
-    }
-
-    /// Published levels (of one kernel, or all), with CVEs and feeds.
-    pub async fn levels(&self, build_id: Option<&str>) -> Result<Vec<Level>, Error> {
-        if let Some(b) = build_id {
-            validate::build_id("kernel", b)?;
-        }
-        // One filter for all three queries: `$1 IS NULL` matches every kernel.
-        let filter = "($1 IS NULL OR build_id = $1)";
-        let mut levels = sqlx::query_as::<_, Level>(&format!(
-            "SELECT build_id, level, name, sha256, size, effective_version, description, signer, created, \
-             published_at, published_by FROM levels WHERE {filter} ORDER BY build_id, level"
-        ))
-        .bind(build_id)
-        .fetch_all(self.db.pool())
-        .await
-        .ctx("list levels")?;
-        let mut cves: BTreeMap<(String, i64), Vec<Cve>> = BTreeMap::new();
-        for row in sqlx::query(&format!(
-            "SELECT build_id, level, cve, description FROM level_cves WHERE {filter} ORDER BY cve"
-        ))
-        .bind(build_id)
-        .fetch_all(self.db.pool())
-        .await
-        .ctx("list CVEs")?
-        {
-            let key = (
-                row.try_get(0).ctx("read CVEs")?,
-                row.try_get(1).ctx("read CVEs")?,
-            );
-            cves.entry(key).or_default().push(Cve {
-                cve: row.try_get(2).ctx("read CVEs")?,
-                description: row.try_get(3).ctx("read CVEs")?,
-            });
-        }
-        let mut feeds: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
-        for row in sqlx::query(&format!(
-            "SELECT build_id, level, feed FROM releases WHERE {filter} AND withdrawn_at IS NULL ORDER BY feed"
-        ))
-        .bind(build_id)
-        .fetch_all(self.db.pool())
-        .await
-        .ctx("list releases")?
-        {
-            let key = (row.try_get(0).ctx("read releases")?, row.try_get(1).ctx("read releases")?);
-            feeds.entry(key).or_default().push(row.try_get(2).ctx("read releases")?);
-        }
-        for l in &mut levels {
-            let key = (l.build_id.clone(), l.level);
-            l.cves = cves.remove(&key).unwrap_or_default();
-            l.feeds = feeds.remove(&key).unwrap_or_default();
-        }
-        Ok(levels)
     }
 }

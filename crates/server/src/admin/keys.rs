@@ -14,7 +14,7 @@ use crate::store;
 use crate::validate;
 
 /// A new registration key; the secret is shown this once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     /// The key's id (for revoking).
     pub id: String,

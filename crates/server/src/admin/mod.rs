@@ -1,6 +1,6 @@
 //! Admin actions, shared by the CLI and the admin API, one module per
 //! resource as in [`crate::api::admin`]: publishing, feeds, what feeds
-//! serve (`releases`), kernels and levels, registration keys, API tokens,
+//! serve (`releases`), kernels, levels, registration keys, API tokens,
 //! hosts, host reports and the audit trail. Every change runs in an
 //! [`audit::AuditedTx`], whose commit writes the change's audit entry in
 //! the same transaction, so there is no action without a record and no
@@ -11,6 +11,7 @@ pub mod feeds;
 pub mod hosts;
 pub mod kernels;
 pub mod keys;
+pub mod levels;
 pub mod publish;
 pub mod releases;
 pub mod reports;

@@ -18,7 +18,7 @@ use crate::store;
 use crate::validate;
 
 /// A level just published.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Published {
     /// Kernel build-id.
     pub build_id: String,

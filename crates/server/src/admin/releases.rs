@@ -15,7 +15,7 @@ use crate::store;
 use crate::validate;
 
 /// The outcome of a promotion.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Promoted {
     /// Kernel build-id.
     pub build_id: String,
@@ -28,7 +28,7 @@ pub struct Promoted {
 }
 
 /// The outcome of a rollback.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rollback {
     /// The feed.
     pub feed: String,

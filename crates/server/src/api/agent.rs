@@ -20,6 +20,11 @@ use super::AppState;
 use crate::blobs::{BlobError, BlobReader};
 
 /// `POST /register`: a registration key → a host token (201).
+#[utoipa::path(post, path = "/api/v1/register",
+    summary = "Register a host with a registration key; answers its token (rate limited per address)",
+    security(()),
+    request_body = RegisterRequest,
+    responses((status = 201, description = "registered: the host's token", body = RegisterResponse), ApiError))]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -65,6 +70,11 @@ pub async fn register(
 }
 
 /// `POST /checkin`: the host's state in, its target level out.
+#[utoipa::path(post, path = "/api/v1/checkin",
+    summary = "Record the host's state; answers its target level",
+    security(("hostToken" = [])),
+    request_body = CheckinRequest,
+    responses((status = 200, description = "recorded: the host's target", body = CheckinResponse), ApiError))]
 pub async fn checkin(
     State(state): State<Arc<AppState>>,
     HostToken(token): HostToken,
@@ -79,6 +89,12 @@ pub async fn checkin(
 }
 
 /// `GET /bundles/<sha256>`: a bundle of the host's kernel.
+#[utoipa::path(get, path = "/api/v1/bundles/{sha256}",
+    summary = "Download a bundle of the host's kernel",
+    security(("hostToken" = [])),
+    params(("sha256" = String, Path, description = "the bundle file's sha256, lowercase hex")),
+    responses((status = 200, content(("application/octet-stream")),
+        description = "the bundle file; cut off short of its Content-Length if the store fails midway"), ApiError))]
 pub async fn bundle(
     State(state): State<Arc<AppState>>,
     Host(host): Host,
@@ -126,6 +142,11 @@ impl http_body::Body for Pieces {
 }
 
 /// `POST /report`: what happened on the host (204).
+#[utoipa::path(post, path = "/api/v1/report",
+    summary = "Report what the host did with a level",
+    security(("hostToken" = [])),
+    request_body = ReportRequest,
+    responses((status = 204, description = "recorded"), ApiError))]
 pub async fn report(
     State(state): State<Arc<AppState>>,
     Host(host): Host,

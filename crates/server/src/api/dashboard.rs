@@ -39,7 +39,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
+use protocol::ErrorBody;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::AppState;
@@ -51,6 +53,14 @@ use crate::error::Error;
 use crate::model::{ReportedBuild, Role};
 use crate::page::PageRequest;
 use crate::secrets;
+
+/// What a dashboard form's POST must meet, for the OpenAPI document (see
+/// [`same_origin`]).
+const FORM: &str =
+    "A dashboard form: refused with 403 when Sec-Fetch-Site is not same-origin, or when \
+     Origin (or, without it, Referer) names another origin than the request's Host \
+     (https only when the server is reached over HTTPS). Without either header it is \
+     refused too, except for /ui/login.";
 
 /// The session cookie's name.
 pub const COOKIE: &str = "noreboot_session";
@@ -211,18 +221,27 @@ fn login_form(status: StatusCode, message: &str) -> Response {
 }
 
 /// `GET /ui`.
+#[utoipa::path(get, path = "/ui",
+    summary = "Dashboard: redirects to the host list",
+    security(()),
+    responses((status = 303, description = "to /ui/hosts")))]
 pub async fn index() -> Response {
     redirect("/ui/hosts")
 }
 
 /// `GET /ui/login`.
+#[utoipa::path(get, path = "/ui/login",
+    summary = "Dashboard login form",
+    security(()),
+    responses((status = 200, description = "the page", body = String, content_type = "text/html")))]
 pub async fn login_page() -> Response {
     login_form(StatusCode::OK, "")
 }
 
 /// The login form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Login {
+    /// An admin or read-only API token.
     token: String,
 }
 
@@ -230,6 +249,16 @@ pub struct Login {
 /// cookie. Failed attempts are limited per address: the attempt takes one
 /// from the address's allowance and a successful one gives it back, so
 /// concurrent guesses cannot all slip under the limit.
+#[utoipa::path(post, path = "/ui/login",
+    summary = "Dashboard login: an admin or read-only token in, a session cookie (a random session id, not the token) out",
+    description = FORM,
+    security(()),
+    request_body(content = Login, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "signed in: to /ui/hosts, with the session cookie"),
+        (status = 401, body = String, content_type = "text/html", description = "the form again, saying why"),
+        (status = 403, body = ErrorBody, description = "not from the dashboard's own page"),
+        (status = 429, body = String, content_type = "text/html", description = "too many failed sign-ins from the address: the form again, with Retry-After"),
+        ApiError))]
 pub async fn login(
     State(s): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -286,6 +315,12 @@ pub async fn login(
 
 /// `POST /ui/logout`: ends the session on the server (a copy of the cookie
 /// stops working too) and removes the cookie.
+#[utoipa::path(post, path = "/ui/logout",
+    summary = "Dashboard logout: ends the session on the server and clears the cookie",
+    description = FORM,
+    security(("dashboardCookie" = [])),
+    responses((status = 303, description = "to /ui/login, the cookie cleared"),
+        (status = 403, body = ErrorBody, description = "not from the dashboard's own page")))]
 pub async fn logout(
     State(s): State<Arc<AppState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -401,16 +436,26 @@ fn is_same_origin(source: &str, host: &str, https: bool) -> bool {
 
 /// Host list filters and page; empty fields mean no filter (a GET form
 /// sends them all).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HostFilterForm {
+    /// Build-id prefix or release.
     kernel: Option<String>,
+    /// Applied level.
     level: Option<String>,
+    /// Feed.
     feed: Option<String>,
+    /// Tag.
     tag: Option<String>,
+    /// Hostname prefix.
     hostname: Option<String>,
+    /// `protected`, `exposed` or `unsupported`.
     status: Option<String>,
+    /// `1`: only stale hosts.
     stale: Option<String>,
+    /// Where the page starts (the previous and next links carry it).
     cursor: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100).
     limit: Option<String>,
 }
 
@@ -468,6 +513,14 @@ fn pager(uri: &Uri, prev: &Option<String>, next: &Option<String>) -> String {
 
 /// `GET /ui/hosts?kernel=&level=&feed=&tag=&hostname=&status=&stale=1&cursor=&limit=`:
 /// one page of hosts, by hostname.
+#[utoipa::path(get, path = "/ui/hosts",
+    summary = "Dashboard: hosts, one page by hostname, with previous and next links",
+    security(("dashboardCookie" = [])),
+    params(HostFilterForm),
+    responses((status = 200, description = "the page", body = String, content_type = "text/html"),
+        (status = 303, description = "no session: to the login page"),
+        (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
+        (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
 pub async fn hosts(
     State(s): State<Arc<AppState>>,
     Session(who): Session,
@@ -549,6 +602,13 @@ pub async fn hosts(
 /// `GET /ui/kernels`: first the builds hosts run that no level covers
 /// (what the next release has to build for), then each kernel with its
 /// levels.
+#[utoipa::path(get, path = "/ui/kernels",
+    summary = "Dashboard: kernels and their levels, and the builds hosts run that no level covers",
+    security(("dashboardCookie" = [])),
+    responses((status = 200, description = "the page", body = String, content_type = "text/html"),
+        (status = 303, description = "no session: to the login page"),
+        (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
+        (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
 pub async fn kernels(State(s): State<Arc<AppState>>, Session(who): Session) -> Response {
     let (kernels, levels, (reported, counted_at)) = match tokio::try_join!(
         s.ctx.kernels(),
@@ -646,16 +706,29 @@ fn uncovered_section(reported: &[ReportedBuild], counted_at: i64) -> String {
 }
 
 /// `?policy_days=&format=&cursor=` of the compliance page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PolicyQuery {
+    /// Policy in days.
     policy_days: Option<String>,
+    /// `csv`: every exposure as CSV, streamed.
     format: Option<String>,
+    /// Where the page of exposed hosts starts (the previous and next
+    /// links carry it).
     cursor: Option<String>,
 }
 
 /// `GET /ui/compliance?policy_days=N`: the summary, the CVEs, and the
 /// exposures of one page of exposed hosts (`cursor`); `format=csv`
 /// downloads every exposure, streamed.
+#[utoipa::path(get, path = "/ui/compliance",
+    summary = "Dashboard: compliance (summary, CVEs, one page of exposed hosts' exposures)",
+    security(("dashboardCookie" = [])),
+    params(PolicyQuery),
+    responses((status = 200, description = "the page, or with format=csv the CSV", content((String = "text/html"), (String = "text/csv"))),
+        (status = 303, description = "no session: to the login page"),
+        (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
+        (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
 pub async fn compliance(
     State(s): State<Arc<AppState>>,
     Session(who): Session,
@@ -765,16 +838,29 @@ pub async fn compliance(
 }
 
 /// `?cursor=&action=&actor=&target=` of the audit page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditForm {
+    /// Where the page starts (the previous and next links carry it).
     cursor: Option<String>,
+    /// Action (exact).
     action: Option<String>,
+    /// Who (exact).
     actor: Option<String>,
+    /// Target (exact).
     target: Option<String>,
 }
 
 /// `GET /ui/audit`: the audit trail, newest first, 100 entries a page,
 /// filtered by action, actor or target.
+#[utoipa::path(get, path = "/ui/audit",
+    summary = "Dashboard: audit trail, newest first, 100 entries a page",
+    security(("dashboardCookie" = [])),
+    params(AuditForm),
+    responses((status = 200, description = "the page", body = String, content_type = "text/html"),
+        (status = 303, description = "no session: to the login page"),
+        (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
+        (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
 pub async fn audit(
     State(s): State<Arc<AppState>>,
     Session(who): Session,

@@ -6,6 +6,8 @@
 //! so clients never have to parse anything else. Server faults are logged
 //! in full and answered with a generic message.
 
+use std::collections::BTreeMap;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -13,6 +15,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use protocol::ErrorBody;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::ToSchema;
 
 use crate::error::{Error, ErrorKind};
 
@@ -70,6 +76,26 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
+    }
+}
+
+/// In the OpenAPI document: every operation that can fail this way answers
+/// its refusals (4XX) and faults (5XX) with an [`ErrorBody`].
+impl utoipa::IntoResponses for ApiError {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        [
+            ("4XX", "refused: the message says why (400 invalid, 401 no or bad token, 403 not allowed, 404 not found, 409 conflict, 413 too large, 422 refused by a check, 429 too many)"),
+            ("5XX", "the server's fault (details in its log)"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let body = ContentBuilder::new().schema(Some(Ref::from_schema_name(ErrorBody::name())));
+            let r = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", body.build());
+            (status.to_string(), r.build().into())
+        })
+        .collect()
     }
 }
 

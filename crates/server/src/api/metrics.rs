@@ -121,6 +121,10 @@ fn label(v: &str) -> String {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics",
+    summary = "Prometheus metrics (text exposition 0.0.4)",
+    security((), ("metricsToken" = [])),
+    responses((status = 200, description = "the metrics", body = String, content_type = "text/plain"), ApiError))]
 pub async fn metrics(
     State(s): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,

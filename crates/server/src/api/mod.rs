@@ -6,7 +6,9 @@
 //! sign-ins per address and minute, the dashboard's same-origin check on
 //! its forms (`dashboard`), and JSON error bodies for every failure
 //! (`error`). Connections are accepted, capped and timed out between
-//! requests in `connections`.
+//! requests in `connections`. Each handler carries its OpenAPI
+//! description (`#[utoipa::path]`), from which `openapi` makes the
+//! document.
 
 pub mod admin;
 pub mod agent;
@@ -130,6 +132,16 @@ impl AppState {
     }
 }
 
+/// `GET /healthz`: the process is live (the database is not probed: every
+/// process shares it).
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    summary = "Liveness",
+    security(()),
+    responses((status = 200, description = "live", body = String, content_type = "text/plain", example = "ok\n")))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
 /// Every route, with its limits.
 pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.settings.request_timeout;
@@ -151,7 +163,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/reports/summary", get(admin::reports::summary))
         .route("/admin/kernels", get(admin::kernels::list))
         .route("/admin/kernels/reported", get(admin::kernels::reported))
-        .route("/admin/levels", get(admin::kernels::levels))
+        .route("/admin/levels", get(admin::levels::list))
         .route(
             "/admin/feeds",
             get(admin::feeds::list).post(admin::feeds::create),
@@ -178,7 +190,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::openapi));
     Router::new()
         .nest(protocol::API_PREFIX, api)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/ui", get(dashboard::index))
         .route(

@@ -1,13 +1,12 @@
-//! `GET /admin/kernels`, `/admin/kernels/reported` and `/admin/levels`,
-//! for any admin token: the kernels with published levels, the builds
-//! active hosts run (all, or `?uncovered=true` those no level covers), and
-//! the published levels.
+//! `GET /admin/kernels` and `/admin/kernels/reported`, for any admin
+//! token: the kernels with published levels, and the builds active hosts
+//! run (all, or `?uncovered=true` those no level covers).
 
 use std::sync::Arc;
 
-use axum::extract::{Query, RawQuery, State};
-use serde::Deserialize;
-use serde_json::json;
+use axum::extract::{RawQuery, State};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{answer, Answer};
 use crate::admin::Coverage;
@@ -15,38 +14,46 @@ use crate::api::error::ApiError;
 use crate::api::extract::AdminRead;
 use crate::api::AppState;
 use crate::error::invalid;
+use crate::model::{Kernel, ReportedBuild};
 
-/// `?kernel=` filter of the level list.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LevelsQuery {
-    kernel: Option<String>,
+/// The kernels with published levels.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KernelList {
+    /// By release, then build-id.
+    pub kernels: Vec<Kernel>,
 }
 
+/// The builds active hosts run, as a bare array: one entry per (release,
+/// version, build_id) active hosts report, by release, then build_id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportedBuilds(#[schema(inline)] pub Vec<ReportedBuild>);
+
 /// `GET /admin/kernels`.
-pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer {
-    answer(json!({ "kernels": s.ctx.kernels().await? }))
+#[utoipa::path(get, path = "/api/v1/admin/kernels",
+    summary = "Kernels with published levels",
+    security(("adminToken" = [])),
+    responses((status = 200, description = "the kernels", body = KernelList), ApiError))]
+pub async fn list(State(s): State<Arc<AppState>>, _: AdminRead) -> Answer<KernelList> {
+    answer(KernelList {
+        kernels: s.ctx.kernels().await?,
+    })
 }
 
 /// `GET /admin/kernels/reported?uncovered=true`: the builds active hosts
 /// run, as a bare array (`noreboot-build release --kernels-from-server`
 /// reads it).
+#[utoipa::path(get, path = "/api/v1/admin/kernels/reported",
+    summary = "Kernel builds active hosts run, as a bare array; newest_level is null for a build no published level covers",
+    security(("adminToken" = [])),
+    params(("uncovered" = Option<bool>, Query, description = "`true`: only builds with no published level (`false`, the default: all); any other parameter is refused with 400")),
+    responses((status = 200, description = "the builds", body = ReportedBuilds), ApiError))]
 pub async fn reported(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
     RawQuery(query): RawQuery,
-) -> Answer {
+) -> Answer<ReportedBuilds> {
     let which = coverage_from_query(query.as_deref())?;
-    answer(s.ctx.reported_builds(which).await?)
-}
-
-/// `GET /admin/levels?kernel=BUILD_ID`.
-pub async fn levels(
-    State(s): State<Arc<AppState>>,
-    _: AdminRead,
-    Query(q): Query<LevelsQuery>,
-) -> Answer {
-    answer(json!({ "levels": s.ctx.levels(q.kernel.as_deref()).await? }))
+    answer(ReportedBuilds(s.ctx.reported_builds(which).await?))
 }
 
 /// `uncovered=true|false`, at most once. Parsed by hand like publish's

@@ -12,14 +12,16 @@ pub mod feeds;
 pub mod hosts;
 pub mod kernels;
 pub mod keys;
+pub mod levels;
 pub mod publish;
 pub mod releases;
 pub mod reports;
 
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 use crate::admin::hosts::HostFilter;
@@ -27,18 +29,21 @@ use crate::error::{invalid, Error};
 use crate::page::{Page, PageRequest, MAX_LIMIT};
 
 /// A JSON answer with 200.
-type Answer = Result<axum::Json<Value>, ApiError>;
+type Answer<T> = Result<axum::Json<T>, ApiError>;
 
 /// A JSON answer with 201: what a creation made.
-type Created = Result<(StatusCode, axum::Json<Value>), ApiError>;
+type Created<T> = Result<(StatusCode, axum::Json<T>), ApiError>;
 
-fn answer(v: impl serde::Serialize) -> Answer {
-    Ok(axum::Json(json!(v)))
+fn answer<T>(v: T) -> Answer<T> {
+    Ok(axum::Json(v))
 }
 
-fn created(v: impl serde::Serialize) -> Created {
-    Ok((StatusCode::CREATED, axum::Json(json!(v))))
+fn created<T>(v: T) -> Created<T> {
+    Ok((StatusCode::CREATED, axum::Json(v)))
 }
+
+/// What every admin change needs, for the OpenAPI document.
+pub const ADMIN_ROLE: &str = "Needs a token with the admin role; read-only tokens get 403.";
 
 /// A query parameter that must be an integer, refused naming it.
 fn int_param(name: &str, v: Option<&str>) -> Result<Option<i64>, Error> {
@@ -80,17 +85,31 @@ fn page_request(
 
 /// The query parameters of the active-host lists and of the per-host
 /// reports: page and filters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HostListQuery {
+    /// Rows per page, 1 to 1000 (default 100); out of range: 400.
     pub(crate) limit: Option<String>,
+    /// Where the page starts: the `next` or `prev` of an earlier answer
+    /// (opaque; one this list did not hand out: 400). The answer's `Link`
+    /// header carries the same as URLs (rel="next", rel="prev").
     pub(crate) cursor: Option<String>,
+    /// Only hosts following this feed.
     pub(crate) feed: Option<String>,
+    /// Only hosts whose kernel build-id starts with this, or whose release
+    /// (`uname -r`) is exactly this.
     pub(crate) kernel: Option<String>,
+    /// Only hosts at this applied level.
     pub(crate) level: Option<String>,
+    /// Only hosts with this tag (exact).
     pub(crate) tag: Option<String>,
+    /// Only hosts whose hostname starts with this (case matters).
     pub(crate) hostname: Option<String>,
+    /// `protected`, `exposed` or `unsupported` (see Compliance).
     pub(crate) status: Option<String>,
+    /// `true`: only hosts without a check-in within the staleness
+    /// threshold; `false`: only the others.
     pub(crate) stale: Option<String>,
 }
 
@@ -116,10 +135,27 @@ impl HostListQuery {
     }
 }
 
-/// A page as JSON — the rows under `key`, `next` and `prev` (cursors or
-/// null) — with a `Link` header (RFC 8288) to the neighbouring pages:
-/// this request's URI with `cursor` replaced.
-fn paged<T: serde::Serialize>(uri: &Uri, key: &str, page: Page<T>) -> Response {
+/// One page of a list as JSON (a `*Page` type: the rows under the list's
+/// key, `next` and `prev` cursors or null) with a `Link` header (RFC 8288)
+/// to the neighbouring pages: this request's URI with `cursor` replaced.
+#[derive(Debug)]
+pub struct Linked<T> {
+    body: T,
+    link: Option<HeaderValue>,
+}
+
+impl<T: Serialize> IntoResponse for Linked<T> {
+    fn into_response(self) -> Response {
+        let mut r = axum::Json(self.body).into_response();
+        if let Some(v) = self.link {
+            r.headers_mut().insert(header::LINK, v);
+        }
+        r
+    }
+}
+
+/// `page` as the answer `P`, linked to its neighbours.
+fn paged<T, P: From<Page<T>>>(uri: &Uri, page: Page<T>) -> Linked<P> {
     let links: Vec<String> = [("next", &page.next), ("prev", &page.prev)]
         .into_iter()
         .filter_map(|(rel, c)| {
@@ -127,15 +163,42 @@ fn paged<T: serde::Serialize>(uri: &Uri, key: &str, page: Page<T>) -> Response {
                 .map(|c| format!("<{}>; rel=\"{rel}\"", with_cursor(uri, c)))
         })
         .collect();
-    let body = json!({ key: page.items, "next": page.next, "prev": page.prev });
-    let mut r = axum::Json(body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&links.join(", ")) {
-        if !links.is_empty() {
-            r.headers_mut().insert(header::LINK, v);
-        }
+    let link = (!links.is_empty())
+        .then(|| HeaderValue::from_str(&links.join(", ")).ok())
+        .flatten();
+    Linked {
+        body: P::from(page),
+        link,
     }
-    r
 }
+
+/// A page of a list as its answer type `$name`: the rows under `$key`,
+/// then the cursors (the fields in the order the answers always had).
+macro_rules! page_answer {
+    ($(#[$doc:meta])* $name:ident { $key:ident: $item:ty }) => {
+        $(#[$doc])*
+        #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            /// The page's rows.
+            pub $key: Vec<$item>,
+            /// The next page's cursor (null: this is the last page).
+            pub next: Option<String>,
+            /// The previous page's cursor (null: this is the first page).
+            pub prev: Option<String>,
+        }
+
+        impl From<crate::page::Page<$item>> for $name {
+            fn from(p: crate::page::Page<$item>) -> Self {
+                Self {
+                    $key: p.items,
+                    next: p.next,
+                    prev: p.prev,
+                }
+            }
+        }
+    };
+}
+pub(crate) use page_answer;
 
 /// `uri` with its `cursor` parameter set to `cursor` (hex: nothing to
 /// escape).
@@ -149,14 +212,4 @@ pub(crate) fn with_cursor(uri: &Uri, cursor: &str) -> String {
     let c = format!("cursor={cursor}");
     params.push(&c);
     format!("{}?{}", uri.path(), params.join("&"))
-}
-
-/// `?limit=&cursor=&host=&result=` of the host reports.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-    host: Option<String>,
-    result: Option<String>,
 }

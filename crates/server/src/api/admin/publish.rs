@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 
-use super::{created, Created};
+use super::{created, Created, ADMIN_ROLE};
+use crate::admin::publish::Published;
 use crate::api::error::ApiError;
 use crate::api::extract::AdminWrite;
 use crate::api::AppState;
@@ -14,12 +15,19 @@ use crate::error::invalid;
 use crate::validate;
 
 /// `POST /admin/publish?feed=F`: the body is the bundle file (201).
+#[utoipa::path(post, path = "/api/v1/admin/publish",
+    summary = "Publish a signed bundle (the body is the .nrb file)",
+    description = ADMIN_ROLE,
+    security(("adminToken" = ["admin"])),
+    params(("feed" = Option<Vec<String>>, Query, description = "release to this feed (repeatable)")),
+    request_body(content(("application/octet-stream")), description = "the bundle file (.nrb)"),
+    responses((status = 201, description = "the level published", body = Published), ApiError))]
 pub async fn publish(
     State(s): State<Arc<AppState>>,
     AdminWrite(who): AdminWrite,
     RawQuery(query): RawQuery,
     body: Bytes,
-) -> Created {
+) -> Created<Published> {
     let feeds = feeds_from_query(query.as_deref())?;
     created(s.ctx.publish(&who.name, body.to_vec(), &feeds).await?)
 }

@@ -21,11 +21,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{int_param, page_request, paged, text_param, HostListQuery, ListQuery};
+use super::{int_param, page_answer, page_request, paged, text_param, HostListQuery, Linked};
 use crate::admin::hosts::{HostFilter, Status, HOSTS_LIST};
 use crate::admin::reports::REPORTS_LIST;
 use crate::api::error::ApiError;
@@ -33,8 +34,12 @@ use crate::api::extract::AdminRead;
 use crate::api::AppState;
 use crate::context::Context;
 use crate::error::{invalid, Error};
-use crate::page::{Cursor, Direction, PageRequest};
-use crate::report::{csv_line, Policy, EXPOSURE_COLUMNS, HOST_COLUMNS};
+use crate::model::Report;
+use crate::page::{Cursor, Direction, Page, PageRequest};
+use crate::report::{
+    csv_line, CveCompliance, Exposure, HostCompliance, Policy, Summary, EXPOSURE_COLUMNS,
+    HOST_COLUMNS,
+};
 
 /// Hosts read per query while streaming a CSV report: large enough that
 /// the queries cost little beside the rows, small enough to keep the
@@ -43,21 +48,53 @@ pub const CSV_CHUNK: i64 = 2000;
 
 /// The query every report takes; the per-host views also take the host
 /// list's page and filters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
+    /// `json` (default; per host: one page, as the host list) or `csv`
+    /// (the whole report; per host: streamed, no limit or cursor).
     format: Option<String>,
+    /// Policy in days (default: the server's, 30).
     policy_days: Option<String>,
+    /// Hours without check-in after which a host is stale.
     stale_hours: Option<String>,
+    /// Per host: hosts per page, 1 to 1000 (default 100); JSON only.
     limit: Option<String>,
+    /// Per host: where the page starts: the `next` or `prev` of an earlier
+    /// answer (opaque; one this list did not hand out: 400). The answer's
+    /// `Link` header carries the same as URLs (rel="next", rel="prev").
     cursor: Option<String>,
+    /// Per host: only hosts following this feed.
     feed: Option<String>,
+    /// Per host: only hosts whose kernel build-id starts with this, or
+    /// whose release (`uname -r`) is exactly this.
     kernel: Option<String>,
+    /// Per host: only hosts at this applied level.
     level: Option<String>,
+    /// Per host: only hosts with this tag (exact).
     tag: Option<String>,
+    /// Per host: only hosts whose hostname starts with this (case
+    /// matters).
     hostname: Option<String>,
+    /// Per host: `protected`, `exposed` or `unsupported` (see Compliance).
     status: Option<String>,
+    /// Per host: `true`: only hosts without a check-in within the
+    /// staleness threshold; `false`: only the others.
     stale: Option<String>,
+}
+
+/// The counted reports' query: the per-host views' parameters are refused
+/// there. For the OpenAPI document; [`ReportQuery`] parses both.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CountedReportQuery {
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    /// Policy in days (default: the server's, 30).
+    pub policy_days: Option<String>,
+    /// Hours without check-in after which a host is stale.
+    pub stale_hours: Option<String>,
 }
 
 impl ReportQuery {
@@ -131,90 +168,123 @@ fn parse(s: &AppState, q: &ReportQuery, view: View) -> Result<(bool, Policy), Er
     Ok((csv, policy))
 }
 
-async fn report(
+/// A report as JSON (`T`) or as CSV (`?format=csv`).
+#[derive(Debug)]
+pub enum OrCsv<T> {
+    /// The JSON answer.
+    Json(T),
+    /// The CSV text, `text/csv`.
+    Csv(Body),
+}
+
+impl<T: IntoResponse> IntoResponse for OrCsv<T> {
+    fn into_response(self) -> Response {
+        match self {
+            OrCsv::Json(j) => j.into_response(),
+            OrCsv::Csv(body) => {
+                ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+            }
+        }
+    }
+}
+
+/// The CVE view: each CVE across the fleet, with the totals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CveReport {
+    /// The fleet in numbers.
+    pub summary: Summary,
+    /// Per CVE, by id.
+    pub cves: Vec<CveCompliance>,
+}
+
+page_answer! {
+    /// One page of the hosts' compliance standing, by hostname then id.
+    HostCompliancePage { hosts: HostCompliance }
+}
+
+page_answer! {
+    /// The exposures of one page of exposed hosts, by hostname, host id
+    /// and CVE.
+    ExposurePage { exposures: Exposure }
+}
+
+page_answer! {
+    /// One page of the hosts' reports, newest first.
+    ReportPage { reports: Report }
+}
+
+/// The summary and the CVE view, counted: JSON, or the CSV of `table`.
+async fn counted<T>(
+    s: &AppState,
+    q: &ReportQuery,
+    view: View,
+    json: impl FnOnce(Summary, Vec<CveCompliance>) -> T,
+) -> Result<OrCsv<axum::Json<T>>, ApiError> {
+    let (csv, policy) = parse(s, q, view)?;
+    let (summary, cves) = s.ctx.compliance_summary(policy).await?;
+    if !csv {
+        return Ok(OrCsv::Json(axum::Json(json(summary, cves))));
+    }
+    let table = if view == View::Summary {
+        crate::report::Compliance {
+            summary,
+            hosts: Vec::new(),
+            cves: Vec::new(),
+            exposures: Vec::new(),
+        }
+        .summary_table()
+    } else {
+        crate::report::Compliance {
+            summary,
+            hosts: Vec::new(),
+            cves,
+            exposures: Vec::new(),
+        }
+        .cves_table()
+    };
+    Ok(OrCsv::Csv(table.to_csv().into()))
+}
+
+/// The views with a row per host or per exposure: one page as JSON, the
+/// host standings and exposures of its hosts in `json`, or the whole
+/// report as streamed CSV.
+async fn per_host<T, P: From<Page<T>>>(
     s: Arc<AppState>,
     uri: &axum::http::Uri,
     q: ReportQuery,
     view: View,
-) -> Result<Response, ApiError> {
+    json: impl FnOnce(Vec<HostCompliance>, Vec<Exposure>) -> Vec<T>,
+) -> Result<OrCsv<Linked<P>>, ApiError> {
     let (csv, policy) = parse(&s, &q, view)?;
-    match view {
-        View::Summary | View::Cves => {
-            let (summary, cves) = s.ctx.compliance_summary(policy).await?;
-            if csv {
-                let table = if view == View::Summary {
-                    crate::report::Compliance {
-                        summary,
-                        hosts: Vec::new(),
-                        cves: Vec::new(),
-                        exposures: Vec::new(),
-                    }
-                    .summary_table()
-                } else {
-                    crate::report::Compliance {
-                        summary,
-                        hosts: Vec::new(),
-                        cves,
-                        exposures: Vec::new(),
-                    }
-                    .cves_table()
-                };
-                return Ok(csv_answer(table.to_csv().into()));
-            }
-            Ok(axum::Json(if view == View::Summary {
-                json!(summary)
-            } else {
-                json!({ "summary": summary, "cves": cves })
-            })
-            .into_response())
-        }
-        View::Hosts | View::Compliance => {
-            let mut filter = q.hosts().filter()?;
-            if view == View::Compliance {
-                filter = exposed_only(filter)?;
-            }
-            if csv {
-                return Ok(csv_answer(stream_csv(
-                    s.ctx.clone(),
-                    filter,
-                    policy,
-                    view == View::Compliance,
-                )));
-            }
-            let page = q.hosts().page(HOSTS_LIST)?;
-            let hosts = s.ctx.host_page(&filter, &page, policy).await?;
-            let fixes = s.ctx.fixes().await?;
-            let now = s.ctx.clock.now();
-            let mut rows = Vec::new();
-            let mut exposures = Vec::new();
-            for h in &hosts.items {
-                let (standing, mut exposed) = fixes.standing(h, now, policy);
-                rows.push(standing);
-                exposures.append(&mut exposed);
-            }
-            Ok(if view == View::Hosts {
-                paged(
-                    uri,
-                    "hosts",
-                    crate::page::Page {
-                        items: rows,
-                        next: hosts.next,
-                        prev: hosts.prev,
-                    },
-                )
-            } else {
-                paged(
-                    uri,
-                    "exposures",
-                    crate::page::Page {
-                        items: exposures,
-                        next: hosts.next,
-                        prev: hosts.prev,
-                    },
-                )
-            })
-        }
+    let mut filter = q.hosts().filter()?;
+    if view == View::Compliance {
+        filter = exposed_only(filter)?;
     }
+    if csv {
+        return Ok(OrCsv::Csv(stream_csv(
+            s.ctx.clone(),
+            filter,
+            policy,
+            view == View::Compliance,
+        )));
+    }
+    let page = q.hosts().page(HOSTS_LIST)?;
+    let hosts = s.ctx.host_page(&filter, &page, policy).await?;
+    let fixes = s.ctx.fixes().await?;
+    let now = s.ctx.clock.now();
+    let mut rows = Vec::new();
+    let mut exposures = Vec::new();
+    for h in &hosts.items {
+        let (standing, mut exposed) = fixes.standing(h, now, policy);
+        rows.push(standing);
+        exposures.append(&mut exposed);
+    }
+    let page = Page {
+        items: json(rows, exposures),
+        next: hosts.next,
+        prev: hosts.prev,
+    };
+    Ok(OrCsv::Json(paged(uri, page)))
 }
 
 /// The exposures view lists exposed hosts: `filter` with that status, or
@@ -229,10 +299,6 @@ fn exposed_only(mut f: HostFilter) -> Result<HostFilter, Error> {
             "status: the exposures report lists exposed hosts only",
         )),
     }
-}
-
-fn csv_answer(body: Body) -> Response {
-    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
 
 /// A response body fed by a channel: what [`stream_csv`]'s task writes.
@@ -322,12 +388,17 @@ async fn abort(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, e: Error) {
 }
 
 /// `GET /admin/reports?host=ID&result=R&limit=N&cursor=C`: newest first.
+#[utoipa::path(get, path = "/api/v1/admin/reports",
+    summary = "Host reports, newest first, one page",
+    security(("adminToken" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "one page of reports", body = ReportPage, headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none"))), ApiError))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
     OriginalUri(uri): OriginalUri,
     Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Linked<ReportPage>, ApiError> {
     let page = page_request(REPORTS_LIST, q.limit.as_deref(), q.cursor.as_deref())?;
     let reports = s
         .ctx
@@ -337,46 +408,86 @@ pub async fn list(
             &page,
         )
         .await?;
-    Ok(paged(&uri, "reports", reports))
+    Ok(paged(&uri, reports))
 }
 
 /// `GET /admin/reports/compliance`: host × CVE exposures, by hostname,
 /// host id and CVE.
+#[utoipa::path(get, path = "/api/v1/admin/reports/compliance",
+    summary = "Every host x CVE exposure with days exposed and policy breach, by hostname, host id and CVE; as JSON one page of exposed hosts' exposures",
+    security(("adminToken" = [])),
+    params(ReportQuery),
+    responses((status = 200, description = "the report: JSON (one page) or CSV", headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none")),
+        content((ExposurePage = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn compliance(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
     OriginalUri(uri): OriginalUri,
     Query(q): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
-    report(s, &uri, q, View::Compliance).await
+) -> Result<OrCsv<Linked<ExposurePage>>, ApiError> {
+    per_host(s, &uri, q, View::Compliance, |_, exposures| exposures).await
 }
 
 /// `GET /admin/reports/hosts`: each host's standing, by hostname and id.
+#[utoipa::path(get, path = "/api/v1/admin/reports/hosts",
+    summary = "Each host's compliance standing, by hostname then id; as JSON one page",
+    security(("adminToken" = [])),
+    params(ReportQuery),
+    responses((status = 200, description = "the report: JSON (one page) or CSV", headers(("Link" = String, description = "the neighbouring pages as URLs (RFC 8288: rel=\"next\", rel=\"prev\"); absent when there are none")),
+        content((HostCompliancePage = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn hosts(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
     OriginalUri(uri): OriginalUri,
     Query(q): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
-    report(s, &uri, q, View::Hosts).await
+) -> Result<OrCsv<Linked<HostCompliancePage>>, ApiError> {
+    per_host(s, &uri, q, View::Hosts, |rows, _| rows).await
 }
 
 /// `GET /admin/reports/cves`: each CVE across the fleet.
+#[utoipa::path(get, path = "/api/v1/admin/reports/cves",
+    summary = "Each CVE across the fleet",
+    security(("adminToken" = [])),
+    params(CountedReportQuery),
+    responses((status = 200, description = "the report: JSON or CSV", content((CveReport = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn cves(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
-    OriginalUri(uri): OriginalUri,
     Query(q): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
-    report(s, &uri, q, View::Cves).await
+) -> Result<OrCsv<axum::Json<CveReport>>, ApiError> {
+    counted(&s, &q, View::Cves, |summary, cves| CveReport {
+        summary,
+        cves,
+    })
+    .await
 }
 
 /// `GET /admin/reports/summary`: the fleet in numbers.
+#[utoipa::path(get, path = "/api/v1/admin/reports/summary",
+    summary = "Fleet compliance summary",
+    security(("adminToken" = [])),
+    params(CountedReportQuery),
+    responses((status = 200, description = "the report: JSON or CSV", content((Summary = "application/json"), (String = "text/csv"))), ApiError))]
 pub async fn summary(
     State(s): State<Arc<AppState>>,
     _: AdminRead,
-    OriginalUri(uri): OriginalUri,
     Query(q): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
-    report(s, &uri, q, View::Summary).await
+) -> Result<OrCsv<axum::Json<Summary>>, ApiError> {
+    counted(&s, &q, View::Summary, |summary, _| summary).await
+}
+
+/// `?limit=&cursor=&host=&result=` of the host reports.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Rows per page, 1 to 1000 (default 100); out of range: 400.
+    limit: Option<String>,
+    /// Where the page starts: the `next` or `prev` of an earlier answer
+    /// (opaque; one this list did not hand out: 400).
+    cursor: Option<String>,
+    /// Only this host's reports (its id).
+    host: Option<String>,
+    /// Only reports with this result (`applied`, `failed`, …).
+    result: Option<String>,
 }

@@ -38,6 +38,15 @@ fn observe(g: &mut lab::Guest) -> (u64, u64) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
+/// `uname -v` as the agent shows it: with the active level's effective
+/// version (the kernel's own string does not change).
+fn uname_v(g: &mut lab::Guest) -> String {
+    g.exec_ok("/usr/sbin/noreboot uname -v")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn report(server: &Path, data: &Path) {
     let out = run(Command::new(server)
         .args(["admin", "--data"])
@@ -113,15 +122,20 @@ fn main() {
         .stderr(Stdio::inherit()));
     let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     let nrb = dir.join("demo-1.nrb");
+    // The level carries one of the fixes Debian made up to 6.1.192-3, not
+    // all of them, so it may not say 6.1.192-3 (scanners trust the
+    // string): it says the kernel's own version plus this level, which
+    // sorts after 6.1.170-3 and before any later Debian upload.
+    let effective = format!("{}+noreboot1", ws.version());
     run(Command::new(&build)
         .args(["bundle", "--from"])
         .arg(&out)
-        .args(["--level", "1", "--key"])
+        .args(["--level", "1", "--effective-version", &effective, "--key"])
         .arg(dir.join("keys/noreboot.key"))
         .arg("-o")
         .arg(&nrb));
     println!(
-        "      replaces {} in {:.1} s; bundle {} ({} bytes; {CVE} is a placeholder id: the fix has none of its own)",
+        "      replaces {} in {:.1} s; bundle {} ({} bytes; effective version {effective}; {CVE} is a placeholder id: the fix has none of its own)",
         m["targets"][0]["functions"],
         t.elapsed().as_secs_f64(),
         nrb.display(),
@@ -185,6 +199,7 @@ fn main() {
         g.boot_time().as_secs_f64(),
         r.trim()
     );
+    println!("      noreboot uname -v: {}", uname_v(&mut g));
     let (links, dirs) = observe(&mut g);
     println!("      before: a new network namespace's /proc/self/net has link count {links}, with {dirs} subdirectories (should be {})", dirs + 2);
 
@@ -199,6 +214,7 @@ fn main() {
     println!("      {}", up.stdout.trim());
     let (links, dirs) = observe(&mut g);
     println!("      after:  link count {links}, with {dirs} subdirectories (= 2 + {dirs}: fixed)");
+    println!("      noreboot uname -v: {}", uname_v(&mut g));
     let st = g.exec("/usr/sbin/noreboot status").unwrap();
     for l in st.stdout.lines() {
         println!("      {l}");

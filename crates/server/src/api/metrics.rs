@@ -16,6 +16,11 @@
 //! take a good part of a second for a million hosts, and concurrent
 //! unauthenticated scrapes of the old whole-fleet report starved admin
 //! requests).
+//!
+//! The series the shipped alerting rules read
+//! (`deploy/prometheus/noreboot-rules.yml`) are all present from the
+//! first scrape, at zero where nothing happened yet: an alert on a
+//! counter's `increase()` misses the step that creates its series.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,9 +54,16 @@ pub struct FleetFigures {
     levels: i64,
     /// Builds active hosts run that have no published level.
     uncovered_builds: i64,
-    /// (result, reports).
-    reports: Vec<(String, i64)>,
+    /// Reports per result of [`REPORT_RESULTS`], then `other`.
+    reports: [(&'static str, i64); REPORT_RESULTS.len() + 1],
 }
+
+/// The results agents report (`protocol::ReportRequest::result`). Each is
+/// shown from zero, before any host has sent it: Prometheus' `increase()`
+/// cannot see a counter's first step when that step creates the series,
+/// so the first failed apply of a fleet would never alert. Any other
+/// result a host sends counts as `other`, so a host cannot add series.
+pub const REPORT_RESULTS: [&str; 4] = ["applied", "failed", "refused", "rolled-back"];
 
 /// Counters kept by the running server.
 #[derive(Debug, Default)]
@@ -66,6 +78,10 @@ pub struct Metrics {
     pub refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests by (route template, method, status).
     pub requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Answers with a 5xx status, whatever the route: a counter shown
+    /// from zero, unlike the per-route series, which appear with their
+    /// first answer (too late for `increase()` to count it).
+    pub server_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +104,9 @@ pub async fn count_requests(State(s): State<Arc<AppState>>, req: Request, next: 
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = method_label(req.method()).to_string();
     let resp = next.run(req).await;
+    if resp.status().is_server_error() {
+        s.metrics.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
     let key = (route, method, resp.status().as_u16());
     let mut m = s.metrics.requests.lock().unwrap_or_else(|p| p.into_inner());
     *m.entry(key).or_default() += 1;
@@ -160,12 +179,11 @@ pub async fn metrics(
     let _ = writeln!(out, "noreboot_levels_published {}", f.levels);
     out.push_str("# HELP noreboot_uncovered_builds Kernel builds active hosts run that have no published level (GET /api/v1/admin/kernels/reported?uncovered=true lists them).\n# TYPE noreboot_uncovered_builds gauge\n");
     let _ = writeln!(out, "noreboot_uncovered_builds {}", f.uncovered_builds);
-    out.push_str("# HELP noreboot_host_reports_total Host reports received, by result.\n# TYPE noreboot_host_reports_total counter\n");
-    for (result, n) in &f.reports {
+    out.push_str("# HELP noreboot_host_reports_total Host reports received, by result (applied, failed, refused, rolled-back; any other is `other`).\n# TYPE noreboot_host_reports_total counter\n");
+    for (result, n) in f.reports {
         let _ = writeln!(
             out,
-            "noreboot_host_reports_total{{result=\"{}\"}} {n}",
-            label(result)
+            "noreboot_host_reports_total{{result=\"{result}\"}} {n}"
         );
     }
 
@@ -206,6 +224,12 @@ pub async fn metrics(
             );
         }
     }
+    out.push_str("# HELP noreboot_http_server_errors_total HTTP answers with a 5xx status since the server started (noreboot_http_requests_total has them by route).\n# TYPE noreboot_http_server_errors_total counter\n");
+    let _ = writeln!(
+        out,
+        "noreboot_http_server_errors_total {}",
+        s.metrics.server_errors.load(Ordering::Relaxed)
+    );
     Ok((
         StatusCode::OK,
         [(
@@ -244,12 +268,18 @@ async fn fleet_figures(s: &AppState) -> Result<FleetFigures, ApiError> {
             .fetch_all(pool)
             .await
             .ctx("count reports")?;
-    let mut reports = Vec::new();
+    let mut reports = [("other", 0); REPORT_RESULTS.len() + 1];
+    for (slot, result) in reports.iter_mut().zip(REPORT_RESULTS) {
+        slot.0 = result;
+    }
     for r in rows {
-        reports.push((
-            r.try_get::<String, _>(0).ctx("count reports")?,
-            r.try_get::<i64, _>(1).ctx("count reports")?,
-        ));
+        let result = r.try_get::<String, _>(0).ctx("count reports")?;
+        let n = r.try_get::<i64, _>(1).ctx("count reports")?;
+        let i = REPORT_RESULTS
+            .iter()
+            .position(|k| *k == result)
+            .unwrap_or(REPORT_RESULTS.len());
+        reports[i].1 += n;
     }
     let f = FleetFigures {
         at: now,

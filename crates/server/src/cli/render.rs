@@ -456,7 +456,10 @@ impl Output for ReportView {
             return Ok(());
         }
         let s = &c.summary;
-        print!("{}", table.to_text());
+        // A header over no rows says nothing the summary line does not.
+        if !table.rows.is_empty() {
+            print!("{}", table.to_text());
+        }
         println!(
             "{} hosts: {} protected, {} exposed, {} unsupported, {} breaching the {}-day policy, {} stale",
             s.hosts_total,

@@ -4,6 +4,7 @@
 //! HTTP. Bundles are made and signed with the `bundle` crate. Each runs on
 //! SQLite, or with `NOREBOOT_TEST_DB=postgres` on PostgreSQL (`common`).
 
+mod alerts;
 mod checkin;
 mod cli;
 mod common;

@@ -112,6 +112,19 @@ async fn metrics_count_hosts_levels_checkins_reports_refusals_and_requests() {
         )
         .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
+    // A result no agent sends: counted, without a series of its own.
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/api/v1/report",
+            Some(&h.token),
+            Some(Body::Json(json!({
+                "action": "update", "level": 2, "result": "exploded",
+                "duration_ms": 5, "active_level": 0
+            }))),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
     s.call(Method::GET, "/no/such/path", None, None).await;
 
     let r = s
@@ -137,6 +150,14 @@ async fn metrics_count_hosts_levels_checkins_reports_refusals_and_requests() {
     assert_eq!(get("noreboot_uncovered_builds"), 1.0);
     assert_eq!(get("noreboot_checkins_total"), 3.0);
     assert_eq!(get("noreboot_host_reports_total{result=\"failed\"}"), 1.0);
+    assert_eq!(get("noreboot_host_reports_total{result=\"other\"}"), 1.0);
+    // Results nobody reported yet are shown at zero.
+    assert_eq!(
+        get("noreboot_host_reports_total{result=\"rolled-back\"}"),
+        0.0
+    );
+    assert!(!m.keys().any(|k| k.contains("exploded")), "{m:#?}");
+    assert_eq!(get("noreboot_http_server_errors_total"), 0.0);
     assert_eq!(
         get("noreboot_registration_refusals_total{reason=\"unauthorized\"}"),
         1.0

@@ -247,25 +247,28 @@ async fn csv_reports_and_bad_queries() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
 
+/// The stdout of `noreboot-server admin report ARGS` on `s`'s database.
+fn report_cli(s: &TestServer, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_noreboot-server"))
+        .arg("admin")
+        .args(s.storage.args())
+        .args(["report"])
+        .args(args)
+        .env("NOREBOOT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn admin_cli_prints_reports_as_table_csv_and_json() {
     let (s, _) = fleet().await;
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_noreboot-server"))
-            .arg("admin")
-            .args(s.storage.args())
-            .args(["report"])
-            .args(args)
-            .env("NOREBOOT_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| report_cli(&s, args);
     // The binary's clock is the real one: everything published "in 2025"
     // has been exposed for longer than any policy by now.
     let table = run(&["hosts"]);
@@ -291,4 +294,24 @@ async fn admin_cli_prints_reports_as_table_csv_and_json() {
     );
     let summary = run(&["summary"]);
     assert!(summary.contains("hosts_total"), "{summary}");
+}
+
+/// Issue 18, point 9: a report with no rows is its summary line alone,
+/// not a table header over nothing (the demo's last step printed one);
+/// CSV keeps its header, which names the columns of an empty file.
+#[tokio::test]
+async fn admin_cli_prints_no_table_header_over_no_rows() {
+    let s = TestServer::start().await;
+    s.publish(KERNEL_A, 1, &["stable"]).await;
+    let key = s.reg_key("stable").await;
+    let h = s.register(&key, "web1", KERNEL_A).await;
+    s.checkin(&h.token, KERNEL_A, 1).await;
+    let out = report_cli(&s, &["compliance"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("1 hosts: 1 protected, 0 exposed"), "{out}");
+    let csv = report_cli(&s, &["compliance", "--csv"]);
+    assert!(
+        csv.starts_with("hostname,") && csv.lines().count() == 1,
+        "{csv}"
+    );
 }

@@ -569,18 +569,7 @@ async fn record_sqlx_on(
     let (rows, by_token) = unique(batch);
     let size = rows.len().next_power_of_two();
     let sql = statements.update(size, backend);
-    let mut query = sqlx::query(sql).bind(now);
-    for i in 0..size {
-        let p = rows[i.min(rows.len() - 1)];
-        query = query
-            .bind(p.token_hash.as_str())
-            .bind(p.req.kernel.release.as_str())
-            .bind(p.req.kernel.version.as_str())
-            .bind(i64::from(p.req.level))
-            .bind(p.req.effective_version.as_str())
-            .bind(p.skipped.as_str())
-            .bind(p.req.agent_version.as_str());
-    }
+    let query = bind_rows(sqlx::query(sql).bind(now), &rows, size, false);
     let mut tx = conn.begin().await.ctx("begin recording check-ins")?;
     let returned = query.fetch_all(&mut *tx).await.ctx("record check-ins")?;
     let mut hosts = HashMap::with_capacity(returned.len());
@@ -629,6 +618,33 @@ async fn record_sqlx_on(
     Ok((hosts, audit_head))
 }
 
+/// Binds each host's check-in to a batch statement, `size` rows (the
+/// last repeated to pad the batch): token hash, build-id when the
+/// statement sets it ([`postgres_sql`]; [`update_sql`] does not), release,
+/// version, level, effective version, skipped levels, agent version.
+fn bind_rows<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    rows: &[&'q Pending],
+    size: usize,
+    with_build_id: bool,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for i in 0..size {
+        let p = rows[i.min(rows.len() - 1)];
+        query = query.bind(p.token_hash.as_str());
+        if with_build_id {
+            query = query.bind(p.req.kernel.build_id.as_str());
+        }
+        query = query
+            .bind(p.req.kernel.release.as_str())
+            .bind(p.req.kernel.version.as_str())
+            .bind(i64::from(p.req.level))
+            .bind(p.req.effective_version.as_str())
+            .bind(p.skipped.as_str())
+            .bind(p.req.agent_version.as_str());
+    }
+    query
+}
+
 /// Records a batch on PostgreSQL in one statement, committed on its own
 /// ([`postgres_sql`]): one round trip instead of four (begin, update,
 /// audit head, commit), the writer's whole wait per batch.
@@ -641,19 +657,7 @@ async fn record_postgres(
     let (rows, _) = unique(batch);
     let size = rows.len().next_power_of_two();
     let sql = statements.update(size, Backend::Postgres);
-    let mut query = sqlx::query(sql).bind(now);
-    for i in 0..size {
-        let p = rows[i.min(rows.len() - 1)];
-        query = query
-            .bind(p.token_hash.as_str())
-            .bind(p.req.kernel.build_id.as_str())
-            .bind(p.req.kernel.release.as_str())
-            .bind(p.req.kernel.version.as_str())
-            .bind(i64::from(p.req.level))
-            .bind(p.req.effective_version.as_str())
-            .bind(p.skipped.as_str())
-            .bind(p.req.agent_version.as_str());
-    }
+    let query = bind_rows(sqlx::query(sql).bind(now), &rows, size, true);
     let returned = query.fetch_all(&mut *conn).await.ctx("record check-ins")?;
     let mut hosts = HashMap::with_capacity(returned.len());
     let mut audit_head = 0;

@@ -9,6 +9,7 @@
 //! without writing anything, with none or the wrong one.
 
 mod common;
+mod debian;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@
 //! without writing anything, with none or the wrong one.
 
 mod common;
+#[path = "server/debian.rs"]
 mod debian;
 
 use std::io::{BufRead, BufReader};

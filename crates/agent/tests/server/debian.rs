@@ -85,11 +85,12 @@ fn debian_host_installs_the_agent_with_apt_and_systemd_runs_it() {
         .unwrap();
     assert_eq!(level(&mut g), "none");
 
-    // The timer, shortened the way an administrator would (a drop-in),
-    // fires and takes the level the server releases to the host's feed.
+    // The timer, shortened the way an administrator would (a drop-in;
+    // its first empty assignment resets all of the unit's timers), fires
+    // and takes the level the server releases to the host's feed.
     g.ssh_ok(
         "mkdir -p /etc/systemd/system/noreboot-update.timer.d && \
-         printf '[Timer]\\nOnBootSec=\\nOnBootSec=5s\\nOnUnitActiveSec=\\nOnUnitActiveSec=10s\\nRandomizedDelaySec=0\\nAccuracySec=1s\\n' \
+         printf '[Timer]\\nOnBootSec=\\nOnBootSec=5s\\nOnActiveSec=2s\\nOnUnitActiveSec=10s\\nRandomizedDelaySec=0\\nAccuracySec=1s\\n' \
            > /etc/systemd/system/noreboot-update.timer.d/test.conf && \
          systemctl daemon-reload && systemctl restart noreboot-update.timer",
     )
@@ -103,7 +104,7 @@ fn debian_host_installs_the_agent_with_apt_and_systemd_runs_it() {
     let log = g
         .ssh_ok("journalctl -u noreboot-update.service --no-pager -o cat")
         .unwrap();
-    assert!(log.contains("level 1"), "{log}");
+    assert!(log.contains("level 1 (nrtest_l1) applied"), "{log}");
 
     // A real reboot: the boot service re-applies level 1 from the cache,
     // before network-pre.target (so before any network).
@@ -122,7 +123,10 @@ fn debian_host_installs_the_agent_with_apt_and_systemd_runs_it() {
     let boot_log = g
         .ssh_ok("journalctl -b -u noreboot-boot.service --no-pager -o cat")
         .unwrap();
-    assert!(boot_log.contains("level 1"), "{boot_log}");
+    assert!(
+        boot_log.contains("boot: level 1 (nrtest_l1) re-applied"),
+        "{boot_log}"
+    );
 
     // Level 2 promoted: the next timer tick takes it.
     admin(
@@ -162,8 +166,9 @@ fn debian_host_installs_the_agent_with_apt_and_systemd_runs_it() {
         "{state:?}"
     );
     assert_eq!(level(&mut g), "2");
-    // apt purge: configuration and state go too; the live patch stays
-    // until the next reboot.
+    // apt purge: configuration and state go too (the trusted key the
+    // administrator added stays: dpkg removes only what it installed);
+    // the live patch stays until the next reboot.
     g.ssh_ok("DEBIAN_FRONTEND=noninteractive apt-get purge -y noreboot")
         .unwrap();
     let state = g
@@ -172,11 +177,13 @@ fn debian_host_installs_the_agent_with_apt_and_systemd_runs_it() {
              test ! -e /var/lib/noreboot && echo state-gone; \
              test ! -e /etc/systemd/system/timers.target.wants/noreboot-update.timer && echo timer-forgotten; \
              dpkg-query -W -f='${Status}' noreboot 2>&1 | grep -q 'no packages\\|not-installed' && echo not-installed; \
+             test -f /etc/noreboot/trusted.d/test.pub && echo admin-key-kept; \
              cat /sys/kernel/livepatch/nrtest_l2/enabled",
         )
         .unwrap();
     assert_eq!(
-        state.stdout, "config-gone\nstate-gone\ntimer-forgotten\nnot-installed\n1\n",
+        state.stdout,
+        "config-gone\nstate-gone\ntimer-forgotten\nnot-installed\nadmin-key-kept\n1\n",
         "{state:?}"
     );
     drop(server);

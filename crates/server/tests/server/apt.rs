@@ -343,30 +343,24 @@ async fn install_script(s: &TestServer, dir: &Path) -> (PathBuf, String) {
     (path, text)
 }
 
-/// Runs `sh script args` in a sandbox whose whole filesystem is read-only
-/// (`bwrap`), with `root` bound over `/etc` when given (a host without
+/// Runs the script as users do, `sh -s -- args` reading it from stdin,
+/// in a sandbox whose whole filesystem is read-only (`bwrap`) but for a
+/// private /tmp, with `etc` bound over `/etc` when given (a host without
 /// Debian's files): whatever it refuses, it cannot have changed anything.
 fn sandboxed(script: &Path, etc: Option<&Path>, args: &[&str]) -> Output {
     let mut c = Command::new("bwrap");
     c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]);
+    c.args(["--tmpfs", "/tmp"]);
     if let Some(etc) = etc {
         c.arg("--ro-bind").arg(etc).arg("/etc");
     }
-    // A private /tmp for the script's own temporary files.
-    c.args(["--tmpfs", "/tmp"]);
-    c.arg("--ro-bind").arg(script).arg("/tmp/install.sh");
-    c.args([
-        "--unshare-pid",
-        "--die-with-parent",
-        "sh",
-        "/tmp/install.sh",
-    ])
-    .args(args)
-    .env("LC_ALL", "C");
+    c.args(["--unshare-pid", "--die-with-parent", "sh", "-s", "--"])
+        .args(args)
+        .stdin(std::fs::File::open(script).unwrap())
+        .env("LC_ALL", "C");
     c.output().expect("bwrap (bubblewrap) must be installed")
 }
 
-// apt and the script block their thread while the in-process server answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_script_pins_the_key_and_refuses_before_changing_anything() {
     let s = TestServer::start().await;

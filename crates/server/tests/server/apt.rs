@@ -12,13 +12,15 @@ use std::process::{Command, Output};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use server::api::Settings;
 use server::blobs::sha256_hex;
 use server::model::Role;
 
 use crate::common::*;
 
-/// A real .deb: `dpkg-deb --build` of a package with one file.
-fn deb(dir: &Path, package: &str, version: &str, arch: &str, compress: &str) -> Vec<u8> {
+/// A real .deb: `dpkg-deb --build` of a package with one file (`compress`:
+/// what `dpkg-deb -Z` takes).
+pub fn deb(dir: &Path, package: &str, version: &str, arch: &str, compress: &str) -> Vec<u8> {
     let root = dir.join(format!("{package}_{version}_{arch}_{compress}"));
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(root.join("usr/share/doc").join(package)).unwrap();
@@ -437,4 +439,17 @@ async fn install_script_pins_the_key_and_refuses_before_changing_anything() {
     let o = sandboxed(&script, None, &["--key", &reg, "--bogus"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     s.stop().await;
+
+    // Behind a proxy, the URL hosts use is the one configured.
+    let proxied = TestServer::start_with(Settings {
+        public_url: Some("https://noreboot.example".into()),
+        ..Settings::default()
+    })
+    .await;
+    let text = String::from_utf8(get_bytes(&proxied, "/install.sh").await).unwrap();
+    assert!(
+        text.contains("SERVER='https://noreboot.example'\n"),
+        "{text}"
+    );
+    proxied.stop().await;
 }

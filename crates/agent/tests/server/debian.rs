@@ -117,15 +117,21 @@ fn debian_host_joins_in_one_command_and_systemd_runs_the_agent() {
 
     // A wrong registration key: refused before anything on the host changed.
     let wrong = g
-        .ssh(&join_command(&url, "nrk_0000000000000000000000000000000000000000000000000000000000000000"))
+        .ssh(&join_command(
+            &url,
+            "nrk_0000000000000000000000000000000000000000000000000000000000000000",
+        ))
         .unwrap();
     assert_eq!(wrong.status, 4, "{wrong:?}");
     assert!(
-        wrong.stderr.contains("refused the registration key") && wrong.stderr.contains("nothing was changed"),
+        wrong.stderr.contains("refused the registration key")
+            && wrong.stderr.contains("nothing was changed"),
         "{wrong:?}"
     );
     let untouched = g
-        .ssh("ls /etc/apt/sources.list.d /etc/apt/keyrings 2>/dev/null; dpkg-query -W noreboot 2>&1")
+        .ssh(
+            "ls /etc/apt/sources.list.d /etc/apt/keyrings 2>/dev/null; dpkg-query -W noreboot 2>&1",
+        )
         .unwrap();
     assert!(
         !untouched.stdout.contains("noreboot.") && untouched.stdout.contains("no packages found"),
@@ -136,7 +142,10 @@ fn debian_host_joins_in_one_command_and_systemd_runs_the_agent() {
     // the server, Release signature checked against the pinned key), bundle
     // keys, registration, timer.
     let joined = g.ssh_ok(&join_command(&url, &key)).unwrap();
-    assert!(joined.contains("done: this host is in the fleet"), "{joined}");
+    assert!(
+        joined.contains("done: this host is in the fleet"),
+        "{joined}"
+    );
     let policy = g.ssh_ok("apt-cache policy noreboot").unwrap();
     assert!(
         policy.contains(&format!("{url}/apt stable/main amd64 Packages")),
@@ -148,7 +157,9 @@ fn debian_host_joins_in_one_command_and_systemd_runs_the_agent() {
     assert_eq!(enabled.stdout, "enabled\nenabled\n", "{enabled:?}");
     let active = g.ssh("systemctl is-active noreboot-update.timer").unwrap();
     assert_eq!(active.stdout.trim(), "active", "{active:?}");
-    let trusted = g.ssh_ok("cat /etc/noreboot/trusted.d/noreboot-server-*.pub").unwrap();
+    let trusted = g
+        .ssh_ok("cat /etc/noreboot/trusted.d/noreboot-server-*.pub")
+        .unwrap();
     assert_eq!(trusted, std::fs::read_to_string(&f.public).unwrap());
     let registered = g.ssh_ok("cat /var/lib/noreboot/server.json").unwrap();
     assert!(registered.contains(&format!("\"{url}\"")), "{registered}");
@@ -366,7 +377,10 @@ fn ansible_role_joins_a_debian_host_and_a_second_run_changes_nothing() {
     let first = ansible_playbook(&dir, &inventory);
     assert_eq!(recap(&first, "failed"), 0, "{first}");
     assert!(recap(&first, "changed") >= 8, "{first}");
-    assert!(!first.contains(&key), "the registration key was logged:\n{first}");
+    assert!(
+        !first.contains(&key),
+        "the registration key was logged:\n{first}"
+    );
     let second = ansible_playbook(&dir, &inventory);
     assert_eq!(recap(&second, "changed"), 0, "{second}");
     assert_eq!(recap(&second, "failed"), 0, "{second}");
@@ -383,14 +397,20 @@ fn ansible_role_joins_a_debian_host_and_a_second_run_changes_nothing() {
         )
         .unwrap();
     assert!(
-        state.stdout.starts_with("install ok installed\nenabled\nactive\n")
+        state
+            .stdout
+            .starts_with("install ok installed\nenabled\nactive\n")
             && state.stdout.contains("OnUnitActiveUSec=1h")
             && state.stdout.contains("noreboot-server-"),
         "{state:?}"
     );
     let listed = admin(&exe, &data, &["hosts"]);
     let host = &listed.as_array().unwrap()[0];
-    assert_eq!(host["tags"], serde_json::json!(["ansible", "lab"]), "{listed}");
+    assert_eq!(
+        host["tags"],
+        serde_json::json!(["ansible", "lab"]),
+        "{listed}"
+    );
     g.ssh_ok("noreboot update").unwrap();
     assert_eq!(level(&mut g), "1");
     drop(server);

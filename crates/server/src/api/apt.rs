@@ -184,6 +184,45 @@ pub async fn key_gpg(State(s): State<Arc<AppState>>) -> Result<Response, ApiErro
     ))
 }
 
+/// A bundle signing key the server trusts.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BundleKey {
+    /// The key's id (hex), as minisign names it.
+    pub id: String,
+    /// The public key file, minisign's format: what a host puts in
+    /// `/etc/noreboot/trusted.d/noreboot-server-<id>.pub`.
+    pub minisign: String,
+}
+
+/// The bundle signing keys the server trusts.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BundleKeys {
+    /// Every key, in the server's order.
+    pub keys: Vec<BundleKey>,
+}
+
+fn bundle_key_list(s: &AppState) -> Vec<BundleKey> {
+    s.ctx
+        .trusted
+        .iter()
+        .map(|k| BundleKey {
+            id: k.key_id().to_string(),
+            minisign: k.to_minisign_string(),
+        })
+        .collect()
+}
+
+/// `GET /bundle-keys`.
+#[utoipa::path(get, path = "/bundle-keys", tag = "apt",
+    summary = "The bundle signing keys the server trusts, for hosts' /etc/noreboot/trusted.d (install.sh carries the same; the Ansible role reads them here)",
+    security(()),
+    responses((status = 200, description = "the keys", body = BundleKeys), ApiError))]
+pub async fn bundle_keys(State(s): State<Arc<AppState>>) -> axum::Json<BundleKeys> {
+    axum::Json(BundleKeys {
+        keys: bundle_key_list(&s),
+    })
+}
+
 /// The script's template: POSIX sh, placeholders `@@NAME@@`.
 const INSTALL_SH: &str = include_str!("install.sh");
 
@@ -199,11 +238,11 @@ pub async fn install_sh(
     let url = public_url(&s, &headers)?;
     let key = s.repo.key(&s.ctx).await?;
     let mut bundle_keys = String::new();
-    for k in s.ctx.trusted.iter() {
+    for k in bundle_key_list(&s) {
         bundle_keys.push_str(&format!(
             "write_bundle_key {id} <<'NOREBOOT_KEY'\n{text}NOREBOOT_KEY\n",
-            id = k.key_id(),
-            text = k.to_minisign_string()
+            id = k.id,
+            text = k.minisign
         ));
     }
     let script = render_install(

@@ -211,6 +211,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest(protocol::API_PREFIX, api)
         .route("/healthz", get(healthz))
         .route("/install.sh", get(apt::install_sh))
+        .route("/bundle-keys", get(apt::bundle_keys))
         .route("/apt/key.asc", get(apt::key_asc))
         .route("/apt/key.gpg", get(apt::key_gpg))
         .route("/apt/dists/stable/InRelease", get(apt::in_release))

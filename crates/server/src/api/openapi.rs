@@ -57,6 +57,7 @@ use super::{admin, agent, apt, dashboard, metrics};
         openapi,
         super::healthz,
         apt::install_sh,
+        apt::bundle_keys,
         apt::key_asc,
         apt::key_gpg,
         apt::in_release,

@@ -386,6 +386,13 @@ async fn install_script_pins_the_key_and_refuses_before_changing_anything() {
         "{text}"
     );
     assert!(!text.contains("@@"), "a placeholder is left:\n{text}");
+    // The same keys, for the Ansible role, at /bundle-keys.
+    let keys: serde_json::Value =
+        serde_json::from_slice(&get_bytes(&s, "/bundle-keys").await).unwrap();
+    assert_eq!(
+        keys,
+        serde_json::json!({"keys": [{"id": s.key.key_id().to_string(), "minisign": bundle_key}]})
+    );
     let o = Command::new("sh").arg("-n").arg(&script).output().unwrap();
     assert!(
         o.status.success(),

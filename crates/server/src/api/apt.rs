@@ -206,6 +206,11 @@ pub async fn install_sh(
             text = k.to_minisign_string()
         ));
     }
+    if bundle_keys.is_empty() {
+        bundle_keys.push_str(
+            "\tsay \"warning: the server has no bundle signing keys yet: put them in /etc/noreboot/trusted.d (or run this again once it has)\"\n",
+        );
+    }
     let script = render_install(
         INSTALL_SH,
         &url,

@@ -201,9 +201,9 @@ pub async fn install_sh(
     let mut bundle_keys = String::new();
     for k in s.ctx.trusted.iter() {
         bundle_keys.push_str(&format!(
-            "write_bundle_key {id} <<'NOREBOOT_KEY'\n{text}NOREBOOT_KEY\n",
+            "write_bundle_key {id} <<'NOREBOOT_KEY'\n{text}\nNOREBOOT_KEY\n",
             id = k.key_id(),
-            text = k.to_minisign_string()
+            text = k.to_minisign_string().trim_end()
         ));
     }
     if bundle_keys.is_empty() {
@@ -226,13 +226,22 @@ pub async fn install_sh(
     ))
 }
 
-/// The template with its placeholders filled. Each value is in a quoted
-/// here-document or a single-quoted word, and is checked to be free of
-/// what would end either.
+/// The template with its placeholders filled. Each value goes into a
+/// quoted here-document or a single-quoted word and cannot end it: the
+/// URL is checked ([`valid_public_url`], or the Host header's characters),
+/// the fingerprint is hex, and the keys are armored or base64 text the
+/// server writes itself (minisign keys re-serialized, not copied from
+/// their files).
 fn render_install(tpl: &str, url: &str, fingerprint: &str, key: &str, bundle_keys: &str) -> String {
+    // A here-document's end marker must start its own line.
+    let key = if key.ends_with('\n') {
+        key.to_string()
+    } else {
+        format!("{key}\n")
+    };
     tpl.replace("@@SERVER_URL@@", url)
         .replace("@@REPO_FINGERPRINT@@", fingerprint)
-        .replace("@@REPO_KEY@@\n", key)
+        .replace("@@REPO_KEY@@\n", &key)
         .replace("@@BUNDLE_KEYS@@\n", bundle_keys)
 }
 

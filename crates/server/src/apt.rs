@@ -147,6 +147,18 @@ impl Context {
         .execute(self.db.pool())
         .await
         .ctx("store the APT repository key")?;
+        // The empty repository's Release is dated from now, not 1970.
+        sqlx::query(
+            "INSERT INTO shared_settings (name, value, set_at, set_by) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(CHANGED_SETTING)
+        .bind(self.clock.now().to_string())
+        .bind(self.clock.now())
+        .bind(format!("pid {}", std::process::id()))
+        .execute(self.db.pool())
+        .await
+        .ctx("date the APT repository")?;
         let stored = self
             .stored_repo_key()
             .await?

@@ -240,10 +240,15 @@ pub async fn install_sh(
     let mut bundle_keys = String::new();
     for k in bundle_key_list(&s) {
         bundle_keys.push_str(&format!(
-            "write_bundle_key {id} <<'NOREBOOT_KEY'\n{text}NOREBOOT_KEY\n",
+            "write_bundle_key {id} <<'NOREBOOT_KEY'\n{text}\nNOREBOOT_KEY\n",
             id = k.id,
-            text = k.minisign
+            text = k.minisign.trim_end()
         ));
+    }
+    if bundle_keys.is_empty() {
+        bundle_keys.push_str(
+            "\tsay \"warning: the server has no bundle signing keys yet: put them in /etc/noreboot/trusted.d (or run this again once it has)\"\n",
+        );
     }
     let script = render_install(
         INSTALL_SH,
@@ -260,13 +265,22 @@ pub async fn install_sh(
     ))
 }
 
-/// The template with its placeholders filled. Each value is in a quoted
-/// here-document or a single-quoted word, and is checked to be free of
-/// what would end either.
+/// The template with its placeholders filled. Each value goes into a
+/// quoted here-document or a single-quoted word and cannot end it: the
+/// URL is checked ([`valid_public_url`], or the Host header's characters),
+/// the fingerprint is hex, and the keys are armored or base64 text the
+/// server writes itself (minisign keys re-serialized, not copied from
+/// their files).
 fn render_install(tpl: &str, url: &str, fingerprint: &str, key: &str, bundle_keys: &str) -> String {
+    // A here-document's end marker must start its own line.
+    let key = if key.ends_with('\n') {
+        key.to_string()
+    } else {
+        format!("{key}\n")
+    };
     tpl.replace("@@SERVER_URL@@", url)
         .replace("@@REPO_FINGERPRINT@@", fingerprint)
-        .replace("@@REPO_KEY@@\n", key)
+        .replace("@@REPO_KEY@@\n", &key)
         .replace("@@BUNDLE_KEYS@@\n", bundle_keys)
 }
 

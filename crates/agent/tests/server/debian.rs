@@ -20,14 +20,19 @@ use kernel_tree::Cache;
 
 use super::{admin, common, fixture, serve, server_exe, Pki};
 
-/// The agent's Debian package, built by scripts/package-agent.
+/// The agent's Debian package, built by scripts/package-agent once per
+/// test binary (two builds at once would write the same file).
 fn agent_package() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    PathBuf::from(
-        common::run(&mut Command::new(root.join("scripts/package-agent")))
-            .trim()
-            .to_string(),
-    )
+    static DEB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DEB.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        PathBuf::from(
+            common::run(&mut Command::new(root.join("scripts/package-agent")))
+                .trim()
+                .to_string(),
+        )
+    })
+    .clone()
 }
 
 /// The level /proc/cmdline shows (the fixture's levels prefix it).

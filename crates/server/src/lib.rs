@@ -12,7 +12,8 @@
 //! `db` and `blobs` (storage). Errors: see `error`.
 //! Compliance reports (`report`) are computed from the same reads and
 //! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard, whose
-//! sign-ins are database-backed sessions (`sessions`).
+//! sign-ins are database-backed sessions (`sessions`). OpenVEX documents
+//! for scanners (`vex`) come from the same reads.
 
 pub mod admin;
 pub mod api;
@@ -34,6 +35,7 @@ pub mod target;
 pub mod tls;
 pub mod transfer;
 pub mod validate;
+pub mod vex;
 
 pub use context::{Context, Options};
 pub use error::{Error, ErrorKind};

@@ -156,6 +156,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/hosts/{host}/move", post(admin::hosts::move_host))
         .route("/admin/hosts/{host}/tags", post(admin::hosts::set_tags))
         .route("/admin/hosts/{host}/retire", post(admin::hosts::retire))
+        .route("/admin/hosts/{host}/vex", get(admin::vex::host))
+        .route("/admin/vex", get(admin::vex::fleet))
         .route("/admin/reports", get(admin::reports::list))
         .route("/admin/reports/compliance", get(admin::reports::compliance))
         .route("/admin/reports/hosts", get(admin::reports::hosts))

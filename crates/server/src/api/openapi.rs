@@ -29,6 +29,8 @@ use super::{admin, agent, dashboard, metrics};
         admin::hosts::move_host,
         admin::hosts::set_tags,
         admin::hosts::retire,
+        admin::vex::host,
+        admin::vex::fleet,
         admin::reports::list,
         admin::reports::compliance,
         admin::reports::hosts,

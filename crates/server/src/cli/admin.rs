@@ -11,7 +11,9 @@ use server::model::Role;
 use server::report::Policy;
 use server::{validate, Context, Error};
 
-use super::render::{Builds, Held, Output, Pinned, ReportView, RevokedToken, Unpinned};
+use super::render::{
+    Builds, Held, Output, Pinned, ReportView, RevokedToken, Unpinned, VexDocument,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -111,6 +113,14 @@ pub enum AdminCommand {
         /// Only this kernel build-id.
         #[arg(long)]
         kernel: Option<String>,
+    },
+    /// The OpenVEX document vulnerability scanners take (`trivy --vex`),
+    /// of the fleet or of one host; always JSON.
+    Vex {
+        /// One host (its id, or a hostname only one active host has)
+        /// instead of the fleet.
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Compliance reports: a table, or --csv / --json.
     Report {
@@ -322,6 +332,8 @@ pub async fn run(
                 report: ctx.compliance(policy).await?,
             })
         }
+        C::Vex { host: Some(h) } => done(VexDocument(ctx.host_vex(&h).await?)),
+        C::Vex { host: None } => done(VexDocument(ctx.fleet_vex().await?)),
         C::Export {
             out,
             kernels,

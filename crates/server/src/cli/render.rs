@@ -41,6 +41,16 @@ impl<T: Render> Output for T {
     }
 }
 
+/// An OpenVEX document: JSON with or without `--json`, for scanners.
+pub struct VexDocument(pub protocol::vex::Document);
+
+impl Output for VexDocument {
+    fn print(&self, _json: bool) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(&self.0)?);
+        Ok(())
+    }
+}
+
 /// A level, or `-` for none.
 fn opt(v: Option<i64>) -> String {
     v.map_or_else(|| "-".to_string(), |l| l.to_string())

@@ -24,5 +24,6 @@ mod reports;
 mod security;
 mod transfer;
 mod uncovered;
+mod vex;
 
 use test_support::pg;

@@ -16,6 +16,7 @@ pub mod levels;
 pub mod publish;
 pub mod releases;
 pub mod reports;
+pub mod vex;
 
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};

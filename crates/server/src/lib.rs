@@ -13,7 +13,8 @@
 //! Compliance reports (`report`) are computed from the same reads and
 //! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard, whose
 //! sign-ins are database-backed sessions (`sessions`). OpenVEX documents
-//! for scanners (`vex`) come from the same reads.
+//! for scanners (`vex`) come from the same reads; events people act on
+//! go out as signed webhooks (`webhooks`), from an outbox in the database.
 
 pub mod admin;
 pub mod api;
@@ -36,6 +37,7 @@ pub mod tls;
 pub mod transfer;
 pub mod validate;
 pub mod vex;
+pub mod webhooks;
 
 pub use context::{Context, Options};
 pub use error::{Error, ErrorKind};

@@ -128,6 +128,14 @@ enum Command {
         /// most 15 s old, recounted in the background (0: always so).
         #[arg(long, default_value_t = server::counts::DEFAULT_BUDGET.as_millis() as u64)]
         count_budget_ms: u64,
+        /// Attempts at a webhook delivery before it is given up (and the
+        /// failure audited).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+        webhook_attempts: u32,
+        /// Seconds to wait after a webhook delivery's first failed attempt,
+        /// doubled after each further one (at most an hour).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        webhook_backoff: u64,
     },
     /// Act on the server's database directly.
     Admin {
@@ -217,6 +225,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             session_hours,
             login_failures_per_minute,
             count_budget_ms,
+            webhook_attempts,
+            webhook_backoff,
         } => {
             let policy =
                 server::report::Policy::default().with(Some(policy_days), Some(stale_hours))?;
@@ -276,6 +286,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 login_failures_per_minute,
                 session_lifetime: Duration::from_secs(session_hours * 3600),
                 https: tls.is_some() || behind_tls_proxy,
+                webhooks: server::webhooks::DeliverySettings {
+                    attempts: webhook_attempts,
+                    backoff: Duration::from_secs(webhook_backoff),
+                    ..Default::default()
+                },
             };
             let db = ctx.db.clone();
             let state = AppState::new(ctx, settings);

@@ -249,6 +249,22 @@ impl Fixes {
             .map(|(cve, fix)| (cve.as_str(), fix.level, fix.published_at))
     }
 
+    /// The CVEs a host on `build_id` at `level` has been exposed to for
+    /// longer than `policy` allows at `now`, with the days of each.
+    pub fn late_cves(
+        &self,
+        build_id: &str,
+        level: i64,
+        now: i64,
+        policy: Policy,
+    ) -> Vec<(String, i64)> {
+        self.exposed(build_id, level, now, policy)
+            .into_iter()
+            .filter(|e| e.late)
+            .map(|e| (e.cve.to_string(), e.days))
+            .collect()
+    }
+
     /// The CVEs a host on `build_id` at `level` is exposed to, by CVE.
     fn exposed(&self, build_id: &str, level: i64, now: i64, policy: Policy) -> Vec<Exposed<'_>> {
         let Some(b) = self.builds.get(build_id) else {

@@ -70,6 +70,9 @@ pub struct Settings {
     /// come from an `https://` page. `serve` sets it; the server cannot
     /// see a proxy's TLS for itself.
     pub https: bool,
+    /// How webhook deliveries are made (and how often the compliance
+    /// policy is swept for hosts crossing it).
+    pub webhooks: crate::webhooks::DeliverySettings,
 }
 
 impl Default for Settings {
@@ -85,6 +88,7 @@ impl Default for Settings {
             login_failures_per_minute: 10,
             session_lifetime: Duration::from_secs(12 * 3600),
             https: false,
+            webhooks: crate::webhooks::DeliverySettings::default(),
         }
     }
 }
@@ -108,11 +112,13 @@ pub struct AppState {
 
 impl AppState {
     /// State for a server with these settings; starts the check-in
-    /// writer, so it must be called inside a tokio runtime.
+    /// writer and the webhook deliveries, so it must be called inside a
+    /// tokio runtime.
     pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
         // On PostgreSQL several processes may serve the database behind a
         // load balancer: their limits must be one allowance, not one each.
         let shared = (ctx.db.backend() == crate::db::Backend::Postgres).then(|| ctx.db.clone());
+        crate::webhooks::start(ctx.clone(), settings.webhooks, settings.policy);
         Arc::new(Self {
             register_limiter: RegisterLimits::new(settings.register_per_minute, shared.clone()),
             login_limiter: Limit::new(
@@ -158,6 +164,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/hosts/{host}/retire", post(admin::hosts::retire))
         .route("/admin/hosts/{host}/vex", get(admin::vex::host))
         .route("/admin/vex", get(admin::vex::fleet))
+        .route(
+            "/admin/webhooks",
+            get(admin::webhooks::list).post(admin::webhooks::create),
+        )
+        .route("/admin/webhooks/{id}/delete", post(admin::webhooks::delete))
         .route("/admin/reports", get(admin::reports::list))
         .route("/admin/reports/compliance", get(admin::reports::compliance))
         .route("/admin/reports/hosts", get(admin::reports::hosts))

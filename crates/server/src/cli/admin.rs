@@ -114,6 +114,9 @@ pub enum AdminCommand {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Webhooks: events POSTed to a URL, signed (see the README).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// The OpenVEX document vulnerability scanners take (`trivy --vex`),
     /// of the fleet or of one host; always JSON.
     Vex {
@@ -233,6 +236,27 @@ pub enum HostCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Register a webhook (its signing secret is printed once).
+    Create {
+        /// Where to POST events (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// An event it takes (repeatable): apply-failed, rolled-back,
+        /// crash-guard-skip, policy-breach, policy-breach-resolved.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+    },
+    /// Delete a webhook; its deliveries not yet made are given up.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+    /// List webhooks (secrets by their first characters).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Create a registration key (its secret is printed once).
     Create {
@@ -310,6 +334,11 @@ pub async fn run(
         C::Unpin { feed, kernel } => done(Unpinned(ctx.unpin(actor, &feed, &kernel).await?)),
         C::Rollback { feed, kernel } => done(ctx.rollback(actor, &feed, &kernel).await?),
         C::Key(c) => key(ctx, actor, c).await,
+        C::Webhook(WebhookCommand::Create { url, events }) => {
+            done(ctx.create_webhook(actor, &url, &events).await?)
+        }
+        C::Webhook(WebhookCommand::Delete { id }) => done(ctx.delete_webhook(actor, &id).await?),
+        C::Webhook(WebhookCommand::List) => done(ctx.webhooks().await?),
         C::Token(c) => token(ctx, actor, c).await,
         C::Hosts { retired: false } => done(ctx.hosts().await?),
         C::Hosts { retired: true } => done(ctx.retired_hosts().await?),

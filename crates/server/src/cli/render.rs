@@ -189,6 +189,41 @@ impl Render for Rollback {
     }
 }
 
+impl Render for server::webhooks::NewWebhook {
+    fn text(&self) -> String {
+        format!(
+            "webhook {} to {} for {} (signing secret, shown once):\n{}\n",
+            self.webhook.id,
+            self.webhook.url,
+            self.webhook.events.join(", "),
+            self.secret
+        )
+    }
+}
+
+/// `webhook delete` answers the webhook deleted.
+impl Render for server::webhooks::Webhook {
+    fn text(&self) -> String {
+        format!("deleted webhook {} to {}\n", self.id, self.url)
+    }
+}
+
+impl Render for Vec<server::webhooks::Webhook> {
+    fn text(&self) -> String {
+        self.iter()
+            .map(|w| {
+                format!(
+                    "{}  {}  {}  secret {}\n",
+                    w.id,
+                    w.url,
+                    w.events.join(","),
+                    w.secret_hint
+                )
+            })
+            .collect()
+    }
+}
+
 impl Render for NewKey {
     fn text(&self) -> String {
         format!(

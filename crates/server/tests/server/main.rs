@@ -25,5 +25,6 @@ mod security;
 mod transfer;
 mod uncovered;
 mod vex;
+mod webhooks;
 
 use test_support::pg;

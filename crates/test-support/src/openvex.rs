@@ -1,7 +1,8 @@
 //! Validation of OpenVEX documents against the OpenVEX v0.2.0 JSON schema
 //! (vendored in `data/`, see its README), by a real JSON-schema validator:
 //! Python's `jsonschema` (Debian: `python3-jsonschema`), Draft 2020-12,
-//! with format checking.
+//! with format checking (`date-time`; `uri` only where `rfc3987` is
+//! installed).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -14,7 +15,20 @@ import json, sys
 from jsonschema import Draft202012Validator, FormatChecker
 schema = json.load(open(sys.argv[1]))
 Draft202012Validator.check_schema(schema)
-validator = Draft202012Validator(schema, format_checker=FormatChecker())
+checker = FormatChecker()
+if "date-time" not in checker.checkers:
+    # Debian 12's jsonschema checks date-time only with a module Debian
+    # does not package: RFC 3339 by hand then.
+    import datetime, re
+    @checker.checks("date-time", raises=ValueError)
+    def date_time(s):
+        if not isinstance(s, str):
+            return True
+        if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", s):
+            raise ValueError(f"{s!r} is not RFC 3339")
+        datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        return True
+validator = Draft202012Validator(schema, format_checker=checker)
 bad = 0
 for i, doc in enumerate(json.load(sys.stdin)):
     for e in sorted(validator.iter_errors(doc), key=str):
@@ -22,6 +36,16 @@ for i, doc in enumerate(json.load(sys.stdin)):
         print("document", i, "/".join(str(p) for p in e.absolute_path) or "(top)", ":", e.message)
 sys.exit(1 if bad else 0)
 "#;
+
+/// Debian's python3, where `python3-jsonschema` installs (a `python3`
+/// earlier on PATH, pyenv's say, may lack it); else whichever is on PATH.
+fn python3() -> &'static str {
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
 
 /// Checks `doc` (JSON text) against the OpenVEX schema; the error lists
 /// each violation with its path. Panics when python3 or its `jsonschema`
@@ -41,7 +65,7 @@ pub fn validate_all(docs: &[&str]) -> Result<(), String> {
         list.push_str(d);
     }
     list.push(']');
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python3())
         .args(["-c", CHECK, SCHEMA])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

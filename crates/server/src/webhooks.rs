@@ -108,11 +108,6 @@ pub struct DeliverySettings {
     /// How often the outbox is looked at for work another process (or
     /// an earlier run) left, and the policy swept.
     pub poll: Duration,
-    /// Seconds of the server's clock a process may hold a delivery
-    /// before another may take it over (it died meanwhile); at least all
-    /// its attempts and waits (the default, 0, is that: some 45 minutes
-    /// with the other defaults).
-    pub lease_seconds: i64,
 }
 
 impl Default for DeliverySettings {
@@ -123,7 +118,6 @@ impl Default for DeliverySettings {
             max_backoff: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(60),
-            lease_seconds: 0,
         }
     }
 }
@@ -136,16 +130,11 @@ impl DeliverySettings {
             .min(self.max_backoff)
     }
 
-    /// Every attempt's longest time, attempts and waits together, in
-    /// whole seconds: the least lease that covers one delivery.
-    fn worst_case_seconds(&self) -> i64 {
-        let mut total = Duration::ZERO;
-        for n in 1..=self.attempts {
-            total = total
-                .saturating_add(self.timeout)
-                .saturating_add(self.backoff_after(n));
-        }
-        total.as_secs() as i64 + 1
+    /// How long a process holds a delivery for attempt `n`: the attempt
+    /// and the wait after it, in whole seconds with a margin. A process
+    /// that dies holds it no longer than that; another then takes over.
+    fn hold_seconds(&self, n: u32) -> i64 {
+        self.timeout.saturating_add(self.backoff_after(n)).as_secs() as i64 + 2
     }
 }
 
@@ -585,12 +574,20 @@ async fn run(ctx: Context, settings: DeliverySettings, policy: Policy, wake: Arc
             return;
         }
     };
-    let lease = settings.lease_seconds.max(settings.worst_case_seconds());
-    // The first sweep after one interval, not at start.
+    // The first sweep after one interval, not at start; the outbox at
+    // once (what an earlier run left).
     let mut sweep =
         tokio::time::interval_at(tokio::time::Instant::now() + settings.poll, settings.poll);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        match claim_due(&ctx, settings.hold_seconds(1)).await {
+            Ok(ids) => {
+                for id in ids {
+                    tokio::spawn(deliver(ctx.clone(), client.clone(), settings, id));
+                }
+            }
+            Err(e) => tracing::warn!("webhooks: reading the outbox failed: {e}"),
+        }
         tokio::select! {
             _ = wake.notified() => {}
             _ = sweep.tick() => {
@@ -598,14 +595,6 @@ async fn run(ctx: Context, settings: DeliverySettings, policy: Policy, wake: Arc
                     tracing::warn!("webhooks: the policy sweep failed: {e}");
                 }
             }
-        }
-        match claim_due(&ctx, lease).await {
-            Ok(ids) => {
-                for id in ids {
-                    tokio::spawn(deliver(ctx.clone(), client.clone(), settings, id));
-                }
-            }
-            Err(e) => tracing::warn!("webhooks: reading the outbox failed: {e}"),
         }
     }
 }
@@ -678,6 +667,14 @@ async fn attempts(
     loop {
         done += 1;
         let t = ctx.clock.now();
+        // Held for this attempt and the wait after it only: a process
+        // that dies mid-delivery leaves it to another soon.
+        sqlx::query("UPDATE webhook_deliveries SET lease_until = $1 WHERE id = $2")
+            .bind(t + settings.hold_seconds(done as u32))
+            .bind(id)
+            .execute(ctx.db.pool())
+            .await
+            .ctx("hold a delivery")?;
         let sent = client
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -170,7 +170,6 @@ async fn events_are_signed_retried_until_the_receiver_is_up_given_up_when_it_sta
             max_backoff: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
             poll: Duration::from_millis(100),
-            lease_seconds: 0,
         },
         ..Settings::default()
     })

@@ -1,7 +1,8 @@
 //! Webhooks (`webhooks`): events POSTed to a real local receiver — a
 //! Python `http.server` on 127.0.0.1 that checks each signature with
 //! Python's own `hmac` — including the receiver down at first (retried,
-//! then delivered) and down for good (given up); each end audited.
+//! then delivered) and down for good (given up); each end audited. And a
+//! delivery a dead process held, taken over by another on the database.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -350,4 +351,82 @@ async fn events_are_signed_retried_until_the_receiver_is_up_given_up_when_it_sta
         .call(Method::GET, "/api/v1/admin/webhooks", Some(&viewer), None)
         .await;
     assert_eq!(list["webhooks"], json!([]));
+}
+
+#[tokio::test]
+async fn a_new_process_takes_over_the_deliveries_of_one_that_died() {
+    // The first process: its receiver is down and it waits an hour after
+    // a failed attempt — as good as dead, holding its lease.
+    let slow = DeliverySettings {
+        attempts: 10,
+        backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+        timeout: Duration::from_secs(2),
+        poll: Duration::from_secs(3600),
+    };
+    let s = TestServer::start_with(Settings {
+        webhooks: slow,
+        ..Settings::default()
+    })
+    .await;
+    let port = free_port();
+    let hook = s
+        .ctx
+        .create_webhook(
+            ACTOR,
+            &format!("http://127.0.0.1:{port}/"),
+            &["apply-failed".into()],
+        )
+        .await
+        .unwrap();
+    s.ctx
+        .publish(
+            ACTOR,
+            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
+            &["stable".into()],
+        )
+        .await
+        .unwrap();
+    let key = s.reg_key("stable").await;
+    let host = s.register(&key, "web-1", KERNEL_A).await;
+    report(&s, &host.token, "failed", 1).await;
+    // Its first attempt is made and recorded.
+    let until = Instant::now() + Duration::from_secs(10);
+    while attempts_made(&s).await < 1 {
+        assert!(Instant::now() < until, "no first attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A second process on the same database, once the first one's lease
+    // (its attempt and its wait) is over, delivers it: attempt 2.
+    let receiver = Receiver::start(port, &hook.secret).await;
+    s.clock.advance(3600 + 60);
+    let opts = server::Options {
+        db_url: s.storage.db_url.clone(),
+        data_dir: s.storage.data.clone(),
+        trusted_keys: Some(s.trusted_dir()),
+    };
+    let other = server::Context::open(&opts, s.clock.clone()).await.unwrap();
+    server::webhooks::start(
+        other,
+        DeliverySettings {
+            backoff: Duration::from_millis(100),
+            ..slow
+        },
+        server::report::Policy::default(),
+    );
+    let event = receiver.event("apply-failed").await;
+    let audit = wait_audited(&s, "webhook-delivered", event["delivery"].as_str().unwrap()).await;
+    assert_eq!(audit["attempts"], 2, "{audit}");
+}
+
+/// Attempts recorded on the outbox's deliveries.
+async fn attempts_made(s: &TestServer) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT COALESCE(MAX(attempts), 0) FROM webhook_deliveries")
+        .fetch_one(s.ctx.db.pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
 }

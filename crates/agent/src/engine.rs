@@ -648,7 +648,8 @@ impl Agent {
     }
 
     /// Rewrites the scanner files for the level now active (`None`: no
-    /// patch: the kernel's own version).
+    /// patch: the kernel's own version), `vex.json` included (removed
+    /// without a level).
     pub fn write_scanner_files(&self, m: Option<&Manifest>) -> Result<(), AgentError> {
         let (version, cves) = match m {
             Some(m) => (
@@ -659,6 +660,23 @@ impl Agent {
         };
         self.store
             .write_scanner_files(&version, &self.identity.release, &cves)
+            .map_err(AgentError::failed)?;
+        // A level whose package cannot be named (or that lists no CVE)
+        // has no document: the old one must not outlive its level.
+        let now = audit::now();
+        let doc = m.and_then(|m| {
+            crate::vex::document(
+                &self.identity.release,
+                &self.identity.version,
+                &crate::vex::hostname(),
+                m,
+                &now,
+                &now,
+            )
+            .ok()
+        });
+        self.store
+            .write_vex(doc.as_ref())
             .map_err(AgentError::failed)
     }
 

@@ -116,6 +116,15 @@ enum Cmd {
     },
     /// Cached levels for this kernel: CVEs, functions, when applied.
     Patches,
+    /// The host's OpenVEX document for vulnerability scanners (`trivy
+    /// --vex`): each CVE the active level fixes, `fixed` in the running
+    /// kernel's package. The same document is kept in
+    /// /var/lib/noreboot/vex.json after every change of level.
+    ///
+    /// Exit status: 0, 1 nothing applied (nothing to state) or no package
+    /// version known, 4 foreign live patches are loaded beside the level
+    /// (its fixes cannot be vouched for).
+    Vex,
     /// The audit log.
     Log {
         /// Only the last N entries.
@@ -375,6 +384,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 eprintln!("noreboot: {n}");
             }
             patches(&agent, json)
+        }
+        Cmd::Vex => {
+            for n in reconcile_if_free(&agent, "vex")? {
+                eprintln!("noreboot: {n}");
+            }
+            vex(&agent)
         }
         Cmd::Log { verify: true, .. } => log_verify(&agent, json),
         Cmd::Log { last, .. } => log(&agent, last, json),
@@ -795,6 +810,44 @@ fn status(agent: &Agent, json: bool, mut notes: Vec<String>) -> anyhow::Result<u
         println!("state:     {}", s.state);
     }
     Ok(code)
+}
+
+/// `vex`: the active level's document, made afresh (always JSON).
+fn vex(agent: &Agent) -> anyhow::Result<u8> {
+    let st = agent.state()?;
+    let patches = agent.live_patches(&st)?;
+    let Some((level, _)) = patches.active() else {
+        return Err(AgentError::Nothing(
+            "nothing is applied: the running kernel has no fix of ours, so there is nothing to state".into(),
+        )
+        .into());
+    };
+    if !patches.foreign.is_empty() {
+        let names: Vec<&str> = patches.foreign.iter().map(|f| f.name.as_str()).collect();
+        return Err(AgentError::Refused(format!(
+            "foreign live patches are loaded beside level {level}: {}; they may replace the same functions, so level {level}'s fixes cannot be vouched for and no VEX document is made",
+            names.join(", ")
+        ))
+        .into());
+    }
+    let m = agent
+        .cached_manifest(level, &agent.keys()?)
+        .with_context(|| format!("cached level {level}"))?;
+    let applied = st
+        .levels
+        .get(&level)
+        .and_then(|r| r.applied_at.clone())
+        .unwrap_or_else(agent::audit::now);
+    let doc = agent::vex::document(
+        &agent.identity.release,
+        &agent.identity.version,
+        &agent::vex::hostname(),
+        &m,
+        &applied,
+        &agent::audit::now(),
+    )?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(0)
 }
 
 fn patches(agent: &Agent, json: bool) -> anyhow::Result<u8> {

@@ -386,6 +386,26 @@ impl Store {
         }
         write_atomic(&self.root.join("cves"), list.as_bytes(), 0o644)
     }
+
+    /// The host's OpenVEX document, for scanners (`trivy --vex`).
+    pub fn vex_path(&self) -> PathBuf {
+        self.root.join("vex.json")
+    }
+
+    /// Writes the host's OpenVEX document, or removes it (`None`: no
+    /// level active, nothing to state).
+    pub fn write_vex(&self, doc: Option<&protocol::vex::Document>) -> Result<(), StateError> {
+        let path = self.vex_path();
+        match doc {
+            Some(d) => {
+                // Plain data: serialising it cannot fail.
+                let mut text = serde_json::to_vec_pretty(d).unwrap_or_default();
+                text.push(b'\n');
+                write_atomic(&path, &text, 0o644)
+            }
+            None => remove_durably(&path),
+        }
+    }
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`).
@@ -419,6 +439,27 @@ mod tests {
         s.save_bundle("ab", 2, b"y").unwrap();
         std::fs::write(t.path().join("kernels/ab/levels/junk"), "").unwrap();
         assert_eq!(s.cached_levels("ab").unwrap(), [2, 10]);
+    }
+
+    #[test]
+    fn the_vex_document_is_written_whole_and_removed_with_its_level() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::new(t.path());
+        let product = protocol::vex::kernel_product("6.1.0-47-cloud-amd64", "6.1.170-3");
+        let mut b = protocol::vex::Builder::new("a", "t");
+        b.fixed("CVE-2099-1001", &product, 1, "2025-01-01T00:00:00Z", "");
+        let doc = b.build("2025-01-01T00:00:00Z", "").unwrap();
+        s.write_vex(Some(&doc)).unwrap();
+        let path = t.path().join("vex.json");
+        let back: protocol::vex::Document =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back, doc);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "scanners run as other users");
+        s.write_vex(None).unwrap();
+        assert!(!path.exists());
+        s.write_vex(None).unwrap();
     }
 
     #[test]

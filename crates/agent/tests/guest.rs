@@ -103,6 +103,35 @@ fn levels_apply_replace_revert_unload_and_update() {
         g.exec_ok("cat /var/lib/noreboot/cves").unwrap(),
         "CVE-2099-1001\nCVE-2099-1002\n"
     );
+    // OpenVEX: the file kept current and `noreboot vex` state both CVEs
+    // fixed in the running kernel's package, valid by the schema.
+    let file = g.exec_ok("cat /var/lib/noreboot/vex.json").unwrap();
+    let (code, printed, err) = sh(&mut g, "/usr/sbin/noreboot vex");
+    assert_eq!(code, 0, "{printed}{err}");
+    for doc in [&file, &printed] {
+        test_support::openvex::validate(doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let fixed: Vec<(&str, &str)> = v["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["vulnerability"]["name"].as_str().unwrap(),
+                    s["status"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fixed,
+            [("CVE-2099-1001", "fixed"), ("CVE-2099-1002", "fixed")]
+        );
+        let purl = v["statements"][0]["products"][0]["@id"].as_str().unwrap();
+        assert!(
+            purl.starts_with("pkg:deb/debian/linux-image-6.1.0-") && purl.contains("@6.1.170-3"),
+            "{purl}"
+        );
+    }
     // Same level again: nothing to do.
     let (code, out) = agent(&mut g, "apply /root/l2.nrb");
     assert_eq!(code, 0, "{out}");
@@ -162,6 +191,11 @@ fn levels_apply_replace_revert_unload_and_update() {
     assert_eq!(g.exec_ok(MODULES).unwrap().trim(), "");
     let (code, _) = status(&mut g);
     assert_eq!(code, 1);
+    // Nothing fixed, nothing stated: the document goes with the level.
+    let (code, _) = agent(&mut g, "vex");
+    assert_eq!(code, 1);
+    let (code, _, _) = sh(&mut g, "test -e /var/lib/noreboot/vex.json");
+    assert_ne!(code, 0, "vex.json outlived the unloaded level");
 
     // Update from the mirror directory: the newest level there (2).
     let (code, out) = agent(&mut g, "update");

@@ -15,9 +15,12 @@
 //!
 //! Errors are 4xx/5xx with an [`ErrorBody`]. With the feature `openapi`
 //! the messages derive `utoipa::ToSchema`, for the server's OpenAPI
-//! document.
+//! document. [`vex`] makes the OpenVEX documents both publish for
+//! vulnerability scanners.
 
 use serde::{Deserialize, Serialize};
+
+pub mod vex;
 
 /// Where the agent API lives on a server.
 pub const API_PREFIX: &str = "/api/v1";

@@ -59,6 +59,9 @@ pub struct Context {
     check_trust: bool,
     /// The fleet's last counts and when to count again.
     pub counts: Arc<crate::counts::FleetCounts>,
+    /// Woken after webhook deliveries are queued, so that `serve`'s
+    /// delivery task (`webhooks`) sends them at once.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -120,6 +123,7 @@ impl Context {
             data_dir: data.clone(),
             check_trust: false,
             counts: Arc::new(crate::counts::FleetCounts::always_fresh()),
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }

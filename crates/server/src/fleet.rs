@@ -10,8 +10,8 @@ use crate::blobs::{is_sha256, BlobError, BlobReader};
 use crate::clock::rfc3339;
 use crate::context::Context;
 use crate::error::{invalid, not_found, DbContext, Error};
-use crate::secrets;
 use crate::validate::{self, MAX_LIST};
+use crate::{secrets, webhooks};
 
 /// The host a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +203,32 @@ impl Context {
             .execute(&mut *tx)
             .await
             .ctx("record the active level")?;
+        let event = match req.result.as_str() {
+            "failed" => Some(webhooks::APPLY_FAILED),
+            "rolled-back" => Some(webhooks::ROLLED_BACK),
+            _ => None,
+        };
+        let mut queued = 0;
+        if let Some(event) = event {
+            let h = sqlx::query("SELECT hostname, kernel_release FROM hosts WHERE id = $1")
+                .bind(&host.id)
+                .fetch_one(&mut *tx)
+                .await
+                .ctx("read the host")?;
+            let hostname: String = h.try_get(0).ctx("read the host")?;
+            let release: String = h.try_get(1).ctx("read the host")?;
+            let payload = serde_json::json!({
+                "host": webhooks::host_json(&host.id, &hostname, &host.feed, &release, &host.build_id),
+                "report": {"action": req.action, "level": req.level, "result": req.result,
+                    "reason": req.reason, "stalled_tasks": req.stalled_tasks,
+                    "active_level": req.active_level, "duration_ms": req.duration_ms},
+            });
+            queued = webhooks::enqueue(&mut tx, now, event, payload).await?;
+        }
         tx.commit().await.ctx("commit the report")?;
+        if queued > 0 {
+            self.webhook_wake.notify_one();
+        }
         Ok(())
     }
 }

@@ -12,7 +12,9 @@
 //! `db` and `blobs` (storage). Errors: see `error`.
 //! Compliance reports (`report`) are computed from the same reads and
 //! served as JSON/CSV, Prometheus metrics and the `/ui` dashboard, whose
-//! sign-ins are database-backed sessions (`sessions`).
+//! sign-ins are database-backed sessions (`sessions`). OpenVEX documents
+//! for scanners (`vex`) come from the same reads; events people act on
+//! go out as signed webhooks (`webhooks`), from an outbox in the database.
 
 pub mod admin;
 pub mod api;
@@ -36,6 +38,8 @@ pub mod target;
 pub mod tls;
 pub mod transfer;
 pub mod validate;
+pub mod vex;
+pub mod webhooks;
 
 pub use context::{Context, Options};
 pub use error::{Error, ErrorKind};

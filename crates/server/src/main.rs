@@ -133,6 +133,14 @@ enum Command {
         /// for it, with this server's scheme].
         #[arg(long, env = "NOREBOOT_SERVER_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Attempts at a webhook delivery before it is given up (and the
+        /// failure audited).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+        webhook_attempts: u32,
+        /// Seconds to wait after a webhook delivery's first failed attempt,
+        /// doubled after each further one (at most an hour).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        webhook_backoff: u64,
     },
     /// Act on the server's database directly.
     Admin {
@@ -223,6 +231,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             login_failures_per_minute,
             count_budget_ms,
             public_url,
+            webhook_attempts,
+            webhook_backoff,
         } => {
             let public_url = public_url.map(|u| u.trim_end_matches('/').to_string());
             if let Some(u) = &public_url {
@@ -291,6 +301,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 session_lifetime: Duration::from_secs(session_hours * 3600),
                 https: tls.is_some() || behind_tls_proxy,
                 public_url,
+                webhooks: server::webhooks::DeliverySettings {
+                    attempts: webhook_attempts,
+                    backoff: Duration::from_secs(webhook_backoff),
+                    ..Default::default()
+                },
             };
             let db = ctx.db.clone();
             let state = AppState::new(ctx, settings);

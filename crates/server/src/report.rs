@@ -236,6 +236,35 @@ impl Fixes {
         self.builds.get(build_id).map(|b| b.newest)
     }
 
+    /// Each CVE a level for `build_id` lists, with the lowest such level
+    /// and its publication time, by CVE (none: no level for the build).
+    pub fn cve_fixes<'a>(
+        &'a self,
+        build_id: &str,
+    ) -> impl Iterator<Item = (&'a str, i64, i64)> + 'a {
+        self.builds
+            .get(build_id)
+            .into_iter()
+            .flat_map(|b| b.cves.iter())
+            .map(|(cve, fix)| (cve.as_str(), fix.level, fix.published_at))
+    }
+
+    /// The CVEs a host on `build_id` at `level` has been exposed to for
+    /// longer than `policy` allows at `now`, with the days of each.
+    pub fn late_cves(
+        &self,
+        build_id: &str,
+        level: i64,
+        now: i64,
+        policy: Policy,
+    ) -> Vec<(String, i64)> {
+        self.exposed(build_id, level, now, policy)
+            .into_iter()
+            .filter(|e| e.late)
+            .map(|e| (e.cve.to_string(), e.days))
+            .collect()
+    }
+
     /// The CVEs a host on `build_id` at `level` is exposed to, by CVE.
     fn exposed(&self, build_id: &str, level: i64, now: i64, policy: Policy) -> Vec<Exposed<'_>> {
         let Some(b) = self.builds.get(build_id) else {

@@ -23,6 +23,9 @@ use crate::state::{self, Applied, KernelState, LevelRecord, Skipped};
 /// journal, the state, the scanner files and the audit entries, each
 /// written whole beside its old copy.
 const SPACE_BEYOND_BUNDLE: u64 = 256 << 10;
+/// And per CVE the level lists: its statement in `vex.json` (some 600
+/// bytes) beside the old file's.
+const SPACE_PER_CVE: u64 = 2 << 10;
 
 /// What is known before anything changes.
 struct Plan {
@@ -266,7 +269,8 @@ impl Agent {
         bundle_len: usize,
     ) -> Result<Journal, AgentError> {
         let root = self.store.root();
-        state::check_free_space(root, bundle_len as u64 + SPACE_BEYOND_BUNDLE).map_err(|e| {
+        let needed = bundle_len as u64 + SPACE_BEYOND_BUNDLE + SPACE_PER_CVE * m.cves.len() as u64;
+        state::check_free_space(root, needed).map_err(|e| {
             AgentError::Failed(format!(
                 "level {} not applied, nothing changed: {e}",
                 m.level

@@ -305,6 +305,23 @@ impl Context {
         })
     }
 
+    /// The active host `host` names (an id, or a hostname exactly one
+    /// active host has), as it last checked in.
+    pub async fn active_host(&self, host: &str) -> Result<Host, Error> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .ctx("connect to the database")?;
+        let id = resolve(&mut conn, host).await?.id;
+        sqlx::query_as::<_, Host>(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&mut *conn)
+            .await
+            .ctx("read the host")
+    }
+
     /// Every host but the retired ones, by hostname (the CLI's list and
     /// the in-memory report; the API pages with [`Context::host_page`]).
     pub async fn hosts(&self) -> Result<Vec<Host>, Error> {

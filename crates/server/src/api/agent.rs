@@ -147,7 +147,20 @@ pub async fn checkin(
     HostToken(token): HostToken,
     Json(req): Json<CheckinRequest>,
 ) -> Result<axum::Json<CheckinResponse>, ApiError> {
+    // A host that reports skipped levels (rare: its crash guard acted) is
+    // read first, so that a level newly skipped raises the webhook event.
+    let before = if req.skipped.is_empty() {
+        None
+    } else {
+        state.ctx.skipped_before(&token).await?
+    };
+    let skipped = req.skipped.clone();
     let resp = state.checkins.checkin(&token, req).await?;
+    if let Some(before) = before {
+        if let Err(e) = state.ctx.notify_crash_guard(&before, &skipped).await {
+            tracing::warn!("queueing the crash guard's webhook event failed: {e}");
+        }
+    }
     state
         .metrics
         .checkins

@@ -74,6 +74,9 @@ pub struct Settings {
     /// The URL hosts reach this server at, for `/install.sh` (`serve
     /// --public-url`); `None`: the request's Host header.
     pub public_url: Option<String>,
+    /// How webhook deliveries are made (and how often the compliance
+    /// policy is swept for hosts crossing it).
+    pub webhooks: crate::webhooks::DeliverySettings,
 }
 
 impl Default for Settings {
@@ -90,6 +93,7 @@ impl Default for Settings {
             session_lifetime: Duration::from_secs(12 * 3600),
             https: false,
             public_url: None,
+            webhooks: crate::webhooks::DeliverySettings::default(),
         }
     }
 }
@@ -115,11 +119,13 @@ pub struct AppState {
 
 impl AppState {
     /// State for a server with these settings; starts the check-in
-    /// writer, so it must be called inside a tokio runtime.
+    /// writer and the webhook deliveries, so it must be called inside a
+    /// tokio runtime.
     pub fn new(ctx: Context, settings: Settings) -> Arc<Self> {
         // On PostgreSQL several processes may serve the database behind a
         // load balancer: their limits must be one allowance, not one each.
         let shared = (ctx.db.backend() == crate::db::Backend::Postgres).then(|| ctx.db.clone());
+        crate::webhooks::start(ctx.clone(), settings.webhooks, settings.policy);
         Arc::new(Self {
             register_limiter: RegisterLimits::new(settings.register_per_minute, shared.clone()),
             login_limiter: Limit::new(
@@ -165,6 +171,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/hosts/{host}/move", post(admin::hosts::move_host))
         .route("/admin/hosts/{host}/tags", post(admin::hosts::set_tags))
         .route("/admin/hosts/{host}/retire", post(admin::hosts::retire))
+        .route("/admin/hosts/{host}/vex", get(admin::vex::host))
+        .route("/admin/vex", get(admin::vex::fleet))
+        .route(
+            "/admin/webhooks",
+            get(admin::webhooks::list).post(admin::webhooks::create),
+        )
+        .route("/admin/webhooks/{id}/delete", post(admin::webhooks::delete))
         .route("/admin/reports", get(admin::reports::list))
         .route("/admin/reports/compliance", get(admin::reports::compliance))
         .route("/admin/reports/hosts", get(admin::reports::hosts))

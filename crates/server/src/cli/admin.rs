@@ -13,6 +13,7 @@ use server::{validate, Context, Error};
 
 use super::render::{
     AptKey, Builds, Held, Output, Pinned, RemovedPackages, ReportView, RevokedToken, Unpinned,
+    VexDocument,
 };
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +121,17 @@ pub enum AdminCommand {
         /// Only this kernel build-id.
         #[arg(long)]
         kernel: Option<String>,
+    },
+    /// Webhooks: events POSTed to a URL, signed (see the README).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// The OpenVEX document vulnerability scanners take (`trivy --vex`),
+    /// of the fleet or of one host; always JSON.
+    Vex {
+        /// One host (its id, or a hostname only one active host has)
+        /// instead of the fleet.
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Compliance reports: a table, or --csv / --json.
     Report {
@@ -232,6 +244,27 @@ pub enum HostCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Register a webhook (its signing secret is printed once).
+    Create {
+        /// Where to POST events (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// An event it takes (repeatable): apply-failed, rolled-back,
+        /// crash-guard-skip, policy-breach, policy-breach-resolved.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+    },
+    /// Delete a webhook; its deliveries not yet made are given up.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+    /// List webhooks (secrets by their first characters).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Create a registration key (its secret is printed once).
     Create {
@@ -333,6 +366,11 @@ pub async fn run(
                 public_key: k.public_armored.clone(),
             })
         }
+        C::Webhook(WebhookCommand::Create { url, events }) => {
+            done(ctx.create_webhook(actor, &url, &events).await?)
+        }
+        C::Webhook(WebhookCommand::Delete { id }) => done(ctx.delete_webhook(actor, &id).await?),
+        C::Webhook(WebhookCommand::List) => done(ctx.webhooks().await?),
         C::Token(c) => token(ctx, actor, c).await,
         C::Hosts { retired: false } => done(ctx.hosts().await?),
         C::Hosts { retired: true } => done(ctx.retired_hosts().await?),
@@ -355,6 +393,8 @@ pub async fn run(
                 report: ctx.compliance(policy).await?,
             })
         }
+        C::Vex { host: Some(h) } => done(VexDocument(ctx.host_vex(&h).await?)),
+        C::Vex { host: None } => done(VexDocument(ctx.fleet_vex().await?)),
         C::Export {
             out,
             kernels,

@@ -42,6 +42,16 @@ impl<T: Render> Output for T {
     }
 }
 
+/// An OpenVEX document: JSON with or without `--json`, for scanners.
+pub struct VexDocument(pub protocol::vex::Document);
+
+impl Output for VexDocument {
+    fn print(&self, _json: bool) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(&self.0)?);
+        Ok(())
+    }
+}
+
 /// A level, or `-` for none.
 fn opt(v: Option<i64>) -> String {
     v.map_or_else(|| "-".to_string(), |l| l.to_string())
@@ -177,6 +187,41 @@ impl Render for Rollback {
             r.build_id,
             r.withdrawn
         )
+    }
+}
+
+impl Render for server::webhooks::NewWebhook {
+    fn text(&self) -> String {
+        format!(
+            "webhook {} to {} for {} (signing secret, shown once):\n{}\n",
+            self.webhook.id,
+            self.webhook.url,
+            self.webhook.events.join(", "),
+            self.secret
+        )
+    }
+}
+
+/// `webhook delete` answers the webhook deleted.
+impl Render for server::webhooks::Webhook {
+    fn text(&self) -> String {
+        format!("deleted webhook {} to {}\n", self.id, self.url)
+    }
+}
+
+impl Render for Vec<server::webhooks::Webhook> {
+    fn text(&self) -> String {
+        self.iter()
+            .map(|w| {
+                format!(
+                    "{}  {}  {}  secret {}\n",
+                    w.id,
+                    w.url,
+                    w.events.join(","),
+                    w.secret_hint
+                )
+            })
+            .collect()
     }
 }
 

@@ -25,5 +25,7 @@ mod reports;
 mod security;
 mod transfer;
 mod uncovered;
+mod vex;
+mod webhooks;
 
 use test_support::pg;

@@ -17,6 +17,8 @@ pub mod packages;
 pub mod publish;
 pub mod releases;
 pub mod reports;
+pub mod vex;
+pub mod webhooks;
 
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};

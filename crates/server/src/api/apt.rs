@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -233,9 +233,10 @@ const INSTALL_SH: &str = include_str!("install.sh");
     responses((status = 200, description = "the script", body = String, content_type = "text/x-shellscript"), ApiError))]
 pub async fn install_sh(
     State(s): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let url = public_url(&s, &headers)?;
+    let url = public_url(&s, &uri, &headers)?;
     let key = s.repo.key(&s.ctx).await?;
     let mut bundle_keys = String::new();
     for k in bundle_key_list(&s) {
@@ -285,15 +286,18 @@ fn render_install(tpl: &str, url: &str, fingerprint: &str, key: &str, bundle_key
 }
 
 /// The URL hosts reach this server at: `serve --public-url`, or else this
-/// request's Host header with the scheme the server serves (a client that
+/// request's authority (HTTP/2) or Host header with the scheme the server serves (a client that
 /// fetched the script at some address can reach the server there).
-fn public_url(s: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+fn public_url(s: &AppState, uri: &Uri, headers: &HeaderMap) -> Result<String, ApiError> {
     if let Some(u) = &s.settings.public_url {
         return Ok(u.clone());
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
+    // HTTP/2 (what curl speaks over TLS) names the host in the request's
+    // :authority, which hyper puts in the URI; HTTP/1.1 in Host.
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .filter(|h| {
             !h.is_empty()
                 && h.bytes()

@@ -386,6 +386,18 @@ async fn install_script_pins_the_key_and_refuses_before_changing_anything() {
         "{text}"
     );
     assert!(!text.contains("@@"), "a placeholder is left:\n{text}");
+    // Over HTTP/2 (curl's choice over TLS) the host is in the request's
+    // authority, not a Host header: the script names the server all the same.
+    let h2 = Command::new("curl")
+        .args(["-fsS", "--http2-prior-knowledge"])
+        .arg(format!("{}/install.sh", s.url))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&h2.stdout).contains(&format!("SERVER='{}'", s.url)),
+        "over HTTP/2: {}",
+        String::from_utf8_lossy(&h2.stderr)
+    );
     // The same keys, for the Ansible role, at /bundle-keys.
     let keys: serde_json::Value =
         serde_json::from_slice(&get_bytes(&s, "/bundle-keys").await).unwrap();

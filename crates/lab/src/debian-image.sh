@@ -1,6 +1,7 @@
 #!/bin/sh
 # The lab's Debian 12 host: a minimal bookworm root with systemd, udev,
-# openssh-server, sudo, curl and python3 (what Ansible needs on a target),
+# openssh-server, sudo, curl, python3 and python3-apt (what Ansible needs on a
+# target, its apt module included),
 # the kernel workspace's modules and an initramfs made by Debian's own
 # initramfs-tools, packed into an ext4 disk image. Run by
 # crates/lab/src/debian.rs, which caches the result; everything here comes
@@ -14,7 +15,7 @@ set -eu
 root=$OUT/root
 mkdir -p "$root"
 set -- --quiet --variant=minbase \
-	--include=systemd,systemd-sysv,udev,dbus,openssh-server,sudo,initramfs-tools,kmod,iproute2,ca-certificates,curl,python3,procps,less \
+	--include=systemd,systemd-sysv,udev,dbus,openssh-server,sudo,initramfs-tools,kmod,iproute2,ca-certificates,curl,python3,python3-apt,procps,less \
 	--customize-hook="mkdir -p \"\$1/lib/modules\" && cp -a '$KROOT/lib/modules/$RELEASE' \"\$1/lib/modules/\" && cp -a '$KROOT/boot/.' \"\$1/boot/\"" \
 	--customize-hook="chroot \"\$1\" depmod '$RELEASE'" \
 	--customize-hook="chroot \"\$1\" mkinitramfs -o '/boot/initrd.img-$RELEASE' '$RELEASE'" \

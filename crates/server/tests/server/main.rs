@@ -8,6 +8,7 @@ mod alerts;
 mod checkin;
 mod cli;
 mod common;
+mod compliance_report;
 mod connections;
 mod counts;
 mod dashboard;

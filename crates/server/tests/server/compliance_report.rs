@@ -3,7 +3,8 @@
 //! released, held and rolled back, hosts applying them), rendered by the
 //! server as PDF and read back with poppler's `pdftotext` and `pdftoppm`,
 //! and as HTML in headless Chromium (the dashboard's compliance page as a
-//! screenshot, the report printed to PDF). The images are kept as test
+//! screenshot, the report printed to PDF); and by the admin CLI
+//! (`admin printable --pdf`). The images are kept as test
 //! artifacts in the target directory's `tmp/compliance-report/`
 //! (`CARGO_TARGET_TMPDIR`): `report-N.png` (the server's PDF, a page
 //! each), `chromium-report-N.png` (Chromium's print of the HTML) and
@@ -284,6 +285,29 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
     ] {
         let n = count_colour(&px, colour);
         assert!(n > 50, "page 1 has {n} pixels of {name} ({colour})");
+    }
+
+    // The admin CLI writes the same report from the same database.
+    let cli_pdf = dir.join("cli-report.pdf");
+    let out = crate::cli::admin(
+        &s.storage,
+        &[
+            "printable",
+            "--from",
+            "2025-06-09",
+            "--to",
+            "2025-06-15",
+            "--policy-days",
+            "3",
+            "--pdf",
+            "-o",
+            cli_pdf.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli_lines = text_lines(&cli_pdf);
+    for day in expected_days() {
+        assert!(cli_lines.contains(&day), "{day:?} not in the CLI's PDF");
     }
 
     // The HTML: served with the dashboard's CSP, charts inline, no script.

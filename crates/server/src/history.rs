@@ -137,7 +137,9 @@ impl Context {
                 .ctx("record the day's figures per CVE")?;
             }
         }
-        tx.commit().await.ctx("commit the day's compliance figures")?;
+        tx.commit()
+            .await
+            .ctx("commit the day's compliance figures")?;
         last.fetch_max(day.day, Ordering::AcqRel);
         Ok(())
     }

@@ -895,11 +895,7 @@ pub async fn printable_report(
         })
         .transpose()?;
     let policy = policy.with(days, None)?;
-    let period = crate::printable::Period::parse(
-        given(&q.from),
-        given(&q.to),
-        ctx.clock.now(),
-    )?;
+    let period = crate::printable::Period::parse(given(&q.from), given(&q.to), ctx.clock.now())?;
     let report = ctx.printable(period, policy.policy_days).await?;
     if !pdf {
         return Ok(html_response(
@@ -918,7 +914,10 @@ pub async fn printable_report(
         .map_err(|e| Error::Task(e.to_string()))??;
     let mut r = bytes.into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/pdf"),
+    );
     if let Ok(v) = HeaderValue::from_str(&name) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -936,7 +935,7 @@ pub async fn printable_report(
     summary = "Dashboard: the printable compliance report for a period (HTML to print, or PDF)",
     security(("dashboardCookie" = [])),
     params(PrintableQuery),
-    responses((status = 200, description = "the report", content((String = "text/html"), (Vec<u8> = "application/pdf"))),
+    responses((status = 200, description = "the report", content((String = "text/html"), ("application/pdf"))),
         (status = 303, description = "no session: to the login page"),
         (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
         (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]

@@ -351,11 +351,8 @@ pub async fn run(
             out,
         } => {
             Policy::default().with(Some(policy_days), None)?;
-            let period = server::printable::Period::parse(
-                from.as_deref(),
-                to.as_deref(),
-                ctx.clock.now(),
-            )?;
+            let period =
+                server::printable::Period::parse(from.as_deref(), to.as_deref(), ctx.clock.now())?;
             let report = ctx.printable(period, policy_days).await?;
             let bytes = if pdf {
                 server::printable::pdf::render(&report)?

@@ -56,7 +56,10 @@ fn table(out: &mut String, t: &TextTable, detail_column: Option<usize>) {
 
 /// The figures as boxes.
 pub fn figures(p: &Printable) -> String {
-    let mut out = format!("<p>{}</p><div class=\"figures\">", esc(&p.figures_caption()));
+    let mut out = format!(
+        "<p>{}</p><div class=\"figures\">",
+        esc(&p.figures_caption())
+    );
     for (label, n, class) in p.figures() {
         let _ = write!(
             out,
@@ -105,7 +108,9 @@ pub fn document(p: &Printable) -> String {
     out.push_str("<h2>Releases, holds and rollbacks</h2>");
     let audit = p.audit_table();
     if audit.rows.is_empty() {
-        out.push_str("<p>No level was published, released, pinned, held or rolled back in the period.</p>");
+        out.push_str(
+            "<p>No level was published, released, pinned, held or rolled back in the period.</p>",
+        );
     } else {
         table(&mut out, &audit, Some(4));
     }

@@ -13,7 +13,6 @@ pub mod charts;
 pub mod html;
 pub mod pdf;
 
-
 use crate::context::Context;
 use crate::error::{invalid, DbContext, Error};
 use crate::history::{day_of, Day, DAY};
@@ -86,7 +85,10 @@ impl Period {
     /// [`MAX_DAYS`] days.
     pub fn parse(from: Option<&str>, to: Option<&str>, now: i64) -> Result<Self, Error> {
         let today = day_of(now);
-        let last = to.map(|t| parse_date("to", t)).transpose()?.unwrap_or(today);
+        let last = to
+            .map(|t| parse_date("to", t))
+            .transpose()?
+            .unwrap_or(today);
         let first = from
             .map(|f| parse_date("from", f))
             .transpose()?
@@ -270,7 +272,11 @@ impl Printable {
             ("hosts", d.hosts_total, ""),
             ("protected", d.hosts_protected, "protected"),
             ("exposed", d.hosts_exposed, "exposed"),
-            ("past policy", d.breaching(self.policy.policy_days), "breach"),
+            (
+                "past policy",
+                d.breaching(self.policy.policy_days),
+                "breach",
+            ),
             ("no level for kernel", d.hosts_unsupported, ""),
             ("stale", d.hosts_stale, "stale"),
         ]
@@ -501,7 +507,10 @@ mod tests {
             "2025-06-1a",
         ] {
             let e = parse_date("from", bad).unwrap_err().to_string();
-            assert!(e.starts_with("from: ") && e.contains("YYYY-MM-DD"), "{bad}: {e}");
+            assert!(
+                e.starts_with("from: ") && e.contains("YYYY-MM-DD"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -15,8 +15,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use krilla::geom::Size;
-use krilla::page::PageSettings;
 use krilla::metadata::Metadata;
+use krilla::page::PageSettings;
 use krilla::Document;
 use krilla_svg::{SurfaceExt, SvgSettings};
 
@@ -45,9 +45,8 @@ fn fonts() -> Result<Arc<usvg::fontdb::Database>, Error> {
         .get_or_init(|| {
             let mut db = usvg::fontdb::Database::new();
             for f in FONT_FILES {
-                db.load_font_file(f).map_err(|e| {
-                    format!("font {f}: {e} (install Debian's fonts-dejavu-core)")
-                })?;
+                db.load_font_file(f)
+                    .map_err(|e| format!("font {f}: {e} (install Debian's fonts-dejavu-core)"))?;
             }
             Ok(Arc::new(db))
         })
@@ -77,7 +76,11 @@ fn wrap_line(s: &str, width: f64, size: f64) -> Vec<String> {
         let mut word: Vec<char> = word.chars().collect();
         loop {
             let len = line.chars().count();
-            let room = if len == 0 { max } else { max.saturating_sub(len + 1) };
+            let room = if len == 0 {
+                max
+            } else {
+                max.saturating_sub(len + 1)
+            };
             if word.len() <= room {
                 if len > 0 {
                     line.push(' ');
@@ -240,7 +243,8 @@ impl Pages {
         self.need(2.0 * line + 12.0);
         self.row(&head, &xs, &widths, size, true);
         for r in &t.rows {
-            let (row, xs_r, w_r): (Vec<Vec<String>>, Vec<f64>, Vec<f64>) = if r.len() < widths.len() {
+            let (row, xs_r, w_r): (Vec<Vec<String>>, Vec<f64>, Vec<f64>) = if r.len() < widths.len()
+            {
                 // A row that spans: its first cell, then the rest as one.
                 let rest: f64 = widths[1..].iter().sum();
                 (
@@ -357,7 +361,10 @@ pub fn pages(p: &Printable) -> Vec<String> {
     pages.break_page();
     pages.heading("CVE timelines");
     if p.cves.is_empty() {
-        pages.paragraph("No level published by the end of the period fixes a CVE.", 9.5);
+        pages.paragraph(
+            "No level published by the end of the period fixes a CVE.",
+            9.5,
+        );
     } else {
         pages.table(&p.cve_table(), 8.0);
     }
@@ -379,7 +386,10 @@ pub fn pages(p: &Printable) -> Vec<String> {
     pages.need(60.0);
     pages.y += 36.0;
     let third = (PAGE_W - 2.0 * MARGIN) / 3.0;
-    for (i, label) in ["Reviewed by (name)", "Date", "Signature"].iter().enumerate() {
+    for (i, label) in ["Reviewed by (name)", "Date", "Signature"]
+        .iter()
+        .enumerate()
+    {
         let x = MARGIN + third * i as f64;
         let _ = write!(
             pages.page,
@@ -443,7 +453,10 @@ mod tests {
     fn wraps_at_spaces_and_inside_long_words() {
         // 10 pt at 0.64 em: 10 characters in 64 points.
         assert_eq!(wrap("aaa bbb ccc dd", 64.0, 10.0), ["aaa bbb", "ccc dd"]);
-        assert_eq!(wrap("abcdefghijklmnopqrstuvwxy", 64.0, 10.0), ["abcdefghij", "klmnopqrst", "uvwxy"]);
+        assert_eq!(
+            wrap("abcdefghijklmnopqrstuvwxy", 64.0, 10.0),
+            ["abcdefghij", "klmnopqrst", "uvwxy"]
+        );
         assert_eq!(wrap("", 64.0, 10.0), [""]);
         assert_eq!(wrap("ab {\"x\":1}", 64.0, 10.0), ["ab {\"x\":1}"]);
     }

@@ -150,7 +150,13 @@ fn to_pngs(pdf: &Path, dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let out = dir.join(prefix);
     run(
         "pdftoppm",
-        &["-png", "-r", "60", pdf.to_str().unwrap(), out.to_str().unwrap()],
+        &[
+            "-png",
+            "-r",
+            "60",
+            pdf.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
     );
     let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -203,7 +209,13 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
         ("policy_days=x", "policy_days"),
         ("policy_days=-1", "out of range"),
     ] {
-        let r = s.http.get(api(q)).bearer_auth(&viewer).send().await.unwrap();
+        let r = s
+            .http
+            .get(api(q))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{q}");
         let body = r.text().await.unwrap();
         assert!(body.contains(says), "{q}: {body}");
@@ -237,7 +249,10 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
         "CVE-2025-1002 test fix",
         "Reviewed by (name)",
     ] {
-        assert!(text.contains(want), "{want:?} not in the PDF's text:\n{text}");
+        assert!(
+            text.contains(want),
+            "{want:?} not in the PDF's text:\n{text}"
+        );
     }
     for day in expected_days() {
         assert!(lines.contains(&day), "{day:?} not a line of:\n{text}");
@@ -252,7 +267,9 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
         ("test", "publish"),
     ] {
         assert!(
-            lines.iter().any(|l| l.contains(&format!(" {who} {action} "))),
+            lines
+                .iter()
+                .any(|l| l.contains(&format!(" {who} {action} "))),
             "{who} {action} not in:\n{text}"
         );
     }
@@ -304,19 +321,35 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
             cli_pdf.to_str().unwrap(),
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cli_lines = text_lines(&cli_pdf);
     for day in expected_days() {
         assert!(cli_lines.contains(&day), "{day:?} not in the CLI's PDF");
     }
 
     // The HTML: served with the dashboard's CSP, charts inline, no script.
-    let r = s.http.get(api(&period)).bearer_auth(&viewer).send().await.unwrap();
+    let r = s
+        .http
+        .get(api(&period))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
     let html = r.text().await.unwrap();
-    assert!(html.contains("<svg") && html.contains("@page{size:A4"), "{html:.300}");
+    assert!(
+        html.contains("<svg") && html.contains("@page{size:A4"),
+        "{html:.300}"
+    );
     assert!(!html.contains("<script"));
 
     let Some(bin) = chromium() else {
@@ -340,11 +373,23 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
     assert!(info.contains("(A4)"), "{info}");
     let lines = text_lines(&printed);
     let text = lines.join("\n");
-    for want in ["Live-patch compliance report", "CVE-2025-1002", "alice", "bob", "carol"] {
-        assert!(text.contains(want), "{want:?} not in Chromium's print:\n{text}");
+    for want in [
+        "Live-patch compliance report",
+        "CVE-2025-1002",
+        "alice",
+        "bob",
+        "carol",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} not in Chromium's print:\n{text}"
+        );
     }
     for day in expected_days() {
-        assert!(lines.contains(&day), "{day:?} not a line of Chromium's print:\n{text}");
+        assert!(
+            lines.contains(&day),
+            "{day:?} not a line of Chromium's print:\n{text}"
+        );
     }
     let pngs = to_pngs(&printed, &dir, "chromium-report");
     let (px, _, _) = pixels(&pngs[0]);
@@ -363,6 +408,9 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
     let (px, _, _) = pixels(&shot);
     for colour in ["#2e7d32", "#f9a825", "#c62828", "#e8e8e8"] {
         let n = count_colour(&px, colour);
-        assert!(n > 100, "the dashboard's screenshot has {n} pixels of {colour}");
+        assert!(
+            n > 100,
+            "the dashboard's screenshot has {n} pixels of {colour}"
+        );
     }
 }

@@ -483,7 +483,7 @@ pub async fn summary(
     description = "Figures per day from the server's daily history (days it did not record are shown as missing), charts of hosts by standing and of the exposure distribution against the policy, each CVE's timeline, and the audit trail of publications, releases, pins, holds and rollbacks in the period.",
     security(("adminToken" = [])),
     params(crate::api::dashboard::PrintableQuery),
-    responses((status = 200, description = "the report", content((String = "text/html"), (Vec<u8> = "application/pdf"))), ApiError))]
+    responses((status = 200, description = "the report", content((String = "text/html"), ("application/pdf"))), ApiError))]
 pub async fn printable(
     State(s): State<Arc<AppState>>,
     _: AdminRead,

@@ -42,6 +42,24 @@ pub fn date(day: i64) -> String {
     s
 }
 
+/// An axis label: `250k`, `1.5M`, or the number itself below 10,000.
+fn compact(v: i64) -> String {
+    let short = |v: i64, unit: i64, suffix: &str| {
+        if v % unit == 0 {
+            format!("{}{suffix}", v / unit)
+        } else {
+            format!("{:.1}{suffix}", v as f64 / unit as f64)
+        }
+    };
+    if v >= 1_000_000 {
+        short(v, 1_000_000, "M")
+    } else if v >= 10_000 {
+        short(v, 1_000, "k")
+    } else {
+        v.to_string()
+    }
+}
+
 /// `a / b` rounded up, for `a >= 0` and `b > 0` (`i64::div_ceil` is not
 /// stable).
 fn ceil_div(a: i64, b: i64) -> i64 {
@@ -96,10 +114,11 @@ fn y_axis(out: &mut String, step: i64, top: i64, title: &str) {
         let _ = write!(
             out,
             "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#dddddd\" stroke-width=\"0.6\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v}</text>",
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             WIDTH - RIGHT,
             LEFT - 5.0,
-            y + 4.0
+            y + 4.0,
+            compact(v)
         );
         v += step;
     }
@@ -310,6 +329,15 @@ mod tests {
         assert_eq!(ticks(7), (2, 8));
         assert_eq!(ticks(23), (5, 25));
         assert_eq!(ticks(1_000_000), (200_000, 1_000_000));
+    }
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(compact(9_999), "9999");
+        assert_eq!(compact(200_000), "200k");
+        assert_eq!(compact(12_500), "12.5k");
+        assert_eq!(compact(1_000_000), "1M");
+        assert_eq!(compact(1_500_000), "1.5M");
     }
 
     #[test]

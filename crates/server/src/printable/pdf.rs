@@ -45,8 +45,11 @@ fn fonts() -> Result<Arc<usvg::fontdb::Database>, Error> {
         .get_or_init(|| {
             let mut db = usvg::fontdb::Database::new();
             for f in FONT_FILES {
-                db.load_font_file(f)
+                // In memory: a database of file paths would read the file
+                // again for every run of text.
+                let data = std::fs::read(f)
                     .map_err(|e| format!("font {f}: {e} (install Debian's fonts-dejavu-core)"))?;
+                db.load_font_data(data);
             }
             Ok(Arc::new(db))
         })
@@ -334,13 +337,15 @@ pub fn pages(p: &Printable) -> Vec<String> {
             let _ = write!(
                 pages.page,
                 "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"40\" fill=\"none\" stroke=\"#999\" stroke-width=\"0.6\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"16\" font-weight=\"bold\" fill=\"{colour}\">{n}</text>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"{}\" font-weight=\"bold\" fill=\"{colour}\">{n}</text>\
                  <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"7.5\">{}</text>",
                 x + 1.0,
                 pages.y,
                 w - 4.0,
                 x + 6.0,
                 pages.y + 19.0,
+                // Seven digits and more would overrun the box at 16 pt.
+                if n.to_string().len() > 6 { 12 } else { 16 },
                 x + 6.0,
                 pages.y + 33.0,
                 text(label)

@@ -1,8 +1,9 @@
 -- noreboot-server schema, version 6: the fleet's compliance figures, one
 -- row per UTC day, for the printable compliance report's charts. The
 -- server writes a day's row from the first fleet count it makes that day
--- (see src/history.rs); a day on which it counted nothing has no row, and
--- reports show it as missing rather than inventing it.
+-- and rewrites it with later counts at most hourly (src/history.rs); a
+-- day on which it counted nothing has no row, and reports show it as
+-- missing rather than inventing it.
 CREATE TABLE compliance_days (
     day               BIGINT PRIMARY KEY,        -- Unix seconds / 86400 (UTC)
     recorded_at       BIGINT NOT NULL,           -- when the count was taken

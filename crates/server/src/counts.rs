@@ -86,10 +86,10 @@ pub struct FleetCounts {
     refreshing: AtomicBool,
     /// Counts taken (for the tests that they are shared).
     pub taken: AtomicU64,
-    /// The last UTC day (Unix seconds / 86400) this process knows to have
-    /// its compliance record (`crate::history`): one look-up per day, not
-    /// per count.
-    pub(crate) recorded_day: AtomicI64,
+    /// The time of the count this process last wrote to the daily
+    /// compliance record (`crate::history`), which decides whether the
+    /// next count is written: not per count, at most hourly.
+    pub(crate) recorded_at: AtomicI64,
 }
 
 impl FleetCounts {
@@ -107,7 +107,7 @@ impl FleetCounts {
             counting: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
             taken: AtomicU64::new(0),
-            recorded_day: AtomicI64::new(i64::MIN),
+            recorded_at: AtomicI64::new(i64::MIN),
         }
     }
 

@@ -1,15 +1,18 @@
 //! The fleet's compliance figures day by day, for the printable report's
-//! charts: one row per UTC day, taken from the first compliance summary the
-//! server counts that day (`Context::compliance_summary`, which the
-//! dashboard, the API, `/metrics` and the report itself ask for).
+//! charts: one row per UTC day, written from the compliance summaries the
+//! server counts anyway (`Context::compliance_summary`, which the
+//! dashboard, the API, `/metrics`, the report itself and `serve`'s hourly
+//! tick ask for). A day's row is its first count, rewritten by later ones
+//! at most once an hour ([`REWRITE_AFTER`]): a day's figures are those of
+//! its last hour with a count, and a day costs at most 24 writes.
 //!
-//! The record reuses the summary's grouped count, so it costs one insert
-//! a day and no read of the hosts of its own; a process remembers the last
-//! day it recorded, so later counts that day cost nothing. A day on which
-//! the server counted nothing has no row, and nothing here invents one:
-//! readers get the days that exist and show the others as missing.
-//! Exposure is kept in seconds per host group, not as breaches, so that a
-//! report can judge past days against whatever policy it is asked for.
+//! The record reuses the summary's grouped count, so it adds no read of
+//! the hosts; a process remembers when it last wrote, so the counts in
+//! between cost nothing. A day on which the server counted nothing has no
+//! row, and nothing here invents one: readers get the days that exist and
+//! show the others as missing. Exposure is kept in seconds per host
+//! group, not as breaches, so that a report can judge past days against
+//! whatever policy it is asked for.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -23,6 +26,9 @@ use crate::report::{CveCompliance, Summary};
 
 /// Seconds in a day.
 pub const DAY: i64 = 86_400;
+/// How old, in seconds, a day's row must be before a newer count of the
+/// same day rewrites it.
+pub const REWRITE_AFTER: i64 = 3600;
 
 /// The UTC day (Unix seconds / 86400) of `t`.
 pub fn day_of(t: i64) -> i64 {
@@ -94,20 +100,29 @@ impl Day {
 }
 
 impl Context {
-    /// Records `day` unless its day has a record already (this process's
-    /// or another's: the first count of the day wins).
+    /// Records `day`: a new row, or a newer count of a day whose row is at
+    /// least [`REWRITE_AFTER`] old (this process's or another's: the
+    /// newest count wins).
     pub(crate) async fn record_day(&self, day: &Day) -> Result<(), Error> {
-        let last = &self.counts.recorded_day;
-        if last.load(Ordering::Acquire) >= day.day {
+        let last = &self.counts.recorded_at;
+        let before = last.load(Ordering::Acquire);
+        if day.recorded_at <= before
+            || (day_of(before) == day.day && day.recorded_at.saturating_sub(before) < REWRITE_AFTER)
+        {
             return Ok(());
         }
         let exposure = serde_json::to_string(&day.exposure)
             .map_err(|e| Error::Render(format!("the day's exposure: {e}")))?;
         let mut tx = self.db.begin_write().await?;
-        let inserted = sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO compliance_days (day, recorded_at, stale_hours, hosts_total, \
              hosts_protected, hosts_exposed, hosts_unsupported, hosts_stale, exposure) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (day) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (day) DO UPDATE SET \
+             recorded_at = excluded.recorded_at, stale_hours = excluded.stale_hours, \
+             hosts_total = excluded.hosts_total, hosts_protected = excluded.hosts_protected, \
+             hosts_exposed = excluded.hosts_exposed, hosts_unsupported = excluded.hosts_unsupported, \
+             hosts_stale = excluded.hosts_stale, exposure = excluded.exposure \
+             WHERE compliance_days.recorded_at <= excluded.recorded_at - $10",
         )
         .bind(day.day)
         .bind(day.recorded_at)
@@ -118,11 +133,17 @@ impl Context {
         .bind(day.hosts_unsupported)
         .bind(day.hosts_stale)
         .bind(exposure)
+        .bind(REWRITE_AFTER)
         .execute(&mut *tx)
         .await
         .ctx("record the day's compliance figures")?
         .rows_affected();
-        if inserted == 1 {
+        if written == 1 {
+            sqlx::query("DELETE FROM compliance_day_cves WHERE day = $1")
+                .bind(day.day)
+                .execute(&mut *tx)
+                .await
+                .ctx("replace the day's figures per CVE")?;
             for (cve, (fixed, exposed)) in &day.cves {
                 sqlx::query(
                     "INSERT INTO compliance_day_cves (day, cve, hosts_fixed, hosts_exposed) \
@@ -140,7 +161,7 @@ impl Context {
         tx.commit()
             .await
             .ctx("commit the day's compliance figures")?;
-        last.fetch_max(day.day, Ordering::AcqRel);
+        last.fetch_max(day.recorded_at, Ordering::AcqRel);
         Ok(())
     }
 

@@ -510,7 +510,7 @@ impl Context {
         summary.hosts_stale = counts.stale.max(0) as usize;
         let cves = fixes.cve_rows(per_cve);
         summary.cves_open = cves.iter().filter(|c| c.hosts_exposed > 0).count();
-        // The day's first count of the server's own kind is its record.
+        // Counts of the server's own kind make the daily record.
         if counts.stale_hours == self.counts.stale_hours() {
             let day = crate::history::Day::of(&counts, &summary, &cves, exposure);
             if let Err(e) = self.record_day(&day).await {

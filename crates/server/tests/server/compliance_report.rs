@@ -29,7 +29,7 @@ const POLICY: i64 = 3;
 /// every recorded day at the levels they have reached; h5 runs KERNEL_B
 /// and never checks in (stale). The server records the days on which the
 /// summary is asked for: 06-11 and 06-14 have no record.
-async fn week() -> (TestServer, String) {
+async fn week() -> (TestServer, String, Vec<String>) {
     let s = TestServer::start().await;
     let viewer = s.token("viewer", Role::ReadOnly).await;
     let key = s.reg_key("stable").await;
@@ -86,7 +86,7 @@ async fn week() -> (TestServer, String) {
             .await;
         assert_eq!(st, StatusCode::OK, "{body}");
     }
-    (s, viewer)
+    (s, viewer, hosts)
 }
 
 fn artifacts() -> PathBuf {
@@ -194,7 +194,7 @@ fn expected_days() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
-    let (s, viewer) = week().await;
+    let (s, viewer, hosts) = week().await;
     let dir = artifacts();
     let api = |q: &str| format!("{}/api/v1/admin/reports/printable?{q}", s.url);
     let period = format!("from=2025-06-09&to=2025-06-15&policy_days={POLICY}");
@@ -394,6 +394,32 @@ async fn printable_report_over_a_week_as_pdf_and_in_chromium() {
     let pngs = to_pngs(&printed, &dir, "chromium-report");
     let (px, _, _) = pixels(&pngs[0]);
     assert!(count_colour(&px, "#2e7d32") > 50 && count_colour(&px, "#c62828") > 20);
+
+    // Later counts of the day rewrite its record, at most once an hour:
+    // h4 catches up 10 minutes after today's record, and an hour after.
+    let html_report = || async {
+        s.http
+            .get(api(&period))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let today = |figures: [i64; 6]| {
+        let cells: String = figures.iter().map(|n| format!("<td>{n}</td>")).collect();
+        format!("<tr><td>2025-06-15</td>{cells}</tr>")
+    };
+    s.clock.advance(600);
+    s.checkin(&hosts[3], KERNEL_A, 2).await;
+    let html = html_report().await;
+    assert!(html.contains(&today([5, 3, 1, 1, 1, 1])), "{html}");
+    s.clock.advance(3600);
+    let html = html_report().await;
+    assert!(html.contains(&today([5, 4, 0, 0, 1, 1])), "{html}");
+    s.clock.advance(-3600 - 600);
 
     // The dashboard's compliance page shows the same charts.
     let shot = dir.join("dashboard-compliance.png");

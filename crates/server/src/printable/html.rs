@@ -14,7 +14,7 @@ dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:8
 .figures{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0}.figure{border:1px solid #999;padding:6px 10px;min-width:80px}\
 .figure b{display:block;font-size:20px}.protected b{color:#2e7d32}.exposed b{color:#b07800}.breach b{color:#c62828}.stale b{color:#a60}\
 figure{margin:10px 0}figure svg{width:100%;height:auto;border:1px solid #ccc}figcaption{font-size:11px;color:#444}\
-table{border-collapse:collapse;width:100%;margin:6px 0;font-size:11px}th,td{border:1px solid #bbb;padding:2px 5px;text-align:left;vertical-align:top}\
+table{border-collapse:collapse;width:100%;margin:6px 0;font-size:11px;table-layout:fixed}th,td{border:1px solid #bbb;padding:2px 5px;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
 th{background:#eee}thead{display:table-header-group}tr{break-inside:avoid}td.missing{color:#777;font-style:italic}\
 td code,td.detail{font-family:'DejaVu Sans Mono',monospace;font-size:10px;word-break:break-all}\
 .signoff{margin-top:28px;display:grid;grid-template-columns:1fr 1fr 1fr;gap:24px}.signoff div{border-top:1px solid #000;padding-top:4px;font-size:11px}\
@@ -22,7 +22,14 @@ td code,td.detail{font-family:'DejaVu Sans Mono',monospace;font-size:10px;word-b
 @media print{body{margin:0;max-width:none}.pagebreak{break-before:page}figure,.figures,.signoff{break-inside:avoid}}";
 
 fn table(out: &mut String, t: &TextTable, detail_column: Option<usize>) {
-    out.push_str("<table><thead><tr>");
+    // Fixed layout in the PDF's proportions: long ids wrap inside their
+    // column instead of pushing the table off the page.
+    let total: f64 = t.widths.iter().sum();
+    out.push_str("<table><colgroup>");
+    for w in &t.widths {
+        let _ = write!(out, "<col style=\"width:{:.1}%\">", 100.0 * w / total);
+    }
+    out.push_str("</colgroup><thead><tr>");
     for h in &t.header {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }

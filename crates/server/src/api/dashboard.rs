@@ -784,11 +784,10 @@ pub async fn compliance(
         Ok(p) => p,
         Err(e) => return error_page(e, Some(&who)),
     };
-    let ((sm, cves), hosts, fixes, report) = match tokio::try_join!(
-        s.ctx.compliance_summary(policy),
+    let ((report, sm, cves), hosts, fixes) = match tokio::try_join!(
+        s.ctx.printable_counted(period, policy.policy_days),
         s.ctx.host_page(&exposed, &wanted, policy),
-        s.ctx.fixes(),
-        s.ctx.printable(period, policy.policy_days)
+        s.ctx.fixes()
     ) {
         Ok(v) => v,
         Err(e) => return error_page(e, Some(&who)),

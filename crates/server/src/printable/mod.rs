@@ -17,7 +17,7 @@ use crate::context::Context;
 use crate::error::{invalid, DbContext, Error};
 use crate::history::{day_of, Day, DAY};
 use crate::model::AuditEntry;
-use crate::report::Policy;
+use crate::report::{CveCompliance, Policy, Summary};
 
 /// The longest period a report covers, in days.
 pub const MAX_DAYS: i64 = 366;
@@ -406,11 +406,21 @@ impl Context {
     /// The report for `period` judged by `policy_days`. Counts the fleet
     /// first (so that today, if in the period, has its record).
     pub async fn printable(&self, period: Period, policy_days: i64) -> Result<Printable, Error> {
+        Ok(self.printable_counted(period, policy_days).await?.0)
+    }
+
+    /// [`Context::printable`], with the summary and per-CVE view of the
+    /// count it made (the dashboard shows both: one count, not two).
+    pub async fn printable_counted(
+        &self,
+        period: Period,
+        policy_days: i64,
+    ) -> Result<(Printable, Summary, Vec<CveCompliance>), Error> {
         let policy = Policy {
             policy_days,
             stale_hours: self.counts.stale_hours(),
         };
-        self.compliance_summary(policy).await?;
+        let (summary, now) = self.compliance_summary(policy).await?;
         let generated_at = self.clock.now();
         let (days, fixes, (audit, audit_total)) = tokio::try_join!(
             self.history(period.first, period.last),
@@ -446,7 +456,7 @@ impl Context {
                 protected,
             });
         }
-        Ok(Printable {
+        let report = Printable {
             generated_at,
             period,
             policy,
@@ -454,7 +464,8 @@ impl Context {
             cves,
             audit,
             audit_total,
-        })
+        };
+        Ok((report, summary, now))
     }
 
     /// The audit entries of [`AUDIT_ACTIONS`] in `period`, oldest first (at

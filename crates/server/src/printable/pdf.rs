@@ -6,7 +6,7 @@
 //! Fonts: DejaVu Sans from Debian's `fonts-dejavu-core`, read at the
 //! first report rather than built into the binary — the server stays
 //! 1.4 MB smaller and the fonts get Debian's updates; a server without
-//! them answers the PDF with an error that names the package, and
+//! them answers the PDF with a 500 whose log line names the package, and
 //! everything else works. Text is measured with a width per character
 //! (DejaVu Sans is wide: 0.64 em is the advance of its digits),
 //! which wraps early rather than late.

@@ -9,6 +9,8 @@
 //! without writing anything, with none or the wrong one.
 
 mod common;
+#[path = "server/debian.rs"]
+mod debian;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

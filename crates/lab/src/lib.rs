@@ -17,11 +17,13 @@
 //! ```
 
 pub mod cpio;
+pub mod debian;
 pub mod error;
 pub mod guest;
 pub mod initramfs;
 pub mod sample;
 
+pub use debian::{DebianConfig, DebianGuest, DebianImage};
 pub use error::LabError;
 pub use guest::{dmesg_problems, run, ExecResult, Guest, GuestConfig, RunResult};
 pub use initramfs::Initramfs;

@@ -42,22 +42,14 @@ pub(crate) fn levels_json(field: &str, levels: &[u32]) -> Result<String, Error> 
 }
 
 impl Context {
-    /// Registers a host with a registration key; answers its token.
-    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, Error> {
-        validate::line("registration_key", &req.registration_key, 256, true)?;
-        validate::line("hostname", &req.hostname, validate::MAX_HOSTNAME, true)?;
-        validate_kernel(&req.kernel)?;
-        validate::line(
-            "agent_version",
-            &req.agent_version,
-            validate::MAX_AGENT_VERSION,
-            true,
-        )?;
-        validate::tags("tags", &req.tags)?;
+    /// The id and feed of a registration key hosts may register with now;
+    /// refused (unauthorized) when unknown or revoked.
+    pub async fn registration_key(&self, secret: &str) -> Result<(String, String), Error> {
+        validate::line("registration_key", secret, 256, true)?;
         let key = sqlx::query(
             "SELECT id, feed, revoked_at FROM registration_keys WHERE secret_hash = $1",
         )
-        .bind(secrets::hash(&req.registration_key))
+        .bind(secrets::hash(secret))
         .fetch_optional(self.db.pool())
         .await
         .ctx("look up the registration key")?
@@ -70,6 +62,22 @@ impl Context {
                 "registration key {key_id} was revoked"
             )));
         }
+        Ok((key_id, feed))
+    }
+
+    /// Registers a host with a registration key; answers its token.
+    pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, Error> {
+        validate::line("registration_key", &req.registration_key, 256, true)?;
+        validate::line("hostname", &req.hostname, validate::MAX_HOSTNAME, true)?;
+        validate_kernel(&req.kernel)?;
+        validate::line(
+            "agent_version",
+            &req.agent_version,
+            validate::MAX_AGENT_VERSION,
+            true,
+        )?;
+        validate::tags("tags", &req.tags)?;
+        let (key_id, feed) = self.registration_key(&req.registration_key).await?;
         let id = secrets::random_hex(16)?;
         let token = secrets::new_secret(secrets::HOST_TOKEN)?;
         let tags = serde_json::to_string(&req.tags).unwrap_or_else(|_| "[]".into());

@@ -16,12 +16,14 @@
 
 pub mod admin;
 pub mod api;
+pub mod apt;
 pub mod blobs;
 pub mod checkin;
 pub mod clock;
 pub mod context;
 pub mod counts;
 pub mod db;
+pub mod deb;
 pub mod error;
 pub mod fleet;
 pub mod history;

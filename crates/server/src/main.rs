@@ -128,6 +128,11 @@ enum Command {
         /// most 15 s old, recounted in the background (0: always so).
         #[arg(long, default_value_t = server::counts::DEFAULT_BUDGET.as_millis() as u64)]
         count_budget_ms: u64,
+        /// The URL hosts reach this server at (https://noreboot.example.com),
+        /// written into /install.sh [default: the Host header of each request
+        /// for it, with this server's scheme].
+        #[arg(long, env = "NOREBOOT_SERVER_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Act on the server's database directly.
     Admin {
@@ -217,7 +222,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             session_hours,
             login_failures_per_minute,
             count_budget_ms,
+            public_url,
         } => {
+            let public_url = public_url.map(|u| u.trim_end_matches('/').to_string());
+            if let Some(u) = &public_url {
+                if !api::apt::valid_public_url(u) {
+                    anyhow::bail!(
+                        "--public-url {u:?}: not an http:// or https:// URL of plain characters"
+                    );
+                }
+            }
             let policy =
                 server::report::Policy::default().with(Some(policy_days), Some(stale_hours))?;
             let tls = match (&tls_cert, &tls_key) {
@@ -276,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 login_failures_per_minute,
                 session_lifetime: Duration::from_secs(session_hours * 3600),
                 https: tls.is_some() || behind_tls_proxy,
+                public_url,
             };
             let db = ctx.db.clone();
             // The day's compliance record (`server::history`) is written by
@@ -292,6 +307,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             });
             let state = AppState::new(ctx, settings);
+            let key = state.repo.key(&state.ctx).await?;
+            tracing::info!("APT repository key {}", key.fingerprint);
             match tls {
                 Some(tls) => api::serve_tls(listener, state, tls, shutdown_signal()).await,
                 None => api::serve(listener, state, shutdown_signal()).await,

@@ -120,6 +120,25 @@ enum Cmd {
     /// Build the project's live patch fixture, boot the kernel, and show
     /// /proc/cmdline before, during and after the live patch.
     Demo(DemoArgs),
+    /// Boot the lab's Debian 12 host (systemd, openssh-server; its image
+    /// built into the cache first if missing) with the kernel, print how
+    /// long building and booting took, run a command over SSH, power off.
+    Debian(DebianArgs),
+}
+
+#[derive(clap::Args)]
+struct DebianArgs {
+    #[command(flatten)]
+    kernel: KernelArg,
+    /// Boot this many times (the figures of each boot are printed).
+    #[arg(long, default_value_t = 1)]
+    boots: u32,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// A command to run over SSH after each boot (a shell command line).
+    #[arg(trailing_var_arg = true)]
+    command: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -298,6 +317,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Fetch(a) => fetch(a),
         Cmd::Run(a) => run(a),
+        Cmd::Debian(a) => debian(a),
         Cmd::Source { kernel, version } => {
             let (cache, ws) = workspace(&kernel)?;
             let tarball = match version {
@@ -506,6 +526,59 @@ fn releases(a: ReleasesArgs) -> anyhow::Result<ExitCode> {
 
 /// The one place errors become exit codes: 2 usage (clap), 3 kernel
 /// workspace or archive, 4 guest failure, 1 anything else.
+/// `debian`: the Debian host's image, and its boots timed.
+fn debian(a: DebianArgs) -> anyhow::Result<ExitCode> {
+    let (cache, ws) = workspace(&a.kernel)?;
+    let image = lab::DebianImage::ensure(&cache, &ws)?;
+    let mut boots = Vec::new();
+    let mut status = 0;
+    for _ in 0..a.boots.max(1) {
+        let mut guest = lab::DebianGuest::boot(&image)?;
+        // What systemd itself measured, kernel and userspace.
+        let analyze = guest.ssh("systemd-analyze time")?.stdout;
+        let mut output = String::new();
+        if !a.command.is_empty() {
+            let r = guest.ssh(&a.command.join(" "))?;
+            status = r.status;
+            output = r.stdout;
+            if !a.json {
+                print!("{output}");
+                eprint!("{}", r.stderr);
+            }
+        }
+        let boot = guest.boot_time();
+        guest.poweroff()?;
+        if !a.json {
+            eprintln!(
+                "boot to SSH: {:.1}s; {}",
+                boot.as_secs_f64(),
+                analyze.lines().next().unwrap_or("").trim()
+            );
+        }
+        boots.push(serde_json::json!({
+            "boot_to_ssh_s": boot.as_secs_f64(),
+            "systemd_analyze": analyze.lines().next().unwrap_or("").trim(),
+            "output": output,
+        }));
+    }
+    if a.json {
+        let report = serde_json::json!({
+            "release": image.release,
+            "disk": image.disk,
+            "built_in_s": image.built_in.map(|d| d.as_secs_f64()),
+            "boots": boots,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Some(d) = image.built_in {
+        eprintln!(
+            "image built in {:.1}s: {}",
+            d.as_secs_f64(),
+            image.disk.display()
+        );
+    }
+    Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
+}
+
 fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<LabError>() {
         return match e {

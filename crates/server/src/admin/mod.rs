@@ -1,7 +1,7 @@
 //! Admin actions, shared by the CLI and the admin API, one module per
 //! resource as in [`crate::api::admin`]: publishing, feeds, what feeds
 //! serve (`releases`), kernels, levels, registration keys, API tokens,
-//! hosts, host reports and the audit trail. Every change runs in an
+//! hosts, host reports, agent packages and the audit trail. Every change runs in an
 //! [`audit::AuditedTx`], whose commit writes the change's audit entry in
 //! the same transaction, so there is no action without a record and no
 //! record without an action.
@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod kernels;
 pub mod keys;
 pub mod levels;
+pub mod packages;
 pub mod publish;
 pub mod releases;
 pub mod reports;

@@ -69,6 +69,73 @@ pub async fn register(
     Ok((StatusCode::CREATED, axum::Json(resp)))
 }
 
+/// `POST /register/check`: a registration key presented without
+/// registering.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCheck {
+    /// The registration key.
+    pub registration_key: String,
+}
+
+/// The answer to a key check: hosts registering with it would join this feed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct KeyChecked {
+    /// The key's feed.
+    pub feed: String,
+}
+
+/// `POST /register/check`: whether a registration key would register a
+/// host now (200 with its feed, 401 otherwise), rate limited as
+/// registrations are. `install.sh` asks before it changes the host, so a
+/// wrong key leaves the host as it was.
+#[utoipa::path(post, path = "/api/v1/register/check",
+    summary = "Check a registration key without registering (rate limited as registrations are)",
+    security(()),
+    request_body = KeyCheck,
+    responses((status = 200, description = "the key registers hosts to this feed", body = KeyChecked), ApiError))]
+pub async fn register_check(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(req): Json<KeyCheck>,
+) -> Result<axum::Json<KeyChecked>, Response> {
+    let attempt = state
+        .register_limiter
+        .start(addr.ip(), &req.registration_key, state.ctx.clock.now())
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
+        .map_err(|r| {
+            let retry = match r {
+                Refusal::Failures(retry) | Refusal::Successes(retry) => retry,
+            };
+            state.metrics.refused("rate_limited");
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many registration attempts from {}: try again in {retry} s",
+                    addr.ip()
+                ),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry));
+            r
+        })?;
+    match state.ctx.registration_key(&req.registration_key).await {
+        Ok((_, feed)) => {
+            state.register_limiter.succeeded(attempt).await;
+            Ok(axum::Json(KeyChecked { feed }))
+        }
+        Err(e) => {
+            state.register_limiter.failed(attempt).await;
+            if let crate::Error::Unauthorized(_) = e {
+                state.metrics.refused("unauthorized");
+            }
+            Err(ApiError::from(e).into_response())
+        }
+    }
+}
+
 /// `POST /checkin`: the host's state in, its target level out.
 #[utoipa::path(post, path = "/api/v1/checkin",
     summary = "Record the host's state; answers its target level",
@@ -120,7 +187,7 @@ pub async fn bundle(
 /// Its exact size is known, so the answer has a Content-Length, and a read
 /// that fails part-way ends the response short of it (the client sees a
 /// cut-off download, never a complete-looking one).
-struct Pieces(BlobReader);
+pub(crate) struct Pieces(pub(crate) BlobReader);
 
 impl http_body::Body for Pieces {
     type Data = Bytes;

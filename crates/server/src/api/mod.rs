@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod apt;
 pub mod connections;
 pub mod dashboard;
 pub mod error;
@@ -70,6 +71,9 @@ pub struct Settings {
     /// come from an `https://` page. `serve` sets it; the server cannot
     /// see a proxy's TLS for itself.
     pub https: bool,
+    /// The URL hosts reach this server at, for `/install.sh` (`serve
+    /// --public-url`); `None`: the request's Host header.
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -85,6 +89,7 @@ impl Default for Settings {
             login_failures_per_minute: 10,
             session_lifetime: Duration::from_secs(12 * 3600),
             https: false,
+            public_url: None,
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The check-in writer.
     pub checkins: crate::checkin::Checkins,
+    /// The APT repository's key and index files.
+    pub repo: crate::apt::Repository,
 }
 
 impl AppState {
@@ -126,6 +133,7 @@ impl AppState {
                 settings.checkin_interval,
                 settings.checkin_durability,
             ),
+            repo: crate::apt::Repository::default(),
             ctx,
             settings,
         })
@@ -148,6 +156,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let publish_limit = bundle::MAX_BUNDLE as usize;
     let api = Router::new()
         .route("/register", post(agent::register))
+        .route("/register/check", post(agent::register_check))
         .route("/checkin", post(agent::checkin))
         .route("/bundles/{sha256}", get(agent::bundle))
         .route("/report", post(agent::report))
@@ -183,6 +192,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/publish",
             post(admin::publish::publish).layer(DefaultBodyLimit::max(publish_limit)),
         )
+        .route(
+            "/admin/agent-packages",
+            get(admin::packages::list)
+                .post(admin::packages::upload)
+                .layer(DefaultBodyLimit::max(publish_limit)),
+        )
+        .route(
+            "/admin/agent-packages/{version}/remove",
+            post(admin::packages::remove),
+        )
         .route("/admin/promote", post(admin::releases::promote))
         .route("/admin/pin", post(admin::releases::pin))
         .route("/admin/hold", post(admin::releases::hold))
@@ -192,6 +211,21 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest(protocol::API_PREFIX, api)
         .route("/healthz", get(healthz))
+        .route("/install.sh", get(apt::install_sh))
+        .route("/apt/key.asc", get(apt::key_asc))
+        .route("/apt/key.gpg", get(apt::key_gpg))
+        .route("/apt/dists/stable/InRelease", get(apt::in_release))
+        .route("/apt/dists/stable/Release", get(apt::release))
+        .route("/apt/dists/stable/Release.gpg", get(apt::release_gpg))
+        .route(
+            "/apt/dists/stable/main/binary-amd64/Packages",
+            get(apt::packages),
+        )
+        .route(
+            "/apt/dists/stable/main/binary-amd64/Packages.gz",
+            get(apt::packages_gz),
+        )
+        .route("/apt/pool/main/n/noreboot/{file}", get(apt::pool))
         .route("/metrics", get(metrics::metrics))
         .route("/ui", get(dashboard::index))
         .route(

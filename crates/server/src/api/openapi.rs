@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, agent, dashboard, metrics};
+use super::{admin, agent, apt, dashboard, metrics};
 
 /// The document's operations and the schemas no operation names.
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ use super::{admin, agent, dashboard, metrics};
     ),
     paths(
         agent::register,
+        agent::register_check,
         agent::checkin,
         agent::bundle,
         agent::report,
@@ -46,6 +47,9 @@ use super::{admin, agent, dashboard, metrics};
         admin::keys::create,
         admin::keys::revoke,
         admin::publish::publish,
+        admin::packages::list,
+        admin::packages::upload,
+        admin::packages::remove,
         admin::releases::promote,
         admin::releases::pin,
         admin::releases::hold,
@@ -53,6 +57,15 @@ use super::{admin, agent, dashboard, metrics};
         admin::releases::rollback,
         openapi,
         super::healthz,
+        apt::install_sh,
+        apt::key_asc,
+        apt::key_gpg,
+        apt::in_release,
+        apt::release,
+        apt::release_gpg,
+        apt::packages,
+        apt::packages_gz,
+        apt::pool,
         metrics::metrics,
         dashboard::index,
         dashboard::login_page,

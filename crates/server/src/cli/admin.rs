@@ -12,7 +12,10 @@ use server::model::Role;
 use server::report::Policy;
 use server::{validate, Context, Error};
 
-use super::render::{Builds, Held, Output, Pinned, ReportView, RevokedToken, Unpinned, Wrote};
+use super::render::{
+    AptKey, Builds, Held, Output, Pinned, RemovedPackages, ReportView, RevokedToken, Unpinned,
+    Wrote,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -82,6 +85,13 @@ pub enum AdminCommand {
     /// Registration keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Agent packages (.deb) the server's APT repository serves to the
+    /// fleet (/apt/, joined by /install.sh).
+    #[command(subcommand)]
+    AgentPackage(AgentPackageCommand),
+    /// The APT repository's signing key: its fingerprint and the armored
+    /// public key (made on first use).
+    AptKey,
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -264,6 +274,22 @@ pub enum KeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AgentPackageCommand {
+    /// Add a noreboot .deb (scripts/package-agent) to the repository.
+    Upload {
+        /// The .deb.
+        file: PathBuf,
+    },
+    /// Take a version out of the repository.
+    Remove {
+        /// The package version.
+        version: String,
+    },
+    /// List the packages in the repository.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create an admin API token (printed once).
     Create {
@@ -321,6 +347,14 @@ pub async fn run(
         C::Unpin { feed, kernel } => done(Unpinned(ctx.unpin(actor, &feed, &kernel).await?)),
         C::Rollback { feed, kernel } => done(ctx.rollback(actor, &feed, &kernel).await?),
         C::Key(c) => key(ctx, actor, c).await,
+        C::AgentPackage(c) => agent_package(ctx, actor, c).await,
+        C::AptKey => {
+            let k = ctx.repo_key().await?;
+            done(AptKey {
+                fingerprint: k.fingerprint.clone(),
+                public_key: k.public_armored.clone(),
+            })
+        }
         C::Token(c) => token(ctx, actor, c).await,
         C::Hosts { retired: false } => done(ctx.hosts().await?),
         C::Hosts { retired: true } => done(ctx.retired_hosts().await?),
@@ -392,6 +426,20 @@ async fn key(ctx: &Context, actor: &str, command: KeyCommand) -> Done {
         KeyCommand::Create { feed, note } => done(ctx.create_key(actor, &feed, &note).await?),
         KeyCommand::Revoke { id } => done(ctx.revoke_key(actor, &id).await?),
         KeyCommand::List => done(ctx.keys().await?),
+    }
+}
+
+async fn agent_package(ctx: &Context, actor: &str, command: AgentPackageCommand) -> Done {
+    match command {
+        AgentPackageCommand::Upload { file } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", file.display())))?;
+            done(ctx.upload_agent_package(actor, bytes).await?)
+        }
+        AgentPackageCommand::Remove { version } => done(RemovedPackages(
+            ctx.remove_agent_package(actor, &version).await?,
+        )),
+        AgentPackageCommand::List => done(ctx.agent_packages().await?),
     }
 }
 

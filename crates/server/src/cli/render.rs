@@ -7,6 +7,7 @@
 //! here.
 
 use serde::Serialize;
+use server::admin::packages::AgentPackage;
 use server::admin::{Coverage, FeedState, NewKey, NewToken, Promoted, Published, Rollback};
 use server::admin::{Moved, Retired, RetiredHost, Tagged};
 use server::clock::rfc3339;
@@ -223,6 +224,66 @@ impl Render for Vec<RegistrationKey> {
                 )
             })
             .collect()
+    }
+}
+
+impl Render for AgentPackage {
+    fn text(&self) -> String {
+        format!(
+            "added {} {} ({}) to the repository: /apt/{}\n",
+            self.package, self.version, self.architecture, self.filename
+        )
+    }
+}
+
+impl Render for Vec<AgentPackage> {
+    fn text(&self) -> String {
+        self.iter()
+            .map(|p| {
+                format!(
+                    "{:<20} {:<6} {:>10}  {}  {}\n",
+                    p.version,
+                    p.architecture,
+                    p.size,
+                    rfc3339(p.uploaded_at),
+                    p.uploaded_by
+                )
+            })
+            .collect()
+    }
+}
+
+/// `agent-package remove`: what left the repository.
+#[derive(Serialize)]
+#[serde(transparent)]
+pub struct RemovedPackages(pub Vec<AgentPackage>);
+
+impl Render for RemovedPackages {
+    fn text(&self) -> String {
+        self.0
+            .iter()
+            .map(|p| {
+                format!(
+                    "removed {} {} ({}) from the repository\n",
+                    p.package, p.version, p.architecture
+                )
+            })
+            .collect()
+    }
+}
+
+/// `apt-key`: the repository key.
+#[derive(Serialize)]
+pub struct AptKey {
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The armored public key.
+    pub public_key: String,
+}
+
+impl Render for AptKey {
+    fn text(&self) -> String {
+        format!("fingerprint {}\n{}", self.fingerprint, self.public_key)
     }
 }
 

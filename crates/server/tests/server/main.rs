@@ -5,6 +5,7 @@
 //! SQLite, or with `NOREBOOT_TEST_DB=postgres` on PostgreSQL (`common`).
 
 mod alerts;
+mod apt;
 mod checkin;
 mod cli;
 mod common;

@@ -496,3 +496,57 @@ async fn bundles_of_a_disk_store_are_taken_into_the_database_at_start() {
     std::fs::remove_dir_all(site.data("old").join("bundles")).unwrap();
     assert!(site.ctx.blobs.get(&sha).await.unwrap().unwrap() == bytes);
 }
+
+#[tokio::test]
+async fn both_processes_serve_one_apt_repository_signed_with_one_key() {
+    let site = Site::new().await;
+    // Started together: both make a key at start, one is kept for both.
+    let ((_a, a), (_b, b)) = site.pair(&[]);
+    let get = |url: String| {
+        let http = site.http.clone();
+        async move {
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            r.bytes().await.unwrap().to_vec()
+        }
+    };
+    let key_a = get(format!("{a}/apt/key.asc")).await;
+    assert_eq!(key_a, get(format!("{b}/apt/key.asc")).await);
+
+    let dir = tempfile::tempdir().unwrap();
+    let deb = crate::apt::deb(dir.path(), "noreboot", "0.3.0", "amd64", "xz");
+    let admin = site.admin_token().await;
+    let (status, body) = site
+        .call(
+            &a,
+            Method::POST,
+            "/api/v1/admin/agent-packages",
+            Some(&admin),
+            Some(Body::Raw(
+                deb.clone(),
+                "application/vnd.debian.binary-package",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let packages =
+        String::from_utf8(get(format!("{b}/apt/dists/stable/main/binary-amd64/Packages")).await)
+            .unwrap();
+    assert!(packages.contains("Version: 0.3.0\n"), "{packages}");
+    assert!(
+        packages.contains(&format!("SHA256: {}\n", sha256_hex(&deb))),
+        "{packages}"
+    );
+    let release_a = get(format!("{a}/apt/dists/stable/Release")).await;
+    assert_eq!(
+        release_a,
+        get(format!("{b}/apt/dists/stable/Release")).await
+    );
+    assert!(
+        get(format!(
+            "{b}/apt/pool/main/n/noreboot/noreboot_0.3.0_amd64.deb"
+        ))
+        .await
+            == deb
+    );
+}

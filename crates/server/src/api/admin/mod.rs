@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod kernels;
 pub mod keys;
 pub mod levels;
+pub mod packages;
 pub mod publish;
 pub mod releases;
 pub mod reports;

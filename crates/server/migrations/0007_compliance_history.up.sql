@@ -1,4 +1,4 @@
--- noreboot-server schema, version 6: the fleet's compliance figures, one
+-- noreboot-server schema, version 7: the fleet's compliance figures, one
 -- row per UTC day, for the printable compliance report's charts. The
 -- server writes a day's row from the first fleet count it makes that day
 -- and rewrites it with later counts at most hourly (src/history.rs); a

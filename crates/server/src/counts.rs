@@ -13,7 +13,7 @@
 //! taken, and the pages and reports say it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,10 @@ pub struct FleetCounts {
     refreshing: AtomicBool,
     /// Counts taken (for the tests that they are shared).
     pub taken: AtomicU64,
+    /// The time of the count this process last wrote to the daily
+    /// compliance record (`crate::history`), which decides whether the
+    /// next count is written: not per count, at most hourly.
+    pub(crate) recorded_at: AtomicI64,
 }
 
 impl FleetCounts {
@@ -103,6 +107,7 @@ impl FleetCounts {
             counting: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
             taken: AtomicU64::new(0),
+            recorded_at: AtomicI64::new(i64::MIN),
         }
     }
 

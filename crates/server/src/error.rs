@@ -65,6 +65,10 @@ pub enum Error {
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// The printable compliance report could not be rendered (its fonts
+    /// missing, or the PDF writer failing).
+    #[error("rendering the compliance report: {0}")]
+    Render(String),
 }
 
 /// Whose fault an [`Error`] is and of what kind: the one classification
@@ -103,7 +107,8 @@ impl Error {
             | Error::Sqlite { .. }
             | Error::Migrate(_)
             | Error::Blob(_)
-            | Error::Task(_) => ErrorKind::Internal,
+            | Error::Task(_)
+            | Error::Render(_) => ErrorKind::Internal,
         }
     }
 }

@@ -308,6 +308,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             };
             let db = ctx.db.clone();
+            // The day's compliance record (`server::history`) is written by
+            // its first count; a server that nobody asks for figures
+            // still counts once an hour, so no day goes unrecorded.
+            let recorder = ctx.clone();
+            tokio::spawn(async move {
+                let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    hourly.tick().await;
+                    if let Err(e) = recorder.compliance_summary(policy).await {
+                        tracing::warn!("the hourly compliance count: {e}");
+                    }
+                }
+            });
             let state = AppState::new(ctx, settings);
             let key = state.repo.key(&state.ctx).await?;
             tracing::info!("APT repository key {}", key.fingerprint);

@@ -285,6 +285,37 @@ impl Fixes {
             .collect()
     }
 
+    /// How long, in seconds, a host on `build_id` at `level` has been
+    /// exposed at `now` to the CVE it has been exposed to longest; `None`
+    /// when it is not exposed (protected, or on a kernel without levels).
+    pub fn longest_exposure(&self, build_id: &str, level: i64, now: i64) -> Option<i64> {
+        let b = self.builds.get(build_id)?;
+        b.cves
+            .values()
+            .filter(|fix| level < fix.level)
+            .map(|fix| now.saturating_sub(fix.published_at).max(0))
+            .max()
+    }
+
+    /// Each CVE a level lists, with the lowest level listing it for each
+    /// kernel build: (build-id, level, published at), by CVE then build.
+    pub fn fixes_by_cve(&self) -> BTreeMap<&str, Vec<(&str, i64, i64)>> {
+        let mut out: BTreeMap<&str, Vec<(&str, i64, i64)>> = BTreeMap::new();
+        for (build, b) in &self.builds {
+            for (cve, fix) in &b.cves {
+                out.entry(cve)
+                    .or_default()
+                    .push((build, fix.level, fix.published_at));
+            }
+        }
+        out
+    }
+
+    /// What `cve` is, from the first level listing it.
+    pub fn description(&self, cve: &str) -> &str {
+        self.descriptions.get(cve).map_or("", String::as_str)
+    }
+
     /// One host's standing, and its exposures (by CVE).
     pub fn standing(
         &self,
@@ -488,7 +519,12 @@ impl Context {
         }
         let mut summary = empty_summary(counts.at, policy);
         let mut per_cve = fixes.cve_accumulators();
+        // The exposed hosts by their longest exposure, for the history.
+        let mut exposure: BTreeMap<i64, i64> = BTreeMap::new();
         for ((build_id, level), n) in by_level {
+            if let Some(secs) = fixes.longest_exposure(build_id, level, counts.at) {
+                *exposure.entry(secs).or_default() += n.max(0);
+            }
             fixes.count(
                 &mut summary,
                 &mut per_cve,
@@ -503,6 +539,15 @@ impl Context {
         summary.hosts_stale = counts.stale.max(0) as usize;
         let cves = fixes.cve_rows(per_cve);
         summary.cves_open = cves.iter().filter(|c| c.hosts_exposed > 0).count();
+        // Counts of the server's own kind make the daily record.
+        if counts.stale_hours == self.counts.stale_hours() {
+            let day = crate::history::Day::of(&counts, &summary, &cves, exposure);
+            if let Err(e) = self.record_day(&day).await {
+                // The figures asked for are right; only the history misses
+                // a day, which the next count will try again.
+                tracing::warn!("recording the day's compliance figures: {e}");
+            }
+        }
         Ok((summary, cves))
     }
 

@@ -86,7 +86,8 @@ header{background:#234;color:#fff;padding:8px 16px;display:flex;gap:16px;align-i
 header a{color:#fff}header form{margin-left:auto}main{padding:16px}\
 table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}\
 th{background:#eee}.exposed,.breach{color:#a00;font-weight:bold}.protected{color:#070}.stale{color:#a60}\
-.num{display:inline-block;margin-right:16px;padding:8px;border:1px solid #ccc}code{font-size:12px}";
+.num{display:inline-block;margin-right:16px;padding:8px;border:1px solid #ccc}code{font-size:12px}\
+figure{margin:8px 0;max-width:760px}figure svg{width:100%;height:auto;border:1px solid #ccc}figcaption{font-size:12px;color:#444}";
 
 /// A whole page with its security headers.
 fn page(status: StatusCode, title: &str, who: Option<&Actor>, body: &str) -> Response {
@@ -110,6 +111,12 @@ fn page(status: StatusCode, title: &str, who: Option<&Actor>, body: &str) -> Res
          <header><strong>noreboot</strong>{nav}</header><main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
     );
+    html_response(status, html)
+}
+
+/// An HTML document with the dashboard's security headers: its
+/// Content-Security-Policy (no script, no fetch), nosniff, no caching.
+fn html_response(status: StatusCode, html: String) -> Response {
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -773,8 +780,12 @@ pub async fn compliance(
         )
             .into_response();
     }
-    let ((sm, cves), hosts, fixes) = match tokio::try_join!(
-        s.ctx.compliance_summary(policy),
+    let period = match crate::printable::Period::parse(None, None, s.ctx.clock.now()) {
+        Ok(p) => p,
+        Err(e) => return error_page(e, Some(&who)),
+    };
+    let ((report, sm, cves), hosts, fixes) = match tokio::try_join!(
+        s.ctx.printable_counted(period, policy.policy_days),
         s.ctx.host_page(&exposed, &wanted, policy),
         s.ctx.fixes()
     ) {
@@ -789,6 +800,9 @@ pub async fn compliance(
          <span class=\"num exposed\">{} exposed</span><span class=\"num breach\">{} breaching</span>\
          <span class=\"num\">{} unsupported</span><span class=\"num stale\">{} stale</span></p>\
          <p class=\"counted\">Hosts counted at {}.</p>\
+         <h2>The last {} days</h2>{}<p>Printable report for this period: \
+         <a href=\"/ui/compliance/report?policy_days={0}\">HTML</a> · \
+         <a href=\"/ui/compliance/report?format=pdf&amp;policy_days={0}\">PDF</a></p>\
          <h2>CVEs</h2><table><tr><th>CVE</th><th>Fixed</th><th>Exposed</th><th>Breaching</th><th>First fix</th><th>Description</th></tr>",
         sm.policy_days,
         sm.hosts_total,
@@ -797,7 +811,9 @@ pub async fn compliance(
         sm.hosts_breaching,
         sm.hosts_unsupported,
         sm.hosts_stale,
-        esc(&sm.generated_at)
+        esc(&sm.generated_at),
+        period.days(),
+        crate::printable::html::charts(&report),
     );
     for cv in &cves {
         let _ = write!(
@@ -835,6 +851,102 @@ pub async fn compliance(
     }
     body.push_str("</table>");
     page(StatusCode::OK, "Compliance", Some(&who), &body)
+}
+
+/// `?from=&to=&policy_days=&format=` of the printable compliance report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PrintableQuery {
+    /// The period's first day, `YYYY-MM-DD` (UTC); default: 29 days
+    /// before `to`.
+    pub from: Option<String>,
+    /// Its last day, `YYYY-MM-DD`, at the latest today; default: today.
+    pub to: Option<String>,
+    /// The policy in days (0 to 3650); default: the server's.
+    pub policy_days: Option<String>,
+    /// `html` (default) or `pdf`.
+    pub format: Option<String>,
+}
+
+/// The printable compliance report `q` asks for, judged by `policy`
+/// unless it names its own: an HTML document with the dashboard's
+/// security headers, or a PDF. Shared by the dashboard (session) and the
+/// API (token); each maps the errors its own way.
+pub async fn printable_report(
+    ctx: &crate::Context,
+    policy: crate::report::Policy,
+    q: &PrintableQuery,
+) -> Result<Response, Error> {
+    let pdf = match given(&q.format) {
+        None | Some("html") => false,
+        Some("pdf") => true,
+        Some(other) => {
+            return Err(crate::error::invalid(format!(
+                "format: {other:.40?}: expected `html` or `pdf`"
+            )))
+        }
+    };
+    let days = given(&q.policy_days)
+        .map(|d| {
+            d.parse::<i64>().map_err(|_| {
+                crate::error::invalid(format!("policy_days: {d:.40?} is not an integer"))
+            })
+        })
+        .transpose()?;
+    let policy = policy.with(days, None)?;
+    let period = crate::printable::Period::parse(given(&q.from), given(&q.to), ctx.clock.now())?;
+    let report = ctx.printable(period, policy.policy_days).await?;
+    if !pdf {
+        return Ok(html_response(
+            StatusCode::OK,
+            crate::printable::html::document(&report),
+        ));
+    }
+    let name = format!(
+        "attachment; filename=\"compliance-{}-{}.pdf\"",
+        crate::printable::charts::date(period.first),
+        crate::printable::charts::date(period.last)
+    );
+    // Laying out and writing the PDF is CPU work: off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || crate::printable::pdf::render(&report))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/pdf"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// `GET /ui/compliance/report?from=&to=&policy_days=&format=html|pdf`:
+/// the printable compliance report for a period.
+#[utoipa::path(get, path = "/ui/compliance/report",
+    summary = "Dashboard: the printable compliance report for a period (HTML to print, or PDF)",
+    security(("dashboardCookie" = [])),
+    params(PrintableQuery),
+    responses((status = 200, description = "the report", content((String = "text/html"), ("application/pdf"))),
+        (status = 303, description = "no session: to the login page"),
+        (status = "4XX", body = String, content_type = "text/html", description = "an error page"),
+        (status = "5XX", body = String, content_type = "text/html", description = "an error page")))]
+pub async fn compliance_report(
+    State(s): State<Arc<AppState>>,
+    Session(who): Session,
+    Query(q): Query<PrintableQuery>,
+) -> Response {
+    match printable_report(&s.ctx, s.settings.policy, &q).await {
+        Ok(r) => r,
+        Err(e) => error_page(e, Some(&who)),
+    }
 }
 
 /// `?cursor=&action=&actor=&target=` of the audit page.

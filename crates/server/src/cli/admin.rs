@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Subcommand;
 use server::admin::Coverage;
 use server::model::Role;
@@ -13,7 +14,7 @@ use server::{validate, Context, Error};
 
 use super::render::{
     AptKey, Builds, Held, Output, Pinned, RemovedPackages, ReportView, RevokedToken, Unpinned,
-    VexDocument,
+    VexDocument, Wrote,
 };
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +148,26 @@ pub enum AdminCommand {
         /// Hours without a check-in after which a host counts as stale.
         #[arg(long, default_value_t = server::report::DEFAULT_STALE_HOURS)]
         stale_hours: i64,
+    },
+    /// Write the printable compliance report for a period (the daily
+    /// figures, charts, CVE timelines and release audit trail) to a file.
+    Printable {
+        /// The period's first day, YYYY-MM-DD (UTC); default: 29 days
+        /// before --to.
+        #[arg(long)]
+        from: Option<String>,
+        /// Its last day, YYYY-MM-DD; default: today.
+        #[arg(long)]
+        to: Option<String>,
+        /// Days a fixed CVE may stay unpatched.
+        #[arg(long, default_value_t = server::report::DEFAULT_POLICY_DAYS)]
+        policy_days: i64,
+        /// Write PDF instead of HTML.
+        #[arg(long)]
+        pdf: bool,
+        /// The file to write.
+        #[arg(long, short = 'o')]
+        out: std::path::PathBuf,
     },
     /// Write the published levels' bundles and an index.json into a
     /// directory another server can import (and agents can use as their
@@ -395,6 +416,29 @@ pub async fn run(
         }
         C::Vex { host: Some(h) } => done(VexDocument(ctx.host_vex(&h).await?)),
         C::Vex { host: None } => done(VexDocument(ctx.fleet_vex().await?)),
+        C::Printable {
+            from,
+            to,
+            policy_days,
+            pdf,
+            out,
+        } => {
+            Policy::default().with(Some(policy_days), None)?;
+            let period =
+                server::printable::Period::parse(from.as_deref(), to.as_deref(), ctx.clock.now())?;
+            let report = ctx.printable(period, policy_days).await?;
+            let bytes = if pdf {
+                server::printable::pdf::render(&report)?
+            } else {
+                server::printable::html::document(&report).into_bytes()
+            };
+            std::fs::write(&out, &bytes)
+                .with_context(|| format!("write the report to {}", out.display()))?;
+            done(Wrote {
+                path: out.display().to_string(),
+                bytes: bytes.len(),
+            })
+        }
         C::Export {
             out,
             kernels,

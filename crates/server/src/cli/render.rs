@@ -52,6 +52,21 @@ impl Output for VexDocument {
     }
 }
 
+/// A file the command wrote.
+#[derive(Debug, Serialize)]
+pub struct Wrote {
+    /// Where.
+    pub path: String,
+    /// Its size.
+    pub bytes: usize,
+}
+
+impl Render for Wrote {
+    fn text(&self) -> String {
+        format!("wrote {} ({} bytes)\n", self.path, self.bytes)
+    }
+}
+
 /// A level, or `-` for none.
 fn opt(v: Option<i64>) -> String {
     v.map_or_else(|| "-".to_string(), |l| l.to_string())

@@ -118,7 +118,7 @@ async fn sign_in_filters_and_escaping_over_http() {
 /// Forwards browser connections to the server, adding the session cookie
 /// to each request head: headless Chromium's `--screenshot` cannot fill a
 /// form, and the server under test stays exactly as deployed.
-async fn cookie_proxy(target: String, cookie: String) -> String {
+pub(crate) async fn cookie_proxy(target: String, cookie: String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -159,7 +159,7 @@ async fn cookie_proxy(target: String, cookie: String) -> String {
     format!("http://{addr}")
 }
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)
@@ -172,7 +172,7 @@ fn artifacts() -> PathBuf {
     d
 }
 
-fn run_chromium(bin: &PathBuf, profile: &std::path::Path, args: &[&str]) -> String {
+pub(crate) fn run_chromium(bin: &PathBuf, profile: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(bin)
         .args([
             "--headless",

@@ -9,6 +9,7 @@ mod apt;
 mod checkin;
 mod cli;
 mod common;
+mod compliance_report;
 mod connections;
 mod counts;
 mod dashboard;

@@ -476,6 +476,22 @@ pub async fn summary(
     counted(&s, &q, View::Summary, |summary, _| summary).await
 }
 
+/// `GET /admin/reports/printable`: the printable compliance report for a
+/// period, as the dashboard serves it (`/ui/compliance/report`).
+#[utoipa::path(get, path = "/api/v1/admin/reports/printable",
+    summary = "The printable compliance report for a period: HTML to print, or PDF",
+    description = "Figures per day from the server's daily history (days it did not record are shown as missing), charts of hosts by standing and of the exposure distribution against the policy, each CVE's timeline, and the audit trail of publications, releases, pins, holds and rollbacks in the period.",
+    security(("adminToken" = [])),
+    params(crate::api::dashboard::PrintableQuery),
+    responses((status = 200, description = "the report", content((String = "text/html"), ("application/pdf"))), ApiError))]
+pub async fn printable(
+    State(s): State<Arc<AppState>>,
+    _: AdminRead,
+    Query(q): Query<crate::api::dashboard::PrintableQuery>,
+) -> Result<Response, ApiError> {
+    Ok(crate::api::dashboard::printable_report(&s.ctx, s.settings.policy, &q).await?)
+}
+
 /// `?limit=&cursor=&host=&result=` of the host reports.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,2 @@
+DROP TABLE compliance_day_cves;
+DROP TABLE compliance_days;

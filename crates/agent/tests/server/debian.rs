@@ -413,7 +413,7 @@ fn ansible_role_joins_a_debian_host_and_a_second_run_changes_nothing() {
     let host = &listed.as_array().unwrap()[0];
     assert_eq!(
         host["tags"],
-        serde_json::json!(["ansible", "lab"]),
+        serde_json::json!(["lab", "ansible"]),
         "{listed}"
     );
     g.ssh_ok("noreboot update").unwrap();

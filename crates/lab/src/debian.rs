@@ -306,7 +306,7 @@ impl DebianGuest {
     /// Runs `script`; past `timeout` the guest is killed and a
     /// [`LabError::Timeout`] returned.
     pub fn ssh_timeout(&mut self, script: &str, timeout: Duration) -> Result<ExecResult, LabError> {
-        self.ssh_input(script, None, timeout)
+        self.ssh_input(script, None, timeout, true)
     }
 
     /// Runs `script`, which must succeed; returns its stdout.
@@ -335,7 +335,7 @@ impl DebianGuest {
         let quoted = shell_quote(guest);
         let mode = if exec { "0755" } else { "0644" };
         let script = format!("cat > {quoted} && chmod {mode} {quoted}");
-        let r = self.ssh_input(&script, Some(data), self.cfg.command_timeout)?;
+        let r = self.ssh_input(&script, Some(data), self.cfg.command_timeout, true)?;
         if r.status != 0 {
             return Err(LabError::CommandFailed {
                 script,
@@ -402,10 +402,13 @@ impl DebianGuest {
             if started.elapsed() > limit {
                 return Err(self.timeout(context, limit));
             }
+            // A probe that hangs (sshd starting under load) is given up
+            // and tried again; only the boot's deadline ends the guest.
             let r = self.ssh_input(
                 "cat /proc/sys/kernel/random/boot_id",
                 None,
                 Duration::from_secs(20),
+                false,
             );
             if let Ok(r) = r {
                 let id = r.stdout.trim();
@@ -444,6 +447,7 @@ impl DebianGuest {
         script: &str,
         input: Option<Vec<u8>>,
         timeout: Duration,
+        kill_guest_on_timeout: bool,
     ) -> Result<ExecResult, LabError> {
         let started = Instant::now();
         let mut cmd = Command::new("ssh");
@@ -492,6 +496,14 @@ impl DebianGuest {
             if started.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
+                if !kill_guest_on_timeout {
+                    return Ok(ExecResult {
+                        status: -1,
+                        stdout: String::new(),
+                        stderr: format!("ssh timed out after {timeout:?}"),
+                        duration: started.elapsed(),
+                    });
+                }
                 return Err(self.timeout(&format!("running {:?}", first_line(script)), timeout));
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -307,14 +307,8 @@ async fn alert_rules_read_real_metrics_and_fire_on_a_real_servers_troubles() {
     let s = TestServer::start().await;
     // A healthy fleet: a level, a host that applied it, nothing failing.
     s.clock.set(T0 - 40 * DAY);
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 1, &["CVE-2024-0001"], &["stable"])
+        .await;
     let key = s.reg_key("stable").await;
     let web = s.register(&key, "web1", KERNEL_A).await;
     s.checkin(&web.token, KERNEL_A, 1).await;

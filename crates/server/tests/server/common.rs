@@ -161,9 +161,15 @@ impl TestServer {
 
     /// Publishes a level straight through the library, released to `feeds`.
     pub async fn publish(&self, build_id: &str, level: u32, feeds: &[&str]) {
+        self.publish_fixing(build_id, level, &[], feeds).await;
+    }
+
+    /// Publishes a level fixing `cves` straight through the library,
+    /// released to `feeds`.
+    pub async fn publish_fixing(&self, build_id: &str, level: u32, cves: &[&str], feeds: &[&str]) {
         let feeds: Vec<String> = feeds.iter().map(|f| f.to_string()).collect();
         self.ctx
-            .publish(ACTOR, self.bundle(build_id, level, &[]), &feeds)
+            .publish(ACTOR, self.bundle(build_id, level, cves), &feeds)
             .await
             .unwrap();
     }

@@ -35,14 +35,8 @@ async fn week() -> (TestServer, String, Vec<String>) {
     let key = s.reg_key("stable").await;
     let day = |d: i64| T0 - d * DAY;
     s.clock.set(day(6));
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2025-1001"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 1, &["CVE-2025-1001"], &["stable"])
+        .await;
     let mut hosts = Vec::new();
     for name in ["h1", "h2", "h3", "h4"] {
         hosts.push(s.register(&key, name, KERNEL_A).await.token);
@@ -59,10 +53,7 @@ async fn week() -> (TestServer, String, Vec<String>) {
     for (ago, lv) in levels {
         s.clock.set(day(ago));
         if ago == 3 {
-            s.ctx
-                .publish(ACTOR, s.bundle(KERNEL_A, 2, &["CVE-2025-1002"]), &[])
-                .await
-                .unwrap();
+            s.publish_fixing(KERNEL_A, 2, &["CVE-2025-1002"], &[]).await;
             s.ctx.promote("alice", KERNEL_A, 2, "stable").await.unwrap();
             s.ctx.rollback("bob", "stable", KERNEL_A).await.unwrap();
             s.ctx.promote("alice", KERNEL_A, 2, "stable").await.unwrap();

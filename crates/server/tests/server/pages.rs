@@ -158,14 +158,8 @@ async fn host_filters_and_bad_parameters() {
     let s = TestServer::start().await;
     let admin = s.token("ops", Role::Admin).await;
     s.clock.set(T0 - 10 * 86_400);
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 1, &["CVE-2024-0001"], &["stable"])
+        .await;
     s.clock.set(T0);
     let stable = s.reg_key("stable").await;
     let test = s.reg_key("test").await;
@@ -337,14 +331,13 @@ async fn bulk_hosts(s: &TestServer, n: usize, level: i64) {
 async fn csv_reports_stream_every_host_across_chunks() {
     let s = TestServer::start().await;
     let viewer = s.token("viewer", Role::ReadOnly).await;
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2024-0001", "CVE-2024-0002"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(
+        KERNEL_A,
+        1,
+        &["CVE-2024-0001", "CVE-2024-0002"],
+        &["stable"],
+    )
+    .await;
     let n = server::api::admin::reports::CSV_CHUNK as usize * 2 + 345;
     bulk_hosts(&s, n, 0).await;
     let csv = |path: String| {
@@ -451,23 +444,11 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
         }
     };
     s.clock.set(T0 - 40 * 86_400);
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 1, &["CVE-2024-0001"], &["stable"])
+        .await;
     s.clock.set(T0 - 5 * 86_400);
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 2, &["CVE-2024-0001", "CVE-2024-0002"]),
-            &["test".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 2, &["CVE-2024-0001", "CVE-2024-0002"], &["test"])
+        .await;
     s.clock.set(T0);
     check("no hosts").await;
     let stable = s.reg_key("stable").await;
@@ -499,14 +480,8 @@ async fn summary_counted_by_group_agrees_as_hosts_check_in_move_and_retire() {
     check("retired").await;
     s.clock.advance(2 * 86_400);
     check("stale").await;
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_B, 1, &["CVE-2024-0003"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_B, 1, &["CVE-2024-0003"], &["stable"])
+        .await;
     check("a level for B").await;
 }
 

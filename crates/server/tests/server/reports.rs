@@ -22,23 +22,11 @@ pub const EVIL: &str = "<script>alert(1)</script>";
 pub async fn fleet() -> (TestServer, String) {
     let s = TestServer::start().await;
     s.clock.set(T0 - 40 * DAY);
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 1, &["CVE-2024-0001"], &["stable"])
+        .await;
     s.clock.set(T0 - 10 * DAY);
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 2, &["CVE-2024-0002"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 2, &["CVE-2024-0002"], &["stable"])
+        .await;
     s.clock.set(T0);
     let key = s.reg_key("stable").await;
     for (name, level) in [("old", 0), ("mid", 1), ("new", 2)] {

@@ -228,14 +228,8 @@ async fn events_are_signed_retried_until_the_receiver_is_up_given_up_when_it_sta
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     }
 
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 1, &["CVE-2024-0001"], &["stable"])
+        .await;
     let key = s.reg_key("stable").await;
     let host = s.register(&key, "web-1", KERNEL_A).await;
     s.checkin(&host.token, KERNEL_A, 0).await;
@@ -379,14 +373,8 @@ async fn a_new_process_takes_over_the_deliveries_of_one_that_died() {
         )
         .await
         .unwrap();
-    s.ctx
-        .publish(
-            ACTOR,
-            s.bundle(KERNEL_A, 1, &["CVE-2024-0001"]),
-            &["stable".into()],
-        )
-        .await
-        .unwrap();
+    s.publish_fixing(KERNEL_A, 1, &["CVE-2024-0001"], &["stable"])
+        .await;
     let key = s.reg_key("stable").await;
     let host = s.register(&key, "web-1", KERNEL_A).await;
     report(&s, &host.token, "failed", 1).await;

@@ -178,6 +178,7 @@ pub fn foreign_modules() -> &'static ForeignModules {
             ("nrtest_l2", "impostor-level-2 "),
         ] {
             let d = f.dir.join(format!("foreign-{name}"));
+            let _ = std::fs::remove_dir_all(&d);
             std::fs::create_dir_all(&d).unwrap();
             let patch = edit(
                 tree.dir(),
@@ -233,48 +234,104 @@ fn make_fixture(release: &Release, name: &str, effective: Option<&str>) -> Fixtu
     let ws = Workspace::fetch(&cache, &archive, release).unwrap();
     let tree = ws.source_tree(&cache, &archive).unwrap();
     let t = tree.dir().to_path_buf();
-    let dir = option_env!("CARGO_TARGET_TMPDIR")
+    let base = option_env!("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    // The agent's test binaries run at the same time (scripts/run-tests)
+    // and share the fixture: one builds it, the others wait, then find
+    // it built from the same inputs and take it as it is.
+    let lock = std::fs::File::create(base.join(format!("{name}.lock"))).unwrap();
+    lock.lock().unwrap();
     let build = workspace_bin("noreboot-build", "factory");
     let agent = option_env!("CARGO_BIN_EXE_noreboot")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_bin("noreboot", "agent"));
-    run(Command::new(&build)
-        .args(["keygen", "-o"])
-        .arg(dir.join("keys")));
     let secret = dir.join("keys/noreboot.key");
     let public = dir.join("keys/noreboot.pub");
-
     let p1 = cmdline_patch(&t, 1, &dir);
     let p2 = cmdline_patch(&t, 2, &dir);
     let ps = stall_patch(&t, &dir);
+    // What the levels are made of: the factory that builds them, this
+    // file (the specs below), the kernel and the patches.
+    let inputs = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(std::fs::read(&build).unwrap());
+        h.update(include_str!("mod.rs"));
+        h.update(format!("{release} {effective:?}"));
+        for p in [&p1, &p2, &ps] {
+            h.update(std::fs::read(p).unwrap());
+        }
+        format!("{:x}", h.finalize())
+    };
+    let stamp = dir.join("inputs.sha256");
+    let levels: Vec<PathBuf> = (1..=3)
+        .map(|i| dir.join(format!("nrtest_l{i}.nrb")))
+        .collect();
+    let built = std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs)
+        && levels.iter().chain([&secret, &public]).all(|p| p.is_file());
+    if !built {
+        build_levels(
+            &build,
+            release,
+            effective,
+            [p1.as_path(), p2.as_path(), ps.as_path()],
+            &dir,
+        );
+        std::fs::write(&stamp, &inputs).unwrap();
+    }
+    drop(lock);
+    let build_id = ws.identity().build_id.to_string();
+    Fixture {
+        ws,
+        dir,
+        agent,
+        secret,
+        public,
+        levels,
+        build_id,
+    }
+}
+
+/// Builds the fixture's key pair and its three level bundles into `dir`.
+fn build_levels(
+    build: &Path,
+    release: &Release,
+    effective: Option<&str>,
+    [p1, p2, ps]: [&Path; 3],
+    dir: &Path,
+) {
+    let _ = std::fs::remove_file(dir.join("inputs.sha256"));
+    let _ = std::fs::remove_dir_all(dir.join("keys"));
+    run(Command::new(build)
+        .args(["keygen", "-o"])
+        .arg(dir.join("keys")));
+    let secret = dir.join("keys/noreboot.key");
     // (name, patches, CVEs, effective version)
     type Spec<'a> = (&'a str, Vec<&'a Path>, Vec<&'a str>, Option<&'a str>);
     let specs: [Spec; 3] = [
-        ("nrtest_l1", vec![&p1], vec!["CVE-2099-1001"], None),
+        ("nrtest_l1", vec![p1], vec!["CVE-2099-1001"], None),
         (
             "nrtest_l2",
-            vec![&p2],
+            vec![p2],
             vec!["CVE-2099-1001", "CVE-2099-1002"],
             effective,
         ),
         (
             "nrtest_l3",
-            vec![&p2, &ps],
+            vec![p2, ps],
             vec!["CVE-2099-1001", "CVE-2099-1002", "CVE-2099-1003"],
             effective,
         ),
     ];
-    let mut levels = Vec::new();
     for (i, (name, patches, cves, eff)) in specs.iter().enumerate() {
         let out = dir.join(name);
-        factory(&build, release.as_str(), patches, name, cves, &out);
+        let _ = std::fs::remove_dir_all(&out);
+        factory(build, release.as_str(), patches, name, cves, &out);
         let nrb = dir.join(format!("{name}.nrb"));
-        let mut cmd = Command::new(&build);
+        let mut cmd = Command::new(build);
         cmd.args(["bundle", "--from"])
             .arg(&out)
             .args(["--level", &(i + 1).to_string(), "--key"])
@@ -285,17 +342,6 @@ fn make_fixture(release: &Release, name: &str, effective: Option<&str>) -> Fixtu
             cmd.args(["--effective-version", e]);
         }
         run(&mut cmd);
-        levels.push(nrb);
-    }
-    let build_id = ws.identity().build_id.to_string();
-    Fixture {
-        ws,
-        dir,
-        agent,
-        secret,
-        public,
-        levels,
-        build_id,
     }
 }
 
